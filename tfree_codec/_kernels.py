@@ -2,20 +2,30 @@
 
 Encoding runs in three passes, all ``nogil`` so ``encode_batch`` scales across threads:
 
-1. ``split_words``: one walk over the code points emits the words (spans or marker ids) and gives every
-   distinct word an id, found through an open-addressing table keyed by the word's code points.
-2. ``hash_words``: each *distinct* word is hashed once into its trigram activation pattern (``tfree`` family).
-3. ``gather_patterns``: the per-word CSR is assembled by copying each word's pattern from the distinct table.
+1. ``split_words``: one walk over the code points emits the words (character spans, or marker ids) and interns
+   each text word in a word cache: an open-addressing table keyed by the word's code points.
+2. ``hash_new``: each word the cache has not seen before is hashed once into its activation pattern.
+3. ``gather``: the per-word CSR is assembled by copying each word's pattern out of the cache.
 
-Natural text repeats its words, so step 2 touches a few percent of the text and step 3 is a memory copy.
+Natural text repeats its words, so pass 2 touches a few percent of the text and pass 3 is a memory copy. The
+cache outlives a call (``codec.WordCache``), so a corpus fed in chunks hashes each distinct word once.
 ``_reference.py`` is the slow, readable twin these kernels are tested against.
+
+A cache is a handful of arrays, passed in and returned (they may have been grown):
+  tab   uint64[2 * size]  slot -> (word hash, (id + 1) | length << 32); 0 = empty
+  chars uint32[...]       the code points of the distinct words, back to back
+  coff  int64[...]        word u spans chars[coff[u]:coff[u + 1]]
+  ascii int32[128]        id of each single-ASCII-character word, or -1 (skips the table for punctuation)
+  pptr  int64[...]        pattern of word id w (markers first) is pidx[pptr[w]:pptr[w + 1]]
+  pidx  uint32[...]
+  cnt   int64[2]          [distinct words, of which hashed]
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-from ._unicode import CLASS_MASK, DIGIT, LETTER, LETTER_NS, NEWLINE, NO_WS_AFTER, NO_WS_BEFORE, SPACE
+from ._unicode import CLASS_MASK, LETTER, LETTER_NS, NEWLINE, NO_WS_AFTER, NO_WS_BEFORE, SPACE
 
 # Marker word ids (see words.MARKERS): 0 end-of-text, 1 <|no_ws|>, 2.. spaces 1,2,4,..,64, then newlines alike.
 NO_WS = 1
@@ -25,6 +35,11 @@ N_POW = 7  # runs of 2**0 .. 2**6 merge into one marker
 N_MARKERS = 16
 _FNV = np.uint64(0x100000001B3)
 _FNV0 = np.uint64(0xCBF29CE484222325)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_DEBRUIJN_MUL = 0x03F79D71B4CA8B09  # a de Bruijn sequence: (lowest set bit * it) >> 58 names the bit
+_DEBRUIJN = np.zeros(64, np.int64)
+for _i in range(64):
+    _DEBRUIJN[((1 << _i) * _DEBRUIJN_MUL % (1 << 64)) >> 58] = _i
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -36,73 +51,127 @@ def splitmix64(x):
 
 
 @njit(cache=True, nogil=True)
-def _grow(a, n):
-    b = np.empty((a.shape[0] * 2,) + a.shape[1:], a.dtype)
-    b[:n] = a[:n]
+def _grow(a, need):
+    n = a.shape[0]
+    while n < need:
+        n *= 2
+    b = np.empty((n,) + a.shape[1:], a.dtype)
+    b[:a.shape[0]] = a
     return b
 
 
-@njit(cache=True, nogil=True)
-def ns_runs(cps, cls):
-    """(start, end) of every letter run that holds a letter of a no-space script: the runs ICU segments."""
-    out = np.empty((16, 2), np.int64)
-    k = 0
-    i, n = 0, cps.shape[0]
-    while i < n:
-        c = cls[cps[i]] & CLASS_MASK
-        if c != LETTER and c != LETTER_NS:
-            i += 1
-            continue
-        j, has_ns = i, False
-        while j < n:
-            cj = cls[cps[j]] & CLASS_MASK
-            if cj == LETTER_NS:
-                has_ns = True
-            elif cj != LETTER:
-                break
-            j += 1
-        if has_ns:
-            if k == out.shape[0]:
-                out = _grow(out, k)
-            out[k, 0] = i
-            out[k, 1] = j
-            k += 1
-        i = j
-    return out[:k].copy()
+@njit(cache=True, nogil=True, inline="always")
+def _word_hash(cps, s, e):
+    h = _FNV0
+    for q in range(s, e):
+        h = (h ^ np.uint64(cps[q])) * _FNV
+    return splitmix64(h ^ np.uint64(e - s))
 
 
 @njit(cache=True, nogil=True)
-def split_words(cps, cls, breaks, max_chars):
-    """Words of ``cps`` as (offsets (n, 2) int64, ids int32, distinct (u, 2) int64).
+def _rehash(tab):
+    size = tab.shape[0]  # the new table has twice the slots
+    new = np.zeros(2 * size, np.uint64)
+    for t in range(size // 2):
+        v = tab[2 * t + 1]
+        if v != 0:
+            h = tab[2 * t]
+            sl = np.int64(h & np.uint64(size - 1))
+            while new[2 * sl + 1] != 0:
+                sl = (sl + 1) & (size - 1)
+            new[2 * sl] = h
+            new[2 * sl + 1] = v
+    return new
 
-    ids < N_MARKERS are marker words; id N_MARKERS + j is the j-th distinct text word, whose first occurrence
-    spans ``distinct[j]``. ``breaks`` are sorted extra boundaries inside letter runs (from ICU).
+
+@njit(cache=True, nogil=True)
+def _reserve(L, tab, chars, coff, cnt):
+    """Make room for one more word of length L (rarely does anything)."""
+    u = cnt[0]
+    if u + 2 > coff.shape[0]:
+        coff = _grow(coff, u + 2)
+    if coff[u] + L > chars.shape[0]:
+        chars = _grow(chars, coff[u] + L)
+    if 2 * (u + 1) > tab.shape[0] // 2:  # keep the table's load under one half
+        tab = _rehash(tab)
+    return tab, chars, coff
+
+
+@njit(cache=True, nogil=True, inline="always")
+def intern(cps, s, e, tab, chars, coff, ascii_ids, cnt):
+    """Id (>= N_MARKERS) of the word cps[s:e], adding it to the cache if new (room must be reserved)."""
+    L = e - s
+    if L == 1 and cps[s] < 128 and ascii_ids[cps[s]] >= 0:
+        return ascii_ids[cps[s]]
+    h = _word_hash(cps, s, e)
+    size = tab.shape[0] // 2
+    slot = np.int64(h & np.uint64(size - 1))
+    while True:
+        val = tab[2 * slot + 1]
+        if val == 0:
+            break
+        if tab[2 * slot] == h and np.int64(val >> np.uint64(32)) == L:
+            u = np.int64(val & _LOW32) - 1
+            a = coff[u]
+            same = True
+            for q in range(L):
+                if chars[a + q] != cps[s + q]:
+                    same = False
+                    break
+            if same:
+                return N_MARKERS + u
+        slot = (slot + 1) & (size - 1)
+    u = cnt[0]
+    a = coff[u]
+    for q in range(L):
+        chars[a + q] = cps[s + q]
+    coff[u + 1] = a + L
+    cnt[0] = u + 1
+    tab[2 * slot] = h
+    tab[2 * slot + 1] = np.uint64(u + 1) | (np.uint64(L) << np.uint64(32))
+    if L == 1 and cps[s] < 128:
+        ascii_ids[cps[s]] = N_MARKERS + u
+    return N_MARKERS + u
+
+
+@njit(cache=True, nogil=True)
+def has_ns(cps, cls):
+    """Whether any code point is a letter of a no-space script (then ICU has work to do)."""
+    for i in range(cps.shape[0]):
+        if cls[cps[i]] & CLASS_MASK == LETTER_NS:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def split_words(cps, cls, breaks, max_chars, offs, ids, tab, chars, coff, ascii_ids, cnt):
+    """Words of ``cps`` into offs ((cap, 2) int64 character spans) and ids (int32), grown if too small:
+    returns (number of words, offs, ids, tab, chars, coff).
+
+    ids < N_MARKERS are marker words, the rest are word-cache ids. ``breaks`` are sorted extra word boundaries
+    inside letter runs (from ICU). Output arrays come from the caller because numpy's allocator asks the kernel
+    for huge pages, and first-touch page faults otherwise cost as much as the walk itself.
     """
     n = cps.shape[0]
-    cap = n // 3 + 16
-    offs = np.empty((cap, 2), np.int64)
-    ids = np.empty(cap, np.int32)
     nw = 0
-    ucap = 1024
-    ustart = np.empty((ucap, 2), np.int64)
-    nu = 0
-    tsize = 4096
-    table = np.full(tsize, -1, np.int32)
-    thash = np.empty(tsize, np.uint64)
-
-    prev_kind = 0  # 0 nothing yet, 1 marker, 2 text word
+    prev_text = False  # the previous word is a text word (not a marker, not the start)
     prev_flags = 0
-    pend = 0       # spaces seen since the previous word
+    pend = 0           # spaces seen since the previous word, starting at pend_at
     pend_at = 0
     bi = 0
     nb = breaks.shape[0]
     i = 0
-    # The loop body handles one "unit": a run of spaces, a run of newlines, or one text word (a letter piece,
-    # a digit, a symbol). Before each word it settles the pending spaces against the T-FREE rules.
+    # One "unit" per turn: a run of spaces (only counted), a run of newlines, or one text word. Before each
+    # newline run or word the pending spaces are settled against the T-FREE rules; the end of text acts like
+    # a marker, so trailing spaces are explicit.
     while True:
+        is_marker = True
+        first = 0
+        last = 0
+        s = n
+        e = n
         if i < n:
-            c = cps[i]
-            t = cls[c]
+            t = cls[cps[i]]
             k = t & CLASS_MASK
             if k == SPACE:
                 j = i
@@ -112,41 +181,38 @@ def split_words(cps, cls, breaks, max_chars):
                 pend_at = i
                 i = j
                 continue
+            s = i
             if k == NEWLINE:
-                j = i
-                while j < n and cps[j] == 10:
-                    j += 1
-                s, e, is_marker, flags_first, flags_last = i, j, True, 0, 0
+                e = i
+                while e < n and cps[e] == 10:
+                    e += 1
             elif k == LETTER or k == LETTER_NS:
                 # scan at most max_chars ahead, so a giant word costs O(length) in all
-                j = i + 1
-                while j < n and j - i < max_chars:
-                    kj = cls[cps[j]] & CLASS_MASK
-                    if kj != LETTER and kj != LETTER_NS:
+                e = i + 1
+                while e < n and e - i < max_chars:
+                    ke = cls[cps[e]] & CLASS_MASK
+                    if ke != LETTER and ke != LETTER_NS:
                         break
-                    j += 1
+                    e += 1
                 while bi < nb and breaks[bi] <= i:
                     bi += 1
-                if bi < nb and breaks[bi] < j:
-                    j = breaks[bi]
-                s, e, is_marker = i, j, False
-                flags_first = cls[cps[s]]
-                flags_last = cls[cps[e - 1]]
+                if bi < nb and breaks[bi] < e:
+                    e = breaks[bi]
+                is_marker = False
+                first = t
+                last = cls[cps[e - 1]]
             else:
-                s, e, is_marker = i, i + 1, False
-                flags_first = t
-                flags_last = t
-        else:
-            s, e, is_marker, flags_first, flags_last = n, n, True, 0, 0  # end of text acts like a marker
+                e = i + 1
+                is_marker = False
+                first = t
+                last = t
         # -- settle the spaces between the previous word and this one
-        expected = (prev_kind == 2 and not is_marker and (prev_flags & NO_WS_AFTER) == 0
-                    and (flags_first & NO_WS_BEFORE) == 0)
+        expected = prev_text and not is_marker and (prev_flags & NO_WS_AFTER) == 0 and (first & NO_WS_BEFORE) == 0
+        if nw + pend // 64 + 8 > ids.shape[0]:
+            offs = _grow(offs, nw + pend // 64 + 8)
+            ids = _grow(ids, nw + pend // 64 + 8)
         if pend == 0:
             if expected:
-                if nw + 1 > cap:
-                    offs = _grow(offs, nw)
-                    ids = _grow(ids, nw)
-                    cap *= 2
                 offs[nw, 0] = s
                 offs[nw, 1] = s
                 ids[nw] = NO_WS
@@ -154,98 +220,51 @@ def split_words(cps, cls, breaks, max_chars):
         elif not (pend == 1 and expected):
             p = pend_at
             for q in range(N_POW - 1, -1, -1):
-                size = 1 << q
-                while pend >= size:
-                    if nw + 1 > cap:
-                        offs = _grow(offs, nw)
-                        ids = _grow(ids, nw)
-                        cap *= 2
+                while pend >= (1 << q):
                     offs[nw, 0] = p
-                    offs[nw, 1] = p + size
+                    offs[nw, 1] = p + (1 << q)
                     ids[nw] = WS_BASE + q
                     nw += 1
-                    p += size
-                    pend -= size
+                    p += 1 << q
+                    pend -= 1 << q
         pend = 0
         if i >= n:
             break
-        # -- emit the word itself
+        if nw + (e - s) // 64 + 8 > ids.shape[0]:
+            offs = _grow(offs, nw + (e - s) // 64 + 8)
+            ids = _grow(ids, nw + (e - s) // 64 + 8)
+        # -- the word itself
         if is_marker:  # a run of newlines
             p = s
-            left = e - s
             for q in range(N_POW - 1, -1, -1):
-                size = 1 << q
-                while left >= size:
-                    if nw + 1 > cap:
-                        offs = _grow(offs, nw)
-                        ids = _grow(ids, nw)
-                        cap *= 2
+                while e - p >= (1 << q):
                     offs[nw, 0] = p
-                    offs[nw, 1] = p + size
+                    offs[nw, 1] = p + (1 << q)
                     ids[nw] = NL_BASE + q
                     nw += 1
-                    p += size
-                    left -= size
-            prev_kind = 1
+                    p += 1 << q
+            prev_text = False
         else:
-            h = _FNV0
-            for q in range(s, e):
-                h = (h ^ np.uint64(cps[q])) * _FNV
-            h = splitmix64(h ^ np.uint64(e - s))
-            slot = np.int64(h & np.uint64(tsize - 1))
-            wid = -1
-            while True:
-                u = table[slot]
-                if u < 0:
-                    break
-                if thash[slot] == h:
-                    us, ue = ustart[u, 0], ustart[u, 1]
-                    if ue - us == e - s:
-                        same = True
-                        for q in range(e - s):
-                            if cps[us + q] != cps[s + q]:
-                                same = False
-                                break
-                        if same:
-                            wid = u
-                            break
-                slot = (slot + 1) & (tsize - 1)
-            if wid < 0:
-                wid = nu
-                if nu == ucap:
-                    ustart = _grow(ustart, nu)
-                    ucap *= 2
-                ustart[nu, 0] = s
-                ustart[nu, 1] = e
-                nu += 1
-                table[slot] = wid
-                thash[slot] = h
-                if 2 * nu > tsize:  # keep the load under one half
-                    tsize *= 2
-                    table = np.full(tsize, -1, np.int32)
-                    thash = np.empty(tsize, np.uint64)
-                    for u in range(nu):
-                        hu = _FNV0
-                        for q in range(ustart[u, 0], ustart[u, 1]):
-                            hu = (hu ^ np.uint64(cps[q])) * _FNV
-                        hu = splitmix64(hu ^ np.uint64(ustart[u, 1] - ustart[u, 0]))
-                        sl = np.int64(hu & np.uint64(tsize - 1))
-                        while table[sl] >= 0:
-                            sl = (sl + 1) & (tsize - 1)
-                        table[sl] = u
-                        thash[sl] = hu
-            if nw + 1 > cap:
-                offs = _grow(offs, nw)
-                ids = _grow(ids, nw)
-                cap *= 2
+            if cnt[0] + 2 > coff.shape[0] or coff[cnt[0]] + (e - s) > chars.shape[0] or 2 * (cnt[0] + 1) > tab.shape[0] // 2:
+                tab, chars, coff = _reserve(e - s, tab, chars, coff, cnt)
             offs[nw, 0] = s
             offs[nw, 1] = e
-            ids[nw] = N_MARKERS + wid
+            ids[nw] = intern(cps, s, e, tab, chars, coff, ascii_ids, cnt)
             nw += 1
-            prev_kind = 2
-        prev_flags = flags_last
+            prev_text = True
+            prev_flags = last
         i = e
-    return offs[:nw].copy(), ids[:nw].copy(), ustart[:nu].copy()
+    return nw, offs, ids, tab, chars, coff
+
+
+@njit(cache=True, nogil=True)
+def intern_spans(cps, spans, tab, chars, coff, ascii_ids, cnt):
+    """Cache ids of the words cps[s:e] for (s, e) in spans."""
+    ids = np.empty(spans.shape[0], np.int32)
+    for w in range(spans.shape[0]):
+        tab, chars, coff = _reserve(spans[w, 1] - spans[w, 0], tab, chars, coff, cnt)
+        ids[w] = intern(cps, spans[w, 0], spans[w, 1], tab, chars, coff, ascii_ids, cnt)
+    return ids, tab, chars, coff
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -270,7 +289,7 @@ def _put_utf8(buf, p, c):
 
 
 @njit(cache=True, nogil=True)
-def trigram_ids(cps, s, e, lower, buf, lbuf):
+def padded_utf8(cps, s, e, lower, buf, lbuf):
     """Fill buf/lbuf with the UTF-8 bytes of " word " and of its lower-case form; return their length."""
     buf[0] = 32
     lbuf[0] = 32
@@ -286,31 +305,35 @@ def trigram_ids(cps, s, e, lower, buf, lbuf):
 
 
 @njit(cache=True, nogil=True)
-def hash_words(cps, spans, lower, v, m, k, seed):
-    """Patterns (CSR indptr, indices) of the words cps[s:e] for (s, e) in spans, ``tfree`` hash family.
+def hash_new(chars, coff, cnt, pptr, pidx, lower, v, m, k, seed):
+    """Hash the cached words not hashed yet (``tfree`` family) and append their patterns: (pptr, pidx).
 
     A trigram's rows come from one strong 64-bit hash and double hashing, ``h1 + i*h2`` mod v with h2 odd and
     v a power of two, so the first m are distinct. With case sharing, the first k rows are those of the
     lower-cased trigram (so ``Hello`` and ``hello`` share k rows per trigram) and the rest fill up from the
-    trigram's own sequence, skipping rows already taken.
+    trigram's own sequence, skipping rows already taken. The union is kept in a bitmap, which also sorts it.
     """
-    nu = spans.shape[0]
-    indptr = np.zeros(nu + 1, np.int64)
-    cap = 64 * nu + 64
-    out = np.empty(cap, np.uint32)
-    mark = np.full(v, -1, np.int64)
-    mask = np.uint64(v - 1)
-    seedmix = splitmix64(np.uint64(seed))
-    maxlen = 0
-    for u in range(nu):
-        maxlen = max(maxlen, spans[u, 1] - spans[u, 0])
+    nu, nh = cnt[0], cnt[1]
+    if nh == nu:
+        return pptr, pidx
+    if N_MARKERS + nu + 1 > pptr.shape[0]:
+        pptr = _grow(pptr, N_MARKERS + nu + 1)
+    maxlen = 1
+    for u in range(nh, nu):
+        maxlen = max(maxlen, coff[u + 1] - coff[u])
     buf = np.empty(4 * maxlen + 2, np.uint8)
     lbuf = np.empty(4 * maxlen + 2, np.uint8)
+    bits = np.zeros((v >> 6) + 1, np.uint64)
     rows = np.empty(m, np.int64)
-    pos = 0
-    for u in range(nu):
-        nb = trigram_ids(cps, spans[u, 0], spans[u, 1], lower, buf, lbuf)
-        start = pos
+    mask = np.uint64(v - 1)
+    seedmix = splitmix64(np.uint64(seed))
+    pos = pptr[N_MARKERS + nh]
+    for u in range(nh, nu):
+        nb = padded_utf8(chars, coff[u], coff[u + 1], lower, buf, lbuf)
+        if pos + m * nb > pidx.shape[0]:
+            pidx = _grow(pidx, pos + m * nb)
+        lo = v
+        hi = 0
         for j in range(nb - 2):
             tri = np.uint64(buf[j]) | (np.uint64(buf[j + 1]) << np.uint64(8)) | (np.uint64(buf[j + 2]) << np.uint64(16))
             ltri = np.uint64(lbuf[j]) | (np.uint64(lbuf[j + 1]) << np.uint64(8)) | (np.uint64(lbuf[j + 2]) << np.uint64(16))
@@ -337,30 +360,53 @@ def hash_words(cps, spans, lower, v, m, k, seed):
                     got += 1
             for g in range(m):
                 r = rows[g]
-                if mark[r] != u:
-                    mark[r] = u
-                    if pos == cap:
-                        out = _grow(out, pos)
-                        cap *= 2
-                    out[pos] = r
-                    pos += 1
-        out[start:pos].sort()
-        indptr[u + 1] = pos
-    return indptr, out[:pos].copy()
+                bits[r >> 6] |= np.uint64(1) << np.uint64(r & 63)
+                lo = min(lo, r >> 6)
+                hi = max(hi, r >> 6)
+        for wi in range(lo, hi + 1):  # read the bitmap back in order, clearing it
+            x = bits[wi]
+            bits[wi] = 0
+            while x != 0:
+                low = x & (~x + np.uint64(1))
+                pidx[pos] = np.uint32((wi << 6) + _DEBRUIJN[np.int64((low * np.uint64(_DEBRUIJN_MUL)) >> np.uint64(58))])
+                pos += 1
+                x ^= low
+        pptr[N_MARKERS + u + 1] = pos
+    cnt[1] = nu
+    return pptr, pidx
 
 
 @njit(cache=True, nogil=True)
-def gather_patterns(ids, tab_indptr, tab_indices):
-    """Per-word CSR from word ids into a table of patterns (markers first, then distinct words)."""
-    nw = ids.shape[0]
-    indptr = np.empty(nw + 1, np.int64)
+def append_patterns(cnt, pptr, pidx, new_indptr, new_indices):
+    """Append patterns computed outside numba (the ``aleph`` family) for the words not hashed yet."""
+    nh, nu = cnt[1], cnt[0]
+    if N_MARKERS + nu + 1 > pptr.shape[0]:
+        pptr = _grow(pptr, N_MARKERS + nu + 1)
+    pos = pptr[N_MARKERS + nh]
+    if pos + new_indices.shape[0] > pidx.shape[0]:
+        pidx = _grow(pidx, pos + new_indices.shape[0])
+    pidx[pos:pos + new_indices.shape[0]] = new_indices
+    for u in range(nh, nu):
+        pptr[N_MARKERS + u + 1] = pos + new_indptr[u - nh + 1]
+    cnt[1] = nu
+    return pptr, pidx
+
+
+@njit(cache=True, nogil=True)
+def pattern_indptr(ids, pptr, indptr):
+    """indptr (len(ids) + 1) of the per-word CSR, from word ids into the cache's pattern store."""
     indptr[0] = 0
-    for w in range(nw):
+    for w in range(ids.shape[0]):
         u = ids[w]
-        indptr[w + 1] = indptr[w] + tab_indptr[u + 1] - tab_indptr[u]
-    out = np.empty(indptr[nw], np.uint32)
-    for w in range(nw):
+        indptr[w + 1] = indptr[w] + pptr[u + 1] - pptr[u]
+
+
+@njit(cache=True, nogil=True)
+def gather(ids, pptr, pidx, indptr, out):
+    """Copy each word's pattern out of the cache's store into the per-word CSR ``out``."""
+    for w in range(ids.shape[0]):
         u = ids[w]
-        a = tab_indptr[u]
-        out[indptr[w]:indptr[w + 1]] = tab_indices[a:tab_indptr[u + 1]]
-    return indptr, out
+        a = pptr[u]
+        b = indptr[w]
+        for q in range(pptr[u + 1] - a):
+            out[b + q] = pidx[a + q]

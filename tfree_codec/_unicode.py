@@ -79,10 +79,19 @@ def _generate() -> None:  # pragma: no cover - run by hand when the Unicode data
         cls[ord(ch)] |= NO_WS_AFTER
     for ch in _NWB_ASCII:
         cls[ord(ch)] |= NO_WS_BEFORE
-    # Fullwidth punctuation (，：（）) sits between CJK words with no space around it.
-    for c in range(n):
-        if cls[c] & CLASS_MASK == OTHER and unicodedata.east_asian_width(chars[c]) in "FW" and unicodedata.category(chars[c])[0] == "P":
+    # Beyond ASCII, punctuation follows its Unicode category: dashes bind both ways, opening brackets and quotes
+    # bind to what follows, closing ones and other punctuation (…, ¡, 、) to what precedes; the right single quote
+    # is mostly an apostrophe (Emma’s). Fullwidth punctuation (，：（）) sits between CJK words with no space.
+    for c in range(0x80, n):
+        if cls[c] & CLASS_MASK != OTHER:
+            continue
+        cat = unicodedata.category(chars[c])
+        if cat == "Pd" or c == 0x2019 or (cat[0] == "P" and unicodedata.east_asian_width(chars[c]) in "FW"):
             cls[c] |= NO_WS_AFTER | NO_WS_BEFORE
+        elif cat in ("Ps", "Pi") or chars[c] in "¿¡":
+            cls[c] |= NO_WS_AFTER
+        elif cat in ("Pe", "Pf", "Po"):
+            cls[c] |= NO_WS_BEFORE
 
     # Simple lowercase only where it keeps the UTF-8 length, so a word and its lower form have aligned trigrams.
     lf, lt = [], []

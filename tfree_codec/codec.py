@@ -1,7 +1,9 @@
 """``Codec``: text -> words -> trigram activation patterns, the public face of the library."""
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ class Encoded:
 
     text: str
     offsets: np.ndarray  # (n, 2) int64, character offsets
-    ids: np.ndarray      # (n,) int32: marker id (< 16) or 16 + index of the word among this text's distinct words
+    ids: np.ndarray      # (n,) int32: marker id (< 16), else an internal word-cache id
     indptr: np.ndarray   # (n + 1,) int64
     indices: np.ndarray  # (nnz,) uint32
     _words: list = field(default=None, repr=False)
@@ -40,6 +42,11 @@ class Encoded:
 
     def __repr__(self) -> str:
         return f"Encoded(words={len(self)}, active={len(self.indices)}, chars={len(self.text)})"
+
+
+# A word cache is dropped and started afresh past these sizes, so memory stays bounded on endless streams.
+MAX_CACHED_WORDS = 1 << 20
+MAX_CACHED_ROWS = 1 << 26
 
 
 def default_num_threads() -> int:
@@ -75,6 +82,20 @@ class Codec:
                           "text in scripts without spaces may segment differently", stacklevel=2)
         self._hash_args = (c.vocab_size, c.num_activations, c.k_lower, c.hash, c.seed)
         self._markers = trigrams.marker_table(*self._hash_args)
+        self._caches: list[words.WordCache] = []  # idle caches; a call borrows one, so threads never share
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _cache(self):
+        with self._lock:
+            cache = self._caches.pop() if self._caches else None
+        if cache is None or len(cache) > MAX_CACHED_WORDS or cache.pptr[-1] > MAX_CACHED_ROWS:
+            cache = words.WordCache(*self._markers)
+        try:
+            yield cache
+        finally:
+            with self._lock:
+                self._caches.append(cache)
 
     # -- identity -------------------------------------------------------------------------------------------
     @property
@@ -119,8 +140,9 @@ class Codec:
     # -- patterns -------------------------------------------------------------------------------------------
     def encode(self, text: str) -> Encoded:
         """Words, character offsets and the CSR activation patterns of ``text``."""
-        cps, offsets, ids, distinct = words.split_spans(text, self.config.max_word_chars, self.config.segmenter)
-        return Encoded(text, offsets, ids, *self._gather(cps, ids, distinct, text))
+        with self._cache() as cache:
+            _, offsets, ids = cache.split(text, self.config.max_word_chars, self.config.segmenter)
+            return Encoded(text, offsets, ids, *self._gather(cache, ids))
 
     def encode_batch(self, texts, *, num_threads: int | None = None) -> list[Encoded]:
         """``[encode(t) for t in texts]``, on ``num_threads`` threads (default: $TFREE_NUM_THREADS or all cores)."""
@@ -134,26 +156,22 @@ class Codec:
     def encode_words(self, word_list) -> tuple[np.ndarray, np.ndarray]:
         """CSR (indptr, indices) of the given words, each hashed as one word (markers as markers)."""
         word_list = list(word_list)
-        ids = np.empty(len(word_list), np.int32)
-        plain: dict[str, int] = {}
-        for i, w in enumerate(word_list):
-            m = words.MARKER_ID.get(w)
-            if m is None:
-                if not isinstance(w, str) or not w:
-                    raise TfreeError(f"cannot encode word {w!r}: words are non-empty strings")
-                m = K.N_MARKERS + plain.setdefault(w, len(plain))
-            ids[i] = m
-        joined = "".join(plain)
-        cps = words.code_points(joined)
+        plain = [w for w in word_list if w not in words.MARKER_ID]
+        for w in plain:
+            if not isinstance(w, str) or not w:
+                raise TfreeError(f"cannot encode word {w!r}: words are non-empty strings")
+        cps = words.code_points("".join(plain))
         lens = np.fromiter((len(w) for w in plain), np.int64, count=len(plain))
-        ends = np.cumsum(lens)
-        spans = np.stack([ends - lens, ends], axis=1) if len(plain) else np.zeros((0, 2), np.int64)
-        return self._gather(cps, ids, spans, joined)
+        spans = np.stack([np.cumsum(lens) - lens, np.cumsum(lens)], axis=1)
+        with self._cache() as cache:
+            plain_ids = iter(cache.intern(cps, spans).tolist())
+            ids = np.array([words.MARKER_ID[w] if w in words.MARKER_ID else next(plain_ids) for w in word_list], np.int32)
+            return self._gather(cache, ids)
 
-    def _gather(self, cps, ids, distinct, text):
-        v, m, k, fam, seed = self._hash_args
-        d_indptr, d_indices = trigrams.distinct_patterns(cps, distinct, lambda s, e: text[s:e], v, m, k, fam, seed)
-        m_indptr, m_indices = self._markers
-        tab_indptr = np.concatenate([m_indptr, m_indptr[-1] + d_indptr[1:]])
-        tab_indices = np.concatenate([m_indices, d_indices])
-        return K.gather_patterns(ids, tab_indptr, tab_indices)
+    def _gather(self, cache: words.WordCache, ids: np.ndarray):
+        trigrams.hash_unhashed(cache, *self._hash_args)
+        indptr = np.empty(len(ids) + 1, np.int64)
+        K.pattern_indptr(ids, cache.pptr, indptr)
+        indices = np.empty(indptr[-1], np.uint32)
+        K.gather(ids, cache.pptr, cache.pidx, indptr, indices)
+        return indptr, indices

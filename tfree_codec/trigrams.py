@@ -109,12 +109,16 @@ def marker_table(v: int, m: int, k: int, family: str, seed: int) -> tuple[np.nda
     return indptr, np.concatenate([np.asarray(p, np.uint32) for p in pats])
 
 
-def distinct_patterns(cps: np.ndarray, spans: np.ndarray, text_of, v: int, m: int, k: int, family: str, seed: int):
-    """CSR patterns for the distinct words ``cps[s:e]`` (``text_of(s, e)`` gives the str, for ``aleph``)."""
+def hash_unhashed(cache, v: int, m: int, k: int, family: str, seed: int) -> None:
+    """Give every word of ``cache`` that has no pattern yet its pattern."""
+    if cache.cnt[1] == cache.cnt[0]:
+        return
     if family == "tfree":
-        return K.hash_words(cps, spans, tables()[1], v, m, k, seed)
-    pats = [aleph_word_rows(text_of(s, e), v, m, k) for s, e in spans.tolist()]
+        cache.pptr, cache.pidx = K.hash_new(cache.chars, cache.coff, cache.cnt, cache.pptr, cache.pidx,
+                                            tables()[1], v, m, k, seed)
+        return
+    pats = [aleph_word_rows(w, v, m, k) for w in cache.unhashed_words()]
     indptr = np.zeros(len(pats) + 1, np.int64)
     indptr[1:] = np.cumsum([len(p) for p in pats])
     indices = np.fromiter((r for p in pats for r in p), np.uint32, count=int(indptr[-1]))
-    return indptr, indices
+    cache.pptr, cache.pidx = K.append_patterns(cache.cnt, cache.pptr, cache.pidx, indptr, indices)

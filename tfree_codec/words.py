@@ -53,33 +53,69 @@ def _break_iterator():
 
 
 def icu_breaks(text: str, cps: np.ndarray) -> np.ndarray:
-    """Word boundaries that ICU finds inside letter runs of no-space scripts, as sorted code point offsets."""
+    """ICU's word boundaries in ``text`` as sorted code point offsets, or none if it has no no-space letters.
+
+    ICU runs once over the whole text (per-run calls cost more in Python than ICU spends segmenting). The
+    kernel applies a boundary only inside a letter run, and ICU puts none inside runs of spaced scripts, so
+    only the runs of Han, Kana, Thai, Lao, Khmer and Myanmar (and script changes next to them) are affected.
+    """
     cls, _ = tables()
-    runs = K.ns_runs(cps, cls)
-    if len(runs) == 0:
+    if not K.has_ns(cps, cls):
         return _EMPTY
     bi = _break_iterator()
-    out: list[int] = []
-    for s, e in runs.tolist():
-        sub = text[s:e]
-        bi.setText(sub)
-        cuts = list(bi)  # UTF-16 offsets, ending with len(sub) in UTF-16 units
-        if cps[s:e].max() > 0xFFFF:  # astral characters take two UTF-16 units: map back to code points
-            to_cp = np.full(2 * (e - s) + 1, -1, np.int64)
-            u16 = np.concatenate([[0], np.cumsum(1 + (cps[s:e] > 0xFFFF))])
-            to_cp[u16] = np.arange(len(u16))
-            cuts = [int(to_cp[c]) for c in cuts]
-        out.extend(s + c for c in cuts if 0 < c < e - s)
-    return np.asarray(out, dtype=np.int64)
+    bi.setText(text)
+    cuts = np.fromiter(bi, np.int64)  # UTF-16 offsets
+    astral = cps > 0xFFFF
+    if astral.any():  # astral characters take two UTF-16 units: map back to code points
+        u16_start = np.arange(len(cps)) + np.concatenate([[0], np.cumsum(astral)[:-1]])
+        cuts = np.searchsorted(u16_start, cuts)
+    return cuts
 
 
-def split_spans(text: str, max_word_chars: int, segmenter: str):
-    """(cps, offsets, ids, distinct) for ``text``: the raw output of the splitting kernel."""
-    cps = code_points(text)
-    cls, _ = tables()
-    breaks = icu_breaks(text, cps) if segmenter == "icu" else _EMPTY
-    offsets, ids, distinct = K.split_words(cps, cls, breaks, max_word_chars)
-    return cps, offsets, ids, distinct
+class WordCache:
+    """The distinct words seen so far (and, once a codec hashed them, their patterns): see ``_kernels``.
+
+    Not thread-safe: a codec lends each thread its own.
+    """
+
+    def __init__(self, marker_indptr: np.ndarray | None = None, marker_indices: np.ndarray | None = None):
+        self.tab = np.zeros(2 * 4096, np.uint64)
+        self.chars = np.empty(1 << 15, np.uint32)
+        self.coff = np.zeros(4096, np.int64)
+        self.ascii = np.full(128, -1, np.int32)
+        self.cnt = np.zeros(2, np.int64)
+        if marker_indptr is not None:
+            self.pptr = np.zeros(4096, np.int64)
+            self.pptr[:len(marker_indptr)] = marker_indptr
+            self.pidx = np.empty(1 << 17, np.uint32)
+            self.pidx[:len(marker_indices)] = marker_indices
+
+    def __len__(self) -> int:
+        return int(self.cnt[0])
+
+    def nbytes(self) -> int:
+        return sum(getattr(self, a).nbytes for a in ("tab", "chars", "coff", "pptr", "pidx") if hasattr(self, a))
+
+    def split(self, text: str, max_word_chars: int, segmenter: str):
+        """(cps, offsets, ids) of ``text``; new words enter the cache unhashed."""
+        cps = code_points(text)
+        cls, _ = tables()
+        breaks = icu_breaks(text, cps) if segmenter == "icu" else _EMPTY
+        cap = len(cps) // 2 + 16  # about 4 characters a word in prose; the kernel grows it for odd text
+        nw, offsets, ids, self.tab, self.chars, self.coff = K.split_words(
+            cps, cls, breaks, max_word_chars, np.empty((cap, 2), np.int64), np.empty(cap, np.int32),
+            self.tab, self.chars, self.coff, self.ascii, self.cnt)
+        return cps, offsets[:nw], ids[:nw]
+
+    def intern(self, cps: np.ndarray, spans: np.ndarray) -> np.ndarray:
+        ids, self.tab, self.chars, self.coff = K.intern_spans(cps, spans, self.tab, self.chars, self.coff, self.ascii, self.cnt)
+        return ids
+
+    def unhashed_words(self) -> list[str]:
+        nh, nu = self.cnt[1], self.cnt[0]
+        raw = self.chars[self.coff[nh]:self.coff[nu]].tobytes().decode("utf-32-le", "surrogatepass")
+        cuts = (self.coff[nh:nu + 1] - self.coff[nh]).tolist()
+        return [raw[a:b] for a, b in zip(cuts, cuts[1:])]
 
 
 def words_from_spans(text: str, offsets: np.ndarray, ids: np.ndarray) -> list[str]:
@@ -93,7 +129,7 @@ def split(text: str, *, max_word_chars: int = 32, segmenter: str = "icu") -> lis
     >>> split("pi is 3.14")
     ['pi', 'is', '<|ws|>', '3', '.', '1', '4']
     """
-    _, offsets, ids, _ = split_spans(text, max_word_chars, segmenter)
+    _, offsets, ids = WordCache().split(text, max_word_chars, segmenter)
     return words_from_spans(text, offsets, ids)
 
 
