@@ -37,6 +37,3 @@ def main() -> None:
 # Command modules register themselves on `main` when imported (one module per stage of the flow).
 from . import codec_cmds  # noqa: E402,F401  text -> words -> patterns: inspect, stats
 # (more command modules are imported here)
-
-if __name__ == "__main__":
-    main()

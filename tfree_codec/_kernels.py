@@ -36,6 +36,7 @@ N_MARKERS = 16
 _FNV = np.uint64(0x100000001B3)
 _FNV0 = np.uint64(0xCBF29CE484222325)
 _LOW32 = np.uint64(0xFFFFFFFF)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _DEBRUIJN_MUL = 0x03F79D71B4CA8B09  # a de Bruijn sequence: (lowest set bit * it) >> 58 names the bit
 _DEBRUIJN = np.zeros(64, np.int64)
 for _i in range(64):
@@ -308,10 +309,12 @@ def padded_utf8(cps, s, e, lower, buf, lbuf):
 def hash_new(chars, coff, cnt, pptr, pidx, lower, v, m, k, seed):
     """Hash the cached words not hashed yet (``tfree`` family) and append their patterns: (pptr, pidx).
 
-    A trigram's rows come from one strong 64-bit hash and double hashing, ``h1 + i*h2`` mod v with h2 odd and
-    v a power of two, so the first m are distinct. With case sharing, the first k rows are those of the
-    lower-cased trigram (so ``Hello`` and ``hello`` share k rows per trigram) and the rest fill up from the
-    trigram's own sequence, skipping rows already taken. The union is kept in a bitmap, which also sorts it.
+    A trigram's rows are its strong 64-bit hash h, then ``splitmix64(h + i*golden) mod v`` for i = 0, 1, ...,
+    skipping repeats until m are distinct. (Double hashing, ``h1 + i*h2``, is cheaper but its row set is fixed by
+    h1 and h2 mod v alone: one pair in ~3e7 trigram pairs shares all m rows. We hash each distinct word once, so
+    the cheap form buys nothing.) With case sharing, the first k rows are those of the lower-cased trigram (so
+    ``Hello`` and ``hello`` share k rows per trigram) and the rest come from the trigram's own sequence. The union
+    is kept in a bitmap, which also sorts it.
     """
     nu, nh = cnt[0], cnt[1]
     if nh == nu:
@@ -339,16 +342,23 @@ def hash_new(chars, coff, cnt, pptr, pidx, lower, v, m, k, seed):
             ltri = np.uint64(lbuf[j]) | (np.uint64(lbuf[j + 1]) << np.uint64(8)) | (np.uint64(lbuf[j + 2]) << np.uint64(16))
             got = 0
             if k > 0 and ltri != tri:
-                h1 = splitmix64(ltri ^ seedmix)
-                h2 = splitmix64(h1) | np.uint64(1)
-                for i in range(k):
-                    rows[got] = np.int64((h1 + np.uint64(i) * h2) & mask)
-                    got += 1
-            h1 = splitmix64(tri ^ seedmix)
-            h2 = splitmix64(h1) | np.uint64(1)
+                h = splitmix64(ltri ^ seedmix)
+                i = 0
+                while got < k:
+                    r = np.int64(splitmix64(h + np.uint64(i) * _GOLDEN) & mask)
+                    i += 1
+                    dup = False
+                    for g in range(got):
+                        if rows[g] == r:
+                            dup = True
+                            break
+                    if not dup:
+                        rows[got] = r
+                        got += 1
+            h = splitmix64(tri ^ seedmix)
             i = 0
             while got < m:
-                r = np.int64((h1 + np.uint64(i) * h2) & mask)
+                r = np.int64(splitmix64(h + np.uint64(i) * _GOLDEN) & mask)
                 i += 1
                 dup = False
                 for g in range(got):

@@ -4,7 +4,7 @@ A word is padded with one space on each side and UTF-8 encoded; each byte trigra
 of ``[0, v)`` and the word's pattern is the sorted union (uint32). Marker words are hashed whole.
 
 Two hash families:
-- ``tfree`` (default): splitmix64 of the trigram, double hashing for the rows, case sharing for every cased
+- ``tfree`` (default): splitmix64 of the trigram, one splitmix64 per row, case sharing for every cased
   script. The hot path lives in ``_kernels.hash_words``.
 - ``aleph``: the T-FREE reference's md5 rule, reproducing its patterns (and its ASCII-only case sharing) so the
   released checkpoints can be used. md5 rows are computed lazily per trigram and cached, never the 16.7M table.
@@ -31,13 +31,12 @@ def splitmix64(x: int) -> int:
 
 
 def tfree_rows(key: int, count: int, v: int, seed: int, taken: tuple[int, ...] = ()) -> list[int]:
-    """The first ``count`` rows of key's double-hashing sequence that are not in ``taken``."""
-    h1 = splitmix64(key ^ splitmix64(seed))
-    h2 = splitmix64(h1) | 1
+    """The first ``count`` distinct rows of key's sequence ``splitmix64(h + i*golden) mod v`` not in ``taken``."""
+    h = splitmix64(key ^ splitmix64(seed))
     rows: list[int] = []
     i = 0
     while len(rows) < count:
-        r = (h1 + i * h2) & (v - 1)
+        r = splitmix64((h + i * 0x9E3779B97F4A7C15) & _MASK) & (v - 1)
         i += 1
         if r not in rows and r not in taken:
             rows.append(r)

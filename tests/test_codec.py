@@ -1,0 +1,121 @@
+"""The Python API: CodecConfig, Codec, Encoded; pickling, batching, saving, and a light import."""
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tfree_codec
+from tfree_codec import Codec, CodecConfig, TfreeError
+from tfree_codec.data import sample_text
+
+codec = Codec()
+
+
+def test_config_json_round_trip_and_fingerprint():
+    cfg = CodecConfig(vocab_size=16384, num_activations=8, k_lower=1, seed=7)
+    again = CodecConfig.from_json(cfg.to_json())
+    assert again == cfg and again.fingerprint() == cfg.fingerprint()
+    assert CodecConfig().fingerprint() != cfg.fingerprint()
+    assert len(cfg.fingerprint()) == 16
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"format_version": 99}, "format_version"),
+    ({"vocab_size": 1000}, "power of two"),
+    ({"num_activations": 0}, "num_activations"),
+    ({"k_lower": 11}, "k_lower"),
+    ({"hash": "md4"}, "hash"),
+    ({"segmenter": "jieba"}, "segmenter"),
+    ({"max_word_chars": 0}, "max_word_chars"),
+    ({"unicode_tables": "u0"}, "unicode_tables"),
+    ({"bogus": 1}, "unknown fields"),
+])
+def test_bad_configs_are_refused_in_one_line(change, message):
+    d = {**CodecConfig().to_dict(), **change}
+    with pytest.raises(TfreeError, match=message) as e:
+        CodecConfig.from_dict(d)
+    assert "\n" not in str(e.value)
+
+
+def test_save_and_load(tmp_path):
+    path = tmp_path / "codec.json"
+    c = Codec(CodecConfig(seed=3))
+    c.save(path)
+    assert json.loads(path.read_text())["seed"] == 3
+    assert Codec.from_file(path) == c
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]  # atomic write leaves no temp file
+
+
+def test_loading_garbage_fails_cleanly(tmp_path):
+    bad = tmp_path / "codec.json"
+    bad.write_text("{not json")
+    with pytest.raises(TfreeError, match="not valid JSON"):
+        Codec.from_file(bad)
+    with pytest.raises(TfreeError, match="cannot read"):
+        Codec.from_file(tmp_path / "missing.json")
+
+
+def test_encoded_words_offsets_and_patterns_line_up():
+    text = "Hello, world!  It's 2024.\n"
+    enc = codec.encode(text)
+    assert enc.words == codec.split(text)
+    assert len(enc) == len(enc.words) == len(enc.offsets) == len(enc.indptr) - 1
+    for w, (s, e), i in zip(enc.words, enc.offsets.tolist(), enc.ids.tolist()):
+        if i >= 16:
+            assert text[s:e] == w
+    idx, ptr = codec.encode_words(enc.words)
+    assert np.array_equal(idx, enc.indptr) and np.array_equal(ptr, enc.indices)
+
+
+@given(st.lists(st.text(max_size=40), max_size=12))
+def test_encode_batch_equals_map_encode(texts):
+    batch = codec.encode_batch(texts, num_threads=2)
+    for t, b in zip(texts, batch):
+        single = codec.encode(t)
+        assert b.words == single.words
+        assert np.array_equal(b.indptr, single.indptr) and np.array_equal(b.indices, single.indices)
+        assert np.array_equal(b.offsets, single.offsets)
+
+
+def test_encode_batch_on_real_text_uses_threads_consistently():
+    text = sample_text(200_000)
+    parts = text.split("\n\n")
+    flat = np.concatenate([e.indices for e in codec.encode_batch(parts, num_threads=2)])
+    assert np.array_equal(flat, np.concatenate([codec.encode(p).indices for p in parts]))
+
+
+def test_pickle_round_trip():
+    c = Codec(CodecConfig(seed=5))
+    c.encode("warm the cache")
+    c2 = pickle.loads(pickle.dumps(c))
+    assert c2 == c
+    assert np.array_equal(c2.encode("same patterns").indices, c.encode("same patterns").indices)
+
+
+def test_word_cache_is_bounded_and_results_do_not_depend_on_it(monkeypatch):
+    from tfree_codec import codec as codec_module
+    monkeypatch.setattr(codec_module, "MAX_CACHED_WORDS", 50)
+    c = Codec()
+    text = sample_text(30_000)
+    first = c.encode(text)
+    second = c.encode(text)  # the cache overflowed: a fresh one gives identical patterns
+    assert np.array_equal(first.indices, second.indices)
+    assert np.array_equal(first.indices, Codec().encode(text).indices)
+
+
+def test_import_does_not_import_torch_or_click():
+    code = "import sys, tfree_codec; tfree_codec.Codec().encode('x'); print(sorted(m for m in ('torch', 'click') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_public_api():
+    assert set(tfree_codec.__all__) >= {"Codec", "CodecConfig", "Encoded", "TfreeError", "split", "join"}
+    with pytest.raises(TypeError):
+        codec.encode(b"bytes are not text")

@@ -1,0 +1,113 @@
+"""Text -> words: the T-FREE whitespace rules, losslessness for every string, segmentation of spaceless scripts."""
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tfree_codec import MARKERS, Codec, CodecConfig, join, split
+from tfree_codec import _reference as R
+from tfree_codec.data import sample_text
+
+codec = Codec()
+
+
+@pytest.mark.parametrize("text, words", [
+    ("pi is 3.14", ["pi", "is", "<|ws|>", "3", ".", "1", "4"]),          # reference.md examples
+    ("don't", ["don", "'", "t"]),
+    ("U.S.A. x", ["U", ".", "<|no_ws|>", "S", ".", "<|no_ws|>", "A", ".", "x"]),
+    ("Hello  world", ["Hello", "<|2<-ws->|>", "world"]),
+    ("Hello world", ["Hello", "world"]),                                   # the one expected space is implicit
+    (" edge ", ["<|ws|>", "edge", "<|ws|>"]),                              # spaces at the ends are explicit
+    ("a\n\n\nb", ["a", "<|2<-\n->|>", "<|\n|>", "b"]),                     # runs merge into powers of two
+    ("a" + " " * 7 + "b", ["a", "<|4<-ws->|>", "<|2<-ws->|>", "<|ws|>", "b"]),
+    ("x_y", ["x", "_", "y"]),
+    ("line\r\nnext\tcol", ["line", "\r", "<|\n|>", "next", "\t", "col"]),  # other whitespace: words, no spaces implied
+    ("Emma’s “dear” friend—here", ["Emma", "’", "s", "“", "dear", "”", "friend", "—", "here"]),
+    ("", []),
+])
+def test_split_examples(text, words):
+    assert split(text) == words
+    assert join(words) == text
+
+
+def test_text_that_looks_like_a_marker_is_not_a_marker():
+    for m in MARKERS:
+        words = split(f"a {m} b")
+        assert join(words) == f"a {m} b"
+        assert words[1:3] == ["<", "|"]  # typed markers split into <, |, ... and can never forge one
+        if m != "<|no_ws|>" and "\n" not in m:  # (those contain a real missing space / real newlines)
+            assert m not in words
+    assert split("<|endoftext|>") == ["<", "|", "<|no_ws|>", "endoftext", "<|no_ws|>", "|", ">"]
+
+
+@given(st.text())
+def test_split_is_lossless(text):
+    assert join(split(text)) == text
+
+
+@given(st.lists(st.sampled_from(MARKERS + ("<|", "|>", " ", "\n", "a", "1", ".", "'", "日本", "\r", "\t", "<", "|", ">"))))
+def test_split_is_lossless_on_marker_lookalikes_and_whitespace(parts):
+    text = "".join(parts)
+    assert join(split(text)) == text
+
+
+@given(st.text(st.characters(codec=None, exclude_categories=())))
+def test_split_is_lossless_with_lone_surrogates_and_controls(text):
+    assert join(split(text)) == text
+
+
+@pytest.mark.parametrize("text", [
+    "e\u0301 combining, \u0000 NUL, \u200d ZWJ, 👩‍👩‍👧 family, שלום עולם RTL, \U0001F600",
+    "\ud800 lone \udfff surrogates",
+    "tabs\tand\r\ncarriage\rreturns\x0b\x0c\x1c\x85\u2028\u2029\u00a0\u3000",
+])
+def test_split_is_lossless_on_hard_cases(text):
+    assert join(split(text)) == text
+
+
+@given(st.text())
+def test_fast_split_equals_reference(text):
+    assert split(text) == R.split(text)
+    assert join(split(text)) == R.join(split(text))
+
+
+def test_fast_split_equals_reference_on_prose():
+    text = sample_text(100_000)
+    assert split(text) == R.split(text)
+
+
+def test_long_words_are_cut_and_joined_back():
+    cfg = Codec(CodecConfig(max_word_chars=8))
+    text = "Donaudampfschifffahrtsgesellschaft " + "x" * 1_000_000
+    words = cfg.split(text)
+    assert cfg.join(words) == text
+    assert max(len(w) for w in words if w not in MARKERS) == 8
+    assert words[:3] == ["Donaudam", "<|no_ws|>", "pfschiff"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("日本語のテキストを分割します。", ["日本語", "の", "テキスト", "を", "分割", "し", "ます", "。"]),
+    ("ภาษาไทยเป็นภาษาที่สวยงาม", ["ภาษา", "ไทย", "เป็น", "ภาษา", "ที่", "สวยงาม"]),
+    ("中文分词测试", ["中文", "分词", "测试"]),
+])
+def test_scripts_without_spaces_are_segmented_by_icu(text, expected):
+    assert split(text) == expected
+    assert join(expected) == text
+
+
+def test_no_markers_between_spaceless_scripts_and_latin():
+    words = split("使用Apache服务器")
+    assert words[:2] == ["使用", "Apache"] and len(words) >= 3
+    assert not set(words) & set(MARKERS)
+
+
+def test_segmenter_none_keeps_runs_whole_up_to_the_limit():
+    c = Codec(CodecConfig(segmenter="none", max_word_chars=4))
+    assert c.split("日本語のテキスト") == ["日本語の", "テキスト"]
+    assert c.join(c.split("日本語のテキスト")) == "日本語のテキスト"
+
+
+def test_astral_han_characters_keep_offsets_right():
+    text = "𠀋𠀋漢字です abc"
+    enc = codec.encode(text)
+    assert [text[s:e] for s, e in enc.offsets.tolist()] == [w if w not in MARKERS else " " for w in enc.words]
+    assert codec.join(enc.words) == text
