@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tfree_codec import MARKERS, Codec, CodecConfig
 from tfree_codec import _reference as R
 from tfree_codec import trigrams
-from tfree_codec.data import sample_text
+from tfree_codec.assets import sample_text
 
 codec = Codec()
 

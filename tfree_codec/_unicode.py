@@ -1,6 +1,6 @@
 """Per-code-point tables that drive word splitting and case sharing.
 
-They ship as data (``data/unicode.npz``) instead of being computed from the running Python, because
+They ship as data (``assets/unicode.npz``) instead of being computed from the running Python, because
 ``unicodedata`` and ``regex`` change with their versions and a codec must split the same text the same way on
 every machine. ``python -m tfree_codec._unicode`` regenerates them (and bumps ``TABLE_VERSION`` by hand).
 
@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 TABLE_VERSION = "u1"
-_PATH = os.path.join(os.path.dirname(__file__), "data", "unicode.npz")
+_PATH = os.path.join(os.path.dirname(__file__), "assets", "unicode.npz")
 
 # classes (low 3 bits)
 OTHER = 0       # punctuation, symbols, controls, unassigned: one word per code point
