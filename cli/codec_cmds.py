@@ -9,6 +9,7 @@ import time
 import click
 
 from tfree_codec import Codec, CodecConfig, TfreeError
+from tfree_codec.assets import sample_text
 
 from .main import friendly, main
 
@@ -66,16 +67,20 @@ def inspect(text, as_json, **codec_kw):
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.argument("files", nargs=-1, type=click.Path())
+@click.option("--sample", is_flag=True, help="also measure the bundled public-domain English sample (1.5 MB)")
 @codec_options
 @friendly
-def stats(files, **codec_kw):
+def stats(files, sample, **codec_kw):
     """Bytes, words, words per whitespace word, distinct words, the longest word and MB/s for each FILE."""
+    if not files and not sample:
+        raise TfreeError("give one or more FILEs (or - for stdin), or --sample")
     codec = make_codec(**codec_kw)
-    for path in files:
-        if path != "-" and not os.path.isfile(path):
+    codec.encode("warm up 日本")  # load the compiled kernels and ICU before the clock starts
+    for path in files + (("<sample>",) if sample else ()):
+        if path not in ("-", "<sample>") and not os.path.isfile(path):
             raise TfreeError(f"cannot read {path!r}: no such file")
-        text = read_text(path)
+        text = sample_text() if path == "<sample>" else read_text(path)
         if not text:
             raise TfreeError(f"{path}: empty input")
         t0 = time.perf_counter()
