@@ -1,0 +1,431 @@
+"""Full scoring of a dictionary against predicted activations, fast on one CPU core (numba).
+
+For sigmoids ``sig`` (v,) and a word w with pattern P_w of n_w rows::
+
+    s(w) = mean(sig[P_w]) - mean(sig[not P_w]) = S_w * (1/n_w + 1/(v - n_w)) - S_all / (v - n_w)
+
+with ``S_w = sum(sig[P_w])`` and ``S_all = sum(sig)``. Summing S_w row by row costs ~84 gathers per word (8.4M for
+the 100k multilingual dictionary of bench/decode.py). Two facts cut that down:
+
+1. A pattern is the union of its trigrams' row sets, and those 100k words hold only ~38k distinct trigrams. So the
+   sums t_j = sum(sig[rows of trigram j]) are computed once (T*m gathers), and S_w = sum of t_j over w's distinct
+   trigrams, minus sig[r] once more for each row r that two of its trigrams share (about one per two words).
+2. Words are visited in trie order of their trigram sequences and keep a stack of partial sums, so a word re-uses
+   its predecessor's sum over their common prefix: 845k trigram additions become 393k.
+
+The trigram rows are recomputed here from the codec's hash rule, and every word is checked: its pattern must be
+exactly the union of those rows. A word that is not (a marker word, hashed whole; any word if the codec's hash
+changes) is scored from its own rows instead, so the result is always exactly the formula above.
+
+Batches run ``LANES`` positions at a time with sigmoids stored (v, LANES): a trigram sum or a trie node is then one
+contiguous run of floats. The trie restarts every ``CHUNK`` words, so chunks can be scored on several threads.
+Scores come out in trie order (``order[i]`` is the word at position i), in one pass with their argmax and
+sum(exp((s - 1) / T)) (s <= 1, so no overflow; see decode.py for the rare second pass).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .words import MARKER_ID, code_points
+
+LANES = 64    # batch positions scored together; a trie node is then LANES contiguous floats
+CHUNK = 2048  # words per trie chunk (the unit of parallel work)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_LOG2E = np.float32(1.4426950408889634)
+_POW2 = np.array([2.0 ** -i for i in range(127)], np.float32)
+_C1, _C2, _C3, _C4, _C5, _C6 = (np.float32(math.log(2) ** i / math.factorial(i)) for i in range(1, 7))
+
+
+# -- building the factorisation ------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True, inline="always")
+def _put_utf8(buf, p, c):
+    if c < 0x80:
+        buf[p] = c
+        return p + 1
+    if c < 0x800:
+        buf[p] = 0xC0 | (c >> 6)
+        buf[p + 1] = 0x80 | (c & 0x3F)
+        return p + 2
+    if c < 0x10000:
+        buf[p] = 0xE0 | (c >> 12)
+        buf[p + 1] = 0x80 | ((c >> 6) & 0x3F)
+        buf[p + 2] = 0x80 | (c & 0x3F)
+        return p + 3
+    buf[p] = 0xF0 | (c >> 18)
+    buf[p + 1] = 0x80 | ((c >> 12) & 0x3F)
+    buf[p + 2] = 0x80 | ((c >> 6) & 0x3F)
+    buf[p + 3] = 0x80 | (c & 0x3F)
+    return p + 4
+
+
+@njit(cache=True, nogil=True)
+def word_keys(cps, coff, lower, factor):
+    """Each word's distinct trigram keys ``tri | ltri << 24`` (its padded UTF-8 trigram and the lower-cased one at
+    the same bytes) in order of first occurrence; none for words with ``factor`` False. -> (kptr, keys)."""
+    nw = coff.shape[0] - 1
+    maxlen = 1
+    for w in range(nw):
+        maxlen = max(maxlen, coff[w + 1] - coff[w])
+    buf = np.empty(4 * maxlen + 2, np.uint8)
+    lbuf = np.empty(4 * maxlen + 2, np.uint8)
+    kptr = np.zeros(nw + 1, np.int64)
+    keys = np.empty(4 * coff[nw] + 2 * nw, np.uint64)
+    pos = 0
+    for w in range(nw):
+        if factor[w]:
+            buf[0] = 32
+            lbuf[0] = 32
+            p = 1
+            for q in range(coff[w], coff[w + 1]):
+                p2 = _put_utf8(buf, p, cps[q])
+                _put_utf8(lbuf, p, lower[cps[q]])
+                p = p2
+            buf[p] = 32
+            lbuf[p] = 32
+            start = pos
+            for j in range(p - 1):
+                key = (np.uint64(buf[j]) | np.uint64(buf[j + 1]) << np.uint64(8) | np.uint64(buf[j + 2]) << np.uint64(16)
+                       | np.uint64(lbuf[j]) << np.uint64(24) | np.uint64(lbuf[j + 1]) << np.uint64(32)
+                       | np.uint64(lbuf[j + 2]) << np.uint64(40))
+                dup = False
+                for q in range(start, pos):
+                    if keys[q] == key:
+                        dup = True
+                        break
+                if not dup:
+                    keys[pos] = key
+                    pos += 1
+        kptr[w + 1] = pos
+    return kptr, keys[:pos]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _splitmix64(x):
+    x = x + _GOLDEN
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@njit(cache=True, nogil=True)
+def tfree_trigram_rows(keys, v, m, k, seed):
+    """(T, m) int32 rows of each key, the ``tfree`` rule of trigrams.tfree_rows / _reference.word_pattern: k rows
+    from the lower-cased trigram's sequence (when it differs), then the trigram's own, all distinct."""
+    out = np.empty((keys.shape[0], m), np.int32)
+    mask = np.uint64(v - 1)
+    sm = _splitmix64(np.uint64(seed))
+    low24 = np.uint64(0xFFFFFF)
+    for t in range(keys.shape[0]):
+        tri = keys[t] & low24
+        ltri = keys[t] >> np.uint64(24)
+        got = 0
+        for phase in range(2):
+            if phase == 0:
+                if k == 0 or ltri == tri:
+                    continue
+                h, want = _splitmix64(ltri ^ sm), k
+            else:
+                h, want = _splitmix64(tri ^ sm), m
+            i = 0
+            while got < want:
+                r = np.int32(_splitmix64(h + np.uint64(i) * _GOLDEN) & mask)
+                i += 1
+                new = True
+                for g in range(got):
+                    if out[t, g] == r:
+                        new = False
+                        break
+                if new:
+                    out[t, got] = r
+                    got += 1
+    return out
+
+
+@njit(cache=True, nogil=True)
+def verify(kptr, tids, trows, indptr, indices, v):
+    """Which words' patterns are exactly the union of their trigrams' rows; for those, the rows counted more than
+    once (each extra count listed once). -> (ok (W,) bool, dup_ptr (W+1,), dup_rows)."""
+    nw = kptr.shape[0] - 1
+    m = trows.shape[1]
+    cnt = np.zeros(v, np.int32)
+    ok = np.zeros(nw, np.bool_)
+    dptr = np.zeros(nw + 1, np.int64)
+    drow = np.empty(16, np.int32)
+    pos = 0
+    for w in range(nw):
+        distinct = 0
+        for q in range(kptr[w], kptr[w + 1]):
+            for j in range(m):
+                r = trows[tids[q], j]
+                distinct += cnt[r] == 0
+                cnt[r] += 1
+        good = kptr[w + 1] > kptr[w] and distinct == indptr[w + 1] - indptr[w]
+        for q in range(indptr[w], indptr[w + 1]):
+            good = good and cnt[indices[q]] > 0
+        if good:
+            for q in range(indptr[w], indptr[w + 1]):
+                for _ in range(cnt[indices[q]] - 1):
+                    if pos == drow.shape[0]:
+                        grown = np.empty(2 * pos, np.int32)
+                        grown[:pos] = drow
+                        drow = grown
+                    drow[pos] = indices[q]
+                    pos += 1
+        for q in range(kptr[w], kptr[w + 1]):
+            for j in range(m):
+                cnt[trows[tids[q], j]] = 0
+        ok[w] = good
+        dptr[w + 1] = pos
+    return ok, dptr, drow[:pos]
+
+
+@njit(cache=True, nogil=True)
+def build_trie(order, ok, kptr, kid, first_new, next_id, start, chunk):
+    """Lay out words (in ``order``) as a front-coded trie over their trigram id sequences, restarting every
+    ``chunk`` positions (counted from ``start``, the position of order[0]). Trigram ids >= first_new are provisional and get final ids from next_id on, in order of first
+    use, so the scoring pass reads trigram sums nearly in sequence. -> (lcp, sptr, stid, remap, next_id)."""
+    n = order.shape[0]
+    lcp = np.zeros(n, np.int32)
+    sptr = np.zeros(n + 1, np.int64)
+    stid = np.empty(kid.shape[0], np.int32)
+    remap = np.full(max(kid.max() + 1 if kid.shape[0] else 0, first_new) - first_new, -1, np.int64)
+    pos = 0
+    prev = -1
+    for i in range(n):
+        w = order[i]
+        a, b = kptr[w], kptr[w + 1]
+        if not ok[w]:
+            a = b
+        l = 0
+        if prev >= 0 and (start + i) % chunk != 0:
+            pa, pb = kptr[prev], kptr[prev + 1]
+            if not ok[prev]:
+                pa = pb
+            while l < b - a and l < pb - pa and kid[a + l] == kid[pa + l]:
+                l += 1
+        lcp[i] = l
+        for q in range(a + l, b):
+            t = kid[q]
+            if t >= first_new:
+                if remap[t - first_new] < 0:
+                    remap[t - first_new] = next_id
+                    next_id += 1
+                t = remap[t - first_new]
+            stid[pos] = t
+            pos += 1
+        sptr[i + 1] = pos
+        prev = w
+    return lcp, sptr, stid[:pos], remap, next_id
+
+
+@njit(cache=True, nogil=True)
+def corrections(order, ok, dptr, drow, indptr, indices):
+    """Per trie position, the rows added to the trigram sums: -1 for each doubly counted row of a factored word,
+    +1 for each row of a word scored directly. -> (xptr, xrow, xval)."""
+    n = order.shape[0]
+    xptr = np.zeros(n + 1, np.int64)
+    for i in range(n):
+        w = order[i]
+        xptr[i + 1] = xptr[i] + (dptr[w + 1] - dptr[w] if ok[w] else indptr[w + 1] - indptr[w])
+    xrow = np.empty(xptr[n], np.int32)
+    xval = np.empty(xptr[n], np.float32)
+    for i in range(n):
+        w = order[i]
+        p = xptr[i]
+        if ok[w]:
+            for q in range(dptr[w], dptr[w + 1]):
+                xrow[p], xval[p] = drow[q], -1
+                p += 1
+        else:
+            for q in range(indptr[w], indptr[w + 1]):
+                xrow[p], xval[p] = indices[q], 1
+                p += 1
+    return xptr, xrow, xval
+
+
+# -- scoring -------------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True, fastmath=True, inline="always")
+def exp_neg(x):
+    """exp(x) for x <= 0 in float32 (relative error ~1e-7, 0 below e^-87): vectorisable, unlike libm's."""
+    y = max(x * _LOG2E, np.float32(-126.0))
+    n = np.floor(y)
+    f = y - n
+    p = np.float32(1) + f * (_C1 + f * (_C2 + f * (_C3 + f * (_C4 + f * (_C5 + f * _C6)))))
+    return p * _POW2[np.int32(-n)]
+
+
+@njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _sigmoid(x):
+    e = exp_neg(-abs(x))
+    return (np.float32(1) if x >= 0 else e) / (np.float32(1) + e)
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def sigmoid(x):
+    """float32 sigmoid of (B, v) logits (stable for any finite x)."""
+    out = np.empty(x.shape, np.float32)
+    for b in range(x.shape[0]):
+        for r in range(x.shape[1]):
+            out[b, r] = _sigmoid(np.float32(x[b, r]))
+    return out
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def sigmoid_lanes(x, b0, out):
+    """out (v, LANES) = sigmoid of logits rows b0 ... transposed, zero past the last row."""
+    for r in range(x.shape[1]):
+        for b in range(LANES):
+            out[r, b] = _sigmoid(np.float32(x[b0 + b, r])) if b0 + b < x.shape[0] else np.float32(0)
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _chunk1(p0, p1, ts, sig, s_all, lcp, sptr, stid, xptr, xrow, xval, a, c, acc, invt, out, part, ch):
+    for i in range(p0, p1):
+        d = lcp[i]
+        s = acc[d]
+        for q in range(sptr[i], sptr[i + 1]):
+            s += ts[stid[q]]
+            d += 1
+            acc[d] = s
+        for q in range(xptr[i], xptr[i + 1]):
+            s += xval[q] * sig[xrow[q]]
+        out[i] = s * a[i] - s_all * c[i]
+    best, arg, z = np.float32(-np.inf), p0, 0.0
+    for i in range(p0, p1):
+        if out[i] > best:
+            best, arg = out[i], i
+    if invt > 0:
+        for i in range(p0, p1):
+            z += exp_neg((out[i] - np.float32(1)) * invt)
+    part[ch, 0], part[ch, 1], part[ch, 2] = best, arg, z
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _chunk_lanes(p0, p1, ts, sigt, s_all, lcp, sptr, stid, xptr, xrow, xval, a, c, acc, invt, out, part, ch):
+    for i in range(p0, p1):
+        d = lcp[i]
+        for q in range(sptr[i], sptr[i + 1]):
+            t = stid[q]
+            for b in range(LANES):
+                acc[d + 1, b] = acc[d, b] + ts[t, b]
+            d += 1
+        ai, ci = a[i], c[i]
+        for b in range(LANES):
+            out[i, b] = acc[d, b] * ai - s_all[b] * ci
+        for q in range(xptr[i], xptr[i + 1]):
+            r, wv = xrow[q], xval[q] * ai
+            for b in range(LANES):
+                out[i, b] += wv * sigt[r, b]
+    best = np.full(LANES, -np.inf, np.float32)
+    arg = np.full(LANES, p0, np.int64)
+    for i in range(p0, p1):
+        for b in range(LANES):
+            if out[i, b] > best[b]:
+                best[b], arg[b] = out[i, b], i
+    z = np.zeros(LANES, np.float64)
+    if invt > 0:
+        for i in range(p0, p1):
+            for b in range(LANES):
+                z[b] += exp_neg((out[i, b] - np.float32(1)) * invt)
+    for b in range(LANES):
+        part[ch, 0, b], part[ch, 1, b], part[ch, 2, b] = best[b], arg[b], z[b]
+
+
+def _score1(sig, trows, lcp, sptr, stid, xptr, xrow, xval, a, c, maxd, invt, out, part):
+    ts = np.empty(trows.shape[0], np.float32)  # trigram sums
+    for t in prange(trows.shape[0]):
+        s = np.float32(0)
+        for j in range(trows.shape[1]):
+            s += sig[trows[t, j]]
+        ts[t] = s
+    s_all = np.float32(0)
+    for r in range(sig.shape[0]):
+        s_all += sig[r]
+    n = lcp.shape[0]
+    for ch in prange(part.shape[0]):
+        acc = np.zeros(maxd + 1, np.float32)  # partial sums along the current trie path
+        _chunk1(ch * CHUNK, min(n, (ch + 1) * CHUNK), ts, sig, s_all, lcp, sptr, stid, xptr, xrow, xval, a, c,
+                acc, invt, out, part, ch)
+
+
+def _score_lanes(sigt, trows, lcp, sptr, stid, xptr, xrow, xval, a, c, maxd, invt, out, part):
+    ts = np.empty((trows.shape[0], LANES), np.float32)  # (T, LANES) trigram sums
+    for t in prange(trows.shape[0]):
+        for b in range(LANES):
+            ts[t, b] = 0
+        for j in range(trows.shape[1]):
+            r = trows[t, j]
+            for b in range(LANES):
+                ts[t, b] += sigt[r, b]
+    s_all = np.zeros(LANES, np.float32)
+    for r in range(sigt.shape[0]):
+        for b in range(LANES):
+            s_all[b] += sigt[r, b]
+    n = lcp.shape[0]
+    for ch in prange(part.shape[0]):
+        acc = np.zeros((maxd + 1, LANES), np.float32)
+        _chunk_lanes(ch * CHUNK, min(n, (ch + 1) * CHUNK), ts, sigt, s_all, lcp, sptr, stid, xptr, xrow, xval,
+                     a, c, acc, invt, out, part, ch)
+
+
+# One body, compiled twice: serial (one thread, no threading layer) and parallel over chunks.
+score1 = njit(cache=True, nogil=True, fastmath=True)(_score1)
+score1_parallel = njit(cache=True, nogil=True, fastmath=True, parallel=True)(_score1)
+score_lanes = njit(cache=True, nogil=True, fastmath=True)(_score_lanes)
+score_lanes_parallel = njit(cache=True, nogil=True, fastmath=True, parallel=True)(_score_lanes)
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def sum_exp(scores, ref, invt):
+    """sum(exp((scores - ref) * invt)) over axis 0 of (n,) or (n, B) scores with scores <= ref, float64."""
+    flat = scores.reshape(scores.shape[0], -1)
+    z = np.zeros(flat.shape[1], np.float64)
+    for i in range(flat.shape[0]):
+        for b in range(flat.shape[1]):
+            z[b] += exp_neg((flat[i, b] - ref[b]) * invt)
+    return z
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def scan_cdf(col, ref, invt, target):
+    """Inverse CDF in storage order: the first i where sum(exp((col[:i+1] - ref) * invt)) > target, and its term
+    (the last word with a non-zero term if rounding leaves the total short of target)."""
+    acc = 0.0
+    last = 0
+    for i in range(col.shape[0]):
+        e = exp_neg((col[i] - ref) * invt)
+        acc += e
+        if e > 0:
+            last = i
+        if acc > target:
+            return i, e
+    return last, exp_neg((col[last] - ref) * invt)
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def pattern_sums(sig, indptr, indices, ids):
+    """(B, len(ids)) sums of sig (B, v) over the patterns of the given word ids (exact, row by row)."""
+    out = np.zeros((sig.shape[0], ids.shape[0]), np.float64)
+    for b in range(sig.shape[0]):
+        for j in range(ids.shape[0]):
+            w = ids[j]
+            s = 0.0
+            for q in range(indptr[w], indptr[w + 1]):
+                s += sig[b, indices[q]]
+            out[b, j] = s
+    return out
+
+
+def is_marker(word: str) -> bool:
+    return word in MARKER_ID
+
+
+def words_code_points(words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(cps uint32, coff int64) of the words back to back."""
+    lens = np.fromiter((len(w) for w in words), np.int64, count=len(words))
+    coff = np.zeros(len(words) + 1, np.int64)
+    np.cumsum(lens, out=coff[1:])
+    return code_points("".join(words)), coff
