@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import tfree_codec
 from tfree_codec import Codec, CodecConfig, TfreeError
+from tfree_codec import words as words_module
 from tfree_codec.assets import sample_text
 
 codec = Codec()
@@ -119,3 +120,22 @@ def test_public_api():
     assert set(tfree_codec.__all__) >= {"Codec", "CodecConfig", "Encoded", "TfreeError", "split", "join"}
     with pytest.raises(TypeError):
         codec.encode(b"bytes are not text")
+
+
+@given(st.text(max_size=300))
+def test_short_text_python_path_equals_kernel_path(text):
+    for c in (codec, Codec(CodecConfig(hash="aleph", vocab_size=32000))):
+        slow = c._encode_python(text)
+        with c._cache() as cache:
+            _, offsets, ids = cache.split(text, c.config.max_word_chars, c.config.segmenter)
+            indptr, indices = c._gather(cache, ids)
+        assert slow.words == words_module.words_from_spans(text, offsets, ids)
+        assert np.array_equal(slow.offsets, offsets)
+        assert np.array_equal(slow.indptr, indptr) and np.array_equal(slow.indices, indices)
+
+
+def test_a_short_first_encode_needs_no_numba():
+    code = ("import sys, tfree_codec; e = tfree_codec.Codec().encode('hello world'); "
+            "print(e.words, 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['hello', 'world'] False"

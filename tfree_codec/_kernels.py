@@ -26,13 +26,9 @@ import numpy as np
 from numba import njit
 
 from ._unicode import CLASS_MASK, LETTER, LETTER_NS, NEWLINE, NO_WS_AFTER, NO_WS_BEFORE, SPACE
+from .words import N_MARKERS, N_POW, NL_BASE, WS_BASE
+from .words import NO_WS_ID as NO_WS
 
-# Marker word ids (see words.MARKERS): 0 end-of-text, 1 <|no_ws|>, 2.. spaces 1,2,4,..,64, then newlines alike.
-NO_WS = 1
-WS_BASE = 2
-NL_BASE = 9
-N_POW = 7  # runs of 2**0 .. 2**6 merge into one marker
-N_MARKERS = 16
 _FNV = np.uint64(0x100000001B3)
 _FNV0 = np.uint64(0xCBF29CE484222325)
 _LOW32 = np.uint64(0xFFFFFFFF)

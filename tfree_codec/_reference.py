@@ -27,8 +27,8 @@ def _run_markers(n: int, kind: str) -> list[tuple[str, int]]:
     return out
 
 
-def _atoms(text: str, breaks: set[int], max_chars: int) -> list[tuple[str, str]]:
-    """(kind, text) atoms: 'space' runs, 'newline' runs and 'word's, in order."""
+def _atoms(text: str, breaks: set[int], max_chars: int) -> list[tuple[str, str, int]]:
+    """(kind, text, start) atoms: 'space' runs, 'newline' runs and 'word's, in order."""
     atoms, i, n = [], 0, len(text)
     while i < n:
         k = _cls(text[i]) & CLASS_MASK
@@ -36,13 +36,13 @@ def _atoms(text: str, breaks: set[int], max_chars: int) -> list[tuple[str, str]]
         if k in (SPACE, NEWLINE):
             while j < n and text[j] == text[i]:
                 j += 1
-            atoms.append(("space" if k == SPACE else "newline", text[i:j]))
+            atoms.append(("space" if k == SPACE else "newline", text[i:j], i))
         elif k in (LETTER, LETTER_NS):
             while j < n and _cls(text[j]) & CLASS_MASK in (LETTER, LETTER_NS) and j not in breaks and j - i < max_chars:
                 j += 1
-            atoms.append(("word", text[i:j]))
+            atoms.append(("word", text[i:j], i))
         else:
-            atoms.append(("word", text[i:j]))
+            atoms.append(("word", text[i:j], i))
         i = j
     return atoms
 
@@ -52,31 +52,46 @@ def space_expected(a: str, b: str) -> bool:
     return not (_cls(a[-1]) & NO_WS_AFTER) and not (_cls(b[0]) & NO_WS_BEFORE)
 
 
-def split(text: str, max_word_chars: int = 32, segmenter: str = "icu") -> list[str]:
+def split_with_offsets(text: str, max_word_chars: int = 32, segmenter: str = "icu") -> tuple[list[str], list[tuple[int, int]]]:
+    """Words and their (start, end) character spans; a marker spans the whitespace it stands for."""
     breaks: set[int] = set()
-    if segmenter == "icu" and any(_cls(c) & CLASS_MASK == LETTER_NS for c in text):
-        from .words import code_points, icu_breaks
-        breaks = set(icu_breaks(text, code_points(text)).tolist())
+    if segmenter == "icu":
+        from .words import icu_breaks
+        breaks = set(icu_breaks(text).tolist())
     words: list[str] = []
+    spans: list[tuple[int, int]] = []
+
+    def run(n: int, at: int, kind: str) -> None:
+        for m, length in _run_markers(n, kind):
+            words.append(m)
+            spans.append((at, at + length))
+            at += length
+
     prev = None       # previous emitted non-space atom: ("word", w) or ("marker", m), None at the start
-    spaces = 0
-    for kind, s in _atoms(text, breaks, max_word_chars) + [("end", "")]:
+    spaces, spaces_at = 0, 0
+    for kind, s, at in _atoms(text, breaks, max_word_chars) + [("end", "", len(text))]:
         if kind == "space":
-            spaces = len(s)
+            spaces, spaces_at = len(s), at
             continue
         expected = prev is not None and prev[0] == "word" and kind == "word" and space_expected(prev[1], s)
         if spaces == 0 and expected:
             words.append(NO_WS)
+            spans.append((at, at))
         elif spaces and not (spaces == 1 and expected):
-            words.extend(m for m, _ in _run_markers(spaces, "ws"))
+            run(spaces, spaces_at, "ws")
         spaces = 0
         if kind == "newline":
-            words.extend(m for m, _ in _run_markers(len(s), "nl"))
+            run(len(s), at, "nl")
             prev = ("marker", s)
         elif kind == "word":
             words.append(s)
+            spans.append((at, at + len(s)))
             prev = ("word", s)
-    return words
+    return words, spans
+
+
+def split(text: str, max_word_chars: int = 32, segmenter: str = "icu") -> list[str]:
+    return split_with_offsets(text, max_word_chars, segmenter)[0]
 
 
 def join(words: list[str]) -> str:

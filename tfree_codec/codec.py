@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -10,8 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _kernels as K
-from . import trigrams, words
+from . import _reference, trigrams, words
 from .config import CodecConfig, TfreeError, _icu_version
 
 
@@ -47,6 +47,11 @@ class Encoded:
 # A word cache is dropped and started afresh past these sizes, so memory stays bounded on endless streams.
 MAX_CACHED_WORDS = 1 << 20
 MAX_CACHED_ROWS = 1 << 26
+# Until the numba kernels are loaded, the first few short texts take the pure-Python reference path (same words,
+# same patterns: tested), so `tfree inspect hello` or a prompt never waits for numba's start-up.
+SMALL_TEXT_CHARS = 256
+SMALL_TEXT_CALLS = 32
+_small_calls = 0
 
 
 def default_num_threads() -> int:
@@ -140,6 +145,10 @@ class Codec:
     # -- patterns -------------------------------------------------------------------------------------------
     def encode(self, text: str) -> Encoded:
         """Words, character offsets and the CSR activation patterns of ``text``."""
+        global _small_calls
+        if len(text) <= SMALL_TEXT_CHARS and _small_calls < SMALL_TEXT_CALLS and "tfree_codec._kernels" not in sys.modules:
+            _small_calls += 1
+            return self._encode_python(text)
         with self._cache() as cache:
             _, offsets, ids = cache.split(text, self.config.max_word_chars, self.config.segmenter)
             return Encoded(text, offsets, ids, *self._gather(cache, ids))
@@ -170,8 +179,28 @@ class Codec:
 
     def _gather(self, cache: words.WordCache, ids: np.ndarray):
         trigrams.hash_unhashed(cache, *self._hash_args)
+        K = words.kernels()
         indptr = np.empty(len(ids) + 1, np.int64)
         K.pattern_indptr(ids, cache.pptr, indptr)
         indices = np.empty(indptr[-1], np.uint32)
         K.gather(ids, cache.pptr, cache.pidx, indptr, indices)
         return indptr, indices
+
+    def _encode_python(self, text: str) -> Encoded:
+        if not isinstance(text, str):
+            raise TypeError(f"expected str, got {type(text).__name__}")
+        word_list, spans = _reference.split_with_offsets(text, self.config.max_word_chars, self.config.segmenter)
+        v, m, k, fam, seed = self._hash_args
+        distinct: dict[str, int] = {}
+        ids = np.array([words.MARKER_ID[w] if w in words.MARKER_ID else words.N_MARKERS + distinct.setdefault(w, len(distinct))
+                        for w in word_list], np.int32)
+        m_indptr, m_indices = self._markers
+        pats = [m_indices[m_indptr[i]:m_indptr[i + 1]].tolist() for i in range(words.N_MARKERS)]
+        pats += [_reference.word_pattern(w, v, m, k, seed) if fam == "tfree" else trigrams.aleph_word_rows(w, v, m, k)
+                 for w in distinct]
+        lens = np.array([len(pats[i]) for i in ids.tolist()], np.int64)
+        indptr = np.zeros(len(ids) + 1, np.int64)
+        np.cumsum(lens, out=indptr[1:])
+        indices = np.fromiter((r for i in ids.tolist() for r in pats[i]), np.uint32, count=int(indptr[-1]))
+        offsets = np.array(spans, np.int64).reshape(-1, 2)
+        return Encoded(text, offsets, ids, indptr, indices, word_list)

@@ -5,7 +5,7 @@ of ``[0, v)`` and the word's pattern is the sorted union (uint32). Marker words 
 
 Two hash families:
 - ``tfree`` (default): splitmix64 of the trigram, one splitmix64 per row, case sharing for every cased
-  script. The hot path lives in ``_kernels.hash_words``.
+  script. The hot path lives in ``_kernels.hash_new``.
 - ``aleph``: the T-FREE reference's md5 rule, reproducing its patterns (and its ASCII-only case sharing) so the
   released checkpoints can be used. md5 rows are computed lazily per trigram and cached, never the 16.7M table.
 """
@@ -16,9 +16,8 @@ import hashlib
 
 import numpy as np
 
-from . import _kernels as K
 from ._unicode import tables
-from .words import MARKERS
+from .words import MARKERS, kernels
 
 _MASK = (1 << 64) - 1
 
@@ -113,11 +112,11 @@ def hash_unhashed(cache, v: int, m: int, k: int, family: str, seed: int) -> None
     if cache.cnt[1] == cache.cnt[0]:
         return
     if family == "tfree":
-        cache.pptr, cache.pidx = K.hash_new(cache.chars, cache.coff, cache.cnt, cache.pptr, cache.pidx,
+        cache.pptr, cache.pidx = kernels().hash_new(cache.chars, cache.coff, cache.cnt, cache.pptr, cache.pidx,
                                             tables()[1], v, m, k, seed)
         return
     pats = [aleph_word_rows(w, v, m, k) for w in cache.unhashed_words()]
     indptr = np.zeros(len(pats) + 1, np.int64)
     indptr[1:] = np.cumsum([len(p) for p in pats])
     indices = np.fromiter((r for p in pats for r in p), np.uint32, count=int(indptr[-1]))
-    cache.pptr, cache.pidx = K.append_patterns(cache.cnt, cache.pptr, cache.pidx, indptr, indices)
+    cache.pptr, cache.pidx = kernels().append_patterns(cache.cnt, cache.pptr, cache.pidx, indptr, indices)

@@ -16,20 +16,31 @@ import threading
 
 import numpy as np
 
-from . import _kernels as K
-from ._unicode import NO_WS_AFTER, NO_WS_BEFORE, tables
+from ._unicode import CLASS_MASK, LETTER_NS, NO_WS_AFTER, NO_WS_BEFORE, tables
+
+# Marker word ids, shared with the kernels: 0 end-of-text, 1 <|no_ws|>, then spaces 1, 2, 4, .., 64, then newlines.
+N_POW = 7  # runs of 2**0 .. 2**6 merge into one marker
+NO_WS_ID, WS_BASE, NL_BASE = 1, 2, 2 + N_POW
+N_MARKERS = 2 + 2 * N_POW
+
+
+def kernels():
+    """The numba kernels, imported on first use: importing numba and loading cached machine code takes most of a
+    second, which a short text never needs (see ``Codec.encode``)."""
+    from . import _kernels
+    return _kernels
 
 EOT = "<|endoftext|>"
 NO_WS = "<|no_ws|>"
 MARKERS: tuple[str, ...] = (
     EOT,
     NO_WS,
-    *("<|ws|>" if q == 0 else f"<|{1 << q}<-ws->|>" for q in range(K.N_POW)),
-    *("<|\n|>" if q == 0 else f"<|{1 << q}<-\n->|>" for q in range(K.N_POW)),
+    *("<|ws|>" if q == 0 else f"<|{1 << q}<-ws->|>" for q in range(N_POW)),
+    *("<|\n|>" if q == 0 else f"<|{1 << q}<-\n->|>" for q in range(N_POW)),
 )
-MARKER_TEXT: tuple[str, ...] = ("", "", *(" " * (1 << q) for q in range(K.N_POW)), *("\n" * (1 << q) for q in range(K.N_POW)))
+MARKER_TEXT: tuple[str, ...] = ("", "", *(" " * (1 << q) for q in range(N_POW)), *("\n" * (1 << q) for q in range(N_POW)))
 MARKER_ID = {w: i for i, w in enumerate(MARKERS)}
-assert len(MARKERS) == K.N_MARKERS
+assert len(MARKERS) == N_MARKERS
 
 _EMPTY = np.zeros(0, np.int64)
 _local = threading.local()
@@ -52,7 +63,7 @@ def _break_iterator():
     return bi
 
 
-def icu_breaks(text: str, cps: np.ndarray) -> np.ndarray:
+def icu_breaks(text: str, cps: np.ndarray | None = None) -> np.ndarray:
     """ICU's word boundaries in ``text`` as sorted code point offsets, or none if it has no no-space letters.
 
     ICU runs once over the whole text (per-run calls cost more in Python than ICU spends segmenting). The
@@ -60,7 +71,11 @@ def icu_breaks(text: str, cps: np.ndarray) -> np.ndarray:
     only the runs of Han, Kana, Thai, Lao, Khmer and Myanmar (and script changes next to them) are affected.
     """
     cls, _ = tables()
-    if not K.has_ns(cps, cls):
+    if cps is None:  # the pure-Python path
+        cps = code_points(text)
+        if not any(cls[ord(c)] & CLASS_MASK == LETTER_NS for c in text):
+            return _EMPTY
+    elif not kernels().has_ns(cps, cls):
         return _EMPTY
     bi = _break_iterator()
     bi.setText(text)
@@ -102,13 +117,13 @@ class WordCache:
         cls, _ = tables()
         breaks = icu_breaks(text, cps) if segmenter == "icu" else _EMPTY
         cap = len(cps) // 2 + 16  # about 4 characters a word in prose; the kernel grows it for odd text
-        nw, offsets, ids, self.tab, self.chars, self.coff = K.split_words(
+        nw, offsets, ids, self.tab, self.chars, self.coff = kernels().split_words(
             cps, cls, breaks, max_word_chars, np.empty((cap, 2), np.int64), np.empty(cap, np.int32),
             self.tab, self.chars, self.coff, self.ascii, self.cnt)
         return cps, offsets[:nw], ids[:nw]
 
     def intern(self, cps: np.ndarray, spans: np.ndarray) -> np.ndarray:
-        ids, self.tab, self.chars, self.coff = K.intern_spans(cps, spans, self.tab, self.chars, self.coff, self.ascii, self.cnt)
+        ids, self.tab, self.chars, self.coff = kernels().intern_spans(cps, spans, self.tab, self.chars, self.coff, self.ascii, self.cnt)
         return ids
 
     def unhashed_words(self) -> list[str]:
@@ -119,7 +134,7 @@ class WordCache:
 
 
 def words_from_spans(text: str, offsets: np.ndarray, ids: np.ndarray) -> list[str]:
-    n = K.N_MARKERS
+    n = N_MARKERS
     return [MARKERS[i] if i < n else text[s:e] for (s, e), i in zip(offsets.tolist(), ids.tolist())]
 
 
