@@ -95,12 +95,11 @@ def _reserve(L, tab, chars, coff, cnt):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def intern(cps, s, e, tab, chars, coff, ascii_ids, cnt):
+def intern(cps, s, e, h, tab, chars, coff, ascii_ids, cnt):
     """Id (>= N_MARKERS) of the word cps[s:e], adding it to the cache if new (room must be reserved)."""
     L = e - s
     if L == 1 and cps[s] < 128 and ascii_ids[cps[s]] >= 0:
         return ascii_ids[cps[s]]
-    h = _word_hash(cps, s, e)
     size = tab.shape[0] // 2
     slot = np.int64(h & np.uint64(size - 1))
     while True:
@@ -165,14 +164,15 @@ def split_words(cps, cls, breaks, max_chars, offs, ids, tab, chars, coff, ascii_
         is_marker = True
         first = 0
         last = 0
+        h = np.uint64(0)
         s = n
         e = n
         if i < n:
-            t = cls[cps[i]]
+            t = cls[cps[np.uint64(i)]]
             k = t & CLASS_MASK
             if k == SPACE:
                 j = i
-                while j < n and cps[j] == 32:
+                while j < n and cps[np.uint64(j)] == 32:
                     j += 1
                 pend = j - i
                 pend_at = i
@@ -185,21 +185,29 @@ def split_words(cps, cls, breaks, max_chars, offs, ids, tab, chars, coff, ascii_
                     e += 1
             elif k == LETTER or k == LETTER_NS:
                 # scan at most max_chars ahead, so a giant word costs O(length) in all
-                e = i + 1
-                while e < n and e - i < max_chars:
-                    ke = cls[cps[e]] & CLASS_MASK
-                    if ke != LETTER and ke != LETTER_NS:
-                        break
-                    e += 1
                 while bi < nb and breaks[bi] <= i:
                     bi += 1
-                if bi < nb and breaks[bi] < e:
-                    e = breaks[bi]
+                stop = min(n, i + max_chars)
+                if bi < nb and breaks[bi] < stop:
+                    stop = breaks[bi]
+                h = (_FNV0 ^ np.uint64(cps[i])) * _FNV  # the word's hash, as it is scanned
+                last = t
+                e = i + 1
+                while e < stop:
+                    c = cps[np.uint64(e)]
+                    te = cls[c]
+                    ke = te & CLASS_MASK
+                    if ke != LETTER and ke != LETTER_NS:
+                        break
+                    h = (h ^ np.uint64(c)) * _FNV
+                    last = te
+                    e += 1
+                h = splitmix64(h ^ np.uint64(e - i))
                 is_marker = False
                 first = t
-                last = cls[cps[e - 1]]
             else:
                 e = i + 1
+                h = splitmix64(((_FNV0 ^ np.uint64(cps[i])) * _FNV) ^ np.uint64(1))
                 is_marker = False
                 first = t
                 last = t
@@ -246,7 +254,7 @@ def split_words(cps, cls, breaks, max_chars, offs, ids, tab, chars, coff, ascii_
                 tab, chars, coff = _reserve(e - s, tab, chars, coff, cnt)
             offs[nw, 0] = s
             offs[nw, 1] = e
-            ids[nw] = intern(cps, s, e, tab, chars, coff, ascii_ids, cnt)
+            ids[nw] = intern(cps, s, e, h, tab, chars, coff, ascii_ids, cnt)
             nw += 1
             prev_text = True
             prev_flags = last
@@ -260,7 +268,7 @@ def intern_spans(cps, spans, tab, chars, coff, ascii_ids, cnt):
     ids = np.empty(spans.shape[0], np.int32)
     for w in range(spans.shape[0]):
         tab, chars, coff = _reserve(spans[w, 1] - spans[w, 0], tab, chars, coff, cnt)
-        ids[w] = intern(cps, spans[w, 0], spans[w, 1], tab, chars, coff, ascii_ids, cnt)
+        ids[w] = intern(cps, spans[w, 0], spans[w, 1], _word_hash(cps, spans[w, 0], spans[w, 1]), tab, chars, coff, ascii_ids, cnt)
     return ids, tab, chars, coff
 
 
