@@ -309,6 +309,25 @@ def padded_utf8(cps, s, e, lower, buf, lbuf):
     return p + 1
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _draw_rows(h, rows, got, want, mask):
+    """Append rows ``splitmix64(h + i*golden) & mask`` (i = 0, 1, ...) to rows[:got], skipping any already there,
+    until there are ``want``."""
+    i = 0
+    while got < want:
+        r = np.int64(splitmix64(h + np.uint64(i) * _GOLDEN) & mask)
+        i += 1
+        dup = False
+        for g in range(got):
+            if rows[g] == r:
+                dup = True
+                break
+        if not dup:
+            rows[got] = r
+            got += 1
+    return got
+
+
 @njit(cache=True, nogil=True)
 def hash_new(chars, coff, cnt, pptr, pidx, lower, v, m, k, seed):
     """Hash the cached words not hashed yet (``tfree`` family) and append their patterns: (pptr, pidx).
@@ -346,32 +365,8 @@ def hash_new(chars, coff, cnt, pptr, pidx, lower, v, m, k, seed):
             ltri = np.uint64(lbuf[j]) | (np.uint64(lbuf[j + 1]) << np.uint64(8)) | (np.uint64(lbuf[j + 2]) << np.uint64(16))
             got = 0
             if k > 0 and ltri != tri:
-                h = splitmix64(ltri ^ seedmix)
-                i = 0
-                while got < k:
-                    r = np.int64(splitmix64(h + np.uint64(i) * _GOLDEN) & mask)
-                    i += 1
-                    dup = False
-                    for g in range(got):
-                        if rows[g] == r:
-                            dup = True
-                            break
-                    if not dup:
-                        rows[got] = r
-                        got += 1
-            h = splitmix64(tri ^ seedmix)
-            i = 0
-            while got < m:
-                r = np.int64(splitmix64(h + np.uint64(i) * _GOLDEN) & mask)
-                i += 1
-                dup = False
-                for g in range(got):
-                    if rows[g] == r:
-                        dup = True
-                        break
-                if not dup:
-                    rows[got] = r
-                    got += 1
+                got = _draw_rows(splitmix64(ltri ^ seedmix), rows, 0, k, mask)
+            _draw_rows(splitmix64(tri ^ seedmix), rows, got, m, mask)
             for g in range(m):
                 r = rows[g]
                 bits[r >> 6] |= np.uint64(1) << np.uint64(r & 63)
