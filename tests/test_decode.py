@@ -149,6 +149,22 @@ def test_top_k_and_top_p_restrict_the_choice(decoder):
     assert tiny == {int(order[0])}
 
 
+def test_batched_sampling_restricts_every_row(decoder):
+    x = random_logits(70, seed=11, shift=-2.0)  # 64 rows side by side, then 6
+    s = decoder.scores(x).astype(np.float64)
+    for _ in range(5):
+        d = decoder.decode(x, temperature=0.5, top_k=3, generator=np.random.default_rng(_))
+        assert all(i in np.argsort(-s[b])[:3] for b, i in enumerate(d.ids))
+        d = decoder.decode(x, temperature=0.02, top_p=0.3, generator=np.random.default_rng(_))
+        for b, i in enumerate(d.ids):
+            p = softmax(s[b], 0.02)
+            order = np.argsort(-p)
+            assert i in order[:np.searchsorted(np.cumsum(p[order]), 0.3) + 1]
+    a = decoder.decode(x, temperature=0.05, top_p=0.9, generator=3)
+    b = decoder.decode(x, temperature=0.05, top_p=0.9, generator=3)
+    assert a.words == b.words
+
+
 def test_log_probs_are_a_normalised_softmax(codec):
     small = Dictionary.from_texts(codec, [sample_text(3_000)])
     dec = Decoder(small)

@@ -19,15 +19,18 @@ changes) is scored from its own rows instead, so the result is always exactly th
 
 Batches run ``LANES`` positions at a time with sigmoids stored (v, LANES): a trigram sum or a trie node is then one
 contiguous run of floats. The trie restarts every ``CHUNK`` words, so chunks can be scored on several threads.
-Scores come out in trie order (``order[i]`` is the word at position i), in one pass with their argmax and
-sum(exp((s - 1) / T)) (s <= 1, so no overflow; see decode.py for the rare second pass).
+Scores come out in trie order (``order[i]`` is the word at position i), with their argmax, minimum and
+sum(exp((s - 1) / T)) from the same pass (s <= 1, so no overflow; see decode.py for the rare second pass).
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange
+from numba.core import types as nbtypes
+from numba.extending import intrinsic
 
 from .words import MARKER_ID, code_points
 
@@ -35,7 +38,6 @@ LANES = 64    # batch positions scored together; a trie node is then LANES conti
 CHUNK = 2048  # words per trie chunk (the unit of parallel work)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _LOG2E = np.float32(1.4426950408889634)
-_POW2 = np.array([2.0 ** -i for i in range(127)], np.float32)
 _C1, _C2, _C3, _C4, _C5, _C6 = (np.float32(math.log(2) ** i / math.factorial(i)) for i in range(1, 7))
 
 
@@ -247,23 +249,36 @@ def corrections(order, ok, dptr, drow, indptr, indices):
 
 
 # -- scoring -------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, fastmath=True, inline="always")
+@intrinsic
+def _f32_from_bits(typingctx, x):
+    """The float32 whose bit pattern is the low 32 bits of integer x (a register move, and vectorisable)."""
+    if not isinstance(x, nbtypes.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits = builder.trunc(args[0], ir.IntType(32)) if x.bitwidth > 32 else args[0]
+        return builder.bitcast(bits, ir.FloatType())
+    return nbtypes.float32(x), codegen
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
 def exp_neg(x):
-    """exp(x) for x <= 0 in float32 (relative error ~1e-7, 0 below e^-87): vectorisable, unlike libm's."""
+    """exp(x) for x <= 0 in float32 (relative error < 1e-6; e^-87 at most below e^-87): vectorisable, unlike
+    libm's expf. 2^y = 2^n * 2^f with n = round(y), |f| <= 1/2 by a degree-6 Taylor series."""
     y = max(x * _LOG2E, np.float32(-126.0))
-    n = np.floor(y)
+    n = np.floor(y + np.float32(0.5))
     f = y - n
     p = np.float32(1) + f * (_C1 + f * (_C2 + f * (_C3 + f * (_C4 + f * (_C5 + f * _C6)))))
-    return p * _POW2[np.int32(-n)]
+    return p * _f32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
 
 
-@njit(cache=True, nogil=True, fastmath=True, inline="always")
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
 def _sigmoid(x):
-    e = exp_neg(-abs(x))
-    return (np.float32(1) if x >= 0 else e) / (np.float32(1) + e)
+    q = np.float32(1) / (np.float32(1) + exp_neg(-abs(x)))
+    return q if x >= np.float32(0) else np.float32(1) - q
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def sigmoid(x):
     """float32 sigmoid of (B, v) logits (stable for any finite x)."""
     out = np.empty(x.shape, np.float32)
@@ -273,15 +288,24 @@ def sigmoid(x):
     return out
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def sigmoid_lanes(x, b0, out):
-    """out (v, LANES) = sigmoid of logits rows b0 ... transposed, zero past the last row."""
-    for r in range(x.shape[1]):
-        for b in range(LANES):
-            out[r, b] = _sigmoid(np.float32(x[b0 + b, r])) if b0 + b < x.shape[0] else np.float32(0)
+    """out (v, LANES) = sigmoid of logits rows b0 ... b0 + LANES - 1, transposed (zero past the last row), by
+    tiles: rows are read and transposed in L1-sized pieces."""
+    v = x.shape[1]
+    nb = min(LANES, x.shape[0] - b0)
+    tile = np.zeros((LANES, 64), np.float32)
+    for r0 in range(0, v, 64):
+        w = min(v, r0 + 64) - r0
+        for b in range(nb):
+            for j in range(w):
+                tile[b, j] = _sigmoid(np.float32(x[b0 + b, r0 + j]))
+        for j in range(w):
+            for b in range(LANES):
+                out[r0 + j, b] = tile[b, j]
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def _chunk1(p0, p1, ts, sig, s_all, lcp, sptr, stid, xptr, xrow, xval, a, c, acc, invt, out, part, ch):
     for i in range(p0, p1):
         d = lcp[i]
@@ -293,17 +317,18 @@ def _chunk1(p0, p1, ts, sig, s_all, lcp, sptr, stid, xptr, xrow, xval, a, c, acc
         for q in range(xptr[i], xptr[i + 1]):
             s += xval[q] * sig[xrow[q]]
         out[i] = s * a[i] - s_all * c[i]
-    best, arg, z = np.float32(-np.inf), p0, 0.0
+    best, arg, low, z = np.float32(-np.inf), p0, np.float32(np.inf), np.float32(0)
     for i in range(p0, p1):
+        low = min(low, out[i])
         if out[i] > best:
             best, arg = out[i], i
     if invt > 0:
         for i in range(p0, p1):
             z += exp_neg((out[i] - np.float32(1)) * invt)
-    part[ch, 0], part[ch, 1], part[ch, 2] = best, arg, z
+    part[ch, 0], part[ch, 1], part[ch, 2], part[ch, 3] = best, arg, z, low
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def _chunk_lanes(p0, p1, ts, sigt, s_all, lcp, sptr, stid, xptr, xrow, xval, a, c, acc, invt, out, part, ch):
     for i in range(p0, p1):
         d = lcp[i]
@@ -320,18 +345,20 @@ def _chunk_lanes(p0, p1, ts, sigt, s_all, lcp, sptr, stid, xptr, xrow, xval, a, 
             for b in range(LANES):
                 out[i, b] += wv * sigt[r, b]
     best = np.full(LANES, -np.inf, np.float32)
+    low = np.full(LANES, np.inf, np.float32)
     arg = np.full(LANES, p0, np.int64)
     for i in range(p0, p1):
         for b in range(LANES):
+            low[b] = min(low[b], out[i, b])
             if out[i, b] > best[b]:
                 best[b], arg[b] = out[i, b], i
-    z = np.zeros(LANES, np.float64)
+    z = np.zeros(LANES, np.float32)  # a chunk's terms are <= 1 and few: float32 sums them well enough
     if invt > 0:
         for i in range(p0, p1):
             for b in range(LANES):
                 z[b] += exp_neg((out[i, b] - np.float32(1)) * invt)
     for b in range(LANES):
-        part[ch, 0, b], part[ch, 1, b], part[ch, 2, b] = best[b], arg[b], z[b]
+        part[ch, 0, b], part[ch, 1, b], part[ch, 2, b], part[ch, 3, b] = best[b], arg[b], z[b], low[b]
 
 
 def _score1(sig, trows, lcp, sptr, stid, xptr, xrow, xval, a, c, maxd, invt, out, part):
@@ -372,13 +399,14 @@ def _score_lanes(sigt, trows, lcp, sptr, stid, xptr, xrow, xval, a, c, maxd, inv
 
 
 # One body, compiled twice: serial (one thread, no threading layer) and parallel over chunks.
-score1 = njit(cache=True, nogil=True, fastmath=True)(_score1)
-score1_parallel = njit(cache=True, nogil=True, fastmath=True, parallel=True)(_score1)
-score_lanes = njit(cache=True, nogil=True, fastmath=True)(_score_lanes)
-score_lanes_parallel = njit(cache=True, nogil=True, fastmath=True, parallel=True)(_score_lanes)
+_FLAGS = dict(cache=True, nogil=True, fastmath=True, error_model="numpy")
+score1 = njit(**_FLAGS)(_score1)
+score1_parallel = njit(**_FLAGS, parallel=True)(_score1)
+score_lanes = njit(**_FLAGS)(_score_lanes)
+score_lanes_parallel = njit(**_FLAGS, parallel=True)(_score_lanes)
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def sum_exp(scores, ref, invt):
     """sum(exp((scores - ref) * invt)) over axis 0 of (n,) or (n, B) scores with scores <= ref, float64."""
     flat = scores.reshape(scores.shape[0], -1)
@@ -387,36 +415,6 @@ def sum_exp(scores, ref, invt):
         for b in range(flat.shape[1]):
             z[b] += exp_neg((flat[i, b] - ref[b]) * invt)
     return z
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def scan_cdf(col, ref, invt, target):
-    """Inverse CDF in storage order: the first i where sum(exp((col[:i+1] - ref) * invt)) > target, and its term
-    (the last word with a non-zero term if rounding leaves the total short of target)."""
-    acc = 0.0
-    last = 0
-    for i in range(col.shape[0]):
-        e = exp_neg((col[i] - ref) * invt)
-        acc += e
-        if e > 0:
-            last = i
-        if acc > target:
-            return i, e
-    return last, exp_neg((col[last] - ref) * invt)
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def pattern_sums(sig, indptr, indices, ids):
-    """(B, len(ids)) sums of sig (B, v) over the patterns of the given word ids (exact, row by row)."""
-    out = np.zeros((sig.shape[0], ids.shape[0]), np.float64)
-    for b in range(sig.shape[0]):
-        for j in range(ids.shape[0]):
-            w = ids[j]
-            s = 0.0
-            for q in range(indptr[w], indptr[w + 1]):
-                s += sig[b, indices[q]]
-            out[b, j] = s
-    return out
 
 
 def is_marker(word: str) -> bool:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _score
+from . import _sample, _score
 from .config import TfreeError
 from .scorer import Scorer, sigmoid
 
@@ -119,24 +119,20 @@ class Decoder:
         x = self._logits(logits)
         out = np.empty((x.shape[0], len(sc)), np.float32)
         pos = sc.position
-        for rows, block, *_ in sc.run(x, 0.0, self.num_threads):
-            out[rows] = (block[pos] if block.ndim == 1 else block[pos, :len(rows)].T)
+        for blk in sc.run(x, 0.0, self.num_threads):
+            out[blk.rows] = blk.scores[pos, :len(blk.rows)].T
         return out
 
     def _blocks(self, logits, temperature):
-        """(row, scores in trie order, best position, best score, ref, z) for each position, where
-        z = sum(exp((s - ref) / temperature)) over the dictionary (0 when greedy)."""
-        sc = self.scorer()
+        """Scored blocks, each with (ref, z) per row: sum(exp((s - ref) / temperature)) = z over the dictionary."""
         invt = 1.0 / temperature if temperature > 0 else 0.0
-        for rows, block, best_pos, best, z in sc.run(self._logits(logits), invt, self.num_threads):
-            for j, row in enumerate(rows):
-                col = block if block.ndim == 1 else block[:, j]
-                ref, zj = 1.0, float(z[j])
-                if invt > 0 and (best[j] - 1.0) * invt < _LOW:  # the fused sum may have underflowed: redo it
-                    ref = float(best[j])
-                    zj = float(_score.sum_exp(np.ascontiguousarray(col), np.array([ref], np.float32),
-                                              np.float32(invt))[0])
-                yield row, col, int(best_pos[j]), float(best[j]), ref, zj
+        for blk in self.scorer().run(self._logits(logits), invt, self.num_threads):
+            ref = np.ones(len(blk.rows), np.float32)
+            z = blk.z.copy()
+            for j in np.nonzero((blk.best - 1.0) * invt < _LOW)[0]:  # the fused sum may have underflowed: redo
+                ref[j] = blk.best[j]
+                z[j] = _score.sum_exp(np.ascontiguousarray(blk.scores[:, j]), ref[j:j + 1], np.float32(invt))[0]
+            yield blk, ref, z
 
     # -- decoding ----------------------------------------------------------------------------------------------
     def decode(self, logits, *, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
@@ -149,17 +145,20 @@ class Decoder:
             return self._torch().decode(self._tensor(logits), temperature, top_k, top_p, generator)
         rng = None if temperature == 0 or top_k == 1 else _rng(generator)
         order = self.scorer().order
-        ids, probs, scores = [], [], []
-        for _, col, best_pos, best, ref, z in self._blocks(logits, temperature):
+        pos, probs, scores = [], [], []
+        for blk, ref, z in self._blocks(logits, temperature):
             if rng is None:
-                pos, p = best_pos, 1.0
+                pos.append(blk.best_pos)
+                probs.append(np.ones(len(blk.rows)))
             else:
-                pos, p = sample(col, 1.0 / temperature, ref, z, top_k, top_p, rng)
-            ids.append(int(order[pos]))
-            probs.append(p)
-            scores.append(float(col[pos]))
-        out = Decoded([self.dictionary.words[i] for i in ids], np.array(ids, np.int64), np.array(probs),
-                      np.array(scores))
+                p, pr = _draw(blk, ref, z, 1.0 / temperature, top_k, top_p, rng)
+                pos.append(p)
+                probs.append(pr)
+            scores.append(blk.scores[pos[-1], np.arange(len(blk.rows))].astype(np.float64))
+        pos = np.concatenate(pos)
+        ids = order[pos]
+        out = Decoded([self.dictionary.words[i] for i in ids], ids.astype(np.int64), np.concatenate(probs),
+                      np.concatenate(scores))
         if self.spell_below is not None:
             self._spell_weak(logits, out)
         return out
@@ -174,13 +173,15 @@ class Decoder:
             raise TfreeError("targets must be dictionary ids in [0, len(dictionary))")
         if self._use_torch(logits):
             return self._torch().log_probs(self._tensor(logits), targets, temperature)
-        pos = self.scorer().position
+        x = self._logits(logits)
+        if len(targets) != len(x):
+            raise TfreeError(f"{len(targets)} targets for {len(x)} positions")
+        where = self.scorer().position[targets]
         out = []
-        for row, col, _, _, ref, z in self._blocks(logits, temperature):
-            out.append((float(col[pos[targets[row]]]) - ref) / temperature - math.log(z))
-        if len(out) != len(targets):
-            raise TfreeError(f"{len(targets)} targets for {len(out)} positions")
-        return np.array(out)
+        for blk, ref, z in self._blocks(x, temperature):
+            s = blk.scores[where[blk.rows.start:blk.rows.stop], np.arange(len(blk.rows))].astype(np.float64)
+            out.append((s - ref) / temperature - np.log(z))
+        return np.concatenate(out)
 
     def text(self, words) -> str:
         """Words back to ordinary text (markers become whitespace)."""
@@ -215,42 +216,18 @@ class Decoder:
         return self._torch_decoder
 
 
-def sample(col: np.ndarray, invt: float, ref: float, z: float, top_k, top_p, rng: np.random.Generator):
-    """Sample a position from softmax(col * invt), whose normaliser is z * exp(ref * invt), restricted to the
-    top_k best and then to the smallest best set holding top_p of the mass (renormalised).
-    -> (position, its probability under that distribution)."""
-    n = len(col)
-    u = rng.random()
+def _draw(blk, ref, z, invt: float, top_k, top_p, rng: np.random.Generator):
+    """One word per row of a block: (trie positions, probabilities under the restricted distribution)."""
+    nl, n = len(blk.rows), blk.scores.shape[0]
+    u = rng.random(nl)  # drawn first, so a seed gives the same words whatever the restrictions cost
+    thr = np.full(nl, -np.inf, np.float32)
+    mass = z.copy()
+    invt = np.float32(invt)
     if top_k is not None and top_k < n:
-        cand = _top(col, top_k)
-        s = col[cand].astype(np.float64) * invt
-        p = np.exp(s - s.max())
-        return _pick(cand, p / p.sum(), top_p, u)
-    if top_p is None or top_p >= 1:  # inverse CDF in storage order: no sorting at all
-        i, e = _score.scan_cdf(col, np.float32(ref), np.float32(invt), u * z)
-        return int(i), float(e) / z
-    k = min(n, 256)
-    while True:  # the best k words, k growing until they hold top_p of the mass
-        cand = _top(col, k)
-        p = np.exp((col[cand].astype(np.float64) - ref) * invt) / z
-        if k == n or p.sum() >= top_p:
-            break
-        k = min(n, 16 * k)
-    return _pick(cand, p, top_p, u)
-
-
-def _top(col: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the k largest values, best first (ties by position)."""
-    if k >= len(col):
-        return np.argsort(-col, kind="stable")
-    cand = np.argpartition(col, len(col) - k)[len(col) - k:]
-    return cand[np.lexsort((cand, -col[cand]))]
-
-
-def _pick(cand: np.ndarray, p: np.ndarray, top_p, u: float) -> tuple[int, float]:
-    cum = np.cumsum(p)
-    if top_p is not None:
-        cut = min(len(p), int(np.searchsorted(cum, top_p - 1e-12)) + 1)
-        p, cum = p[:cut] / cum[cut - 1], cum[:cut] / cum[cut - 1]
-    i = min(len(p) - 1, int(np.searchsorted(cum, u, side="right")))
-    return int(cand[i]), float(p[i])
+        thr, mass = _sample.threshold(blk.scores, nl, blk.low, blk.best, thr, ref, invt,
+                                      np.full(nl, float(top_k)), False)
+    if top_p is not None and top_p < 1:
+        thr, mass = _sample.threshold(blk.scores, nl, blk.low, blk.best, thr, ref, invt, top_p * mass, True)
+    pos, e = np.empty(nl, np.int64), np.empty(nl, np.float64)
+    _sample.draw(blk.scores, nl, thr, ref, invt, u * mass, pos, e)
+    return pos, e / mass

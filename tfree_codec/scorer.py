@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -117,13 +118,13 @@ class Scorer:
         if cache is None or cache[0] != key:
             nch = -(-len(self.order) // S.CHUNK)
             out = np.empty((len(self.order), S.LANES) if lanes else len(self.order), np.float32)
-            part = np.empty((nch, 3, S.LANES) if lanes else (nch, 3), np.float64)
+            part = np.empty((nch, 4, S.LANES) if lanes else (nch, 4), np.float64)
             cache = self._local.buf = (key, out, part)
         return cache[1], cache[2]
 
     def run(self, logits: np.ndarray, invt: float, num_threads: int = 1):
-        """Score (B, v) float32 logits. Yields (rows, scores, best_pos, best, z) per block of rows: scores
-        (n,) or (n, LANES) in trie order (a reused buffer), z = sum(exp((s - 1) * invt)) (0 if invt == 0)."""
+        """Score (B, v) float32 logits; yield a ``Block`` per group of rows (its scores are a reused buffer:
+        use them before the next block). ``z`` = sum(exp((s - 1) * invt)) over the dictionary (0 if invt is 0)."""
         if len(self.order) == 0:
             raise TfreeError("the dictionary is empty")
         logits = np.ascontiguousarray(logits, np.float32)
@@ -138,17 +139,33 @@ class Scorer:
             sig = S.sigmoid(logits)
             for b in range(B):
                 kernel(sig[b], *args, np.float32(invt), out, part)
-                ch = int(np.argmax(part[:, 0]))
-                yield [b], out, np.array([int(part[ch, 1])]), np.array([part[ch, 0]]), np.array([part[:, 2].sum()])
+                yield Block.of(range(b, b + 1), out.reshape(-1, 1), part[:, :, None])
             return
         out, part = self._buffers(True)
         kernel = S.score_lanes_parallel if parallel else S.score_lanes
         sigt = np.empty((self.v, S.LANES), np.float32)
         for b0 in range(0, B, S.LANES):
-            b1 = min(B, b0 + S.LANES)
             S.sigmoid_lanes(logits, b0, sigt)
             kernel(sigt, *args, np.float32(invt), out, part)
-            ch = np.argmax(part[:, 0, :], axis=0)[:b1 - b0]        # best chunk per lane
-            lane = np.arange(b1 - b0)
-            yield (list(range(b0, b1)), out, part[ch, 1, lane].astype(np.int64), part[ch, 0, lane],
-                   part[:, 2, :b1 - b0].sum(0))
+            yield Block.of(range(b0, min(B, b0 + S.LANES)), out, part)
+
+
+@dataclass
+class Block:
+    """Scores of a group of batch rows: column j of ``scores`` (n, L), in trie order, is row rows[j]."""
+
+    rows: range
+    scores: np.ndarray    # (n, L) float32
+    best_pos: np.ndarray  # (len(rows),) int64 trie position of the best word
+    best: np.ndarray      # (len(rows),) float32 its score
+    low: np.ndarray       # (len(rows),) float32 the lowest score
+    z: np.ndarray         # (len(rows),) float64 sum(exp((s - 1) * invt))
+
+    @classmethod
+    def of(cls, rows: range, scores: np.ndarray, part: np.ndarray) -> "Block":
+        """From per-chunk partials part (chunks, 4, L): best, its position, z, lowest."""
+        nl = len(rows)
+        ch = np.argmax(part[:, 0, :nl], axis=0)  # the chunk holding each row's best word
+        lane = np.arange(nl)
+        return cls(rows, scores, part[ch, 1, lane].astype(np.int64), part[ch, 0, lane].astype(np.float32),
+                   part[:, 3, :nl].min(0).astype(np.float32), part[:, 2, :nl].sum(0))

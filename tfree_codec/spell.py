@@ -27,6 +27,8 @@ _MARGIN = 2.0   # search score (sum of log means) within which candidates are ra
 _MAX_RANKED = 64
 _SPACE = 32
 _SPACE_ARR = np.array([_SPACE], np.uint64)
+_WIDEN = 4      # a spelling that leaves active rows unexplained is searched again with a beam this much wider
+_MAX_BEAM = 64
 
 
 class Speller:
@@ -36,7 +38,7 @@ class Speller:
     def __init__(self, codec, alphabet=None):
         self.codec = codec
         c = codec.config
-        self.v = c.vocab_size
+        self.v, self.m = c.vocab_size, c.num_activations
         self._rule = _trigram_rule(c)
         if self._rule is None:
             raise TfreeError(f"spelling does not support the {c.hash!r} hash")
@@ -92,8 +94,22 @@ class Speller:
         return [self.spell_sigmoid(sig[b], beam=beam, max_bytes=max_bytes) for b in range(len(sig))]
 
     def spell_sigmoid(self, sig: np.ndarray, *, beam: int = 8, max_bytes: int = 128):
+        """(word, s(w)) for one position's (v,) sigmoids, or None. Scripts of 2-4 UTF-8 bytes per character have
+        weak byte trigrams and many prefixes that fit equally well, so a spelling that leaves at least half a
+        trigram's rows of the active ones (sigmoid > 1/2) unexplained is searched again with a wider beam."""
         if beam < 1:
             raise TfreeError(f"beam must be at least 1, not {beam}")
+        active = sig > 0.5
+        while True:
+            got = self._search(sig, beam, max_bytes)
+            if got is None or beam >= _MAX_BEAM:
+                return got
+            pattern = self.codec.encode_words([got[0]])[1]
+            if active.sum() - active[pattern].sum() < self.m / 2:
+                return got
+            beam *= _WIDEN
+
+    def _search(self, sig: np.ndarray, beam: int, max_bytes: int):
         # A beam: (byte 2 back, byte 1 back, their lower-case bytes, trie node, score, bytes so far).
         beams = [(None, _SPACE, None, _SPACE, 0, 0.0, b"")]
         done: list[tuple[float, bytes]] = []
@@ -112,7 +128,8 @@ class Speller:
             score = np.array([b[5] for b in beams])[src]
             first = beams[0][0] is None  # the first byte has no trigram of its own yet: keep every first byte
             if not first:
-                rows = self._rule(np.concatenate(keys))                      # (n, m)
+                keys = np.concatenate(keys)
+                rows = self._rule(keys)                                          # (n, m)
                 score = score + np.log(np.maximum(sig[rows].mean(1), _FLOOR))
             done += [(float(score[j]), beams[src[j]][6]) for j in np.nonzero(closing)[0]]
             grow = np.nonzero(~closing)[0]
