@@ -12,6 +12,8 @@ the 100k multilingual dictionary of bench/decode.py). Two facts cut that down:
    trigrams, minus sig[r] once more for each row r that two of its trigrams share (about one per two words).
 2. Words are visited in trie order of their trigram sequences and keep a stack of partial sums, so a word re-uses
    its predecessor's sum over their common prefix: 845k trigram additions become 393k.
+3. Common word endings (2-6 trigrams: "ing ", "ungen ", "ость ") are summed once as units of their own and end
+   the sequences of the words that have them, which leaves ~300k additions.
 
 The trigram rows are recomputed here from the codec's hash rule, and every word is checked: its pattern must be
 exactly the union of those rows. A word that is not (a marker word, hashed whole; any word if the codec's hash
@@ -20,7 +22,10 @@ changes) is scored from its own rows instead, so the result is always exactly th
 Batches run ``LANES`` positions at a time with sigmoids stored (v, LANES): a trigram sum or a trie node is then one
 contiguous run of floats. The trie restarts every ``CHUNK`` words, so chunks can be scored on several threads.
 Scores come out in trie order (``order[i]`` is the word at position i), with their argmax, minimum and
-sum(exp((s - 1) / T)) from the same pass (s <= 1, so no overflow; see decode.py for the rare second pass).
+sum(exp((s - 1) / T)) from the same pass (s <= 1, so no overflow; see decode.py for the rare second pass). When
+only those (and the scores of given target words) are needed, as for greedy decoding and log-probabilities, each
+chunk's scores stay in a chunk-sized buffer instead of a (W, LANES) array: 26 MB less written per batch. (Not a
+per-thread buffer: numba's get_thread_id does not survive its on-disk cache.)
 """
 from __future__ import annotations
 
@@ -298,15 +303,17 @@ def sigmoid_lanes(x, b0, out):
     for r0 in range(0, v, 64):
         w = min(v, r0 + 64) - r0
         for b in range(nb):
+            row = x[b0 + b]
             for j in range(w):
-                tile[b, j] = _sigmoid(np.float32(x[b0 + b, r0 + j]))
+                tile[b, j] = _sigmoid(np.float32(row[r0 + j]))
         for j in range(w):
             for b in range(LANES):
                 out[r0 + j, b] = tile[b, j]
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def _chunk1(p0, p1, ts, sig, s_all, lcp, sptr, stid, xptr, xrow, xval, a, c, acc, invt, out, part, ch):
+def _chunk1(p0, p1, base, ts, sig, s_all, lcp, sptr, stid, xptr, xrow, xval, a, c, acc, invt, o, tpos, tval, part,
+            ch):
     for i in range(p0, p1):
         d = lcp[i]
         s = acc[d]
@@ -316,20 +323,23 @@ def _chunk1(p0, p1, ts, sig, s_all, lcp, sptr, stid, xptr, xrow, xval, a, c, acc
             acc[d] = s
         for q in range(xptr[i], xptr[i + 1]):
             s += xval[q] * sig[xrow[q]]
-        out[i] = s * a[i] - s_all * c[i]
+        o[i - base] = s * a[i] - s_all * c[i]
     best, arg, low, z = np.float32(-np.inf), p0, np.float32(np.inf), np.float32(0)
     for i in range(p0, p1):
-        low = min(low, out[i])
-        if out[i] > best:
-            best, arg = out[i], i
+        low = min(low, o[i - base])
+        if o[i - base] > best:
+            best, arg = o[i - base], i
     if invt > 0:
         for i in range(p0, p1):
-            z += exp_neg((out[i] - np.float32(1)) * invt)
+            z += exp_neg((o[i - base] - np.float32(1)) * invt)
+    if p0 <= tpos[0] < p1:
+        tval[0] = o[tpos[0] - base]
     part[ch, 0], part[ch, 1], part[ch, 2], part[ch, 3] = best, arg, z, low
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def _chunk_lanes(p0, p1, ts, sigt, s_all, lcp, sptr, stid, xptr, xrow, xval, a, c, acc, invt, out, part, ch):
+def _chunk_lanes(p0, p1, base, ts, sigt, s_all, lcp, sptr, stid, xptr, xrow, xval, a, c, acc, invt, o, tpos, tval,
+                 part, ch):
     for i in range(p0, p1):
         d = lcp[i]
         for q in range(sptr[i], sptr[i + 1]):
@@ -339,54 +349,73 @@ def _chunk_lanes(p0, p1, ts, sigt, s_all, lcp, sptr, stid, xptr, xrow, xval, a, 
             d += 1
         ai, ci = a[i], c[i]
         for b in range(LANES):
-            out[i, b] = acc[d, b] * ai - s_all[b] * ci
+            o[i - base, b] = acc[d, b] * ai - s_all[b] * ci
         for q in range(xptr[i], xptr[i + 1]):
             r, wv = xrow[q], xval[q] * ai
             for b in range(LANES):
-                out[i, b] += wv * sigt[r, b]
+                o[i - base, b] += wv * sigt[r, b]
     best = np.full(LANES, -np.inf, np.float32)
     low = np.full(LANES, np.inf, np.float32)
     arg = np.full(LANES, p0, np.int64)
-    for i in range(p0, p1):
+    for i in range(p0 - base, p1 - base):
         for b in range(LANES):
-            low[b] = min(low[b], out[i, b])
-            if out[i, b] > best[b]:
-                best[b], arg[b] = out[i, b], i
+            low[b] = min(low[b], o[i, b])
+            if o[i, b] > best[b]:
+                best[b], arg[b] = o[i, b], i + base
     z = np.zeros(LANES, np.float32)  # a chunk's terms are <= 1 and few: float32 sums them well enough
     if invt > 0:
-        for i in range(p0, p1):
+        for i in range(p0 - base, p1 - base):
             for b in range(LANES):
-                z[b] += exp_neg((out[i, b] - np.float32(1)) * invt)
+                z[b] += exp_neg((o[i, b] - np.float32(1)) * invt)
     for b in range(LANES):
+        if p0 <= tpos[b] < p1:
+            tval[b] = o[tpos[b] - base, b]
         part[ch, 0, b], part[ch, 1, b], part[ch, 2, b], part[ch, 3, b] = best[b], arg[b], z[b], low[b]
 
 
-def _score1(sig, trows, lcp, sptr, stid, xptr, xrow, xval, a, c, maxd, invt, out, part):
-    ts = np.empty(trows.shape[0], np.float32)  # trigram sums
-    for t in prange(trows.shape[0]):
+def _score1(sig, trows, eptr, etid, lcp, sptr, stid, xptr, xrow, xval, a, c, maxd, invt, keep, out, tpos, tval,
+            part):
+    nt = trows.shape[0]
+    ts = np.empty(nt + eptr.shape[0] - 1, np.float32)  # trigram sums, then word-ending sums
+    for t in prange(nt):
         s = np.float32(0)
         for j in range(trows.shape[1]):
             s += sig[trows[t, j]]
         ts[t] = s
+    for e in range(eptr.shape[0] - 1):
+        s = np.float32(0)
+        for q in range(eptr[e], eptr[e + 1]):
+            s += ts[etid[q]]
+        ts[nt + e] = s
     s_all = np.float32(0)
     for r in range(sig.shape[0]):
         s_all += sig[r]
     n = lcp.shape[0]
     for ch in prange(part.shape[0]):
         acc = np.zeros(maxd + 1, np.float32)  # partial sums along the current trie path
-        _chunk1(ch * CHUNK, min(n, (ch + 1) * CHUNK), ts, sig, s_all, lcp, sptr, stid, xptr, xrow, xval, a, c,
-                acc, invt, out, part, ch)
+        o = out if keep else np.empty(CHUNK, np.float32)  # all scores, or just this chunk's
+        _chunk1(ch * CHUNK, min(n, (ch + 1) * CHUNK), 0 if keep else ch * CHUNK, ts, sig, s_all, lcp, sptr, stid,
+                xptr, xrow, xval, a, c, acc, invt, o, tpos, tval, part, ch)
 
 
-def _score_lanes(sigt, trows, lcp, sptr, stid, xptr, xrow, xval, a, c, maxd, invt, out, part):
-    ts = np.empty((trows.shape[0], LANES), np.float32)  # (T, LANES) trigram sums
-    for t in prange(trows.shape[0]):
+def _score_lanes(sigt, trows, eptr, etid, lcp, sptr, stid, xptr, xrow, xval, a, c, maxd, invt, keep, out, tpos,
+                 tval, part):
+    nt = trows.shape[0]
+    ts = np.empty((nt + eptr.shape[0] - 1, LANES), np.float32)  # (T + endings, LANES) sums
+    for t in prange(nt):
         for b in range(LANES):
             ts[t, b] = 0
         for j in range(trows.shape[1]):
             r = trows[t, j]
             for b in range(LANES):
                 ts[t, b] += sigt[r, b]
+    for e in prange(eptr.shape[0] - 1):
+        for b in range(LANES):
+            ts[nt + e, b] = 0
+        for q in range(eptr[e], eptr[e + 1]):
+            t = etid[q]
+            for b in range(LANES):
+                ts[nt + e, b] += ts[t, b]
     s_all = np.zeros(LANES, np.float32)
     for r in range(sigt.shape[0]):
         for b in range(LANES):
@@ -394,8 +423,9 @@ def _score_lanes(sigt, trows, lcp, sptr, stid, xptr, xrow, xval, a, c, maxd, inv
     n = lcp.shape[0]
     for ch in prange(part.shape[0]):
         acc = np.zeros((maxd + 1, LANES), np.float32)
-        _chunk_lanes(ch * CHUNK, min(n, (ch + 1) * CHUNK), ts, sigt, s_all, lcp, sptr, stid, xptr, xrow, xval,
-                     a, c, acc, invt, out, part, ch)
+        o = out if keep else np.empty((CHUNK, LANES), np.float32)
+        _chunk_lanes(ch * CHUNK, min(n, (ch + 1) * CHUNK), 0 if keep else ch * CHUNK, ts, sigt, s_all, lcp, sptr,
+                     stid, xptr, xrow, xval, a, c, acc, invt, o, tpos, tval, part, ch)
 
 
 # One body, compiled twice: serial (one thread, no threading layer) and parallel over chunks.

@@ -22,6 +22,7 @@ import numpy as np
 from . import _sample, _score
 from .config import TfreeError
 from .scorer import Scorer, sigmoid
+from .spell import Speller, spell  # noqa: F401  (re-exported: decoding words that are not in the dictionary)
 
 _LOW = -60.0  # below this (best - 1) / T the fused sum(exp((s - 1) / T)) may underflow: sum again around the best
 
@@ -123,15 +124,20 @@ class Decoder:
             out[blk.rows] = blk.scores[pos, :len(blk.rows)].T
         return out
 
-    def _blocks(self, logits, temperature):
+    def _blocks(self, logits, temperature, keep=True, targets=None):
         """Scored blocks, each with (ref, z) per row: sum(exp((s - ref) / temperature)) = z over the dictionary."""
         invt = 1.0 / temperature if temperature > 0 else 0.0
-        for blk in self.scorer().run(self._logits(logits), invt, self.num_threads):
+        x = self._logits(logits)
+        sc = self.scorer()
+        for blk in sc.run(x, invt, self.num_threads, keep=keep, targets=targets):
             ref = np.ones(len(blk.rows), np.float32)
             z = blk.z.copy()
-            for j in np.nonzero((blk.best - 1.0) * invt < _LOW)[0]:  # the fused sum may have underflowed: redo
+            low = np.nonzero((blk.best - 1.0) * invt < _LOW)[0]  # the fused sum may have underflowed: redo it
+            for j in low:
+                row = blk.rows[j]
+                scores = blk.scores[:, j] if keep else next(sc.run(x[row:row + 1], 0.0)).scores[:, 0]
                 ref[j] = blk.best[j]
-                z[j] = _score.sum_exp(np.ascontiguousarray(blk.scores[:, j]), ref[j:j + 1], np.float32(invt))[0]
+                z[j] = _score.sum_exp(np.ascontiguousarray(scores), ref[j:j + 1], np.float32(invt))[0]
             yield blk, ref, z
 
     # -- decoding ----------------------------------------------------------------------------------------------
@@ -146,15 +152,16 @@ class Decoder:
         rng = None if temperature == 0 or top_k == 1 else _rng(generator)
         order = self.scorer().order
         pos, probs, scores = [], [], []
-        for blk, ref, z in self._blocks(logits, temperature):
-            if rng is None:
+        for blk, ref, z in self._blocks(logits, temperature, keep=rng is not None):
+            if rng is None:  # greedy: the kernel's argmax, no scores kept
                 pos.append(blk.best_pos)
                 probs.append(np.ones(len(blk.rows)))
+                scores.append(blk.best.astype(np.float64))
             else:
                 p, pr = _draw(blk, ref, z, 1.0 / temperature, top_k, top_p, rng)
                 pos.append(p)
                 probs.append(pr)
-            scores.append(blk.scores[pos[-1], np.arange(len(blk.rows))].astype(np.float64))
+                scores.append(blk.scores[p, np.arange(len(blk.rows))].astype(np.float64))
         pos = np.concatenate(pos)
         ids = order[pos]
         out = Decoded([self.dictionary.words[i] for i in ids], ids.astype(np.int64), np.concatenate(probs),
@@ -176,11 +183,9 @@ class Decoder:
         x = self._logits(logits)
         if len(targets) != len(x):
             raise TfreeError(f"{len(targets)} targets for {len(x)} positions")
-        where = self.scorer().position[targets]
         out = []
-        for blk, ref, z in self._blocks(x, temperature):
-            s = blk.scores[where[blk.rows.start:blk.rows.stop], np.arange(len(blk.rows))].astype(np.float64)
-            out.append((s - ref) / temperature - np.log(z))
+        for blk, ref, z in self._blocks(x, temperature, keep=False, targets=targets):
+            out.append((blk.target.astype(np.float64) - ref) / temperature - np.log(z))
         return np.concatenate(out)
 
     def text(self, words) -> str:
@@ -190,8 +195,6 @@ class Decoder:
     # -- unseen words ------------------------------------------------------------------------------------------
     def speller(self):
         if self._speller is None:
-            from .spell import Speller  # noqa: PLC0415
-
             self._speller = Speller(self.codec, self.dictionary.words)
         return self._speller
 

@@ -12,6 +12,8 @@ from ._unicode import tables
 from .config import TfreeError
 
 MIN_LANES = 6  # from this batch size on, positions are scored LANES at a time (bench/decode.py)
+MAX_ENDINGS = 3000   # word endings summed once (a unit per ~30 words at most)
+LONGEST_ENDING = 6   # trigrams
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -36,6 +38,50 @@ def _trigram_rule(config):
     return None
 
 
+def choose_endings(kptr, kid, ok, max_units: int):
+    """Pick common word endings: the last j = 2..LONGEST_ENDING trigrams of factored words, valued by the
+    additions they save, (count - 1) * (j - 1); the best ``max_units`` with a positive value. Each word's longest
+    chosen ending is cut from its sequence and replaced by -1 - e (ending e). -> (kptr2, kid2, eptr, etid)."""
+    n = len(kptr) - 1
+    lens = np.diff(kptr) * ok
+    ends = kptr[1:]
+    tables, values = {}, []
+    for j in range(2, LONGEST_ENDING + 1):
+        w = np.nonzero(lens >= j + 1)[0]  # keep a trigram in front of the ending
+        if len(w) == 0 or max_units == 0:
+            continue
+        tails, inv, cnt = np.unique(kid[ends[w][:, None] - j + np.arange(j)], axis=0, return_inverse=True,
+                                    return_counts=True)
+        tables[j] = (w, tails, inv.ravel())
+        values.append(np.stack([(cnt - 1) * (j - 1), np.full(len(cnt), j), np.arange(len(cnt))], 1))
+    unit = np.full(n, -1, np.int64)
+    cut = np.zeros(n, np.int64)
+    eptr, etid = [0], []
+    if values:
+        allv = np.concatenate(values)
+        best = allv[np.argsort(-allv[:, 0], kind="stable")[:max_units]]
+        best = best[best[:, 0] > 0]
+        for j in sorted(tables, reverse=True):  # longest chosen ending first
+            w, tails, inv = tables[j]
+            pick = best[best[:, 1] == j]
+            eid = np.full(len(tails), -1, np.int64)
+            eid[pick[:, 2]] = len(eptr) - 1 + np.arange(len(pick))
+            for t in tails[pick[:, 2]]:
+                etid.extend(t.tolist())
+                eptr.append(len(etid))
+            e = eid[inv]
+            take = (e >= 0) & (unit[w] < 0)
+            unit[w[take]], cut[w[take]] = e[take], j
+    keep = np.repeat(np.arange(n), np.diff(kptr))
+    pos = np.arange(len(kid)) - np.repeat(kptr[:-1], np.diff(kptr))
+    kept = kid[pos < (np.diff(kptr) - cut)[keep]]
+    new_len = np.diff(kptr) - cut + (unit >= 0)
+    at = np.cumsum(np.diff(kptr) - cut)[unit >= 0]
+    kid2 = np.insert(kept, at, -1 - unit[unit >= 0])
+    kptr2 = np.concatenate([[0], np.cumsum(new_len)])
+    return kptr2, kid2, np.array(eptr, np.int64), np.array(etid, np.int64)
+
+
 class Scorer:
     """Scores every word of a growing word list against logits: ``add`` appends words (incrementally: only the new
     words are factored), ``run`` scores. Not thread-safe for ``add``; ``run`` keeps per-thread buffers."""
@@ -45,6 +91,7 @@ class Scorer:
         self.v, self.m = c.vocab_size, c.num_activations
         self._rule = _trigram_rule(c)
         self.trows = np.zeros((0, self.m), np.int32)                    # (T, m) rows of each trigram
+        self.eptr, self.etid = np.zeros(1, np.int64), np.zeros(0, np.int32)  # word endings: their trigrams
         self._keys = np.zeros(0, np.uint64)                            # known trigram keys, sorted
         self._key_ids = np.zeros(0, np.int64)
         self.order = np.zeros(0, np.int64)                             # trie position -> word id
@@ -86,11 +133,23 @@ class Scorer:
         new_rows = self._rule(uniq[~known]) if self._rule is not None else self.trows[:0]
         all_rows = np.concatenate([self.trows, new_rows])
         ok, dptr, drow = S.verify(kptr, kid, all_rows, indptr, indices, self.v)
+        kptr2, kid2, eptr, etid = choose_endings(kptr, kid, ok, min(MAX_ENDINGS, n // 30))
         local = np.array(sorted(range(n), key=words.__getitem__), np.int64)  # string order ~ trie order
-        lcp, sptr, stid, remap, next_id = S.build_trie(local, ok, kptr, kid, first_new, first_new, start, S.CHUNK)
+        lcp, sptr, stid, remap, next_id = S.build_trie(local, ok, kptr2, kid2, first_new, first_new, start, S.CHUNK)
+        only_in_endings = np.unique(etid[etid >= first_new]) - first_new
+        only_in_endings = only_in_endings[remap[only_in_endings] < 0]
+        remap[only_in_endings] = next_id + np.arange(len(only_in_endings))
+        next_id += len(only_in_endings)
         used = remap >= 0
         final_rows = np.empty((next_id - first_new, self.m), np.int32)
         final_rows[remap[used] - first_new] = new_rows[used]
+        # ids: trigrams [0, T), then the endings; stid holds the new endings as -1 - e (see choose_endings)
+        n_end = len(self.eptr) - 1
+        self.stid[self.stid >= first_new] += next_id - first_new
+        stid = np.where(stid >= 0, stid, next_id + n_end - 1 - stid).astype(np.int32)
+        etid = np.where(etid >= first_new, remap[np.maximum(etid - first_new, 0)], etid).astype(np.int32)
+        self.eptr = np.concatenate([self.eptr, eptr[1:] + self.eptr[-1]])
+        self.etid = np.concatenate([self.etid, etid])
         xptr, xrow, xval = S.corrections(local, ok, dptr, drow, indptr, indices)
         sizes = np.diff(indptr)[local].astype(np.float64)
         out = np.maximum(self.v - sizes, 0)
@@ -113,23 +172,27 @@ class Scorer:
         self.factored += int(ok.sum())
 
     def _buffers(self, lanes: bool):
+        """Per-thread reused arrays: all scores (n[, LANES]) and per-chunk partials."""
         key = (lanes, len(self.order))
         cache = getattr(self._local, "buf", None)
         if cache is None or cache[0] != key:
+            shape = (S.LANES,) if lanes else ()
             nch = -(-len(self.order) // S.CHUNK)
-            out = np.empty((len(self.order), S.LANES) if lanes else len(self.order), np.float32)
-            part = np.empty((nch, 4, S.LANES) if lanes else (nch, 4), np.float64)
-            cache = self._local.buf = (key, out, part)
-        return cache[1], cache[2]
+            cache = self._local.buf = (key, np.empty((len(self.order),) + shape, np.float32),
+                                       np.empty((nch, 4) + shape, np.float64))
+        return cache[1:]
 
-    def run(self, logits: np.ndarray, invt: float, num_threads: int = 1):
-        """Score (B, v) float32 logits; yield a ``Block`` per group of rows (its scores are a reused buffer:
-        use them before the next block). ``z`` = sum(exp((s - 1) * invt)) over the dictionary (0 if invt is 0)."""
+    def run(self, logits: np.ndarray, invt: float, num_threads: int = 1, *, keep: bool = True, targets=None):
+        """Score (B, v) float32 logits; yield a ``Block`` per group of rows. ``z`` = sum(exp((s - 1) * invt)) over
+        the dictionary (0 if invt is 0). keep=False keeps no scores but those of ``targets`` (B,) word ids: faster.
+        Kept scores are a reused buffer: use them before the next block."""
         if len(self.order) == 0:
             raise TfreeError("the dictionary is empty")
         logits = np.ascontiguousarray(logits, np.float32)
         B = logits.shape[0]
-        args = (self.trows, self.lcp, self.sptr, self.stid, self.xptr, self.xrow, self.xval, self.a, self.c, self.maxd)
+        tpos = np.full(B, -1, np.int64) if targets is None else self.position[np.asarray(targets, np.int64)]
+        args = (self.trows, self.eptr, self.etid, self.lcp, self.sptr, self.stid, self.xptr, self.xrow, self.xval,
+                self.a, self.c, self.maxd, np.float32(invt), keep)
         parallel = num_threads > 1
         if parallel:
             numba.set_num_threads(min(num_threads, numba.config.NUMBA_NUM_THREADS))
@@ -138,16 +201,20 @@ class Scorer:
             kernel = S.score1_parallel if parallel else S.score1
             sig = S.sigmoid(logits)
             for b in range(B):
-                kernel(sig[b], *args, np.float32(invt), out, part)
-                yield Block.of(range(b, b + 1), out.reshape(-1, 1), part[:, :, None])
+                tval = np.zeros(1, np.float32)
+                kernel(sig[b], *args, out, tpos[b:b + 1], tval, part)
+                yield Block.of(range(b, b + 1), out.reshape(-1, 1) if keep else None, part[:, :, None], tval)
             return
         out, part = self._buffers(True)
         kernel = S.score_lanes_parallel if parallel else S.score_lanes
         sigt = np.empty((self.v, S.LANES), np.float32)
         for b0 in range(0, B, S.LANES):
             S.sigmoid_lanes(logits, b0, sigt)
-            kernel(sigt, *args, np.float32(invt), out, part)
-            yield Block.of(range(b0, min(B, b0 + S.LANES)), out, part)
+            tp = np.full(S.LANES, -1, np.int64)
+            tp[:min(B, b0 + S.LANES) - b0] = tpos[b0:b0 + S.LANES]
+            tval = np.zeros(S.LANES, np.float32)
+            kernel(sigt, *args, out, tp, tval, part)
+            yield Block.of(range(b0, min(B, b0 + S.LANES)), out if keep else None, part, tval)
 
 
 @dataclass
@@ -155,17 +222,18 @@ class Block:
     """Scores of a group of batch rows: column j of ``scores`` (n, L), in trie order, is row rows[j]."""
 
     rows: range
-    scores: np.ndarray    # (n, L) float32
-    best_pos: np.ndarray  # (len(rows),) int64 trie position of the best word
-    best: np.ndarray      # (len(rows),) float32 its score
-    low: np.ndarray       # (len(rows),) float32 the lowest score
-    z: np.ndarray         # (len(rows),) float64 sum(exp((s - 1) * invt))
+    scores: np.ndarray | None  # (n, L) float32, or None when not kept
+    best_pos: np.ndarray       # (len(rows),) int64 trie position of the best word
+    best: np.ndarray           # (len(rows),) float32 its score
+    low: np.ndarray            # (len(rows),) float32 the lowest score
+    z: np.ndarray              # (len(rows),) float64 sum(exp((s - 1) * invt))
+    target: np.ndarray         # (len(rows),) float32 score of each row's target word (when given)
 
     @classmethod
-    def of(cls, rows: range, scores: np.ndarray, part: np.ndarray) -> "Block":
+    def of(cls, rows: range, scores, part: np.ndarray, tval: np.ndarray) -> "Block":
         """From per-chunk partials part (chunks, 4, L): best, its position, z, lowest."""
         nl = len(rows)
         ch = np.argmax(part[:, 0, :nl], axis=0)  # the chunk holding each row's best word
         lane = np.arange(nl)
         return cls(rows, scores, part[ch, 1, lane].astype(np.int64), part[ch, 0, lane].astype(np.float32),
-                   part[:, 3, :nl].min(0).astype(np.float32), part[:, 2, :nl].sum(0))
+                   part[:, 3, :nl].min(0).astype(np.float32), part[:, 2, :nl].sum(0), tval[:nl].copy())
