@@ -36,5 +36,6 @@ def main() -> None:
 
 # Command modules register themselves on `main` when imported (one module per stage of the flow).
 from . import codec_cmds  # noqa: E402,F401  text -> words -> patterns: inspect, stats
+from . import train_cmds  # noqa: E402,F401  model: train, eval
 from . import dict_cmds  # noqa: E402,F401  dictionaries: dict build|info|neighbours
 # (more command modules are imported here)

@@ -1,0 +1,89 @@
+"""``tfree train`` (T-FREE or the BPE baseline, 1 process or torchrun) and ``tfree eval`` (held-out bits per byte)."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from tfree_codec import TfreeError
+
+from .main import friendly, main
+from .shards_cmds import parse_size
+
+PRESETS = ["tiny", "small", "base", "large"]
+
+
+def _size(ctx, param, value):
+    return None if value is None else parse_size(value)
+
+
+@main.command()
+@click.argument("data", type=click.Path(exists=True))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory")
+@click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True, help="model size")
+@click.option("--n-layer", type=int, help="override the preset's layers")
+@click.option("--n-head", type=int, help="override the preset's heads")
+@click.option("--n-embd", type=int, help="override the preset's width")
+@click.option("--seq-len", type=int, help="context in words (T-FREE) or tokens (BPE)  [default: the preset's]")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="sequences per process and step")
+@click.option("--max-steps", type=int, help="optimizer steps")
+@click.option("--max-bytes", callback=_size, help="or: train on about this much text (e.g. 8MB)")
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--warmup", type=int, default=100, show_default=True, help="linear warmup steps (then cosine to lr/10)")
+@click.option("--weight-decay", type=float, default=0.1, show_default=True)
+@click.option("--grad-clip", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=int, help="random (and printed) unless given")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True,
+              help="auto: bf16 autocast on GPUs that support it, float32 elsewhere")
+@click.option("--eval-every", type=int, default=0, show_default=True, help="validation every N steps (0: at the end)")
+@click.option("--save-every", type=int, default=0, show_default=True, help="checkpoint every N steps (0: at the end)")
+@click.option("--log-every", type=int, default=10, show_default=True)
+@click.option("--val-bytes", callback=_size, default="64KB", show_default=True, help="held-out validation text")
+@click.option("--resume", help="'auto' (the newest checkpoint in the run directory) or a checkpoint directory")
+@click.option("--baseline", type=click.Choice(["bpe"]), help="train the BPE baseline (same body, softmax head)")
+@click.option("--bpe-vocab", type=int, default=32000, show_default=True, help="BPE vocabulary of the baseline")
+@click.option("--pos-weight", type=float, default=100.0, show_default=True, help="BCE weight of active rows")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (GPU)")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+@friendly
+def train(data, out_dir, compile_, quiet, **kw):
+    """Train a T-FREE model (or, with --baseline bpe, its BPE baseline) on DATA, a shard directory from
+    `tfree encode` (or a text file); checkpoints go to OUT/step-NNNNNN/ and OUT/final/.
+
+    Several processes: torchrun --nproc_per_node N -m tfree_cli train DATA -o OUT ..."""
+    from tfree_codec.train import TrainConfig
+    from tfree_codec.train import train as run_train
+
+    if kw["max_steps"] is None and kw["max_bytes"] is None:
+        raise TfreeError("give --max-steps or --max-bytes")
+    cfg = TrainConfig(data=data, out_dir=out_dir, compile=compile_, progress=not quiet, **kw)
+    run_train(cfg, log=click.echo)
+
+
+@main.command(name="eval")
+@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
+@click.argument("data", type=click.Path(exists=True))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+@friendly
+def eval_(checkpoint, data, device, batch_size, as_json, quiet):
+    """Held-out bits per byte of CHECKPOINT (e.g. RUN/final) on DATA (shard directory or text file), with
+    parameter counts and, for T-FREE, the dictionary's coverage and the unseen-word convention used."""
+    from tfree_codec.evaluate import evaluate_checkpoint
+
+    r = evaluate_checkpoint(checkpoint, data, device, batch_size, progress=not quiet)
+    if as_json:
+        click.echo(json.dumps(r))
+        return
+    p = r["params"]
+    click.echo(f"{r['mode']} model {checkpoint}: {p['total']:,} parameters = embedding {p['embedding']:,} + head "
+               f"{p['head']:,} + body {p['body']:,}")
+    click.echo(f"bits per byte {r['bpb']:.4f} on {r['bytes'] / 1e3:,.1f} kB of {data}")
+    if r["mode"] == "tfree":
+        click.echo(f"dictionary {r['dictionary_words']:,} words covers {r['coverage_words']:.2%} of the words and "
+                   f"{r['coverage_bytes']:.2%} of their bytes; unseen words carry {r['unseen_bits_share']:.1%} of the bits")
+        click.echo(f"(with unseen words charged 256^-(bytes+1): {r['bpb_unk_bytes']:.4f} bits per byte)")
+    click.echo(f"convention: {r['convention']}")

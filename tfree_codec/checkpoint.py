@@ -1,0 +1,170 @@
+"""Self-describing checkpoint directories: ``RUN_DIR/step-000500/`` and ``RUN_DIR/final/``.
+
+A checkpoint holds ``model.pt`` (the unwrapped state_dict: tensors only, ``torch.load(weights_only=True)``, no
+``module.``/``_orig_mod.`` prefixes), ``model_config.json``, ``codec.json``, the dictionary (T-FREE) or
+``tokenizer.json`` (BPE), ``calibration.json`` (dictionary-softmax temperature and unseen-word rate),
+``train_state.pt`` (optimizer, step, RNG states, data cursor; tensors and plain containers only) and
+``checkpoint.json`` (format, step, and the sha256 of every other file). It is written to a temporary directory and
+renamed into place, so a directory with a ``checkpoint.json`` is always complete; a file that does not match its
+checksum is refused in one line.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+
+import torch
+
+from .codec import Codec
+from .config import CodecConfig, TfreeError
+from .model import Model, ModelConfig
+
+FORMAT = "tfree-checkpoint"
+FORMAT_VERSION = 1
+META = "checkpoint.json"
+STEP_RE = re.compile(r"^step-(\d{6,})$")
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def clean_state_dict(sd: dict) -> dict:
+    """Strip the wrappers' prefixes (DDP ``module.``, torch.compile ``_orig_mod.``) so checkpoints load anywhere."""
+    out = {}
+    for k, v in sd.items():
+        while k.startswith(("module.", "_orig_mod.")):
+            k = k.split(".", 1)[1]
+        out[k] = v
+    return out
+
+
+def save_checkpoint(path: str, model, codec: Codec, *, files: dict | None = None, train_state: dict | None = None,
+                    calibration: dict | None = None, step: int = 0, info: dict | None = None) -> str:
+    """Write a checkpoint directory atomically. ``files``: name -> existing path to copy in (dictionary,
+    tokenizer.json). Replaces an existing checkpoint of the same name."""
+    path = os.path.abspath(path)
+    parent, name = os.path.dirname(path), os.path.basename(path)
+    tmp = os.path.join(parent, f".tmp-{name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        raw = getattr(model, "module", model)
+        raw = getattr(raw, "_orig_mod", raw)
+        torch.save(clean_state_dict(raw.state_dict()), os.path.join(tmp, "model.pt"))
+        _write(tmp, "model_config.json", raw.config.to_json() + "\n")
+        codec.save(os.path.join(tmp, "codec.json"))
+        for fname, src in (files or {}).items():
+            shutil.copyfile(src, os.path.join(tmp, fname))
+        if calibration is not None:
+            _write(tmp, "calibration.json", json.dumps(calibration, indent=2, sort_keys=True) + "\n")
+        if train_state is not None:
+            torch.save(train_state, os.path.join(tmp, "train_state.pt"))
+        sums = {f: _sha256(os.path.join(tmp, f)) for f in sorted(os.listdir(tmp))}
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": step, "mode": raw.config.mode,
+                "files": sums, **(info or {})}
+        _write(tmp, META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        if os.path.exists(path):  # a directory can't be renamed over a non-empty one: move the old one aside first
+            old = os.path.join(parent, f".old-{name}-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _write(d: str, name: str, text: str) -> None:
+    with open(os.path.join(d, name), "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def read_meta(path: str, verify: bool = True) -> dict:
+    """checkpoint.json of ``path``, after checking every listed file against its sha256."""
+    mpath = os.path.join(path, META)
+    if not os.path.isdir(path):
+        raise TfreeError(f"{path!r} is not a checkpoint directory")
+    try:
+        with open(mpath, encoding="utf-8") as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise TfreeError(f"{path}: no {META} (not a tfree checkpoint, or an incomplete one)") from None
+    except (OSError, ValueError) as e:
+        raise TfreeError(f"{path}: unreadable {META} ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise TfreeError(f"{path}: {META} is not a {FORMAT} file")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise TfreeError(f"{path}: checkpoint format_version {meta.get('format_version')!r} is not supported "
+                         f"(this tfree reads {FORMAT_VERSION})")
+    if verify:
+        for fname, digest in meta.get("files", {}).items():
+            fpath = os.path.join(path, fname)
+            if not os.path.isfile(fpath):
+                raise TfreeError(f"{path}: checkpoint is incomplete: {fname} is missing")
+            if _sha256(fpath) != digest:
+                raise TfreeError(f"{path}: checkpoint is corrupt: {fname} does not match its sha256")
+    return meta
+
+
+def load_model(path: str, device="cpu", verify: bool = True):
+    """(model, codec, meta) of a checkpoint; one-line TfreeError for anything corrupt or inconsistent."""
+    meta = read_meta(path, verify)
+    try:
+        with open(os.path.join(path, "model_config.json"), encoding="utf-8") as f:
+            config = ModelConfig.from_json(f.read())
+    except OSError as e:
+        raise TfreeError(f"{path}: cannot read model_config.json ({e.strerror})") from None
+    codec = Codec(CodecConfig.load(os.path.join(path, "codec.json")))
+    if config.mode == "tfree" and config.vocab_size != codec.vocab_size:
+        raise TfreeError(f"{path}: model has {config.vocab_size} activation rows but the codec has v = {codec.vocab_size}")
+    model = Model(config)
+    try:
+        sd = torch.load(os.path.join(path, "model.pt"), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged file
+        raise TfreeError(f"{path}: cannot load model.pt ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    load_weights(model, sd, path)
+    return model.to(device), codec, meta
+
+
+def load_weights(model: Model, sd: dict, where: str) -> None:
+    sd = clean_state_dict(sd)
+    own = model.state_dict()
+    missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    if missing or extra:
+        raise TfreeError(f"{where}: weights do not fit the model config (missing {missing[:3]}, unexpected {extra[:3]})")
+    for k, v in sd.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise TfreeError(f"{where}: weight {k} has shape {tuple(v.shape)}, the model config wants {tuple(own[k].shape)}")
+    model.load_state_dict(sd)
+
+
+def load_train_state(path: str) -> dict:
+    try:
+        return torch.load(os.path.join(path, "train_state.pt"), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise TfreeError(f"{path}: no train_state.pt (a final or exported checkpoint cannot be resumed)") from None
+    except Exception as e:  # noqa: BLE001
+        raise TfreeError(f"{path}: cannot load train_state.pt ({type(e).__name__})") from None
+
+
+def latest_checkpoint(run_dir: str) -> str | None:
+    """The newest complete ``step-NNNNNN`` checkpoint of a run directory (None if there is none)."""
+    if not os.path.isdir(run_dir):
+        return None
+    steps = [(int(m.group(1)), d) for d in os.listdir(run_dir) if (m := STEP_RE.match(d))
+             and os.path.isfile(os.path.join(run_dir, d, META))]
+    return os.path.join(run_dir, max(steps)[1]) if steps else None
+
+
+def step_dir(run_dir: str, step: int) -> str:
+    return os.path.join(run_dir, f"step-{step:06d}")

@@ -1,0 +1,291 @@
+"""Training and evaluation batches from documents: T-FREE word patterns or BPE tokens, packed the same way.
+
+A ``Corpus`` holds documents as flat CSR arrays (straight from shard directories, zero-copy, or encoded from texts).
+Documents are cut into *units* of at most ``chunk_words`` words (whole books would otherwise make shuffling
+meaningless and a held-out slice impossible); a fixed share of units, chosen independently of the seed and the mode,
+is held out for validation, so the T-FREE model and its BPE baseline see the same text and are judged on the same
+text. Training units are shuffled per epoch from the seed and packed into sequences of ``seq_len + 1`` items with
+``<|endoftext|>`` after each document's last unit; consecutive sequences overlap by one item, so every item is a
+target exactly once. The ``Packer``'s cursor (epoch, unit, offset) is all the state there is: saving it and
+restoring it continues the exact same stream.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .codec import Codec
+from .config import TfreeError
+from .words import EOT, join
+
+CHUNK_WORDS = 1024
+VAL_SEED = 20240626  # fixed: the held-out units never depend on the training seed
+
+
+class Corpus:
+    """Documents as flat CSR arrays, in one or more parts (one per shard).
+
+    Part k: ``doc_offsets`` (docs+1) into ``word_offsets`` (words+1) into ``indices`` (uint32 rows), ``n_bytes``
+    per document, and ``words(k, w0, w1)`` -> the word strings of the part's words w0..w1 (None if not stored).
+    """
+
+    def __init__(self, codec: Codec, parts: list[dict]):
+        self.codec = codec
+        self.parts = parts
+        doc_words = [np.diff(p["doc_offsets"]) for p in parts]
+        self.doc_part = np.concatenate([np.full(len(w), k, np.int64) for k, w in enumerate(doc_words)] or [np.zeros(0, np.int64)])
+        self.doc_first = np.concatenate([p["doc_offsets"][:-1].astype(np.int64) for p in parts] or [np.zeros(0, np.int64)])
+        self.doc_words = np.concatenate(doc_words or [np.zeros(0, np.int64)]).astype(np.int64)
+        self.doc_bytes = np.concatenate([np.asarray(p["n_bytes"], np.int64) for p in parts] or [np.zeros(0, np.int64)])
+        eot_ptr, eot_idx = codec.encode_words([EOT])
+        self.eot_pattern = eot_idx[eot_ptr[0]:eot_ptr[1]].astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.doc_words)
+
+    @classmethod
+    def from_texts(cls, texts, codec: Codec | None = None) -> "Corpus":
+        """Encode ``texts`` (one document each) in memory: for tests, small evaluations and plain-text files."""
+        codec = codec or Codec()
+        encs = [codec.encode(t) for t in texts]
+        n_words = np.array([len(e) for e in encs], np.int64)
+        nnz = np.array([len(e.indices) for e in encs], np.int64)
+        word_offsets = np.zeros(int(n_words.sum()) + 1, np.int64)
+        if len(encs):
+            word_offsets[1:] = np.concatenate([e.indptr[1:] for e in encs]) + np.repeat(np.cumsum(nnz) - nnz, n_words)
+        all_words = [w for e in encs for w in e.words]
+        part = {"doc_offsets": np.concatenate([[0], np.cumsum(n_words)]).astype(np.int64),
+                "word_offsets": word_offsets,
+                "indices": np.concatenate([e.indices for e in encs] or [np.zeros(0, np.uint32)]),
+                "n_bytes": np.array([len(t.encode("utf-8", "surrogatepass")) for t in texts], np.int64),
+                "words": lambda w0, w1: all_words[w0:w1]}
+        return cls(codec, [part])
+
+    @classmethod
+    def from_path(cls, path: str, codec: Codec | None = None) -> "Corpus":
+        """A shard directory (``tfree encode`` output) or a UTF-8 text file (one document)."""
+        if os.path.isdir(path):
+            from .shards import ShardDataset  # noqa: PLC0415 - the shards module is heavy on pyarrow
+
+            ds = ShardDataset(path)
+            if codec is not None and ds.codec.fingerprint() != codec.fingerprint():
+                raise TfreeError(f"{path}: shards were made with codec {ds.codec.fingerprint()}, "
+                                 f"the model uses {codec.fingerprint()}")
+            return cls(ds.codec, [_shard_part(ds, k) for k in range(ds.num_shards)])
+        if not os.path.isfile(path):
+            raise TfreeError(f"cannot read {path!r}: no such file or directory")
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+        return cls.from_texts([text], codec)
+
+    # -- access ---------------------------------------------------------------------------------------------
+    def words(self, doc: int, a: int, b: int) -> list[str]:
+        part = self.parts[self.doc_part[doc]]
+        fn = part.get("words")
+        out = fn(self.doc_first[doc] + a, self.doc_first[doc] + b) if fn else None
+        if out is None:
+            raise TfreeError("the shards hold no words column (encoded with --no-words): the dictionary, "
+                             "the BPE baseline and evaluation need it; re-encode without --no-words")
+        return list(out)
+
+    def patterns(self, doc: int, a: int, b: int):
+        """(lengths (b-a,), indices) of words a..b of document ``doc``: contiguous slices, no copies."""
+        part = self.parts[self.doc_part[doc]]
+        w0 = self.doc_first[doc] + a
+        wo = part["word_offsets"][w0:w0 + (b - a) + 1]
+        return np.diff(wo), part["indices"][wo[0]:wo[-1]]
+
+    def text(self, doc: int, a: int, b: int) -> str:
+        return join(self.words(doc, a, b))
+
+
+def _shard_part(ds, k: int) -> dict:
+    """Part k of a ShardDataset as the arrays a Corpus walks (zero-copy views of the memory-mapped shard)."""
+    f = ds.flat(k)
+    fn = None
+    if ds.has_words:
+        col = ds.table(k).column("words")
+        words = (col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()).flatten()  # all words, in order
+        base = int(f.doc_offsets[0])  # word offsets index the child arrays; the flattened words start at base
+        fn = lambda w0, w1: words[w0 - base:w1 - base].to_pylist()  # noqa: E731
+    return {"doc_offsets": np.asarray(f.doc_offsets, np.int64), "word_offsets": np.asarray(f.word_offsets, np.int64),
+            "indices": f.indices, "n_bytes": np.asarray(f.n_bytes, np.int64), "words": fn}
+
+
+@dataclass
+class Units:
+    """Chunks of documents: unit u is words ``start[u]:stop[u]`` of document ``doc[u]``; ``last[u]``: it ends its
+    document (an <|endoftext|> follows); ``n_bytes[u]``: its share of the document's bytes."""
+
+    doc: np.ndarray
+    start: np.ndarray
+    stop: np.ndarray
+    last: np.ndarray
+    n_bytes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.doc)
+
+    def take(self, sel) -> "Units":
+        return Units(self.doc[sel], self.start[sel], self.stop[sel], self.last[sel], self.n_bytes[sel])
+
+
+def make_units(corpus: Corpus, chunk_words: int = CHUNK_WORDS) -> Units:
+    nw, nb = corpus.doc_words, corpus.doc_bytes
+    nc = np.maximum(1, -(-nw // chunk_words))                 # chunks per document (an empty one still ends a doc)
+    doc = np.repeat(np.arange(len(nw)), nc)
+    j = np.arange(len(doc)) - np.repeat(np.cumsum(nc) - nc, nc)  # chunk number within its document
+    start, stop = j * nw[doc] // nc[doc], (j + 1) * nw[doc] // nc[doc]
+    share = np.where(nw[doc] > 0, (stop - start) / np.maximum(nw[doc], 1), 1.0)
+    return Units(doc, start, stop, j == nc[doc] - 1, nb[doc] * share)
+
+
+def split_units(units: Units, val_bytes: float) -> tuple[Units, Units]:
+    """(train, val): val is a fixed random set of units worth about ``val_bytes`` (at most a tenth of the units)."""
+    n = len(units)
+    if val_bytes <= 0 or n < 2:
+        return units, units.take(np.zeros(0, np.int64))
+    order = np.random.default_rng(VAL_SEED).permutation(n)
+    k = int(np.searchsorted(np.cumsum(units.n_bytes[order]), val_bytes)) + 1
+    val = np.sort(order[:max(1, min(k, n // 10))])
+    train = np.setdiff1d(np.arange(n), val)
+    return units.take(train), units.take(val)
+
+
+class Packer:
+    """An endless, seeded stream over a unit list: units in a per-epoch permutation, each followed by <|endoftext|>
+    when it ends its document, cut into windows of ``seq_len + 1`` items that overlap by one.
+
+    ``lengths[u]`` is the number of items (words or tokens) of unit u; items are addressed by (unit, position).
+    """
+
+    def __init__(self, lengths: np.ndarray, last: np.ndarray, n_bytes: np.ndarray, seq_len: int, seed: int):
+        if len(lengths) == 0 or int(lengths.sum() + last.sum()) == 0:
+            raise TfreeError("no training text: the data holds no words outside the validation slice")
+        self.lengths, self.last, self.n_bytes = lengths.astype(np.int64), last.astype(bool), n_bytes
+        self.span = self.lengths + self.last                    # items each unit puts in the stream
+        self.seq_len, self.seed = seq_len, seed
+        self.cursor = {"epoch": 0, "index": 0, "offset": 0}
+        self._perm = (None, None)
+
+    def order(self, epoch: int) -> np.ndarray:
+        if self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.lengths)))
+        return self._perm[1]
+
+    def _walk(self, cursor: dict, n: int):
+        """Segments (unit, a, b) covering the next n items from ``cursor`` (unit -1: <|endoftext|>), the bytes of
+        text they cover and the cursor after them."""
+        e, k, o = cursor["epoch"], cursor["index"], cursor["offset"]
+        segs, nbytes = [], 0.0
+        while n > 0:
+            u = int(self.order(e)[k])
+            span = int(self.span[u])
+            take = min(n, span - o)
+            a, b = o, o + take
+            words_end = min(b, int(self.lengths[u]))
+            if words_end > a:
+                segs.append((u, a, words_end))
+                nbytes += float(self.n_bytes[u]) * (words_end - a) / int(self.lengths[u])
+            if b > self.lengths[u]:
+                segs.append((-1, 0, 1))
+            n -= take
+            o += take
+            if o == span:
+                k, o = k + 1, 0
+                if k == len(self.lengths):
+                    e, k = e + 1, 0
+        return segs, nbytes, {"epoch": e, "index": k, "offset": o}
+
+    def next_windows(self, count: int):
+        """``count`` windows of ``seq_len + 1`` items (as segment lists) and the bytes of text the step advances."""
+        windows, total = [], 0.0
+        for _ in range(count):
+            segs, _, _ = self._walk(self.cursor, self.seq_len + 1)
+            _, nbytes, self.cursor = self._walk(self.cursor, self.seq_len)
+            windows.append(segs)
+            total += nbytes
+        return windows, total
+
+    def state_dict(self) -> dict:
+        return dict(self.cursor)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.cursor = {"epoch": int(state["epoch"]), "index": int(state["index"]), "offset": int(state["offset"])}
+
+
+# -- materialising windows ---------------------------------------------------------------------------------------
+class PatternSource:
+    """Items are words: unit u's items are the words of its document slice, <|endoftext|> the EOT pattern."""
+
+    mode = "tfree"
+
+    def __init__(self, corpus: Corpus, units: Units):
+        self.corpus, self.units = corpus, units
+        self.lengths = units.stop - units.start
+
+    def item_patterns(self, u: int, a: int, b: int):
+        if u < 0:
+            return np.array([len(self.corpus.eot_pattern)], np.int64), self.corpus.eot_pattern
+        s = int(self.units.start[u])
+        return self.corpus.patterns(int(self.units.doc[u]), s + a, s + b)
+
+    def batch(self, windows, T: int):
+        """(inputs, targets) Patterns of shape (B, T) from windows of T+1 items, plus a (B, T) mask (all true:
+        training windows are never padded). Built in numpy; the trainer moves them to the device."""
+        import torch  # noqa: PLC0415
+
+        from .model import Patterns  # noqa: PLC0415
+
+        xs_len, xs_idx, ys_len, ys_idx = [], [], [], []
+        for segs in windows:
+            parts = [self.item_patterns(u, a, b) for u, a, b in segs]
+            lens = np.concatenate([p[0] for p in parts])               # (T+1,)
+            idx = np.concatenate([p[1] for p in parts]).astype(np.int64)
+            cut_x, cut_y = int(lens[:T].sum()), int(lens[0])
+            xs_len.append(lens[:T]), xs_idx.append(idx[:cut_x]), ys_len.append(lens[1:]), ys_idx.append(idx[cut_y:])
+        B = len(windows)
+
+        def pats(lens, idx):
+            lens = np.concatenate(lens)
+            offsets = np.zeros(len(lens) + 1, np.int64)
+            np.cumsum(lens, out=offsets[1:])
+            return Patterns(torch.from_numpy(np.concatenate(idx)), torch.from_numpy(offsets), (B, T))
+
+        return pats(xs_len, xs_idx), pats(ys_len, ys_idx)
+
+
+class TokenSource:
+    """Items are BPE tokens: each unit's text (its words joined) tokenised once, <|endoftext|> the tokenizer's own."""
+
+    mode = "bpe"
+
+    def __init__(self, corpus: Corpus, units: Units, tokenizer, eot_id: int, batch_size: int = 256):
+        self.eot_id = eot_id
+        texts = (corpus.text(int(d), int(a), int(b)) for d, a, b in zip(units.doc, units.start, units.stop))
+        toks = []
+        buf = []
+        for t in texts:  # encode_batch in slices keeps memory flat and uses the tokenizer's threads
+            buf.append(t)
+            if len(buf) == batch_size:
+                toks += [np.asarray(e.ids, np.int32) for e in tokenizer.encode_batch(buf, add_special_tokens=False)]
+                buf = []
+        if buf:
+            toks += [np.asarray(e.ids, np.int32) for e in tokenizer.encode_batch(buf, add_special_tokens=False)]
+        self.lengths = np.array([len(t) for t in toks], np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+        self.tokens = np.concatenate(toks or [np.zeros(0, np.int32)])
+
+    def item_tokens(self, u: int, a: int, b: int):
+        if u < 0:
+            return np.array([self.eot_id], np.int32)
+        return self.tokens[self.offsets[u] + a:self.offsets[u] + b]
+
+    def batch(self, windows, T: int):
+        import torch  # noqa: PLC0415
+
+        rows = np.stack([np.concatenate([self.item_tokens(*s) for s in segs]) for segs in windows]).astype(np.int64)
+        t = torch.from_numpy(rows)  # (B, T+1)
+        return t[:, :-1], t[:, 1:]

@@ -1,0 +1,350 @@
+"""The language model: a Llama-style decoder (RMSNorm, SwiGLU, RoPE, no biases) over T-FREE words or BPE tokens.
+
+T-FREE mode (SPEC section 3): a word comes in as its sparse activation pattern, and its embedding is the *sum* of
+the pattern's rows of a ``v x d`` table (``nn.EmbeddingBag`` over the CSR indices; no dense multi-hot input ever
+exists). The untied ``d -> v`` head is trained with BCE-with-logits against the next word's pattern, positives
+weighted by ``pos_weight``. BPE mode is the same body with a token embedding and a softmax head: the baseline the
+paper's claim is measured against.
+
+The loss never materialises the ``(B*T, v)`` multi-hot target: with ``p = pos_weight`` and ``sp = softplus``,
+
+    BCE(x, y) = (1 - y) sp(x) + p y sp(-x)  =  sp(x) + y [(p - 1) sp(-x) - x]
+
+so a dense ``sp(x)`` summed over all rows plus a gather at the pattern's rows gives exactly
+``F.binary_cross_entropy_with_logits(x, multi_hot, pos_weight=p)`` (tests check it), in a fraction of the memory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import TfreeError
+
+MODEL_FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    """The shape of a model. ``mode`` is ``"tfree"`` (patterns in, ``v``-wide BCE head) or ``"bpe"`` (token ids in,
+    softmax head). ``vocab_size`` is the codec's ``v`` in T-FREE mode and the tokenizer's vocabulary in BPE mode."""
+
+    mode: str = "tfree"
+    vocab_size: int = 8192
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    seq_len: int = 256        # training context: words (tfree) or tokens (bpe)
+    ffn_hidden: int = 0       # SwiGLU width; 0 -> 8/3 n_embd rounded up to a multiple of 64
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+    pos_weight: float = 100.0  # BCE weight of the ~0.6% positive rows (reference: 100-300; 100 beat 10 by 6.6%)
+    format_version: int = MODEL_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.mode not in ("tfree", "bpe"):
+            problems.append(f"mode must be 'tfree' or 'bpe', not {self.mode!r}")
+        for name in ("vocab_size", "n_layer", "n_head", "n_embd", "seq_len"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                problems.append(f"{name} must be a positive integer, not {getattr(self, name)!r}")
+        if not problems and self.n_embd % self.n_head:
+            problems.append(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
+        elif not problems and (self.n_embd // self.n_head) % 2:
+            problems.append(f"head size {self.n_embd // self.n_head} must be even for RoPE")
+        if self.format_version != MODEL_FORMAT_VERSION:
+            problems.append(f"format_version {self.format_version} is not supported (this tfree reads {MODEL_FORMAT_VERSION})")
+        if problems:
+            raise TfreeError("invalid model config: " + "; ".join(problems))
+        if not self.ffn_hidden:
+            self.ffn_hidden = 64 * math.ceil(8 * self.n_embd / 3 / 64)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "ModelConfig":
+        if name not in PRESETS:
+            raise TfreeError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+        return cls(**{**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}})
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        try:
+            d = json.loads(text)
+        except ValueError as e:
+            raise TfreeError(f"model config is not valid JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise TfreeError("model config must be a JSON object")
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise TfreeError(f"invalid model config: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+
+# From a few-minute CPU model to GPU sizes. Body sizes follow nanoGPT/GPT-2 conventions.
+PRESETS = {
+    "tiny": dict(n_layer=2, n_head=4, n_embd=128, seq_len=128),
+    "small": dict(n_layer=4, n_head=4, n_embd=256, seq_len=256),
+    "base": dict(n_layer=12, n_head=12, n_embd=768, seq_len=1024),
+    "large": dict(n_layer=24, n_head=16, n_embd=1024, seq_len=2048),
+}
+
+
+@dataclass
+class Patterns:
+    """A (B, T) grid of words as CSR activation patterns, row-major: word i has rows
+    ``indices[offsets[i]:offsets[i + 1]]``. A padding word has an empty pattern (its embedding is zero)."""
+
+    indices: torch.Tensor  # (nnz,) int64, rows in [0, v)
+    offsets: torch.Tensor  # (B*T + 1,) int64
+    shape: tuple
+
+    def to(self, device, non_blocking: bool = False) -> "Patterns":
+        return Patterns(self.indices.to(device, non_blocking=non_blocking),
+                        self.offsets.to(device, non_blocking=non_blocking), self.shape)
+
+    @classmethod
+    def from_lists(cls, patterns, shape=None) -> "Patterns":
+        """From a list of per-word row arrays (one row of B=1 unless ``shape`` is given)."""
+        lengths = torch.tensor([len(p) for p in patterns], dtype=torch.int64)
+        offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+        flat = [torch.as_tensor(p, dtype=torch.int64).reshape(-1) for p in patterns]
+        indices = torch.cat(flat) if flat else torch.zeros(0, dtype=torch.int64)
+        return cls(indices, offsets, tuple(shape) if shape else (1, len(patterns)))
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        # normalise in float32: bf16 sums of squares lose too much
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def rope_tables(head_dim: int, length: int, base: float, device=None):
+    inv = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    ang = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv)  # (length, hd/2)
+    return ang.cos(), ang.sin()
+
+
+def apply_rope(x, cos, sin):
+    # x: (B, H, T, hd); cos/sin: (T, hd/2). Rotate the two halves of each head ("rotate half" convention).
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).type_as(x)
+
+
+class KVCache:
+    """Keys and values of the positions seen so far, for incremental decoding: ``model(x, kv_cache=cache)`` attends to
+    everything cached, appends x's keys and values and advances ``cache.pos`` by x's length."""
+
+    def __init__(self, config: ModelConfig, batch_size: int, max_len: int, device=None, dtype=torch.float32):
+        hd = config.n_embd // config.n_head
+        shape = (config.n_layer, batch_size, config.n_head, max_len, hd)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.max_len = max_len
+        self.pos = 0
+
+    def update(self, layer: int, start: int, k, v):
+        T = k.shape[2]
+        self.k[layer, :, :, start:start + T] = k
+        self.v[layer, :, :, start:start + T] = v
+        return self.k[layer, :, :, :start + T], self.v[layer, :, :, :start + T]  # (B, H, start+T, hd)
+
+    def reset(self) -> None:
+        self.pos = 0
+
+
+class Attention(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.n_head, self.hd = c.n_head, c.n_embd // c.n_head
+        self.qkv = nn.Linear(c.n_embd, 3 * c.n_embd, bias=False)
+        self.proj = nn.Linear(c.n_embd, c.n_embd, bias=False)
+
+    def forward(self, x, cos, sin, cache: KVCache | None, layer: int, start: int):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.hd).permute(2, 0, 3, 1, 4)  # each (B, H, T, hd)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        mask, causal = None, T > 1
+        if cache is not None:
+            k, v = cache.update(layer, start, k.to(cache.k.dtype), v.to(cache.v.dtype))
+            k, v = k.to(q.dtype), v.to(q.dtype)
+            if start > 0:  # queries start..start+T-1 see every cached key and the causal part of their own block
+                causal = False
+                if T > 1:
+                    mask = torch.arange(T, device=x.device)[:, None] + start >= torch.arange(start + T, device=x.device)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # (B, H, T, hd)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.gate_up = nn.Linear(c.n_embd, 2 * c.ffn_hidden, bias=False)
+        self.down = nn.Linear(c.ffn_hidden, c.n_embd, bias=False)
+
+    def forward(self, x):
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.norm1, self.attn = RMSNorm(c.n_embd, c.norm_eps), Attention(c)
+        self.norm2, self.mlp = RMSNorm(c.n_embd, c.norm_eps), SwiGLU(c)
+
+    def forward(self, x, cos, sin, cache, layer, start):
+        x = x + self.attn(self.norm1(x), cos, sin, cache, layer, start)
+        return x + self.mlp(self.norm2(x))
+
+
+class Model(nn.Module):
+    """``logits, loss = model(inputs, targets, mask)``.
+
+    T-FREE: ``inputs``/``targets`` are ``Patterns`` of shape (B, T) (targets: the next word of each position);
+    ``logits`` (B, T, v) are per-row activation scores. BPE: ``inputs``/``targets`` are (B, T) int64 token ids
+    (target -1 = ignore); logits (B, T, vocab). ``mask`` (B, T) bool marks the positions that count in the loss
+    (default: all). With ``kv_cache`` the inputs continue the cached sequence (cached logits == uncached logits).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        c = self.config = config
+        if c.mode == "tfree":
+            self.embed = nn.EmbeddingBag(c.vocab_size, c.n_embd, mode="sum", include_last_offset=True)
+        else:
+            self.embed = nn.Embedding(c.vocab_size, c.n_embd)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
+        self.norm = RMSNorm(c.n_embd, c.norm_eps)
+        self.head = nn.Linear(c.n_embd, c.vocab_size, bias=False)  # untied in both modes
+        self._rope = (None, None)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
+            if name.endswith(("attn.proj.weight", "mlp.down.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        elif isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # -- parameters ----------------------------------------------------------------------------------------
+    def num_params(self) -> dict:
+        """Parameter counts split into the input embedding, the output head and the body (everything else)."""
+        emb = self.embed.weight.numel()
+        head = self.head.weight.numel()
+        total = sum(p.numel() for p in self.parameters())
+        return {"embedding": emb, "head": head, "body": total - emb - head, "total": total}
+
+    def configure_optimizer(self, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95), device_type: str = "cpu"):
+        """AdamW; matrices (and embedding tables) decay, norms' gains don't (nanoGPT)."""
+        decay = [p for p in self.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.parameters() if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+
+    def new_kv_cache(self, batch_size: int, max_len: int | None = None, dtype=None) -> KVCache:
+        p = self.head.weight
+        return KVCache(self.config, batch_size, max_len or self.config.seq_len, p.device, dtype or p.dtype)
+
+    # -- forward -------------------------------------------------------------------------------------------
+    def _rope_for(self, start: int, T: int, device):
+        cos, sin = self._rope
+        if cos is None or cos.shape[0] < start + T or cos.device != device:
+            n = max(start + T, self.config.seq_len)
+            cos, sin = self._rope = rope_tables(self.config.n_embd // self.config.n_head, n, self.config.rope_base, device)
+        return cos[start:start + T], sin[start:start + T]
+
+    def embed_inputs(self, inputs):
+        if self.config.mode == "tfree":
+            if not isinstance(inputs, Patterns):
+                raise TypeError("a T-FREE model takes Patterns")
+            B, T = inputs.shape
+            return self.embed(inputs.indices, inputs.offsets).view(B, T, -1)  # (B, T, d)
+        return self.embed(inputs)  # (B, T, d)
+
+    def forward(self, inputs, targets=None, mask=None, kv_cache: KVCache | None = None):
+        x = self.embed_inputs(inputs)
+        B, T, _ = x.shape
+        start = kv_cache.pos if kv_cache is not None else 0
+        if kv_cache is not None and start + T > kv_cache.max_len:
+            raise TfreeError(f"KV cache holds {kv_cache.max_len} positions; {start + T} requested")
+        cos, sin = self._rope_for(start, T, x.device)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, kv_cache, i, start)
+        if kv_cache is not None:
+            kv_cache.pos = start + T
+        logits = self.head(self.norm(x))  # (B, T, V)
+        if targets is None:
+            return logits, None
+        if self.config.mode == "tfree":
+            return logits, pattern_bce(logits, targets, mask, self.config.pos_weight)
+        if mask is not None:
+            targets = targets.masked_fill(~mask, -1)
+        return logits, F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(-1), ignore_index=-1)
+
+
+def target_rows(targets: Patterns):
+    """For each active (word, row) pair of ``targets``, the flat word index it belongs to: (nnz,) int64."""
+    n = targets.offsets.numel() - 1
+    lengths = targets.offsets[1:] - targets.offsets[:-1]
+    return torch.repeat_interleave(torch.arange(n, device=lengths.device), lengths, output_size=targets.indices.numel())
+
+
+def pattern_bce(logits, targets: Patterns, mask=None, pos_weight: float = 100.0):
+    """Mean BCE-with-logits (positives weighted by ``pos_weight``) of (B, T, v) logits against the multi-hot of
+    ``targets``' patterns, over the positions where ``mask`` is true; the multi-hot is never built (module doc)."""
+    B, T, v = logits.shape
+    word = target_rows(targets)                                             # (nnz,) word of each active row
+    m = torch.ones(B * T, device=logits.device) if mask is None else mask.reshape(-1).float()
+    return _PatternBCE.apply(logits.view(B * T, v), word, targets.indices, m, float(pos_weight))
+
+
+class _PatternBCE(torch.autograd.Function):
+    """The loss and its gradient in a few passes over the (N, v) logits; autograd through softplus, a gather and
+    a sum would make several more (N, v) temporaries, and this loss is most of a small model's step.
+
+    d/dx = sigmoid(x) - y (1 + (p - 1) (1 - sigmoid(x)))  per element, times the row mask / (rows * v)."""
+
+    @staticmethod
+    def forward(ctx, x, word, rows, m, p):
+        xf = x if x.dtype == torch.float64 else x.float()  # bf16 logits: the loss in float32
+        xp = xf[word, rows]                                                 # (nnz,) logits at the positive rows
+        per_pos = F.softplus(xf).sum(1)                                     # (N,) as if every row were negative
+        per_pos = per_pos.index_add(0, word, (p - 1) * F.softplus(-xp) - xp)
+        denom = m.sum().clamp(min=1) * x.shape[1]
+        ctx.save_for_backward(x, word, rows, m, denom)
+        ctx.p = p
+        return (per_pos * m).sum() / denom
+
+    @staticmethod
+    def backward(ctx, g):
+        x, word, rows, m, denom = ctx.saved_tensors
+        scale = (g / denom) * m                                             # (N,) per-row factor
+        grad = torch.sigmoid(x if x.dtype == torch.float64 else x.float())    # (N, v)
+        sp = grad[word, rows]
+        grad.mul_(scale[:, None])
+        grad.index_put_((word, rows), -(1 + (ctx.p - 1) * (1 - sp)) * scale[word], accumulate=True)
+        return grad.to(x.dtype), None, None, None, None
+
+
+def multi_hot(targets: Patterns, v: int, dtype=torch.float32):
+    """The dense (B*T, v) multi-hot of a pattern grid, built by a scatter on the patterns' device. Training doesn't
+    need it (``pattern_bce``); it is here for checks and for tools that want the explicit target."""
+    n = targets.offsets.numel() - 1
+    out = torch.zeros(n, v, dtype=dtype, device=targets.indices.device)
+    out[target_rows(targets), targets.indices] = 1
+    return out

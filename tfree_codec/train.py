@@ -1,0 +1,464 @@
+"""``tfree train``: one process or ``torchrun --nproc_per_node N`` (DDP), T-FREE or the BPE baseline, resumable.
+
+The loop is nanoGPT's: AdamW, linear warmup then cosine decay to a tenth, gradient clipping, bf16 autocast where
+the device supports it. Every rank walks the same seeded stream and takes its own slice of each global batch, so
+the data cursor is one small dict that rank 0 saves. ``--resume auto`` restores weights, optimizer, step, RNG
+states and cursor: on CPU the next step's loss equals the uninterrupted run's.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from .config import TfreeError
+from .data import Corpus, Packer, PatternSource, TokenSource, make_units, split_units
+from .dictionary import Dictionary
+from .evaluate import (DICT_FILE, Calibration, SpellingModel, dictionary_scorer, evaluate_bpe, evaluate_tfree,
+                       temperature_grid, tfree_bpb)
+from .model import Model, ModelConfig
+from .words import EOT
+
+TOKENIZER_FILE = "tokenizer.json"
+# Changing these on resume would silently train another model or read another stream.
+RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "batch_size", "baseline", "bpe_vocab",
+                "pos_weight", "chunk_words", "val_bytes", "lr", "warmup", "weight_decay")
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out_dir: str
+    preset: str = "small"
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    seq_len: int | None = None
+    batch_size: int = 16              # per process; the global batch is batch_size * world size
+    max_steps: int | None = None
+    max_bytes: float | None = None    # alternative to max_steps: stop after about this many bytes of text
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int | None = None           # random (and printed) unless given
+    device: str = "auto"
+    dtype: str = "auto"
+    eval_every: int = 0               # 0: only at the end
+    save_every: int = 0               # 0: only final/
+    log_every: int = 10
+    val_bytes: int = 65536            # held-out validation text (bytes), chosen independently of the seed
+    resume: str | None = None         # "auto" or a checkpoint directory
+    baseline: str | None = None       # None (T-FREE) or "bpe"
+    bpe_vocab: int = 32000
+    pos_weight: float = 100.0
+    chunk_words: int = 1024
+    compile: bool = False
+    progress: bool = True
+
+
+# -- devices and processes ----------------------------------------------------------------------------------------
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise TfreeError("--device cuda: no CUDA device is available (this torch build or machine has none)")
+        return torch.device("cuda", local_rank)
+    if name in ("cpu", "mps"):
+        return torch.device(name)
+    raise TfreeError(f"unknown device {name!r} (auto, cpu, cuda, mps)")
+
+
+def autocast_for(device: torch.device, dtype: str):
+    """A bf16 autocast context where it helps (and is supported), else a null context; 'auto' = bf16 on CUDA
+    devices that support it, float32 elsewhere (CPU bf16 autocast is slower than float32 on most CPUs)."""
+    if dtype == "auto":
+        dtype = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    if dtype == "float32":
+        return contextlib.nullcontext, "float32"
+    if dtype != "bfloat16":
+        raise TfreeError(f"--dtype {dtype}: use auto, float32 or bfloat16")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise TfreeError("--dtype bfloat16: this GPU does not support bf16")
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)), "bfloat16"
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_dist(device_name: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist  # noqa: PLC0415
+
+    d = Dist(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world)
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(d.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return d
+
+
+def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
+    """Linear warmup, then cosine decay to a tenth of ``lr`` at ``max_steps`` (step counts from 0)."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = min(1.0, (step - cfg.warmup) / max(1, max_steps - cfg.warmup))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+# -- the run ------------------------------------------------------------------------------------------------------
+class Run:
+    """Everything a training run holds: data, artifacts (dictionary or tokenizer), model, optimizer, cursor."""
+
+    def __init__(self, cfg: TrainConfig, log=print):
+        self.cfg, self.log = cfg, log
+        self.dist = init_dist(cfg.device)
+        self.device = resolve_device(cfg.device, self.dist.local_rank)
+        self.autocast, self.dtype = autocast_for(self.device, cfg.dtype)
+        self.out = os.path.abspath(cfg.out_dir)
+        self.resume_from = self._find_resume()
+        state = ckpt.load_train_state(self.resume_from) if self.resume_from else None
+        self._check_resume(state)
+        self.seed = int(state["seed"]) if state else self._agree(cfg.seed if cfg.seed is not None else secrets.randbits(31))
+
+        self.corpus = Corpus.from_path(cfg.data)
+        self.codec = self.corpus.codec
+        units = make_units(self.corpus, cfg.chunk_words)
+        self.train_units, self.val_units = split_units(units, cfg.val_bytes)
+        if self.dist.main:
+            os.makedirs(self.out, exist_ok=True)
+        self._barrier()
+        self.mode = "bpe" if cfg.baseline else "tfree"
+        self._prepare_artifacts()
+
+        T = cfg.seq_len or ModelConfig.from_preset(cfg.preset).seq_len
+        self.model_config = ModelConfig.from_preset(
+            cfg.preset, mode=self.mode, vocab_size=self.vocab_size, seq_len=T, n_layer=cfg.n_layer,
+            n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight)
+        torch.manual_seed(self.seed)
+        self.model = Model(self.model_config).to(self.device)
+        self.packer = Packer(self.source.lengths, self.train_units.last, self.train_units.n_bytes, T, self.seed)
+        span = self.source.lengths.sum() + self.train_units.last.sum()
+        self.bytes_per_item = float(self.train_units.n_bytes.sum()) / max(1, int(span))
+        self.max_steps = self._max_steps()
+        self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, device_type=self.device.type)
+        self.step, self.bytes_seen, self.items_seen = 0, 0.0, 0
+        self.calibration = Calibration()
+        if state:
+            self._restore(state)
+        self.train_model = self.model
+        if cfg.compile:
+            self.train_model = torch.compile(self.model)
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: PLC0415
+
+            self.train_model = DDP(self.train_model, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
+
+    # -- setup helpers ------------------------------------------------------------------------------------------
+    def _find_resume(self) -> str | None:
+        cfg = self.cfg
+        existing = ckpt.latest_checkpoint(self.out)
+        if cfg.resume is None:
+            if existing or os.path.isdir(os.path.join(self.out, "final")):
+                raise TfreeError(f"{self.out} already holds checkpoints: pass --resume auto to continue it, "
+                                 "or choose another -o")
+            return None
+        if cfg.resume == "auto":
+            if existing is None:
+                self.log(f"--resume auto: no checkpoint in {self.out}, starting fresh")
+            return existing
+        return cfg.resume
+
+    def _check_resume(self, state) -> None:
+        if not state:
+            return
+        old = state.get("train_config", {})
+        diff = [f"{k} {old.get(k)!r} -> {getattr(self.cfg, k)!r}" for k in RESUME_FIXED
+                if k in old and old[k] != getattr(self.cfg, k)]
+        if int(state.get("world_size", 1)) != self.dist.world:
+            diff.append(f"processes {state.get('world_size')} -> {self.dist.world}")
+        if diff:
+            raise TfreeError(f"{self.resume_from} does not match this run ({'; '.join(diff)}): "
+                             "resume with the same settings or start a new run directory")
+
+    def _agree(self, value: int) -> int:
+        """Rank 0's value on every rank (the seed must be one, or ranks would read different streams)."""
+        if self.dist.world == 1:
+            return value
+        import torch.distributed as dist  # noqa: PLC0415
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return int(box[0])
+
+    def _barrier(self) -> None:
+        if self.dist.world > 1:
+            import torch.distributed as dist  # noqa: PLC0415
+
+            dist.barrier()
+
+    def _prepare_artifacts(self) -> None:
+        """The dictionary (T-FREE) or the BPE tokenizer, built from the training units once by rank 0 and saved
+        in the run directory; a resumed run reads the saved one, so it is the same."""
+        if self.mode == "tfree":
+            path = os.path.join(self.out, DICT_FILE)
+            if self.dist.main and not os.path.isfile(path):
+                t0 = time.time()
+                counts = Counter()
+                u = self.train_units
+                for d, a, b in zip(u.doc.tolist(), u.start.tolist(), u.stop.tolist()):
+                    counts.update(self.corpus.words(d, a, b))
+                counts[EOT] += int(u.last.sum())
+                Dictionary.from_counts(self.codec, counts).save(path)
+                self.log(f"dictionary: {len(counts):,} words from the training text ({time.time() - t0:.1f}s)")
+            self._barrier()
+            self.dictionary = Dictionary.load(path, self.codec)
+            self.vocab_size = self.codec.vocab_size
+            self.source = PatternSource(self.corpus, self.train_units)
+            self.artifacts = {DICT_FILE: path}
+        elif self.mode == "bpe":
+            if self.cfg.baseline != "bpe":
+                raise TfreeError(f"unknown baseline {self.cfg.baseline!r} (bpe)")
+            path = os.path.join(self.out, TOKENIZER_FILE)
+            if self.dist.main and not os.path.isfile(path):
+                t0 = time.time()
+                train_bpe(self._unit_texts(self.train_units), self.cfg.bpe_vocab).save(path)
+                self.log(f"BPE tokenizer: {self.cfg.bpe_vocab:,} tokens trained on the training text ({time.time() - t0:.1f}s)")
+            self._barrier()
+            self.tokenizer = load_tokenizer(path)
+            self.vocab_size = self.tokenizer.get_vocab_size()
+            eot = self.tokenizer.token_to_id(EOT)
+            self.source = TokenSource(self.corpus, self.train_units, self.tokenizer, eot)
+            self.val_source = TokenSource(self.corpus, self.val_units, self.tokenizer, eot)
+            self.artifacts = {TOKENIZER_FILE: path}
+
+    def _unit_texts(self, units):
+        return (self.corpus.text(d, a, b) for d, a, b in zip(units.doc.tolist(), units.start.tolist(), units.stop.tolist()))
+
+    def _max_steps(self) -> int:
+        cfg = self.cfg
+        if cfg.max_steps:
+            return int(cfg.max_steps)
+        if cfg.max_bytes:
+            per_step = cfg.batch_size * self.dist.world * self.model_config.seq_len * self.bytes_per_item
+            return max(1, math.ceil(cfg.max_bytes / per_step))
+        raise TfreeError("give --max-steps or --max-bytes")
+
+    def _restore(self, state: dict) -> None:
+        ckpt.load_weights(self.model, torch.load(os.path.join(self.resume_from, "model.pt"), map_location="cpu",
+                                                 weights_only=True), self.resume_from)
+        with open(os.path.join(self.resume_from, "model_config.json"), encoding="utf-8") as f:
+            if ModelConfig.from_json(f.read()) != self.model_config:
+                raise TfreeError(f"{self.resume_from}: its model config differs from this run's")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.packer.load_state_dict(state["cursor"])
+        self.step, self.bytes_seen, self.items_seen = int(state["step"]), float(state["bytes_seen"]), int(state["items_seen"])
+        self.calibration = Calibration.from_dict(state.get("calibration", {}))
+        torch.set_rng_state(state["rng_cpu"])
+        if self.device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        self.log(f"resumed from {self.resume_from} at step {self.step}")
+
+    # -- the loop -------------------------------------------------------------------------------------------------
+    def batch(self):
+        """This rank's (inputs, targets) for the next global batch, and the global batch's bytes and items."""
+        T, B = self.model_config.seq_len, self.cfg.batch_size
+        wins, nbytes = self.packer.next_windows(B * self.dist.world)
+        mine = wins[self.dist.rank * B:(self.dist.rank + 1) * B]
+        x, y = self.source.batch(mine, T)
+        return x.to(self.device), y.to(self.device), nbytes, B * self.dist.world * T
+
+    def train_step(self) -> float:
+        lr = lr_at(self.step, self.cfg, self.max_steps)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        x, y, nbytes, nitems = self.batch()
+        self.model.train()
+        with self.autocast():
+            _, loss = self.train_model(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        self.bytes_seen += nbytes
+        self.items_seen += nitems
+        return loss.detach()
+
+    def mean_over_ranks(self, t) -> float:
+        if self.dist.world > 1:
+            import torch.distributed as dist  # noqa: PLC0415
+
+            t = t.clone()
+            dist.all_reduce(t)
+            t /= self.dist.world
+        return float(t)
+
+    def evaluate(self, final: bool = False) -> dict:
+        """Validation bits per byte (rank 0). T-FREE: the dictionary-softmax temperature is re-fitted on the same
+        slice (a grid around the last fit; a finer one at the end) and kept as the run's calibration."""
+        self.model.eval()
+        if len(self.val_units) == 0:
+            return {}
+        if self.mode == "bpe":
+            r = evaluate_bpe(self.model, self.val_source, self.val_units, device=self.device, autocast=self.autocast())
+            return {"val_bpb": r["bpb"]}
+        if not hasattr(self, "scorer"):
+            self.scorer = dictionary_scorer(self.dictionary)
+            self.spelling = SpellingModel(self.dictionary.words, self.calibration.spell_order)
+        center = self.calibration.temperature
+        temps = temperature_grid(center, 1.05, 11) if final else temperature_grid(center, 1.25, 5)
+        betas = [1.0 / t for t in temps]
+        acc = evaluate_tfree(self.model, self.corpus, self.val_units, self.dictionary, self.scorer, self.spelling,
+                             betas, device=self.device, autocast=self.autocast())
+        r = tfree_bpb(acc, betas)
+        self.calibration = Calibration(temperature=r["temperature"], p_unk=r["p_unk"])
+        return {"val_bpb": float(r["bpb"][r["best"]]), "temperature": r["temperature"], "p_unk": r["p_unk"],
+                "coverage_words": r["coverage_words"], "unseen_bits_share": r["unseen_bits_share"]}
+
+    def save(self, path: str, final: bool = False) -> None:
+        state = None
+        if not final:
+            state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "cursor": self.packer.state_dict(),
+                     "bytes_seen": float(self.bytes_seen), "items_seen": int(self.items_seen), "seed": self.seed,
+                     "world_size": self.dist.world, "rng_cpu": torch.get_rng_state(),
+                     "calibration": self.calibration.to_dict(), "train_config": dataclasses.asdict(self.cfg)}
+            if self.device.type == "cuda":
+                state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        ckpt.save_checkpoint(path, self.model, self.codec, files=self.artifacts, train_state=state,
+                             calibration=self.calibration.to_dict() if self.mode == "tfree" else None, step=self.step,
+                             info={"bytes_seen": self.bytes_seen, "seed": self.seed, "params": self.model.num_params(),
+                                   "chunk_words": self.cfg.chunk_words})
+
+
+def train_bpe(texts, vocab_size: int):
+    """A byte-level BPE (HF tokenizers) with <|endoftext|> as its one special token."""
+    try:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
+    except ImportError:
+        raise TfreeError("the BPE baseline needs HF tokenizers: pip install 'tfree-codec[baseline]'") from None
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def load_tokenizer(path: str):
+    try:
+        from tokenizers import Tokenizer  # noqa: PLC0415
+    except ImportError:
+        raise TfreeError("the BPE baseline needs HF tokenizers: pip install 'tfree-codec[baseline]'") from None
+    try:
+        return Tokenizer.from_file(path)
+    except Exception as e:  # noqa: BLE001
+        raise TfreeError(f"cannot read tokenizer {path!r} ({e})") from None
+
+
+def _fmt_rate(x: float) -> str:
+    return f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x / 1e3:.1f}k" if x >= 1e3 else f"{x:.0f}"
+
+
+def train(cfg: TrainConfig, log=print) -> dict:
+    """Train (or resume) a run; returns a summary. Only rank 0 logs and writes."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    run = Run(cfg, log if int(os.environ.get("RANK", "0")) == 0 else (lambda *a, **k: None))
+    main = run.dist.main
+    say = run.log
+    p = run.model.num_params()
+    unit = "words" if run.mode == "tfree" else "tokens"
+    say(f"{run.mode} model: {p['total'] / 1e6:.2f}M parameters (embedding {p['embedding'] / 1e6:.2f}M, head "
+        f"{p['head'] / 1e6:.2f}M, body {p['body'] / 1e6:.2f}M) | seed {run.seed} | device {run.device} {run.dtype} | "
+        f"{run.dist.world} process(es) | {run.max_steps} steps of {cfg.batch_size * run.dist.world}x"
+        f"{run.model_config.seq_len} {unit} (~{run.max_steps * cfg.batch_size * run.dist.world * run.model_config.seq_len * run.bytes_per_item / 1e6:.1f} MB)")
+    log_path = os.path.join(run.out, "log.jsonl")
+    if main:
+        _truncate_log(log_path, run.step)
+    bar = tqdm(total=run.max_steps, initial=run.step, disable=not (main and cfg.progress), unit="step",
+               dynamic_ncols=True, leave=False)
+    t_last, b_last, i_last, busy = time.perf_counter(), run.bytes_seen, run.items_seen, 0.0
+    record = {}
+    while run.step < run.max_steps:
+        loss = run.train_step()
+        bar.update(1)
+        s = run.step
+        is_log = s % max(1, cfg.log_every) == 0 or s == run.max_steps
+        record = {}
+        if is_log:
+            now = time.perf_counter()
+            dt = max(now - t_last - busy, 1e-9)
+            record = {"step": s, "loss": run.mean_over_ranks(loss), "lr": lr_at(s - 1, cfg, run.max_steps),
+                      f"{unit}_per_s": (run.items_seen - i_last) / dt, "bytes_per_s": (run.bytes_seen - b_last) / dt,
+                      "bytes_seen": run.bytes_seen}
+            t_last, b_last, i_last, busy = now, run.bytes_seen, run.items_seen, 0.0
+        t0 = time.perf_counter()
+        if main and cfg.eval_every and s % cfg.eval_every == 0 and s < run.max_steps:
+            record.update({"step": s, "bytes_seen": run.bytes_seen, **run.evaluate()})
+        if main and cfg.save_every and s % cfg.save_every == 0 and s < run.max_steps:
+            run.save(ckpt.step_dir(run.out, s))
+        busy += time.perf_counter() - t0
+        if main and record:
+            line = f"step {s}"
+            if "loss" in record:
+                line += (f" | loss {record['loss']:.4f} | {_fmt_rate(record[f'{unit}_per_s'])} {unit}/s | "
+                         f"{record['bytes_per_s'] / 1e6:.3f} MB/s")
+            if "val_bpb" in record:
+                line += f" | val bpb {record['val_bpb']:.3f}"
+            bar.write(line)
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+    bar.close()
+    summary = {"steps": run.step, "bytes_seen": run.bytes_seen, "params": p, "seed": run.seed, "mode": run.mode}
+    if main:
+        final = run.evaluate(final=True)
+        summary.update(final)
+        if final:
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": run.step, "bytes_seen": run.bytes_seen, "final": True, **final}) + "\n")
+            extra = f" (temperature {final['temperature']:.4f}, p_unk {final['p_unk']:.4f})" if "temperature" in final else ""
+            say(f"final | step {run.step} | {run.bytes_seen / 1e6:.2f} MB seen | val bpb {final['val_bpb']:.4f}{extra}")
+        run.save(ckpt.step_dir(run.out, run.step))
+        run.save(os.path.join(run.out, "final"), final=True)
+        say(f"saved {os.path.join(run.out, 'final')}")
+    run._barrier()
+    return summary
+
+
+def _truncate_log(path: str, step: int) -> None:
+    """Drop log records past ``step`` (left by a run that died after its last checkpoint)."""
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        keep = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= step and not (step == 0)]
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(keep)
