@@ -2,19 +2,28 @@
 from __future__ import annotations
 
 import json
+import re
 
 import click
 
 from tfree_codec import TfreeError
 
 from .main import friendly, main
-from .shards_cmds import parse_size
 
 PRESETS = ["tiny", "small", "base", "large"]
 
 
+_SIZE = re.compile(r"(?i)^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$")
+
+
 def _size(ctx, param, value):
-    return None if value is None else parse_size(value)
+    """``8MB`` -> 8000000, ``64KiB`` -> 65536, ``1000`` -> 1000 (the same sizes `tfree encode` takes)."""
+    if value is None:
+        return None
+    m = _SIZE.match(value)
+    if not m:
+        raise click.BadParameter(f"{value!r} is not a size (e.g. 8MB, 64KiB, 1000000)")
+    return int(float(m.group(1)) * (1024 if m.group(3) else 1000) ** " kmgt".index(m.group(2).lower() or " "))
 
 
 @main.command()
