@@ -1,0 +1,106 @@
+"""``tfree encode`` (datasets -> Arrow shards) and ``tfree shards info|verify`` (format: docs/shards.md)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import click
+
+from tfree_codec import TfreeError
+
+from .codec_cmds import codec_options, make_codec
+from .main import friendly, main
+
+_SIZE = re.compile(r"(?i)^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$")
+
+
+def parse_size(text: str) -> int:
+    """``4MB`` -> 4000000, ``4MiB`` -> 4194304, ``1024`` -> 1024."""
+    m = _SIZE.match(text)
+    if not m:
+        raise click.BadParameter(f"{text!r} is not a size (e.g. 4MB, 512KiB, 1000000)")
+    power = " kmgt".index(m.group(2).lower() or " ")
+    return int(float(m.group(1)) * (1024 if m.group(3) else 1000) ** power)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="shard directory")
+@click.option("--split", type=click.Choice(["none", "lines", "paragraphs"]), default="none", show_default=True,
+              help="plain text: the whole file is one document, or one per line / blank-line paragraph")
+@click.option("--text-column", default="text", show_default=True, help="JSONL field / Parquet or Arrow column")
+@click.option("--format", "fmt", type=click.Choice(["auto", "text", "jsonl", "parquet", "arrow"]), default="auto",
+              show_default=True, help="input format (auto: by extension; stdin is text)")
+@click.option("--num-proc", type=int, default=None, help="worker processes  [default: all cores]")
+@click.option("--docs-per-shard", type=int, default=None, help="documents per shard (instead of --shard-bytes)")
+@click.option("--shard-bytes", default="4MiB", show_default=True, help="UTF-8 text per shard (shards are ~35x on disk)")
+@click.option("--no-words", is_flag=True, help="leave out the words column (patterns only; text not recoverable)")
+@click.option("--overwrite", is_flag=True, help="replace shards of another codec or input in OUT")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+@codec_options
+@friendly
+def encode(inputs, out_dir, split, text_column, fmt, num_proc, docs_per_shard, shard_bytes, no_words, overwrite, quiet,
+           **codec_kw):
+    """Encode INPUTS (files, directories, globs, - for stdin; .txt/.jsonl/.parquet/.arrow, optionally .gz/.xz/.zst)
+    into Arrow shards in OUT. Rerun the same command to resume after an interruption."""
+    from tfree_codec.shard_writer import encode_to_shards
+
+    if num_proc is not None and num_proc < 1:
+        raise TfreeError("--num-proc must be at least 1")
+    codec = make_codec(**codec_kw)
+    s = encode_to_shards(inputs, out_dir, codec.config, split=split, text_column=text_column, fmt=fmt,
+                         words=not no_words, num_proc=num_proc, overwrite=overwrite, docs_per_shard=docs_per_shard,
+                         shard_bytes=parse_size(shard_bytes), progress=not quiet)
+    if s["up_to_date"]:
+        click.echo(f"{out_dir} is up to date: {s['documents']:,} documents, {s['shards']} shards", err=True)
+        return
+    mb, dt = s["utf8_bytes"] / 1e6, s["seconds"]
+    resumed = f", {s['resumed']} resumed" if s["resumed"] else ""
+    click.echo(f"encoded {s['documents']:,} documents ({s['words']:,} words, {mb:,.1f} MB) into {s['shards']} shards "
+               f"in {out_dir}{resumed}: {dt:.1f} s, {s['documents'] / dt:,.0f} docs/s, {mb / dt:.2f} MB/s", err=True)
+
+
+@main.group()
+def shards() -> None:
+    """Look at and check shard directories made by tfree encode."""
+
+
+@shards.command()
+@click.argument("directory", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="the manifest as JSON")
+@friendly
+def info(directory, as_json):
+    """Documents, words, bytes, codec and files of a shard DIRECTORY (checks manifest, codec and sizes)."""
+    from tfree_codec.shards import ShardDataset
+
+    ds = ShardDataset(directory)
+    m = ds.manifest
+    if as_json:
+        click.echo(json.dumps(m, indent=1, ensure_ascii=False))
+        return
+    size = sum(s["size"] for s in m["shards"])
+    c = ds.config
+    click.echo(f"{directory}: {len(ds):,} documents, {ds.num_words:,} words, {ds.num_bytes / 1e6:,.2f} MB of text, "
+               f"{ds.num_shards} shards ({size / 1e6:,.1f} MB on disk)")
+    click.echo(f"codec {c.fingerprint()}: v={c.vocab_size} m={c.num_activations} k_lower={c.k_lower} hash={c.hash}; "
+               f"words column: {'yes' if ds.has_words else 'no'}; split={m['options']['split']}")
+    for s in m["shards"]:
+        src = ", ".join(f"{x['input']}[{x['start']}:{x['stop']}]" for x in s["sources"])
+        click.echo(f"  {s['file']}  {s['documents']:>9,} docs {s['words']:>11,} words {s['size'] / 1e6:>9,.1f} MB  {src}")
+
+
+@shards.command()
+@click.argument("directory", type=click.Path())
+@friendly
+def verify(directory):
+    """Re-hash every shard of DIRECTORY (sha256) and check it against the manifest; exit 1 on any mismatch."""
+    from tqdm.auto import tqdm
+
+    from tfree_codec.shards import ShardDataset
+
+    ds = ShardDataset(directory)
+    with tqdm(total=ds.num_shards, desc="verify", unit="shard", leave=False, disable=None) as bar:
+        r = ds.verify(progress=lambda k: bar.update(1))
+    click.echo(f"{os.path.normpath(directory)}: OK, {r['shards']} shards, {r['documents']:,} documents, "
+               f"{r['words']:,} words verified")

@@ -1,0 +1,220 @@
+"""Shards as a library: the row format, encode_record_batch, writing, reading, verifying (docs/shards.md)."""
+import hashlib
+import json
+import os
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tfree_codec import Codec, CodecConfig, TfreeError
+from tfree_codec import shard_writer
+from tfree_codec.arrow import encode_record_batch, encode_texts, schema
+from tfree_codec.shards import ShardDataset
+
+CODEC = Codec()
+TEXTS = ["Hello world", "", "  two  spaces \n\n and\tnewlines\r\n", "Grüße aus Köln: 3.14 € 😀", "日本語の文章です。",
+         "looks like a marker: <|ws|> <|endoftext|>", "x" * 100, "The end.\n"]
+
+
+def dir_bytes(path):
+    return {n: open(os.path.join(path, n), "rb").read() for n in sorted(os.listdir(path))}
+
+
+def write_docs(path, texts):
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write("\n".join(t.replace("\n", " ") for t in texts) + "\n")
+
+
+def check_rows_match_codec(rows, texts, first_id=0):
+    for j, (row, text) in enumerate(zip(rows, texts)):
+        enc = CODEC.encode(text)
+        assert row["id"] == first_id + j
+        assert row["n_bytes"] == len(text.encode("utf-8"))
+        assert row["words"] == enc.words
+        assert row["patterns"] == [enc.patterns(i).tolist() for i in range(len(enc))]
+        assert CODEC.join(row["words"]) == text
+
+
+def test_batch_rows_equal_codec_encode():
+    batch = encode_texts(CODEC, TEXTS, np.arange(5, 5 + len(TEXTS)))
+    assert batch.schema.equals(schema(words=True))
+    check_rows_match_codec(batch.to_pylist(), TEXTS, first_id=5)
+
+
+def test_batch_without_words_has_no_words_column():
+    batch = encode_texts(CODEC, TEXTS[:2], np.arange(2), words=False)
+    assert batch.schema.names == ["id", "n_bytes", "patterns"]
+
+
+def test_encode_record_batch_keeps_the_container_kind_and_ids():
+    rb = pa.record_batch({"text": TEXTS, "id": list(range(100, 100 + len(TEXTS)))})
+    out = encode_record_batch(rb, CodecConfig())
+    assert isinstance(out, pa.RecordBatch)
+    check_rows_match_codec(out.to_pylist(), TEXTS, first_id=100)
+    table_out = encode_record_batch(pa.table({"body": TEXTS}), CodecConfig().to_json(), text_column="body")
+    assert isinstance(table_out, pa.Table) and table_out.column("id").to_pylist() == list(range(len(TEXTS)))
+    dict_out = encode_record_batch({"text": TEXTS}, CodecConfig().to_dict(), words=False)
+    assert isinstance(dict_out, pa.Table) and "words" not in dict_out.schema.names
+    assert pickle.loads(pickle.dumps(encode_record_batch)) is encode_record_batch
+
+
+def test_encode_record_batch_rejects_bad_columns():
+    with pytest.raises(TfreeError, match="no column 'text'"):
+        encode_record_batch(pa.record_batch({"body": ["x"]}), CodecConfig())
+    with pytest.raises(TfreeError, match="not a string"):
+        encode_record_batch({"text": ["ok", None]}, CodecConfig())
+
+
+def test_datasets_map_runs_encode_record_batch():
+    datasets = pytest.importorskip("datasets")
+    src = datasets.Dataset.from_dict({"text": TEXTS})
+    out = src.map(encode_record_batch, batched=True, batch_size=3, fn_kwargs={"config": CodecConfig().to_dict()},
+                  remove_columns=src.column_names)
+    rows = out.to_list()
+    assert [r["words"] for r in rows] == [CODEC.encode(t).words for t in TEXTS]
+    # ids are positions within each batch of 3 unless the input has an id column
+    assert [r["id"] for r in rows] == [0, 1, 2, 0, 1, 2, 0, 1]
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("enc")
+    texts = [f"Document {i}: " + " ".join(TEXTS[i % len(TEXTS)].split()) + f" ({'é' * (i % 3)})" for i in range(40)]
+    write_docs(tmp / "in.txt", texts)
+    out = tmp / "out"
+    s = shard_writer.encode_to_shards([str(tmp / "in.txt")], out, CODEC.config, split="lines", num_proc=1,
+                                      docs_per_shard=15, progress=False)
+    return tmp, out, texts, s
+
+
+def test_round_trip_shards_to_exact_text(encoded):
+    _, out, texts, summary = encoded
+    ds = ShardDataset(out)
+    assert (len(ds), ds.num_shards, summary["shards"]) == (40, 3, 3)
+    assert ds.codec == CODEC and ds.num_bytes == sum(len(t.encode()) for t in texts)
+    assert [d.text() for d in ds] == texts
+    doc = ds[-1]
+    enc = CODEC.encode(texts[-1])
+    assert doc.id == 39 and doc.words == enc.words and np.array_equal(doc.indptr, enc.indptr)
+    assert np.array_equal(doc.indices, enc.indices)
+    with pytest.raises(IndexError):
+        ds[40]
+
+
+def test_flat_is_a_zero_copy_view_of_the_shard(encoded):
+    _, out, texts, _ = encoded
+    ds = ShardDataset(out)
+    f = ds.flat(1)
+    assert f.doc_offsets.dtype == np.int32 and f.indices.dtype == np.uint32 and not f.indices.flags.owndata
+    assert list(f.ids) == list(range(15, 30)) and len(f) == 15
+    for j in range(len(f)):
+        enc = CODEC.encode(texts[15 + j])
+        w = f.word_offsets[f.doc_offsets[j]:f.doc_offsets[j + 1] + 1]
+        assert np.array_equal(w - w[0], enc.indptr) and np.array_equal(f.indices[w[0]:w[-1]], enc.indices)
+        assert f.n_bytes[j] == len(texts[15 + j].encode())
+
+
+def test_flat_concatenates_several_record_batches(tmp_path, monkeypatch):
+    monkeypatch.setattr(shard_writer, "BATCH_DOCS", 4)
+    texts = [f"line {i} with some words" for i in range(10)]
+    write_docs(tmp_path / "in.txt", texts)
+    shard_writer.encode_to_shards([str(tmp_path / "in.txt")], tmp_path / "o", CODEC.config, split="lines",
+                                  num_proc=1, progress=False)
+    ds = ShardDataset(tmp_path / "o")
+    assert ds.table(0).column("patterns").num_chunks == 3
+    f = ds.flat(0)
+    assert f.doc_offsets[0] == 0 and f.num_words == ds.num_words
+    enc = CODEC.encode(texts[7])
+    w = f.word_offsets[f.doc_offsets[7]:f.doc_offsets[8] + 1]
+    assert np.array_equal(f.indices[w[0]:w[-1]], enc.indices)
+    assert [d.text() for d in ds] == texts
+
+
+def test_shards_are_arrow_ipc_streams_that_hf_datasets_reads(encoded):
+    _, out, texts, _ = encoded
+    path = str(out / "shard-00000-of-00003.arrow")
+    with pa.ipc.open_stream(pa.memory_map(path)) as r:
+        assert r.read_all().num_rows == 15
+    with pytest.raises(pa.ArrowInvalid):
+        pa.ipc.open_file(path)  # the stream format, not the file/feather format
+    datasets = pytest.importorskip("datasets")
+    hf = datasets.Dataset.from_file(path)
+    assert hf.num_rows == 15 and hf[3]["words"] == CODEC.encode(texts[3]).words
+
+
+def test_manifest_records_counts_sources_and_hashes(encoded):
+    tmp, out, texts, _ = encoded
+    m = json.load(open(out / "manifest.json"))
+    assert m["format"] == "tfree-shards" and m["codec_fingerprint"] == CODEC.fingerprint()
+    assert [s["documents"] for s in m["shards"]] == [15, 15, 10] and m["documents"] == 40
+    assert m["shards"][1]["sources"] == [{"input": str(tmp / "in.txt"), "start": 15, "stop": 30}]
+    for s in m["shards"]:
+        data = open(out / s["file"], "rb").read()
+        assert s["sha256"] == hashlib.sha256(data).hexdigest() and s["size"] == len(data)
+    assert not os.path.exists(out / ".plan.json")
+
+
+def test_verify_detects_a_corrupted_shard(encoded, tmp_path):
+    _, out, _, _ = encoded
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for n, b in dir_bytes(out).items():
+        (copy / n).write_bytes(b)
+    assert ShardDataset(copy).verify()["documents"] == 40
+    p = copy / "shard-00001-of-00003.arrow"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    p.write_bytes(bytes(data))
+    with pytest.raises(TfreeError, match=r"1 of 3 shards failed verification: shard-00001-of-00003.arrow: sha256"):
+        ShardDataset(copy).verify()
+    p.write_bytes(bytes(data[:-100]))
+    with pytest.raises(TfreeError, match="the manifest says"):
+        ShardDataset(copy)
+
+
+def test_output_does_not_depend_on_the_number_of_processes(encoded, tmp_path):
+    tmp, out, _, _ = encoded
+    shard_writer.encode_to_shards([str(tmp / "in.txt")], tmp_path / "two", CODEC.config, split="lines",
+                                  num_proc=2, docs_per_shard=15, progress=False)
+    assert dir_bytes(tmp_path / "two") == dir_bytes(out)
+
+
+def test_resume_reuses_valid_shards_and_replaces_bad_ones(encoded, tmp_path, monkeypatch):
+    tmp, out, _, _ = encoded
+    kw = dict(split="lines", num_proc=1, docs_per_shard=15, progress=False)
+    real, calls = shard_writer.encode_shard, []
+
+    def interrupted(*a, **k):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(shard_writer, "encode_shard", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        shard_writer.encode_to_shards([str(tmp / "in.txt")], tmp_path / "r", CODEC.config, **kw)
+    r = tmp_path / "r"
+    assert sorted(os.listdir(r)) == [".plan.json", "codec.json", "shard-00000-of-00003.arrow", "shard-00001-of-00003.arrow"]
+    (r / "shard-00001-of-00003.arrow").write_bytes(b"not arrow")  # a damaged shard is encoded again
+    (r / ".tmp-123-shard-00002-of-00003.arrow").write_bytes(b"partial")  # leftovers are removed
+    monkeypatch.setattr(shard_writer, "encode_shard", real)
+    s = shard_writer.encode_to_shards([str(tmp / "in.txt")], r, CODEC.config, **kw)
+    assert s["resumed"] == 1 and dir_bytes(r) == dir_bytes(out)
+
+
+def test_without_words_the_text_cannot_come_back(encoded, tmp_path):
+    tmp, _, texts, _ = encoded
+    shard_writer.encode_to_shards([str(tmp / "in.txt")], tmp_path / "nw", CODEC.config, split="lines",
+                                  words=False, num_proc=1, progress=False)
+    ds = ShardDataset(tmp_path / "nw")
+    assert ds[0].words is None and np.array_equal(ds[0].indices, CODEC.encode(texts[0]).indices)
+    with pytest.raises(TfreeError, match="--no-words"):
+        ds[0].text()
+
+
+def test_opening_an_unfinished_directory_says_so(tmp_path):
+    (tmp_path / "codec.json").write_text(CODEC.config.to_json())
+    with pytest.raises(TfreeError, match="no manifest.json"):
+        ShardDataset(tmp_path)

@@ -1,0 +1,390 @@
+"""``encode_to_shards``: inputs -> a directory of Arrow shards, in parallel, resumable, byte-reproducible.
+
+Two passes over the inputs. The plan pass reads every document once, checks it (UTF-8, not empty) and cuts the
+stream into shards by document count or UTF-8 bytes, so shard i is a fixed range of the input that does not
+depend on the number of processes. The encode pass streams the documents again and hands each missing shard to
+a worker, which encodes it, writes ``.tmp-<name>`` and renames it into place (only small stats come back).
+
+Directory protocol (docs/shards.md): ``codec.json`` first, then ``.plan.json``, then shards in any order, then
+``manifest.json`` (last: its presence means complete), then ``.plan.json`` is removed. A rerun of the same
+command resumes from whatever a kill left; nothing in any file depends on time, order of completion or workers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from itertools import chain, islice
+
+import numpy as np
+import pyarrow as pa
+
+from .arrow import _codec_for, encode_texts, schema
+from .config import CodecConfig, TfreeError, atomic_write
+from .shards import CODEC, FORMAT, FORMAT_VERSION, MANIFEST, check_shard_file, count_words, shard_name
+from .sources import SPLITS, expand_inputs, iter_documents
+
+PLAN = ".plan.json"
+TMP_PREFIX = ".tmp-"
+DEFAULT_SHARD_BYTES = 4 << 20  # UTF-8 bytes of text per shard (~35x that on disk with v=8192, m=10)
+BATCH_DOCS = 4096               # record batch bounds: offsets stay far below int32 and arrays stay small
+BATCH_CHARS = 512 << 10
+
+
+def _canonical(obj) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _utf8(doc: str, where: str) -> bytes:
+    try:
+        return doc.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TfreeError(f"{where}: text contains a lone surrogate (not valid UTF-8)") from None
+
+
+def _digest_update(h, data: bytes) -> None:
+    h.update(len(data).to_bytes(8, "little"))
+    h.update(data)
+
+
+def make_plan(files, read, config: CodecConfig, options: dict, docs_per_shard: int | None, shard_bytes: int | None,
+              progress=None) -> dict:
+    """Read every document once (``read(path)`` yields them) and cut shards; raise TfreeError on bad or empty
+    input before anything is written."""
+    if docs_per_shard is not None and docs_per_shard < 1:
+        raise TfreeError("--docs-per-shard must be at least 1")
+    if docs_per_shard is None and (shard_bytes or 0) < 1:
+        raise TfreeError("--shard-bytes must be at least 1")
+    shards: list[dict] = []
+    cur = None
+    n_docs = 0
+    pending = [0, 0]  # documents and bytes not yet shown: a progress update per document would cost more than a read
+
+    def close():
+        cur["input_sha256"] = cur.pop("_h").hexdigest()
+        shards.append(cur)
+
+    for path in files:
+        for j, doc in enumerate(read(path)):
+            data = _utf8(doc, f"{path}: document {j}")
+            if cur is None:
+                cur = {"documents": 0, "utf8_bytes": 0, "first_id": n_docs, "sources": [], "_h": hashlib.sha256()}
+            if not cur["sources"] or cur["sources"][-1]["input"] != path:
+                cur["sources"].append({"input": path, "start": j, "stop": j})
+            cur["sources"][-1]["stop"] = j + 1
+            cur["documents"] += 1
+            cur["utf8_bytes"] += len(data)
+            _digest_update(cur["_h"], data)
+            n_docs += 1
+            pending[0] += 1
+            pending[1] += len(data)
+            if progress and pending[1] >= 1 << 20:
+                progress(pending[1], pending[0])
+                pending[:] = [0, 0]
+            if cur["documents"] == docs_per_shard or (docs_per_shard is None and cur["utf8_bytes"] >= shard_bytes):
+                close()
+                cur = None
+    if cur is not None:
+        close()
+    if progress:
+        progress(pending[1], pending[0])
+    if not shards or not any(s["utf8_bytes"] for s in shards):
+        raise TfreeError("the input holds no text (empty input)")
+    for i, s in enumerate(shards):
+        s["file"] = shard_name(i, len(shards))
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "codec_fingerprint": config.fingerprint(),
+            "options": options, "inputs": list(files), "shards": shards}
+
+
+# -- one shard (runs in a worker process, or inline with one process) ----------------------------------------------
+class _HashingSink:
+    """A file object that hashes what passes through, so a shard is written and hashed in one pass."""
+
+    def __init__(self, f):
+        self.f, self.h, self.size, self.closed = f, hashlib.sha256(), 0, False
+
+    def write(self, data) -> int:
+        self.h.update(data)
+        self.size += len(data)
+        return self.f.write(data)
+
+    def flush(self):
+        self.f.flush()
+
+    def close(self):
+        self.closed = True
+
+
+def encode_shard(out_dir: str, entry: dict, texts: list[str], config: CodecConfig, words: bool,
+                 parent_pid: int | None = None) -> dict:
+    """Encode one planned shard and move it into place; returns its words, size and sha256.
+
+    In a worker, ``parent_pid`` is the main process: if it dies (killed), the worker stops between record
+    batches instead of racing the rerun. Temporary names carry the pid for the same reason."""
+    h = hashlib.sha256()
+    for t in texts:
+        _digest_update(h, _utf8(t, entry["file"]))
+    if len(texts) != entry["documents"] or h.hexdigest() != entry["input_sha256"]:
+        raise TfreeError(f"the input changed while encoding ({entry['file']} differs from the plan): rerun the command")
+    codec = _codec_for(config)
+    meta = {b"tfree.format": FORMAT.encode(), b"tfree.codec_fingerprint": config.fingerprint().encode()}
+    final = os.path.join(out_dir, entry["file"])
+    tmp = os.path.join(out_dir, f"{TMP_PREFIX}{os.getpid()}-{entry['file']}")
+    n_words = 0
+    with open(tmp, "wb") as f:
+        sink = _HashingSink(f)
+        with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), schema(words).with_metadata(meta)) as writer:
+            for lo, hi in _batches(texts):
+                if parent_pid is not None and os.getppid() != parent_pid:
+                    f.close()
+                    os.remove(tmp)
+                    os._exit(1)
+                ids = np.arange(entry["first_id"] + lo, entry["first_id"] + hi, dtype=np.uint64)
+                batch = encode_texts(codec, texts[lo:hi], ids, words)
+                n_words += len(batch.column("patterns").values)
+                writer.write_batch(batch)
+    os.replace(tmp, final)  # durable later: every shard is fsynced before the manifest commits the directory
+    return {"words": n_words, "size": sink.size, "sha256": sink.h.hexdigest()}
+
+
+def _batches(texts):
+    """Record batch bounds (lo, hi): a pure function of the shard's documents."""
+    lo, size = 0, 0
+    for i, t in enumerate(texts):
+        size += len(t)
+        if i + 1 - lo == BATCH_DOCS or size >= BATCH_CHARS:
+            yield lo, i + 1
+            lo, size = i + 1, 0
+    if lo < len(texts) or not texts:
+        yield lo, len(texts)
+
+
+def existing_shard(out_dir: str, entry: dict, config: CodecConfig, words: bool) -> dict | None:
+    """Stats of a shard a previous run finished, or None (and the file removed) if it does not check out."""
+    from .shards import file_sha256, read_stream
+
+    path = os.path.join(out_dir, entry["file"])
+    if check_shard_file(path, entry, config.vocab_size, words) is not None:
+        os.remove(path)
+        return None
+    return {"words": count_words(read_stream(path)), "size": os.path.getsize(path), "sha256": file_sha256(path)}
+
+
+# -- the directory protocol ---------------------------------------------------------------------------------------
+_SHARD_RE = re.compile(r"shard-\d{5}-of-\d{5}\.arrow")
+
+
+def _ours(name: str) -> bool:
+    return name in (CODEC, MANIFEST, PLAN) or name.startswith(TMP_PREFIX) or bool(_SHARD_RE.fullmatch(name))
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def check_codec(out_dir: str, config: CodecConfig) -> None:
+    """Refuse (one line) a directory whose codec.json is another codec's."""
+    path = os.path.join(out_dir, CODEC)
+    if not os.path.isfile(path):
+        return
+    try:
+        old = CodecConfig.load(path).fingerprint()
+    except TfreeError:
+        old = "unreadable"
+    if old != config.fingerprint():
+        raise TfreeError(f"{out_dir} was encoded with another codec (fingerprint {old}, this run "
+                         f"{config.fingerprint()}); pass --overwrite to replace it")
+
+
+def prepare_dir(out_dir: str, plan_bytes: bytes, config: CodecConfig, overwrite: bool) -> str:
+    """Make ``out_dir`` ready for ``plan_bytes``: "fresh", "resume" or "complete"; refuse (one line) a directory
+    holding another codec's or another plan's shards unless ``overwrite``."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise TfreeError(f"{out_dir} exists and is not a directory")
+    names = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
+    plan_id = hashlib.sha256(plan_bytes).hexdigest()
+    state = "fresh"
+    if not overwrite:
+        check_codec(out_dir, config)
+    if overwrite:
+        for n in names:
+            if _ours(n):
+                os.remove(os.path.join(out_dir, n))
+    elif names:
+        foreign = [n for n in names if not _ours(n)]
+        if foreign:
+            raise TfreeError(f"{out_dir} is not empty and is not a tfree shard directory (it holds {foreign[0]!r}); "
+                             "choose another directory or pass --overwrite")
+        manifest = _read(os.path.join(out_dir, MANIFEST))
+        if manifest is not None:
+            try:
+                done = json.loads(manifest).get("plan_sha256") == plan_id
+            except ValueError:
+                done = False
+            if not done:
+                raise TfreeError(f"{out_dir} holds shards of other inputs or options; pass --overwrite to replace them")
+            state = "complete"
+        elif PLAN in names:
+            if _read(os.path.join(out_dir, PLAN)) != plan_bytes:
+                raise TfreeError(f"{out_dir} holds an unfinished encode of other inputs or options; rerun that "
+                                 "command to finish it, or pass --overwrite to replace it")
+            state = "resume"
+        elif any(_SHARD_RE.fullmatch(n) for n in names):
+            raise TfreeError(f"{out_dir} holds shards without a plan or manifest; pass --overwrite to replace them")
+    for n in names:  # leftovers of a killed run
+        if n.startswith(TMP_PREFIX) and os.path.exists(os.path.join(out_dir, n)):
+            os.remove(os.path.join(out_dir, n))
+    if state != "complete":
+        os.makedirs(out_dir, exist_ok=True)
+        if not os.path.exists(os.path.join(out_dir, CODEC)):
+            config.save(os.path.join(out_dir, CODEC))
+        atomic_write(os.path.join(out_dir, PLAN), plan_bytes)
+    return state
+
+
+# -- the whole job ----------------------------------------------------------------------------------------------
+class _Progress:
+    """tqdm over UTF-8 bytes (MB/s) with documents/s beside it."""
+
+    def __init__(self, total: int, desc: str, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1000, disable=not enabled,
+                        dynamic_ncols=True, leave=False)
+        self.docs, self.t0 = 0, time.perf_counter()
+
+    def update(self, n_bytes: int, n_docs: int) -> None:
+        self.docs += n_docs
+        self.bar.update(n_bytes)
+        if not self.bar.disable:
+            self.bar.set_postfix_str(f"{self.docs / max(time.perf_counter() - self.t0, 1e-9):,.0f} docs/s", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _worker_init() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C; finished shards stay valid
+
+
+def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = "none", text_column: str = "text",
+                     fmt: str = "auto", words: bool = True, num_proc: int | None = None, overwrite: bool = False,
+                     docs_per_shard: int | None = None, shard_bytes: int | None = DEFAULT_SHARD_BYTES,
+                     progress: bool = True) -> dict:
+    """Encode ``inputs`` into Arrow shards under ``out_dir``; returns a summary. See the module docstring.
+
+    ``num_proc`` processes encode (default: all cores): this one and ``num_proc - 1`` spawned workers."""
+    t0 = time.perf_counter()
+    out_dir = os.fspath(out_dir)
+    if split not in SPLITS:
+        raise TfreeError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    num_proc = num_proc or os.cpu_count() or 1
+    files = expand_inputs(inputs)
+    if not overwrite:
+        check_codec(out_dir, config)  # fail fast, before reading the input
+    options = {"format": fmt, "split": split, "text_column": text_column, "words": bool(words)}
+    stdin = sys.stdin.buffer.read() if "-" in files else None  # read once, walked twice
+
+    def read(path):
+        return iter_documents(path, fmt=fmt, split=split, text_column=text_column, stdin=stdin)
+
+    pool = None
+    bars: list[_Progress] = []
+    try:
+        bars.append(_Progress(None, "plan", progress))
+        plan = make_plan(files, read, config, options, docs_per_shard, shard_bytes, bars[-1].update)
+        bars[-1].close()
+        plan_bytes = _canonical(plan)
+        state = prepare_dir(out_dir, plan_bytes, config, overwrite)
+        entries = plan["shards"]
+        results: dict[int, dict] = {}
+        if state == "complete":
+            manifest = json.loads(_read(os.path.join(out_dir, MANIFEST)))
+            results = dict(enumerate(manifest["shards"]))
+        elif state == "resume":
+            for i, e in enumerate(entries):
+                if os.path.exists(os.path.join(out_dir, e["file"])):
+                    r = existing_shard(out_dir, e, config, words)
+                    if r is not None:
+                        results[i] = r
+        resumed = len(results)
+        total = sum(e["utf8_bytes"] for i, e in enumerate(entries) if i not in results)
+        bars.append(_Progress(total, "encode", progress and total > 0))
+        todo = len(entries) - len(results)
+        if min(num_proc, todo) > 1:  # this process encodes too, while the workers start (imports, kernels)
+            pool = ProcessPoolExecutor(min(num_proc, todo) - 1, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_worker_init)
+        if todo:
+            _encode_missing(out_dir, files, read, entries, results, config, words, pool, bars[-1])
+    finally:
+        for bar in bars:
+            bar.close()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+    manifest = _manifest(plan, plan_bytes, results)
+    if state != "complete":
+        for e in entries:
+            _fsync(os.path.join(out_dir, e["file"]))
+        atomic_write(os.path.join(out_dir, MANIFEST), _canonical(manifest))
+    if os.path.exists(os.path.join(out_dir, PLAN)):
+        os.remove(os.path.join(out_dir, PLAN))
+    return {"out_dir": out_dir, "documents": manifest["documents"], "words": manifest["words"],
+            "utf8_bytes": manifest["utf8_bytes"], "shards": len(entries), "resumed": resumed,
+            "seconds": time.perf_counter() - t0, "up_to_date": state == "complete"}
+
+
+def _encode_missing(out_dir, files, read, entries, results, config, words, pool, bar) -> None:
+    """Second pass: stream the documents again and encode every shard not in ``results``. Shards go to the
+    workers while each has at most two queued; otherwise this process encodes the shard itself."""
+    docs = chain.from_iterable(map(read, files))
+    depth = 2 * pool._max_workers if pool is not None else 0
+    inflight: dict = {}
+
+    def collect(block: bool) -> None:
+        done = wait(inflight, return_when=FIRST_COMPLETED)[0] if block else [f for f in inflight if f.done()]
+        for f in done:
+            i = inflight.pop(f)
+            results[i] = f.result()  # re-raises a worker's error here
+            bar.update(entries[i]["utf8_bytes"], entries[i]["documents"])
+
+    for i, e in enumerate(entries):
+        texts = list(islice(docs, e["documents"]))
+        if i in results:
+            continue
+        collect(block=False)
+        if len(inflight) < depth:
+            inflight[pool.submit(encode_shard, out_dir, e, texts, config, words, os.getpid())] = i
+        else:
+            results[i] = encode_shard(out_dir, e, texts, config, words)
+            bar.update(e["utf8_bytes"], e["documents"])
+    while inflight:
+        collect(block=True)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _manifest(plan: dict, plan_bytes: bytes, results: dict) -> dict:
+    keep = ("file", "documents", "words", "utf8_bytes", "first_id", "size", "sha256", "sources", "input_sha256")
+    shards = [{k: {**e, **results[i]}[k] for k in keep} for i, e in enumerate(plan["shards"])]
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "codec_fingerprint": plan["codec_fingerprint"],
+            "plan_sha256": hashlib.sha256(plan_bytes).hexdigest(), "options": plan["options"],
+            "inputs": plan["inputs"], "documents": sum(s["documents"] for s in shards),
+            "words": sum(s["words"] for s in shards), "utf8_bytes": sum(s["utf8_bytes"] for s in shards),
+            "shards": shards}
