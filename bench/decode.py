@@ -7,8 +7,8 @@ classic softmax head (d = 512, 32k vocabulary: matmul + softmax + sampling in to
 Every row scores every dictionary word (full scoring). Modes: greedy (scores + argmax), sampling at temperature
 0.07 (+ the softmax normaliser over all words + a draw), top-k 50 and top-p 0.9 at 0.07, and log_probs (what bits
 per byte needs). The logits look like a trained model's: one word's pattern high, the rest low, plus noise.
-Times are per call: the median and the best over --seconds of repeats (the best is the machine's speed when
-other jobs share it). Also shown: scoring the same words row by row straight from the CSR patterns (no
+Times are per call, the median and the best of repeats taken in turn (round robin, about --seconds per
+function), so that other jobs sharing the machine slow every function alike. Also shown: scoring the same words row by row straight from the CSR patterns (no
 factorisation), in numba, to show what the trigram/trie factorisation buys.
 """
 from __future__ import annotations
@@ -27,14 +27,19 @@ from tfree_codec.decode import Decoder
 V = 8192
 
 
-def timed(fn, seconds: float) -> tuple[float, float]:
-    fn()  # warm up (compilation, buffers)
-    times, t_end = [], time.perf_counter() + seconds
-    while time.perf_counter() < t_end or len(times) < 3:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), float(np.min(times))
+def timed(fns: dict, seconds: float) -> dict:
+    """name -> (median, best) seconds per call, calling the functions in turn (round robin) so that other jobs
+    on the machine slow them all alike."""
+    for fn in fns.values():
+        fn()  # warm up (compilation, buffers)
+    times = {name: [] for name in fns}
+    t_end = time.perf_counter() + seconds * len(fns)
+    while time.perf_counter() < t_end or min(len(t) for t in times.values()) < 3:
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (float(np.median(t)), float(np.min(t))) for name, t in times.items()}
 
 
 def model_like_logits(d, b: int, rng) -> np.ndarray:
@@ -59,9 +64,9 @@ def _plain_scores(sig, indptr, indices, out):
         out[w] = s / n - (total - s) / (v - n)
 
 
-def softmax_head(b: int, threads: int, seconds: float, greedy: bool):
+def softmax_head(b: int, greedy: bool):
+    """The classic head: (B, 512) x (512, 32000), then argmax or softmax + a draw, in torch."""
     import torch
-    torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     h = torch.randn(b, 512, generator=g)
     w = torch.randn(512, 32000, generator=g) / 512 ** 0.5
@@ -72,7 +77,7 @@ def softmax_head(b: int, threads: int, seconds: float, greedy: bool):
             if greedy:
                 return logits.argmax(1)
             return torch.multinomial(torch.softmax(logits / 0.7, 1), 1, generator=g)
-    return timed(step, seconds)
+    return step
 
 
 def main() -> None:
@@ -99,18 +104,20 @@ def main() -> None:
         print(f"{what:<34}{b:>4}{threads:>8}{med * 1e3:>11.2f}{best * 1e3:>9.2f}{b / med:>10,.0f}{b / best:>10,.0f}",
               flush=True)
 
+    import torch
     for b in args.batches:
         x = model_like_logits(d, b, rng)
         targets = rng.integers(0, len(d), b)
         for threads in sorted({1, cores}):
             dec.num_threads = threads
-            for name, kw in modes:
-                gen = np.random.default_rng(1)
-                row(f"tfree {name}", b, threads, *timed(lambda: dec.decode(x, generator=gen, **kw), args.seconds))
-            row("tfree log_probs T=0.07", b, threads,
-                *timed(lambda: dec.log_probs(x, targets, 0.07), args.seconds))
-            row("softmax head 32k greedy", b, threads, *softmax_head(b, threads, args.seconds, True))
-            row("softmax head 32k sample", b, threads, *softmax_head(b, threads, args.seconds, False))
+            torch.set_num_threads(threads)
+            fns = {f"tfree {name}": (lambda kw=kw: dec.decode(x, generator=np.random.default_rng(1), **kw))
+                   for name, kw in modes}
+            fns["tfree log_probs T=0.07"] = lambda: dec.log_probs(x, targets, 0.07)
+            fns["softmax head 32k greedy"] = softmax_head(b, True)
+            fns["softmax head 32k sample"] = softmax_head(b, False)
+            for name, (med, best) in timed(fns, args.seconds).items():
+                row(name, b, threads, med, best)
         numba.set_num_threads(1)
         sig = (1 / (1 + np.exp(-x.astype(np.float64)))).astype(np.float32)
         out = np.empty(len(d), np.float32)
@@ -119,7 +126,7 @@ def main() -> None:
         def plain():
             for j in range(b):
                 _plain_scores(sig[j], d.indptr, indices, out)
-        row("unfactored CSR scores (no argmax)", b, 1, *timed(plain, args.seconds))
+        row("unfactored CSR scores (no argmax)", b, 1, *timed({"": plain}, args.seconds / 4)[""])
 
 
 if __name__ == "__main__":

@@ -182,6 +182,8 @@ def test_prompt_words_added_at_run_time_can_be_decoded(codec):
     dec.decode(random_logits(1), temperature=0)  # the scorer exists now; it must follow the dictionary
     new = d.extend(["Quetzalcoatl", "zyzzyva"])
     assert dec.decode(exact(d, new), temperature=0).words == ["Quetzalcoatl", "zyzzyva"]
+    x = random_logits(70, seed=12)  # every score still follows the definition after the scorer grew
+    assert np.abs(dec.scores(x) - reference_scores(d, x)).max() < 2e-6
     assert np.array_equal(Decoder(d, backend="torch").decode(exact(d, new), temperature=0).ids, new)
 
 

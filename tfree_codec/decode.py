@@ -24,6 +24,7 @@ from .config import TfreeError
 from .scorer import Scorer, sigmoid
 from .spell import Speller, spell  # noqa: F401  (re-exported: decoding words that are not in the dictionary)
 
+_GROW = threading.Lock()  # one scorer per dictionary, shared by its decoders: grown under this lock
 _LOW = -60.0  # below this (best - 1) / T the fused sum(exp((s - 1) / T)) may underflow: sum again around the best
 
 
@@ -80,7 +81,7 @@ class Decoder:
     def scorer(self) -> Scorer:
         """The dictionary's CPU scorer, built on first use and grown with the dictionary (shared by decoders)."""
         d = self.dictionary
-        with self._lock:
+        with _GROW:
             if d._scorer is None:
                 d._scorer = Scorer(d.codec)
             sc = d._scorer
