@@ -1,10 +1,11 @@
 """Sampling kernels: one draw per position from softmax(scores / T) over the whole dictionary, restricted to the
 top_k best words and then to the smallest best set holding top_p of their mass, in a few O(n) passes.
 
-Nothing sorts the dictionary. A restriction is a score threshold: a histogram of the scores (counts for top_k,
-probability mass for top_p) finds the bin where the running total from the top crosses the limit, and only that
-bin's words are sorted to place the threshold exactly (words tied with it are all kept). The draw is an inverse
-CDF in storage order over the words at or above the threshold. Blocks are (n, L) scores, L positions side by
+Nothing sorts the dictionary. A restriction is a score threshold. For top_k, one pass keeps a sorted list of the
+k best per position, touched only by rows that beat its k-th. For top_p, a histogram of probability mass over the
+scores finds the bin where the running mass from the top crosses the limit, and only that bin's words are sorted
+to place the threshold exactly. Words tied with a threshold are all kept. The draw is an inverse CDF in storage
+order over the words at or above the threshold. Blocks are (n, L) scores, L positions side by
 side (the scorer's layout); every pass walks the block once for all positions.
 """
 from __future__ import annotations
@@ -26,12 +27,12 @@ def _bin_scale(lo, hi, nl):
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def threshold(block, nl, lo, hi, thr, ref, invt, limit, by_mass):
+def nucleus(block, nl, lo, hi, thr, ref, invt, limit):
     """Per position b: the score t >= thr[b] such that the words scoring >= t are the fewest best words whose
-    count (or, by_mass, sum of exp((s - ref) * invt)) reaches limit[b]. -> (t, mass of the words >= t)."""
+    sum of exp((s - ref) * invt) reaches limit[b]; bins span [lo, hi]. -> (t, mass of the words >= t)."""
     n = block.shape[0]
     scale = _bin_scale(lo, hi, nl)
-    cnt = np.zeros((nl, NBINS + 1), np.int64)
+    cnt = np.zeros((nl, NBINS + 1), np.int64)      # words per bin (to size the crossing bin's buffer)
     mass = np.zeros((nl, NBINS + 1), np.float64)
     for i in range(n):
         for b in range(nl):
@@ -42,21 +43,16 @@ def threshold(block, nl, lo, hi, thr, ref, invt, limit, by_mass):
                 mass[b, k] += exp_neg((s - ref[b]) * invt)
     out = thr.copy()
     above = np.zeros(nl, np.float64)     # mass of the bins above the crossing bin
-    reached = np.zeros(nl, np.float64)   # their count or mass
     cross = np.full(nl, -1, np.int64)
     total = np.zeros(nl, np.float64)
     for b in range(nl):
-        acc = 0.0
         for k in range(NBINS, -1, -1):
-            step = mass[b, k] if by_mass else np.float64(cnt[b, k])
-            total[b] += mass[b, k]
             if cross[b] < 0:
-                if acc + step >= limit[b]:
+                if above[b] + mass[b, k] >= limit[b]:
                     cross[b] = k
-                    reached[b] = acc
                 else:
-                    acc += step
                     above[b] += mass[b, k]
+            total[b] += mass[b, k]
     # the crossing bin's words, per position, then sorted to find where the limit is reached
     start = np.zeros(nl + 1, np.int64)
     for b in range(nl):
@@ -75,14 +71,12 @@ def threshold(block, nl, lo, hi, thr, ref, invt, limit, by_mass):
             got[b] = total[b]
             continue
         mine = np.sort(buf[start[b]:start[b + 1]])[::-1]
-        acc, m = reached[b], above[b]
+        m = above[b]
         if mine.shape[0]:
             out[b] = mine[-1]  # the whole bin, should rounding keep the limit out of reach inside it
         for j in range(mine.shape[0]):
-            e = exp_neg((mine[j] - ref[b]) * invt)
-            acc += e if by_mass else 1.0
-            m += e
-            if acc >= limit[b]:
+            m += exp_neg((mine[j] - ref[b]) * invt)
+            if m >= limit[b]:
                 out[b] = mine[j]
                 for q in range(j + 1, mine.shape[0]):  # ties with the threshold stay in
                     if mine[q] == mine[j]:
@@ -93,27 +87,75 @@ def threshold(block, nl, lo, hi, thr, ref, invt, limit, by_mass):
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def mass_above(block, nl, thr, ref, invt):
+    """sum(exp((s - ref) * invt)) over the words with s >= thr[b], per position (vectorised over positions)."""
+    acc = np.zeros(nl, np.float32)
+    out = np.zeros(nl, np.float64)
+    for i0 in range(0, block.shape[0], 4096):  # float32 partial sums, float64 totals
+        for i in range(i0, min(block.shape[0], i0 + 4096)):
+            for b in range(nl):
+                s = block[i, b]
+                acc[b] += exp_neg((s - ref[b]) * invt) if s >= thr[b] else np.float32(0)
+        for b in range(nl):
+            out[b] += acc[b]
+            acc[b] = 0
+    return out
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def kth_largest(block, nl, k, floor):
+    """Per position: the k-th largest score (>= floor[b]; floor[b] if fewer than k reach it). One pass: a
+    vectorised test per row, and a sorted top-k list per position updated only when a row beats its k-th."""
+    top = np.full((nl, k), -np.inf, np.float32)  # ascending: top[b, 0] is the k-th largest so far
+    cut = floor.copy()
+    for i in range(block.shape[0]):
+        hit = False
+        for b in range(nl):
+            hit |= block[i, b] > cut[b]
+        if not hit:
+            continue
+        for b in range(nl):
+            s = block[i, b]
+            if s > cut[b]:
+                j = 0
+                while j + 1 < k and top[b, j + 1] < s:
+                    top[b, j] = top[b, j + 1]
+                    j += 1
+                top[b, j] = s
+                cut[b] = max(floor[b], top[b, 0])
+    out = np.empty(nl, np.float32)
+    for b in range(nl):
+        out[b] = max(floor[b], top[b, 0])
+    return out
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def draw(block, nl, thr, ref, invt, target, pos, prob):
     """Inverse CDF in storage order: pos[b] = the first word >= thr[b] where the running sum of
-    exp((s - ref) * invt) exceeds target[b]; prob[b] = its term (divide by the set's mass for a probability)."""
+    exp((s - ref) * invt) exceeds target[b]; prob[b] = its term (divide by the set's mass for a probability).
+    Each row is one vectorised step for all positions; a position that has its word stops counting."""
     acc = np.zeros(nl, np.float64)
+    goal = target.copy()
     last = np.zeros(nl, np.int64)
     left = nl
     for b in range(nl):
         pos[b] = -1
     for i in range(block.shape[0]):
+        hit = False
         for b in range(nl):
             s = block[i, b]
-            if pos[b] < 0 and s >= thr[b]:
-                e = exp_neg((s - ref[b]) * invt)
-                acc[b] += e
-                if e > 0:
-                    last[b] = i
-                if acc[b] > target[b]:
-                    pos[b], prob[b] = i, e
+            e = exp_neg((s - ref[b]) * invt) if s >= thr[b] else np.float32(0)
+            acc[b] += e
+            last[b] = i if e > 0 else last[b]
+            hit |= acc[b] > goal[b]
+        if hit:
+            for b in range(nl):
+                if acc[b] > goal[b]:
+                    pos[b], prob[b] = i, exp_neg((block[i, b] - ref[b]) * invt)
+                    goal[b] = np.inf
                     left -= 1
-        if left == 0:
-            break
+            if left == 0:
+                break
     for b in range(nl):  # rounding left the total just short of the target: the last word with a share
         if pos[b] < 0:
             pos[b], prob[b] = last[b], exp_neg((block[last[b], b] - ref[b]) * invt)
