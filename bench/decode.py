@@ -8,8 +8,8 @@ Every row scores every dictionary word (full scoring). Modes: greedy (scores + a
 0.07 (+ the softmax normaliser over all words + a draw), top-k 50 and top-p 0.9 at 0.07, and log_probs (what bits
 per byte needs). The logits look like a trained model's: one word's pattern high, the rest low, plus noise.
 Times are per call, the median and the best of repeats taken in turn (round robin, about --seconds per
-function), so that other jobs sharing the machine slow every function alike. Also shown: scoring the same words row by row straight from the CSR patterns (no
-factorisation), in numba, to show what the trigram/trie factorisation buys.
+function), so that other jobs sharing the machine slow every function alike. Also shown: scoring the same words
+row by row straight from the CSR patterns (no factorisation), in numba, to show what the factorisation buys.
 """
 from __future__ import annotations
 

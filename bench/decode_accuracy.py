@@ -104,7 +104,8 @@ def main() -> None:
     t0 = time.perf_counter()
     counts = count_words(d.codec, [__import__("pathlib").Path(p) for p in args.corpora])
     held = [w for w, _ in counts.most_common() if w not in d and 3 <= len(w) <= 15]
-    print(f"\n3. spelling: {len(held):,} held-out words of 3-15 characters (counted in {time.perf_counter() - t0:.0f} s)")
+    print(f"\n3. spelling: {len(held):,} held-out words of 3-15 characters "
+          f"(counted in {time.perf_counter() - t0:.0f} s)")
     pick = [held[i] for i in rng.choice(len(held), min(args.spell_words, len(held)), replace=False)]
     speller = Speller(d.codec, d.words)
     indptr, indices = d.codec.encode_words(pick)
@@ -114,7 +115,8 @@ def main() -> None:
         res = [speller.spell(logits_of([p], rng, drop, add), beam=args.beam)[0] for p in pats]
         ok = np.array([r is not None and r[0] == w for r, w in zip(res, pick)])
         got_pats = d.codec.encode_words([r[0] if r else "\x00" for r in res])
-        twin = np.array([np.array_equal(got_pats[1][got_pats[0][i]:got_pats[0][i + 1]], pats[i]) for i in range(len(pick))])
+        twin = np.array([np.array_equal(got_pats[1][got_pats[0][i]:got_pats[0][i + 1]], pats[i])
+                         for i in range(len(pick))])  # spelled a word with the very same pattern
         by = {}
         for w, o in zip(pick, ok):
             by.setdefault(script(w), []).append(o)
@@ -122,7 +124,8 @@ def main() -> None:
         print(f"   {name:<16} {ok.mean():.2%} of {len(pick)}, {twin.mean():.2%} up to words with the same pattern "
               f"({(time.perf_counter() - t0) / len(pick) * 1e3:.0f} ms per word, beam {args.beam}): {detail}")
         if name == "exact":
-            print(f"   misses (same pattern: =): {[(w, r and r[0], '=' if t else '') for w, r, o, t in zip(pick, res, ok, twin) if not o][:12]}")
+            misses = [(w, r and r[0], "=" if t else "") for w, r, o, t in zip(pick, res, ok, twin) if not o]
+            print(f"   misses (same pattern: =): {misses[:12]}")
 
 
 if __name__ == "__main__":

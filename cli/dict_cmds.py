@@ -26,7 +26,8 @@ def _codec_given(codec_kw: dict) -> bool:
 
 @dict_group.command("build")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False), help="dictionary file (.arrow)")
+@click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="dictionary file (.arrow)")
 @click.option("--min-count", type=int, default=1, show_default=True, help="keep words seen at least this often")
 @click.option("--max-words", type=int, default=None, help="keep at most this many words (marker words come extra)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")

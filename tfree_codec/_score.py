@@ -37,7 +37,6 @@ from numba import njit, prange
 from numba.core import types as nbtypes
 from numba.extending import intrinsic
 
-from .words import MARKER_ID, code_points
 
 LANES = 64    # batch positions scored together; a trie node is then LANES contiguous floats
 CHUNK = 2048  # words per trie chunk (the unit of parallel work)
@@ -94,9 +93,9 @@ def word_keys(cps, coff, lower, factor):
             lbuf[p] = 32
             start = pos
             for j in range(p - 1):
-                key = (np.uint64(buf[j]) | np.uint64(buf[j + 1]) << np.uint64(8) | np.uint64(buf[j + 2]) << np.uint64(16)
-                       | np.uint64(lbuf[j]) << np.uint64(24) | np.uint64(lbuf[j + 1]) << np.uint64(32)
-                       | np.uint64(lbuf[j + 2]) << np.uint64(40))
+                key = (np.uint64(buf[j]) | np.uint64(buf[j + 1]) << np.uint64(8)
+                       | np.uint64(buf[j + 2]) << np.uint64(16) | np.uint64(lbuf[j]) << np.uint64(24)
+                       | np.uint64(lbuf[j + 1]) << np.uint64(32) | np.uint64(lbuf[j + 2]) << np.uint64(40))
                 dup = False
                 for q in range(start, pos):
                     if keys[q] == key:
@@ -192,8 +191,10 @@ def verify(kptr, tids, trows, indptr, indices, v):
 @njit(cache=True, nogil=True)
 def build_trie(order, ok, kptr, kid, first_new, next_id, start, chunk):
     """Lay out words (in ``order``) as a front-coded trie over their trigram id sequences, restarting every
-    ``chunk`` positions (counted from ``start``, the position of order[0]). Trigram ids >= first_new are provisional and get final ids from next_id on, in order of first
-    use, so the scoring pass reads trigram sums nearly in sequence. -> (lcp, sptr, stid, remap, next_id)."""
+    ``chunk`` positions (counted from ``start``, the position of order[0]). Trigram ids >= first_new are
+    provisional and get final ids from next_id on, in order of first use, so the scoring pass reads trigram sums
+    nearly in sequence. Negative ids (word endings, see scorer.choose_endings) pass through.
+    -> (lcp, sptr, stid, remap, next_id)."""
     n = order.shape[0]
     lcp = np.zeros(n, np.int32)
     sptr = np.zeros(n + 1, np.int64)
@@ -445,15 +446,3 @@ def sum_exp(scores, ref, invt):
         for b in range(flat.shape[1]):
             z[b] += exp_neg((flat[i, b] - ref[b]) * invt)
     return z
-
-
-def is_marker(word: str) -> bool:
-    return word in MARKER_ID
-
-
-def words_code_points(words: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(cps uint32, coff int64) of the words back to back."""
-    lens = np.fromiter((len(w) for w in words), np.int64, count=len(words))
-    coff = np.zeros(len(words) + 1, np.int64)
-    np.cumsum(lens, out=coff[1:])
-    return code_points("".join(words)), coff

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import json
 import os
 from typing import Iterable, Mapping
 

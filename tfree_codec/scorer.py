@@ -10,10 +10,23 @@ import numpy as np
 from . import _score as S
 from ._unicode import tables
 from .config import TfreeError
+from .words import MARKER_ID, code_points
 
 MIN_LANES = 6  # from this batch size on, positions are scored LANES at a time (bench/decode.py)
 MAX_ENDINGS = 3000   # word endings summed once (a unit per ~30 words at most)
 LONGEST_ENDING = 6   # trigrams
+
+
+def is_marker(word: str) -> bool:
+    return word in MARKER_ID
+
+
+def words_code_points(words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(cps uint32, coff int64) of the words back to back."""
+    lens = np.fromiter((len(w) for w in words), np.int64, count=len(words))
+    coff = np.zeros(len(words) + 1, np.int64)
+    np.cumsum(lens, out=coff[1:])
+    return code_points("".join(words)), coff
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -120,8 +133,8 @@ class Scorer:
         n, first_id, start = len(words), len(self.order), len(self.order)
         if n == 0:
             return
-        factor = np.array([self._rule is not None and not S.is_marker(w) for w in words], bool)
-        cps, coff = S.words_code_points(words)
+        factor = np.array([self._rule is not None and not is_marker(w) for w in words], bool)
+        cps, coff = words_code_points(words)
         kptr, keys = S.word_keys(cps, coff, tables()[1], factor)
         uniq, inv = np.unique(keys, return_inverse=True)
         at = np.minimum(np.searchsorted(self._keys, uniq), max(len(self._keys) - 1, 0))

@@ -20,7 +20,7 @@ import numpy as np
 from . import _score
 from ._unicode import tables
 from .config import TfreeError
-from .scorer import _trigram_rule, sigmoid
+from .scorer import _trigram_rule, is_marker, sigmoid, words_code_points
 
 _FLOOR = 1e-4   # a trigram mean below this counts as this (keeps one bad row from ending a beam under noise)
 _MARGIN = 2.0   # search score (sum of log means) within which candidates are ranked by s(w); ~ one weak trigram
@@ -44,7 +44,7 @@ class Speller:
             raise TfreeError(f"spelling does not support the {c.hash!r} hash")
         if alphabet is None:
             alphabet = string.ascii_letters + string.digits
-        chars = sorted({ch for w in alphabet if not _score.is_marker(w) for ch in w})
+        chars = sorted({ch for w in alphabet if not is_marker(w) for ch in w})
         if not chars:
             raise TfreeError("the spelling alphabet is empty")
         self._build_trie(chars)
@@ -78,7 +78,7 @@ class Speller:
                 raise TfreeError("spelling's trigram rows do not match this codec's patterns (hash changed?)")
 
     def _rows_of(self, word: str) -> np.ndarray:
-        cps, coff = _score.words_code_points([word])
+        cps, coff = words_code_points([word])
         _, keys = _score.word_keys(cps, coff, tables()[1], np.ones(1, bool))
         return self._rule(keys).ravel()
 
