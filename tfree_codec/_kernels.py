@@ -310,7 +310,7 @@ def padded_utf8(cps, s, e, lower, buf, lbuf):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _draw_rows(h, rows, got, want, mask):
+def draw_rows(h, rows, got, want, mask):
     """Append rows ``splitmix64(h + i*golden) & mask`` (i = 0, 1, ...) to rows[:got], skipping any already there,
     until there are ``want``."""
     i = 0
@@ -365,8 +365,8 @@ def hash_new(chars, coff, cnt, pptr, pidx, lower, v, m, k, seed):
             ltri = np.uint64(lbuf[j]) | (np.uint64(lbuf[j + 1]) << np.uint64(8)) | (np.uint64(lbuf[j + 2]) << np.uint64(16))
             got = 0
             if k > 0 and ltri != tri:
-                got = _draw_rows(splitmix64(ltri ^ seedmix), rows, 0, k, mask)
-            _draw_rows(splitmix64(tri ^ seedmix), rows, got, m, mask)
+                got = draw_rows(splitmix64(ltri ^ seedmix), rows, 0, k, mask)
+            draw_rows(splitmix64(tri ^ seedmix), rows, got, m, mask)
             for g in range(m):
                 r = rows[g]
                 bits[r >> 6] |= np.uint64(1) << np.uint64(r & 63)

@@ -37,36 +37,16 @@ from numba import njit, prange
 from numba.core import types as nbtypes
 from numba.extending import intrinsic
 
+from ._kernels import draw_rows, padded_utf8, splitmix64
+
 
 LANES = 64    # batch positions scored together; a trie node is then LANES contiguous floats
 CHUNK = 2048  # words per trie chunk (the unit of parallel work)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _LOG2E = np.float32(1.4426950408889634)
 _C1, _C2, _C3, _C4, _C5, _C6 = (np.float32(math.log(2) ** i / math.factorial(i)) for i in range(1, 7))
 
 
 # -- building the factorisation ------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, inline="always")
-def _put_utf8(buf, p, c):
-    if c < 0x80:
-        buf[p] = c
-        return p + 1
-    if c < 0x800:
-        buf[p] = 0xC0 | (c >> 6)
-        buf[p + 1] = 0x80 | (c & 0x3F)
-        return p + 2
-    if c < 0x10000:
-        buf[p] = 0xE0 | (c >> 12)
-        buf[p + 1] = 0x80 | ((c >> 6) & 0x3F)
-        buf[p + 2] = 0x80 | (c & 0x3F)
-        return p + 3
-    buf[p] = 0xF0 | (c >> 18)
-    buf[p + 1] = 0x80 | ((c >> 12) & 0x3F)
-    buf[p + 2] = 0x80 | ((c >> 6) & 0x3F)
-    buf[p + 3] = 0x80 | (c & 0x3F)
-    return p + 4
-
-
 @njit(cache=True, nogil=True)
 def word_keys(cps, coff, lower, factor):
     """Each word's distinct trigram keys ``tri | ltri << 24`` (its padded UTF-8 trigram and the lower-cased one at
@@ -82,17 +62,9 @@ def word_keys(cps, coff, lower, factor):
     pos = 0
     for w in range(nw):
         if factor[w]:
-            buf[0] = 32
-            lbuf[0] = 32
-            p = 1
-            for q in range(coff[w], coff[w + 1]):
-                p2 = _put_utf8(buf, p, cps[q])
-                _put_utf8(lbuf, p, lower[cps[q]])
-                p = p2
-            buf[p] = 32
-            lbuf[p] = 32
+            nb = padded_utf8(cps, coff[w], coff[w + 1], lower, buf, lbuf)
             start = pos
-            for j in range(p - 1):
+            for j in range(nb - 2):
                 key = (np.uint64(buf[j]) | np.uint64(buf[j + 1]) << np.uint64(8)
                        | np.uint64(buf[j + 2]) << np.uint64(16) | np.uint64(lbuf[j]) << np.uint64(24)
                        | np.uint64(lbuf[j + 1]) << np.uint64(32) | np.uint64(lbuf[j + 2]) << np.uint64(40))
@@ -108,45 +80,21 @@ def word_keys(cps, coff, lower, factor):
     return kptr, keys[:pos]
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _splitmix64(x):
-    x = x + _GOLDEN
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
 @njit(cache=True, nogil=True)
 def tfree_trigram_rows(keys, v, m, k, seed):
     """(T, m) int32 rows of each key, the ``tfree`` rule of trigrams.tfree_rows / _reference.word_pattern: k rows
     from the lower-cased trigram's sequence (when it differs), then the trigram's own, all distinct."""
     out = np.empty((keys.shape[0], m), np.int32)
     mask = np.uint64(v - 1)
-    sm = _splitmix64(np.uint64(seed))
+    sm = splitmix64(np.uint64(seed))
     low24 = np.uint64(0xFFFFFF)
     for t in range(keys.shape[0]):
         tri = keys[t] & low24
         ltri = keys[t] >> np.uint64(24)
         got = 0
-        for phase in range(2):
-            if phase == 0:
-                if k == 0 or ltri == tri:
-                    continue
-                h, want = _splitmix64(ltri ^ sm), k
-            else:
-                h, want = _splitmix64(tri ^ sm), m
-            i = 0
-            while got < want:
-                r = np.int32(_splitmix64(h + np.uint64(i) * _GOLDEN) & mask)
-                i += 1
-                new = True
-                for g in range(got):
-                    if out[t, g] == r:
-                        new = False
-                        break
-                if new:
-                    out[t, got] = r
-                    got += 1
+        if k > 0 and ltri != tri:
+            got = draw_rows(splitmix64(ltri ^ sm), out[t], 0, k, mask)
+        draw_rows(splitmix64(tri ^ sm), out[t], got, m, mask)
     return out
 
 
