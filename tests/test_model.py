@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from tfree_codec import Codec, CodecConfig, TfreeError
 from tfree_codec.data import Corpus, Packer, PatternSource, make_units, split_units
-from tfree_codec.evaluate import Calibration, SpellingModel, tfree_bpb, windows
+from tfree_codec.evaluate import Calibration, SpellingModel, fit_scale, log_softmax_at, tfree_bpb, windows
 from tfree_codec.model import Model, ModelConfig, Patterns, multi_hot, pattern_bce
 
 V = 512
@@ -174,8 +174,23 @@ def test_unseen_words_are_charged_by_the_chosen_convention():
     acc = {"items": 10, "unseen": 1, "spell_bits": 12.0, "unseen_bytes": 3, "log_probs": np.array([-9 * math.log(2)]),
            "bytes": 40.0, "covered_words": 9, "words": 10, "covered_bytes": 37, "word_bytes": 40}
     cal = Calibration(temperature=0.1, p_unk=0.25, unk_charge="bytes")
-    r = tfree_bpb(acc, [10.0], cal)
+    r = tfree_bpb(acc, cal)
     want = 9 - 9 * math.log2(0.75) + 2 + 8 * (3 + 1)  # in-dictionary bits + p_unk + 256^-(bytes+1)
     assert r["bpb"][0] == pytest.approx(want / 40)
-    r2 = tfree_bpb(acc, [10.0], Calibration(0.1, 0.25, "spell"))
+    r2 = tfree_bpb(acc, Calibration(temperature=0.1, p_unk=0.25, unk_charge="spell"))
     assert r2["bpb"][0] == pytest.approx((9 - 9 * math.log2(0.75) + 2 + 12) / 40)
+
+
+def test_temperature_and_prior_weight_are_recovered_by_maximum_likelihood():
+    g = torch.Generator().manual_seed(0)
+    N, W = 3000, 50
+    scores = torch.rand(N, W, generator=g) * 2 - 1           # like s(w) in [-1, 1]
+    logc = torch.rand(W, generator=g) * 6                      # log(count + 1)
+    a, b = 12.0, 0.6                                           # temperature 1/12, prior weight 0.6
+    target = torch.multinomial(torch.softmax(a * scores + b * logc, 1), 1, generator=g)[:, 0]
+    fa, fb = fit_scale(scores, target, logc, prior=True)
+    assert fa == pytest.approx(a, rel=0.1) and fb == pytest.approx(b, abs=0.1)
+    ll = log_softmax_at(scores, target, [(fa, fb), (a, b), (fa * 1.3, fb)], logc)
+    assert ll[0] >= ll[1] - 1e-3 and ll[0] > ll[2]             # the fit is the best of its neighbours
+    fa0, fb0 = fit_scale(scores, target, logc, prior=False)
+    assert fb0 == 0.0 and log_softmax_at(scores, target, [(fa0, 0.0)], logc)[0] < ll[0]

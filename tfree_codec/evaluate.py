@@ -105,27 +105,95 @@ def dictionary_scorer(dictionary):
     return TorchDecoder(dictionary)
 
 
-def log_softmax_at(scores, target, betas):
-    """For each inverse temperature beta: log softmax(beta * scores)[target], summed over rows. scores (N, W),
-    target (N,) -> (len(betas),) float64. Written out because torch's CPU logsumexp is ~8x slower than exp."""
-    top = scores.max(1, keepdim=True).values                                  # (N, 1)
-    s_t = scores.gather(1, target[:, None])                                   # (N, 1)
+def log_softmax_at(scores, target, params, logc):
+    """For each (scale a, prior weight b) in ``params``: log softmax(a * scores + b * logc)[target], summed over rows.
+    scores (N, W), target (N,), logc (W,) -> (len(params),) float64. Written out because torch's CPU logsumexp is
+    ~8x slower than exp."""
     buf = torch.empty_like(scores)
     out = []
-    for beta in betas:
-        torch.sub(scores, top, out=buf).mul_(beta).exp_()
-        out.append(float((beta * (s_t - top) - buf.sum(1, keepdim=True).log()).sum()))
+    for a, b in params:
+        torch.mul(scores, a, out=buf)
+        if b:
+            buf.add_(logc, alpha=b)
+        z_t = buf.gather(1, target[:, None])                                  # (N, 1)
+        top = buf.max(1, keepdim=True).values
+        buf.sub_(top).exp_()
+        out.append(float((z_t - top - buf.sum(1, keepdim=True).log()).sum()))
     return np.array(out)
+
+
+def fit_scale(scores, target, logc, prior: bool = True, init=(1 / 0.07, 0.0), iters: int = 25) -> tuple:
+    """Maximum-likelihood (a, b) of p(w) = softmax(a * s + b * log(count + 1)) on held-out rows: a log-linear model,
+    so the log-likelihood is concave and Newton's method with step halving finds the optimum. b = 0 unless
+    ``prior``. scores (N, W) float32, target (N,), logc (W,)."""
+    f2 = logc.float()
+    f22 = f2 * f2
+    calls = [0]
+
+    def stats(theta):
+        calls[0] += 1
+        ll, g, H = 0.0, torch.zeros(2, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64)
+        a, b = float(theta[0]), float(theta[1])
+        for r in range(0, len(target), 256):  # row chunks keep the (rows, W) temporaries small
+            S, t = scores[r:r + 256], target[r:r + 256]
+            P = torch.mul(S, a)
+            if b:
+                P.add_(f2, alpha=b)
+            z_t = P.gather(1, t[:, None])[:, 0].double()
+            top = P.max(1, keepdim=True).values
+            P.sub_(top).exp_()
+            tot = P.sum(1, keepdim=True)
+            P.div_(tot)
+            ll += float((z_t - top[:, 0].double() - tot[:, 0].double().log()).sum())
+            PS = P * S
+            e1, e2 = PS.sum(1).double(), (P @ f2).double()
+            e11, e22, e12 = (PS * S).sum(1).double(), (P @ f22).double(), (PS @ f2).double()
+            g += torch.stack([(S.gather(1, t[:, None])[:, 0].double() - e1).sum(), (f2[t].double() - e2).sum()])
+            c12 = (e12 - e1 * e2).sum()
+            H -= torch.stack([torch.stack([(e11 - e1 * e1).sum(), c12]), torch.stack([c12, (e22 - e2 * e2).sum()])])
+        return ll, g, H
+
+    theta = torch.tensor(init, dtype=torch.float64)
+    if not prior:
+        theta[1] = 0.0
+    ll, g, H = stats(theta)
+    for _ in range(iters):
+        if prior:
+            step = -torch.linalg.solve(H - 1e-9 * torch.eye(2, dtype=torch.float64), g)
+        else:
+            step = torch.tensor([-float(g[0] / (H[0, 0] - 1e-9)), 0.0], dtype=torch.float64)
+        for _ in range(30):  # halve until the likelihood does not fall and the scale stays positive
+            cand = theta + step
+            if cand[0] > 0:
+                ll2, g2, H2 = stats(cand)
+                if ll2 >= ll - 1e-9:
+                    break
+            step = step / 2
+        else:
+            break
+        done = abs(ll2 - ll) < 1e-6 * max(1.0, abs(ll))
+        theta, ll, g, H = cand, ll2, g2, H2
+        if done:
+            break
+    return float(theta[0]), float(theta[1])
 
 
 @dataclass
 class Calibration:
-    """How dictionary scores become probabilities (fitted on the validation slice, stored in the checkpoint)."""
+    """How dictionary scores become probabilities: p(w) = (1 - p_unk) softmax(s / temperature + prior_weight *
+    log(count + 1)); ``temperature_plain`` is the fit without the count prior (the SPEC's score alone). Fitted on
+    the validation slice, stored in the checkpoint."""
 
-    temperature: float = 0.06
+    temperature: float = 0.07
+    prior_weight: float = 0.0
+    temperature_plain: float = 0.07
     p_unk: float = 0.02
     unk_charge: str = "spell"   # "spell" (SpellingModel) or "bytes" (SPEC's 256^-(bytes+1))
     spell_order: int = 4
+
+    def params(self) -> list:
+        """[(scale, prior weight)] of the calibrated score and of the plain one."""
+        return [(1.0 / self.temperature, self.prior_weight), (1.0 / self.temperature_plain, 0.0)]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,8 +203,8 @@ class Calibration:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
-def temperature_grid(center: float, ratio: float = 1.25, n: int = 7) -> list[float]:
-    return [center * ratio ** (i - n // 2) for i in range(n)]
+def log_counts(dictionary, device="cpu"):
+    return torch.log(torch.as_tensor(np.asarray(dictionary.counts, np.float64) + 1.0, dtype=torch.float32)).to(device)
 
 
 # -- evaluation streams ----------------------------------------------------------------------------------------------
@@ -161,14 +229,17 @@ def _unit_items(corpus: Corpus, units: Units, u: int):
 
 
 @torch.no_grad()
-def evaluate_tfree(model, corpus: Corpus, units: Units, dictionary, scorer, spelling,
-                   betas, batch_size: int = 16, device="cpu", autocast=None, progress=None) -> dict:
-    """Sum of log-probabilities of every target word under each inverse temperature in ``betas``, and the counts
-    that make them bits per byte (``tfree_bpb``). ``dictionary.index(word)`` -> id or -1."""
+def evaluate_tfree(model, corpus: Corpus, units: Units, dictionary, scorer, spelling, params, batch_size: int = 16,
+                   device="cpu", autocast=None, progress=None, keep_scores: int = 0) -> dict:
+    """Sum of log-probabilities of every in-dictionary target word under each (scale, prior weight) in ``params``
+    (``log_softmax_at``), and the counts that make them bits per byte (``tfree_bpb``). With ``keep_scores``, the
+    scores and targets of the first that many in-dictionary positions are kept too (for ``fit_scale``)."""
     from .model import Patterns  # noqa: PLC0415
 
     T = model.config.seq_len
-    lp = np.zeros(len(betas))
+    lp = np.zeros(len(params))
+    logc = log_counts(dictionary, device)
+    kept_s, kept_t = [], []
     acc = {"items": 0, "in_dict": 0, "unseen": 0, "spell_bits": 0.0, "unseen_bytes": 0, "word_bytes": 0,
            "words": 0, "covered_words": 0, "covered_bytes": 0, "bytes": float(units.n_bytes.sum())}
     pending = []  # (lens (<=T,), idx, target ids (<=T,))
@@ -188,7 +259,11 @@ def evaluate_tfree(model, corpus: Corpus, units: Units, dictionary, scorer, spel
         keep = tgt_t >= 0
         if keep.any():
             scores = scorer.scores(logits.reshape(B * T, -1)[keep])
-            lp[:] += log_softmax_at(scores, tgt_t[keep], betas)
+            if params:
+                lp[:] += log_softmax_at(scores, tgt_t[keep], params, logc)
+            room = keep_scores - sum(len(t) for t in kept_t)
+            if room > 0:
+                kept_s.append(scores[:room].cpu()), kept_t.append(tgt_t[keep][:room].cpu())
         pending.clear()
 
     for u in range(len(units)):
@@ -216,23 +291,46 @@ def evaluate_tfree(model, corpus: Corpus, units: Units, dictionary, scorer, spel
     if pending:
         flush()
     acc["log_probs"] = lp
+    if keep_scores:
+        acc["kept"] = (torch.cat(kept_s), torch.cat(kept_t)) if kept_t else None
     return acc
 
 
-def tfree_bpb(acc: dict, betas, calibration: Calibration | None = None) -> dict:
-    """Bits per byte at each temperature from ``evaluate_tfree``'s sums; p_unk from the calibration, or fitted
-    (maximum likelihood, add-half) on this very data when none is given."""
+def tfree_bpb(acc: dict, calibration: Calibration, p_unk: float | None = None) -> dict:
+    """Bits per byte for each parameter set ``evaluate_tfree`` summed (by default the calibrated score and the
+    plain one); p_unk from the calibration unless given."""
     n, k = acc["items"], acc["unseen"]
-    p_unk = calibration.p_unk if calibration else (k + 0.5) / (n + 1)
-    unk_bits = acc["spell_bits"] if (calibration is None or calibration.unk_charge == "spell") \
-        else 8.0 * (acc["unseen_bytes"] + k)
+    p_unk = calibration.p_unk if p_unk is None else p_unk
+    unk_bits = acc["spell_bits"] if calibration.unk_charge == "spell" else 8.0 * (acc["unseen_bytes"] + k)
     dict_bits = -acc["log_probs"] / LN2 - (n - k) * math.log2(1 - p_unk)
     total = dict_bits + k * -math.log2(p_unk) + unk_bits
-    best = int(np.argmin(total))
-    return {"bpb": total / max(acc["bytes"], 1), "best": best, "temperature": 1.0 / betas[best], "p_unk": p_unk,
-            "unseen_bits_share": float((k * -math.log2(p_unk) + unk_bits) / total[best]) if total[best] else 0.0,
+    return {"bpb": total / max(acc["bytes"], 1), "p_unk": p_unk,
+            "unseen_bits_share": float((k * -math.log2(p_unk) + unk_bits) / total[0]) if total[0] else 0.0,
             "coverage_words": acc["covered_words"] / max(acc["words"], 1),
             "coverage_bytes": acc["covered_bytes"] / max(acc["word_bytes"], 1)}
+
+
+def calibrate(model, corpus: Corpus, units: Units, dictionary, scorer, spelling, start: Calibration | None = None,
+              max_cells: int = 48_000_000, **kw) -> Calibration:
+    """Fit the temperature and prior weight (and the plain temperature) on the first positions of ``units`` (as
+    many as keep ``positions x words <= max_cells``), and p_unk on all of ``units``' words."""
+    start = start or Calibration()
+    K = max(128, min(4096, max_cells // max(1, len(dictionary))))
+    n, take = 0, 0
+    lengths = units.stop - units.start
+    while take < len(units) and n < K:
+        n += int(lengths[take]) + 1
+        take += 1
+    acc = evaluate_tfree(model, corpus, units.take(np.arange(take)), dictionary, scorer, spelling, [],
+                         keep_scores=K, **kw)
+    if acc.get("kept") is None:
+        return start
+    S, t = acc["kept"]
+    logc = log_counts(dictionary)
+    a, b = fit_scale(S, t, logc, True, (1.0 / start.temperature, start.prior_weight))
+    a0, _ = fit_scale(S, t, logc, False, (1.0 / start.temperature_plain, 0.0))
+    return Calibration(temperature=1.0 / a, prior_weight=b, temperature_plain=1.0 / a0, p_unk=start.p_unk,
+                       unk_charge=start.unk_charge, spell_order=start.spell_order)
 
 
 @torch.no_grad()
@@ -316,17 +414,17 @@ def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: 
             cal = Calibration()
         spelling = SpellingModel(dictionary.words, cal.spell_order)
         scorer = dictionary_scorer(dictionary)
-        betas = [1.0 / cal.temperature]
-        acc = evaluate_tfree(model, corpus, units, dictionary, scorer, spelling, betas, batch_size, dev, autocast(),
-                             progress=bar)
-        r = tfree_bpb(acc, betas, cal)
-        pess = tfree_bpb(acc, betas, Calibration(cal.temperature, cal.p_unk, "bytes"))
-        report.update(bpb=float(r["bpb"][0]), bpb_unk_bytes=float(pess["bpb"][0]), words=acc["items"],
-                      unseen_words=acc["unseen"], unseen_bits_share=r["unseen_bits_share"],
+        acc = evaluate_tfree(model, corpus, units, dictionary, scorer, spelling, cal.params(), batch_size, dev,
+                             autocast(), progress=bar)
+        r = tfree_bpb(acc, cal)
+        pess = tfree_bpb(acc, Calibration(**{**cal.to_dict(), "unk_charge": "bytes"}))
+        report.update(bpb=float(r["bpb"][0]), bpb_plain_score=float(r["bpb"][1]), bpb_unk_bytes=float(pess["bpb"][0]),
+                      words=acc["items"], unseen_words=acc["unseen"], unseen_bits_share=r["unseen_bits_share"],
                       coverage_words=r["coverage_words"], coverage_bytes=r["coverage_bytes"],
-                      dictionary_words=len(dictionary), temperature=cal.temperature, p_unk=cal.p_unk,
-                      convention=(f"dictionary softmax at temperature {cal.temperature:.4f} times 1-p_unk; unseen words "
-                                  f"p_unk={cal.p_unk:.4f} times a byte {cal.spell_order}-gram spelling probability"))
+                      dictionary_words=len(dictionary), calibration=cal.to_dict(),
+                      convention=(f"p(word) = (1 - {cal.p_unk:.4f}) softmax over the {len(dictionary):,}-word "
+                                  f"dictionary of s/{cal.temperature:.4f} + {cal.prior_weight:.3f} log(count+1); "
+                                  f"unseen words {cal.p_unk:.4f} x a byte {cal.spell_order}-gram spelling probability"))
     if bar:
         bar.close()
     return report

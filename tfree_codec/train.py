@@ -24,8 +24,8 @@ from . import checkpoint as ckpt
 from .config import TfreeError
 from .data import Corpus, Packer, PatternSource, TokenSource, make_units, split_units
 from .dictionary import Dictionary
-from .evaluate import (DICT_FILE, Calibration, SpellingModel, dictionary_scorer, evaluate_bpe, evaluate_tfree,
-                       temperature_grid, tfree_bpb)
+from .evaluate import (DICT_FILE, Calibration, SpellingModel, calibrate, dictionary_scorer, evaluate_bpe,
+                       evaluate_tfree, tfree_bpb)
 from .model import Model, ModelConfig
 from .words import EOT
 
@@ -321,7 +321,7 @@ class Run:
             t /= self.dist.world
         return float(t)
 
-    def evaluate(self, final: bool = False) -> dict:
+    def evaluate(self) -> dict:
         """Validation bits per byte (rank 0). T-FREE: the dictionary-softmax temperature is re-fitted on the same
         slice (a grid around the last fit; a finer one at the end) and kept as the run's calibration."""
         self.model.eval()
@@ -333,15 +333,17 @@ class Run:
         if not hasattr(self, "scorer"):
             self.scorer = dictionary_scorer(self.dictionary)
             self.spelling = SpellingModel(self.dictionary.words, self.calibration.spell_order)
-        center = self.calibration.temperature
-        temps = temperature_grid(center, 1.05, 11) if final else temperature_grid(center, 1.25, 5)
-        betas = [1.0 / t for t in temps]
+        kw = {"device": self.device, "autocast": self.autocast()}
+        cal = calibrate(self.model, self.corpus, self.val_units, self.dictionary, self.scorer, self.spelling,
+                        self.calibration, **kw)
         acc = evaluate_tfree(self.model, self.corpus, self.val_units, self.dictionary, self.scorer, self.spelling,
-                             betas, device=self.device, autocast=self.autocast())
-        r = tfree_bpb(acc, betas)
-        self.calibration = Calibration(temperature=r["temperature"], p_unk=r["p_unk"])
-        return {"val_bpb": float(r["bpb"][r["best"]]), "temperature": r["temperature"], "p_unk": r["p_unk"],
-                "coverage_words": r["coverage_words"], "unseen_bits_share": r["unseen_bits_share"]}
+                             cal.params(), **kw)
+        p_unk = (acc["unseen"] + 0.5) / (acc["items"] + 1)  # maximum likelihood (add-half) on the slice
+        self.calibration = Calibration(**{**cal.to_dict(), "p_unk": p_unk})
+        r = tfree_bpb(acc, self.calibration)
+        return {"val_bpb": float(r["bpb"][0]), "val_bpb_plain": float(r["bpb"][1]),
+                "temperature": self.calibration.temperature, "prior_weight": self.calibration.prior_weight,
+                "p_unk": p_unk, "coverage_words": r["coverage_words"], "unseen_bits_share": r["unseen_bits_share"]}
 
     def save(self, path: str, final: bool = False) -> None:
         state = None
@@ -440,12 +442,13 @@ def train(cfg: TrainConfig, log=print) -> dict:
     bar.close()
     summary = {"steps": run.step, "bytes_seen": run.bytes_seen, "params": p, "seed": run.seed, "mode": run.mode}
     if main:
-        final = run.evaluate(final=True)
+        final = run.evaluate()
         summary.update(final)
         if final:
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps({"step": run.step, "bytes_seen": run.bytes_seen, "final": True, **final}) + "\n")
-            extra = f" (temperature {final['temperature']:.4f}, p_unk {final['p_unk']:.4f})" if "temperature" in final else ""
+            extra = (f" (temperature {final['temperature']:.4f}, prior weight {final['prior_weight']:.3f}, p_unk "
+                     f"{final['p_unk']:.4f}; plain score: {final['val_bpb_plain']:.4f})") if "temperature" in final else ""
             say(f"final | step {run.step} | {run.bytes_seen / 1e6:.2f} MB seen | val bpb {final['val_bpb']:.4f}{extra}")
         run.save(ckpt.step_dir(run.out, run.step))
         run.save(os.path.join(run.out, "final"), final=True)
