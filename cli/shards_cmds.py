@@ -34,7 +34,7 @@ def parse_size(text: str) -> int:
               show_default=True, help="input format (auto: by extension; stdin is text)")
 @click.option("--num-proc", type=int, default=None, help="worker processes  [default: all cores]")
 @click.option("--docs-per-shard", type=int, default=None, help="documents per shard (instead of --shard-bytes)")
-@click.option("--shard-bytes", default="4MiB", show_default=True, help="UTF-8 text per shard (shards are ~35x on disk)")
+@click.option("--shard-bytes", default="2MiB", show_default=True, help="UTF-8 text per shard (shards are ~35x on disk)")
 @click.option("--no-words", is_flag=True, help="leave out the words column (patterns only; text not recoverable)")
 @click.option("--overwrite", is_flag=True, help="replace shards of another codec or input in OUT")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")

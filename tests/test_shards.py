@@ -78,6 +78,19 @@ def test_datasets_map_runs_encode_record_batch():
     assert [r["id"] for r in rows] == [0, 1, 2, 0, 1, 2, 0, 1]
 
 
+def test_engine_recipes_from_the_docs_work_without_the_engines():
+    # Spark (mapInArrow) needs signed types; Dask hands pandas DataFrames (docs/shards.md)
+    signed = pa.schema([("id", pa.int64()), ("n_bytes", pa.int64()),
+                        ("patterns", pa.list_(pa.list_(pa.int32()))), ("words", pa.list_(pa.string()))])
+    batches = [pa.record_batch({"id": [3, 4], "text": TEXTS[:2]})]
+    out = [encode_record_batch(b, CodecConfig().to_dict()).cast(signed) for b in batches]
+    assert out[0].column("id").to_pylist() == [3, 4] and out[0].schema.equals(signed)
+    pd = pytest.importorskip("pandas")
+    df = encode_record_batch(pa.Table.from_pandas(pd.DataFrame({"text": TEXTS}), preserve_index=False),
+                             CodecConfig()).to_pandas()
+    assert list(df.columns) == ["id", "n_bytes", "patterns", "words"] and list(df["words"][0]) == ["Hello", "world"]
+
+
 @pytest.fixture(scope="module")
 def encoded(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("enc")
@@ -218,3 +231,14 @@ def test_opening_an_unfinished_directory_says_so(tmp_path):
     (tmp_path / "codec.json").write_text(CODEC.config.to_json())
     with pytest.raises(TfreeError, match="no manifest.json"):
         ShardDataset(tmp_path)
+
+
+def test_a_finished_directory_missing_a_shard_is_repaired_by_a_rerun(encoded, tmp_path):
+    tmp, out, _, _ = encoded
+    kw = dict(split="lines", num_proc=1, docs_per_shard=15, progress=False)
+    r = tmp_path / "r"
+    shard_writer.encode_to_shards([str(tmp / "in.txt")], r, CODEC.config, **kw)
+    assert shard_writer.encode_to_shards([str(tmp / "in.txt")], r, CODEC.config, **kw)["up_to_date"]
+    os.remove(r / "shard-00001-of-00003.arrow")
+    s = shard_writer.encode_to_shards([str(tmp / "in.txt")], r, CODEC.config, **kw)
+    assert not s["up_to_date"] and s["resumed"] == 2 and dir_bytes(r) == dir_bytes(out)

@@ -64,6 +64,12 @@ def _gather_words(u8, starts, ends, ids, marker_data, marker_offsets):
     return offsets, data
 
 
+def _np(values: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """A zero-copy Arrow array over a contiguous numpy array (``pa.array`` would import pandas to check)."""
+    values = np.ascontiguousarray(values, type_.to_pandas_dtype())
+    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
+
+
 def _offsets32(lengths: np.ndarray, what: str) -> np.ndarray:
     """Arrow int32 list offsets (n+1,) from lengths (n,); bounded batches keep them far from overflowing."""
     out = np.zeros(len(lengths) + 1, np.int64)
@@ -87,8 +93,8 @@ def batch_from_encoded(encs, texts, ids, words: bool = True) -> pa.RecordBatch:
     if word_offsets[-1] > INT32_MAX:
         raise TfreeError(f"{word_offsets[-1]:,} pattern rows do not fit one Arrow batch (int32 offsets)")
     indices = np.concatenate([e.indices for e in encs]) if n else np.zeros(0, np.uint32)
-    inner = pa.ListArray.from_arrays(pa.array(word_offsets.astype(np.int32)), pa.array(indices, pa.uint32()))
-    patterns = pa.ListArray.from_arrays(pa.array(doc_offsets), inner)
+    inner = pa.ListArray.from_arrays(_np(word_offsets, pa.int32()), _np(indices, pa.uint32()))
+    patterns = pa.ListArray.from_arrays(_np(doc_offsets, pa.int32()), inner)
 
     joined = "".join(texts)
     u8 = np.frombuffer(joined.encode("utf-8"), np.uint8)
@@ -103,7 +109,7 @@ def batch_from_encoded(encs, texts, ids, words: bool = True) -> pa.RecordBatch:
         n_bytes = np.diff(char_to_byte[char_starts])
     if n and n_bytes.max() > 0xFFFFFFFF:
         raise TfreeError(f"a document of {int(n_bytes.max()):,} bytes is too large (n_bytes is uint32)")
-    cols = [pa.array(np.asarray(ids, np.uint64)), pa.array(n_bytes.astype(np.uint32)), patterns]
+    cols = [_np(np.asarray(ids, np.uint64), pa.uint64()), _np(n_bytes, pa.uint32()), patterns]
     if words:
         cols.append(_words_column(encs, n_words, n_chars, char_to_byte, u8, doc_offsets))
     return pa.RecordBatch.from_arrays(cols, schema=schema(words))
@@ -123,7 +129,7 @@ def _words_column(encs, n_words, n_chars, char_to_byte, u8, doc_offsets) -> pa.A
     if str_offsets[-1] > INT32_MAX:
         raise TfreeError(f"{str_offsets[-1]:,} bytes of words do not fit one Arrow batch (int32 offsets)")
     strings = pa.StringArray.from_buffers(len(word_ids), pa.py_buffer(str_offsets.astype(np.int32)), pa.py_buffer(data))
-    return pa.ListArray.from_arrays(pa.array(doc_offsets), strings)
+    return pa.ListArray.from_arrays(_np(doc_offsets, pa.int32()), strings)
 
 
 def encode_texts(codec: Codec, texts: list[str], ids, words: bool = True) -> pa.RecordBatch:

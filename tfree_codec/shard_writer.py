@@ -2,8 +2,9 @@
 
 Two passes over the inputs. The plan pass reads every document once, checks it (UTF-8, not empty) and cuts the
 stream into shards by document count or UTF-8 bytes, so shard i is a fixed range of the input that does not
-depend on the number of processes. The encode pass streams the documents again and hands each missing shard to
-a worker, which encodes it, writes ``.tmp-<name>`` and renames it into place (only small stats come back).
+depend on the number of processes. The encode pass streams the documents again; each missing shard is encoded
+by this process or a spawned worker, written as ``.tmp-<pid>-<name>`` and renamed into place by whoever encoded
+it (only small stats travel back, never arrays).
 
 Directory protocol (docs/shards.md): ``codec.json`` first, then ``.plan.json``, then shards in any order, then
 ``manifest.json`` (last: its presence means complete), then ``.plan.json`` is removed. A rerun of the same
@@ -31,7 +32,7 @@ from .sources import SPLITS, expand_inputs, iter_documents
 
 PLAN = ".plan.json"
 TMP_PREFIX = ".tmp-"
-DEFAULT_SHARD_BYTES = 4 << 20  # UTF-8 bytes of text per shard (~35x that on disk with v=8192, m=10)
+DEFAULT_SHARD_BYTES = 2 << 20  # UTF-8 bytes of text per shard: ~75 MB on disk with v=8192, m=10
 BATCH_DOCS = 4096               # record batch bounds: offsets stay far below int32 and arrays stay small
 BATCH_CHARS = 512 << 10
 
@@ -121,11 +122,12 @@ class _HashingSink:
 
 
 def encode_shard(out_dir: str, entry: dict, texts: list[str], config: CodecConfig, words: bool,
-                 parent_pid: int | None = None) -> dict:
+                 parent_pid: int | None = None, on_batch=None) -> dict:
     """Encode one planned shard and move it into place; returns its words, size and sha256.
 
     In a worker, ``parent_pid`` is the main process: if it dies (killed), the worker stops between record
-    batches instead of racing the rerun. Temporary names carry the pid for the same reason."""
+    batches instead of racing the rerun. Temporary names carry the pid for the same reason. ``on_batch()`` is
+    called after each record batch (the main process feeds its workers from there)."""
     h = hashlib.sha256()
     for t in texts:
         _digest_update(h, _utf8(t, entry["file"]))
@@ -148,6 +150,8 @@ def encode_shard(out_dir: str, entry: dict, texts: list[str], config: CodecConfi
                 batch = encode_texts(codec, texts[lo:hi], ids, words)
                 n_words += len(batch.column("patterns").values)
                 writer.write_batch(batch)
+                if on_batch is not None:
+                    on_batch()
     os.replace(tmp, final)  # durable later: every shard is fsynced before the manifest commits the directory
     return {"words": n_words, "size": sink.size, "sha256": sink.h.hexdigest()}
 
@@ -191,6 +195,14 @@ def _read(path: str) -> bytes | None:
         return None
 
 
+def _sizes_match(out_dir: str, manifest: dict) -> bool:
+    for s in manifest["shards"]:
+        p = os.path.join(out_dir, s["file"])
+        if not os.path.isfile(p) or os.path.getsize(p) != s["size"]:
+            return False
+    return True
+
+
 def check_codec(out_dir: str, config: CodecConfig) -> None:
     """Refuse (one line) a directory whose codec.json is another codec's."""
     path = os.path.join(out_dir, CODEC)
@@ -232,7 +244,9 @@ def prepare_dir(out_dir: str, plan_bytes: bytes, config: CodecConfig, overwrite:
                 done = False
             if not done:
                 raise TfreeError(f"{out_dir} holds shards of other inputs or options; pass --overwrite to replace them")
-            state = "complete"
+            state = "complete" if _sizes_match(out_dir, json.loads(manifest)) else "resume"
+            if state == "resume":  # a shard went missing or changed size since: check them all, redo the bad ones
+                os.remove(os.path.join(out_dir, MANIFEST))
         elif PLAN in names:
             if _read(os.path.join(out_dir, PLAN)) != plan_bytes:
                 raise TfreeError(f"{out_dir} holds an unfinished encode of other inputs or options; rerun that "
@@ -322,11 +336,12 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
         total = sum(e["utf8_bytes"] for i, e in enumerate(entries) if i not in results)
         bars.append(_Progress(total, "encode", progress and total > 0))
         todo = len(entries) - len(results)
-        if min(num_proc, todo) > 1:  # this process encodes too, while the workers start (imports, kernels)
-            pool = ProcessPoolExecutor(min(num_proc, todo) - 1, mp_context=multiprocessing.get_context("spawn"),
+        workers = min(num_proc, todo) - 1  # this process encodes too, while the workers start (imports, kernels)
+        if workers > 0:
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=_worker_init)
         if todo:
-            _encode_missing(out_dir, files, read, entries, results, config, words, pool, bars[-1])
+            _encode_missing(out_dir, files, read, entries, results, config, words, pool, workers, bars[-1])
     finally:
         for bar in bars:
             bar.close()
@@ -344,32 +359,45 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
             "seconds": time.perf_counter() - t0, "up_to_date": state == "complete"}
 
 
-def _encode_missing(out_dir, files, read, entries, results, config, words, pool, bar) -> None:
-    """Second pass: stream the documents again and encode every shard not in ``results``. Shards go to the
-    workers while each has at most two queued; otherwise this process encodes the shard itself."""
+def _encode_missing(out_dir, files, read, entries, results, config, words, pool, slots, bar) -> None:
+    """Second pass: stream the documents again and encode every shard not in ``results``.
+
+    Each worker holds one shard at a time; this process encodes the others itself and, between its record
+    batches, hands a freed worker the next shard. So nobody waits on a queue and the run ends within about one
+    shard of perfectly balanced."""
     docs = chain.from_iterable(map(read, files))
-    depth = 2 * pool._max_workers if pool is not None else 0
+    todo = iter(i for i in range(len(entries)) if i not in results)
     inflight: dict = {}
+    pos = 0  # documents of the stream consumed so far
 
-    def collect(block: bool) -> None:
-        done = wait(inflight, return_when=FIRST_COMPLETED)[0] if block else [f for f in inflight if f.done()]
-        for f in done:
-            i = inflight.pop(f)
-            results[i] = f.result()  # re-raises a worker's error here
-            bar.update(entries[i]["utf8_bytes"], entries[i]["documents"])
+    def take(i: int) -> list[str]:
+        nonlocal pos
+        first = entries[i]["first_id"]  # shards are taken in order; skip the documents of finished ones
+        for _ in islice(docs, first - pos):
+            pass
+        pos = first + entries[i]["documents"]
+        return list(islice(docs, entries[i]["documents"]))
 
-    for i, e in enumerate(entries):
-        texts = list(islice(docs, e["documents"]))
-        if i in results:
-            continue
-        collect(block=False)
-        if len(inflight) < depth:
-            inflight[pool.submit(encode_shard, out_dir, e, texts, config, words, os.getpid())] = i
-        else:
-            results[i] = encode_shard(out_dir, e, texts, config, words)
-            bar.update(e["utf8_bytes"], e["documents"])
+    def finish(i: int, stats: dict) -> None:
+        results[i] = stats
+        bar.update(entries[i]["utf8_bytes"], entries[i]["documents"])
+
+    def dispatch() -> None:
+        for f in [f for f in inflight if f.done()]:
+            finish(inflight.pop(f), f.result())  # re-raises a worker's error here
+        while len(inflight) < slots:
+            i = next(todo, None)
+            if i is None:
+                return
+            inflight[pool.submit(encode_shard, out_dir, entries[i], take(i), config, words, os.getpid())] = i
+
+    dispatch()
+    for i in todo:
+        finish(i, encode_shard(out_dir, entries[i], take(i), config, words, on_batch=dispatch if slots else None))
+        dispatch()
     while inflight:
-        collect(block=True)
+        wait(inflight, return_when=FIRST_COMPLETED)
+        dispatch()
 
 
 def _fsync(path: str) -> None:
