@@ -39,4 +39,5 @@ from . import codec_cmds  # noqa: E402,F401  text -> words -> patterns: inspect,
 from . import shards_cmds  # noqa: E402,F401  corpora -> Arrow shards: encode, shards info|verify
 from . import train_cmds  # noqa: E402,F401  model: train, eval
 from . import dict_cmds  # noqa: E402,F401  dictionaries: dict build|info|neighbours
+from . import generate_cmds  # noqa: E402,F401  text from a model: generate, quickstart
 # (more command modules are imported here)

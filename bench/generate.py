@@ -1,0 +1,90 @@
+"""Generation speed: words/s with and without the KV cache, and bytes of text per second of a T-FREE model beside
+its same-body BPE baseline, all measured in this run.
+
+    python bench/generate.py --bpe RUN_BPE/final [--tfree RUN_TFREE/final] [--new 256] [--repeats 3]
+
+Each run continues the same prompt by exactly ``--new`` items (words or tokens; <|endoftext|> does not stop it),
+on one CPU process with torch's default threads. A first short run per model warms up numba, the dictionary scorer
+and torch. Reported: the median of ``--repeats`` runs (the uncached run, being slow, once).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from tfree_codec.generate import LanguageModel  # noqa: E402
+
+PROMPT = "It is a truth universally acknowledged, that a single man in possession of a good fortune"
+SETTINGS = {"greedy": dict(temperature=0), "sampled T=0.8 top-p 0.95": dict(temperature=0.8, top_p=0.95)}
+
+
+def one(lm: LanguageModel, new: int, seed: int, use_cache: bool, **kw) -> dict:
+    t0 = time.perf_counter()
+    pieces = list(lm.stream(PROMPT, max_new_tokens=new, seed=seed, use_cache=use_cache, stop_at_eot=False, **kw))
+    dt = time.perf_counter() - t0
+    nbytes = sum(len(p.text.encode("utf-8")) for p in pieces)
+    return {"items_s": len(pieces) / dt, "bytes_s": nbytes / dt, "bytes_per_item": nbytes / len(pieces), "s": dt}
+
+
+def median_of(runs: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def measure(lm: LanguageModel, new: int, repeats: int, uncached: bool) -> dict:
+    lm.generate(PROMPT, max_new_tokens=8, seed=0, stop_at_eot=False)  # warm-up
+    out = {}
+    for name, kw in SETTINGS.items():
+        out[name] = median_of([one(lm, new, seed, True, **kw) for seed in range(repeats)])
+    if uncached:
+        out["greedy, no KV cache"] = one(lm, new, 0, False, **SETTINGS["greedy"])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tfree", default=None, help="T-FREE checkpoint or run directory (default: the bundled model)")
+    ap.add_argument("--bpe", default=None, help="the same-body BPE baseline's checkpoint or run directory")
+    ap.add_argument("--new", type=int, default=256, help="new words (tokens) per run")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+
+    import torch  # noqa: PLC0415
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} "
+          f"threads), load average {os.getloadavg()[0]:.1f} at start")
+    models = {"tfree": LanguageModel.load(args.tfree, "cpu")}
+    if args.bpe:
+        models["bpe"] = LanguageModel.load(args.bpe, "cpu")
+    results = {}
+    for kind, lm in models.items():
+        p = lm.model.num_params()
+        vocab = f"{len(lm.vocab):,}-word dictionary" if kind == "tfree" else f"{lm.vocab.get_vocab_size():,} BPE tokens"
+        print(f"{kind}: {lm.path} | {p['total'] / 1e6:.2f}M parameters (body {p['body'] / 1e6:.2f}M, head "
+              f"{p['head'] / 1e6:.2f}M) | {vocab} | context {lm.model.config.seq_len}")
+        results[kind] = measure(lm, args.new, args.repeats, uncached=True)
+
+    unit = {"tfree": "words", "bpe": "tokens"}
+    print(f"\n{args.new} new items after a {len(PROMPT)}-character prompt; median of {args.repeats} runs (uncached: 1)\n")
+    print("| model | decoding | items/s | bytes/item | bytes of text/s |")
+    print("|---|---|---|---|---|")
+    for kind, res in results.items():
+        for name, r in res.items():
+            print(f"| {kind} | {name} | {r['items_s']:.1f} {unit[kind]}/s | {r['bytes_per_item']:.2f} | {r['bytes_s']:,.0f} |")
+    print()
+    for kind, res in results.items():
+        x = res["greedy"]["items_s"] / res["greedy, no KV cache"]["items_s"]
+        print(f"{kind}: KV cache speed-up (greedy, {args.new} new): {x:.1f}x  (gate for tfree: >= 5x)")
+    if "bpe" in results:
+        for name in SETTINGS:
+            x = results["tfree"][name]["bytes_s"] / results["bpe"][name]["bytes_s"]
+            print(f"bytes of text per second, tfree / same-body BPE, {name}: {x:.2f}x  (gate: >= 1.2x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""``tfree generate`` (text from a checkpoint, streamed word by word) and ``tfree quickstart`` (the whole flow on
+the bundled sample: encode, train, generate)."""
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+
+import click
+
+from tfree_codec import TfreeError
+
+from .codec_cmds import read_text
+from .main import friendly, main
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+@main.command()
+@click.argument("args", nargs=-1, metavar="[MODEL] [PROMPT|-]")
+@click.option("--prompt-file", type=click.Path(dir_okay=False), help="read the prompt from this UTF-8 file")
+@click.option("-n", "--max-new-tokens", type=int, default=100, show_default=True,
+              help="words to generate (tokens for a BPE model)")
+@click.option("-t", "--temperature", type=float, default=0.8, show_default=True,
+              help="0: greedy; 1: the model's calibrated distribution")
+@click.option("--top-k", type=int, help="sample among the k likeliest words only")
+@click.option("--top-p", type=float, default=0.95, show_default=True, help="nucleus: the likeliest words up to this mass")
+@click.option("--seed", type=int, help="random (and printed) unless given")
+@click.option("--num-samples", type=int, default=1, show_default=True, help="continuations (sample i uses seed + i)")
+@click.option("--stop", multiple=True, help="stop before this string (repeatable)")
+@click.option("--spell", is_flag=True, help="spell words the dictionary lacks when the model asks for one")
+@click.option("--spell-below", type=float, default=0.5, show_default=True,
+              help="with --spell: spell where the best dictionary word scores below this")
+@click.option("--ignore-eot", is_flag=True, help="go on past <|endoftext|> (the end of a document)")
+@click.option("--no-cache", is_flag=True, help="re-read the whole context each step (slow; for checks)")
+@click.option("--no-echo", is_flag=True, help="print only the continuation, not the prompt")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="CPU threads for the model (one word at a time: 1 is usually fastest; 0: torch's default)")
+@friendly
+def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed, num_samples, stop, spell, spell_below,
+             ignore_eot, no_cache, no_echo, device, threads):
+    """Continue a prompt with a trained model, streaming the text to stdout.
+
+    MODEL is a run directory (its final/ checkpoint, else its newest), a checkpoint directory, or left out for the
+    bundled model; PROMPT is text, or - for stdin (or --prompt-file). One argument is the prompt unless
+    --prompt-file is given. Progress, the seed and the words/s go to stderr."""
+    from tfree_codec.generate import LanguageModel, timed, torch_threads
+
+    model, prompt = _model_and_prompt(args, prompt_file)
+    if num_samples < 1:
+        raise TfreeError("--num-samples must be at least 1")
+    lm = LanguageModel.load(model, device)
+    p = lm.model.num_params()
+    vocab = f"dictionary {len(lm.vocab):,} words" if lm.mode == "tfree" else f"BPE {lm.vocab.get_vocab_size():,} tokens"
+    click.echo(f"model {lm.path}: {lm.mode}, {p['total'] / 1e6:.2f}M parameters, {vocab}, "
+               f"on {next(lm.model.parameters()).device}", err=True)
+    seed = secrets.randbits(31) if seed is None else seed
+    unit = "words" if lm.mode == "tfree" else "tokens"
+    for k in range(num_samples):
+        if num_samples > 1:
+            click.echo(f"--- sample {k + 1}/{num_samples} (seed {seed + k})", err=True)
+        pieces = lm.stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                           seed=seed + k, stop=stop, spell=spell, spell_below=spell_below, use_cache=not no_cache, stop_at_eot=not ignore_eot)
+        if not no_echo:
+            _out(prompt)
+        with torch_threads(threads or None):
+            r = timed(pieces, lambda piece: _out(piece.text))
+        _out("\n")
+        rate = r["items"] / max(r["seconds"], 1e-9)
+        click.echo(f"{r['items']} {unit}, {r['bytes']:,} bytes in {r['seconds']:.2f} s: {rate:.1f} {unit}/s, "
+                   f"{r['bytes'] / max(r['seconds'], 1e-9):,.0f} bytes/s | seed {seed + k} | stopped: {r['finish']}",
+                   err=True)
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="new checkpoint directory")
+@click.option("--min-count", type=int, default=1, show_default=True,
+              help="T-FREE: keep the dictionary words seen at least this often in training")
+@friendly
+def export(checkpoint, out_dir, min_count):
+    """Copy CHECKPOINT (or a run directory's final/) for generation only: no optimizer state, optionally a smaller
+    dictionary. The result loads like any checkpoint (tfree generate, tfree eval)."""
+    from tfree_codec.generate import export as export_checkpoint
+
+    path = export_checkpoint(checkpoint, out_dir, min_count=min_count)
+    size = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+    click.echo(f"exported {path}: {size / 1e6:.1f} MB", err=True)
+
+
+def _model_and_prompt(args, prompt_file):
+    if len(args) > 2:
+        raise TfreeError(f"expected [MODEL] [PROMPT], got {len(args)} arguments (quote the prompt)")
+    if prompt_file is not None:
+        if len(args) > 1:
+            raise TfreeError("give the prompt as an argument or with --prompt-file, not both")
+        return (args[0] if args else None), read_text(prompt_file)
+    if not args:
+        raise TfreeError("no prompt: give one as an argument, - for stdin, or --prompt-file")
+    model, prompt = (None, args[0]) if len(args) == 1 else args
+    if prompt == "-":
+        prompt = read_text("-")
+    if not prompt:
+        raise TfreeError("the prompt is empty")
+    return model, prompt
+
+
+@main.command()
+@click.option("-o", "--out", "out_dir", default="tfree-quickstart", show_default=True, type=click.Path(file_okay=False),
+              help="where the sample, shards and run go")
+@click.option("--steps", type=int, default=None, help="training steps  [default: about a minute and a half on 2 cores]")
+@click.option("--prompt", default=None, help="prompt of the closing sample")
+@click.option("--seed", type=int, default=0, show_default=True, help="training and sampling seed")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu", show_default=True)
+@click.option("--overwrite", is_flag=True, help="replace an earlier quickstart in OUT")
+@friendly
+def quickstart(out_dir, steps, prompt, seed, device, overwrite):
+    """Encode the bundled public-domain sample, train a tiny T-FREE model on it and generate from it: the whole
+    flow in one command, in a few minutes on a laptop CPU. Says where everything went."""
+    from tfree_codec import quickstart as qs
+
+    kw = {k: v for k, v in (("steps", steps), ("prompt", prompt)) if v is not None}
+    r = qs.run(out_dir, seed=seed, device=device, overwrite=overwrite, log=lambda m: click.echo(m, err=True),
+               write=_out, **kw)
+    click.echo("", err=True)
+    click.echo(f"sample text: {r['sample']}\nshards:      {r['shards']}\nrun:         {r['run']}\n"
+               f"checkpoint:  {r['checkpoint']}  (validation {r['val_bpb']:.3f} bits per byte)", err=True)
+    click.echo(f"next: tfree generate {os.path.relpath(r['run'])} \"Emma\"  |  tfree generate \"It is a truth\" "
+               "(the bundled model, trained longer)", err=True)

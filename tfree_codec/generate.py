@@ -1,0 +1,438 @@
+"""Text from a trained model: KV-cache decoding, dictionary sampling, streaming (``tfree generate``).
+
+>>> lm = LanguageModel.load()                    # the bundled model; or a run directory or a checkpoint directory
+>>> for piece in lm.stream("It is a truth", max_new_tokens=20, seed=0):
+...     print(piece.text, end="", flush=True)    # word by word, whitespace markers already turned into text
+>>> lm.generate("It is a truth", temperature=0)  # greedy: the whole continuation as one string
+
+T-FREE checkpoints predict activation rows: each step every dictionary word (the prompt's words join it) gets its
+score s(w), and a word is drawn from ``softmax(z / temperature)`` with ``z = s / T_cal + b log(count + 1)``, the
+distribution fitted when the model was trained (calibration.json: ``T_cal``, the count prior's weight ``b``; SPEC
+section 4 is b = 0). So temperature 1 samples the model's own calibrated distribution, lower is more conservative,
+0 is greedy. BPE-baseline checkpoints draw tokens from their softmax head the same way, with the same sampler.
+
+The context starts with <|endoftext|>, as every held-out unit does in evaluation, then the prompt. It holds at most
+the model's trained ``seq_len`` items; when it is full, the oldest half is dropped and the rest is read again. With
+or without the KV cache the model sees the same items, so both give the same words.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from .config import TfreeError
+from .decode import Decoder, _check_sampling
+from .scorer import sigmoid
+from .words import EOT
+
+BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "model")
+SPELL_BELOW = 0.5  # --spell: positions whose best dictionary word scores below this are spelled when that fits better
+
+
+@dataclass
+class Piece:
+    """One generated item and the text it adds."""
+
+    word: str                   # the word or marker drawn (T-FREE), or the token's text (BPE)
+    text: str                   # what it adds to the output ("" while a possible stop string is held back)
+    prob: float                 # the probability the sampler gave it (1 when greedy, nan when spelled)
+    finish: str | None = None   # on the last piece: "length", "eot" (end of document) or "stop"
+
+
+def find_checkpoint(path: str | None) -> str:
+    """The checkpoint directory meant by ``path``: a checkpoint itself, a run directory (its final/, else its
+    newest step-NNNNNN/) or, for None, the bundled model."""
+    if path is None:
+        if not os.path.isfile(os.path.join(BUNDLED_MODEL, ckpt.META)):
+            raise TfreeError("this install has no bundled model (tfree_codec/assets/model): give a run or checkpoint directory")
+        return BUNDLED_MODEL
+    if not os.path.exists(path):
+        raise TfreeError(f"{path}: no such run or checkpoint directory")
+    if not os.path.isdir(path):
+        raise TfreeError(f"{path} is a file: give a run directory or a checkpoint directory (RUN/final)")
+    if os.path.isfile(os.path.join(path, ckpt.META)):
+        return path
+    if os.path.isfile(os.path.join(path, "final", ckpt.META)):
+        return os.path.join(path, "final")
+    latest = ckpt.latest_checkpoint(path)
+    if latest is None:
+        raise TfreeError(f"{path} holds no tfree checkpoint (no checkpoint.json, final/ or step-NNNNNN/)")
+    return latest
+
+
+@dataclass
+class LanguageModel:
+    """A checkpoint ready to generate: the model (eval mode), its codec, its vocabulary (the T-FREE ``Dictionary``
+    or the BPE ``tokenizers.Tokenizer``) and, for T-FREE, its calibration: the dictionary softmax's temperature and
+    count-prior weight."""
+
+    model: torch.nn.Module
+    codec: object
+    vocab: object
+    calibration: dict
+    path: str
+
+    @property
+    def mode(self) -> str:
+        return self.model.config.mode
+
+    @classmethod
+    def load(cls, path: str | None = None, device: str = "auto") -> "LanguageModel":
+        from .train import resolve_device  # noqa: PLC0415
+
+        path = find_checkpoint(path)
+        model, codec, _ = ckpt.load_model(path, resolve_device(device))
+        model.eval()
+        return cls(model, codec, *_load_vocab(path, codec, model.config.mode), path)
+
+    def stream(self, prompt: str, **kw) -> Iterator[Piece]:
+        kw.setdefault("calibration", self.calibration)
+        return stream(self.model, self.codec, self.vocab, prompt, **kw)
+
+    def generate(self, prompt: str, **kw) -> str:
+        kw.setdefault("calibration", self.calibration)
+        return generate(self.model, self.codec, self.vocab, prompt, **kw)
+
+
+def _load_vocab(path: str, codec, mode: str):
+    """(vocabulary, calibration) of a checkpoint directory."""
+    import json  # noqa: PLC0415
+
+    if mode == "bpe":
+        from .train import TOKENIZER_FILE, load_tokenizer  # noqa: PLC0415
+
+        return load_tokenizer(os.path.join(path, TOKENIZER_FILE)), {}
+    from .dictionary import Dictionary  # noqa: PLC0415
+    from .evaluate import DICT_FILE, Calibration  # noqa: PLC0415
+
+    dictionary = Dictionary.load(os.path.join(path, DICT_FILE), codec)
+    try:
+        with open(os.path.join(path, "calibration.json"), encoding="utf-8") as f:
+            cal = Calibration.from_dict(json.load(f))
+    except FileNotFoundError:
+        cal = Calibration()
+    except ValueError as e:
+        raise TfreeError(f"{path}: unreadable calibration.json ({e})") from None
+    return dictionary, {"temperature": float(cal.temperature), "prior_weight": float(getattr(cal, "prior_weight", 0.0))}
+
+
+def export(src: str, dst: str, *, min_count: int = 1) -> str:
+    """A generation-only copy of a checkpoint (``tfree export``): weights, codec, calibration and vocabulary, no
+    optimizer state; a T-FREE dictionary keeps the words seen at least ``min_count`` times in training (and every
+    marker). Rare words cost decoding time and, drawn without a frequency prior, read as noise; words of a prompt
+    join the dictionary at run time anyway."""
+    import json  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from .train import TOKENIZER_FILE  # noqa: PLC0415
+
+    path = find_checkpoint(src)
+    model, codec, meta = ckpt.load_model(path, "cpu")
+    vocab, _ = _load_vocab(path, codec, model.config.mode)
+    if min_count < 1:
+        raise TfreeError(f"min_count must be at least 1, not {min_count}")
+    calibration = None
+    if os.path.isfile(os.path.join(path, "calibration.json")):
+        with open(os.path.join(path, "calibration.json"), encoding="utf-8") as f:
+            calibration = json.load(f)
+    info = {k: meta[k] for k in ("bytes_seen", "seed", "params", "chunk_words") if k in meta}
+    with tempfile.TemporaryDirectory() as tmp:
+        if model.config.mode == "bpe":
+            files = {TOKENIZER_FILE: os.path.join(path, TOKENIZER_FILE)}
+        else:
+            from .dictionary import Dictionary  # noqa: PLC0415
+            from .evaluate import DICT_FILE  # noqa: PLC0415
+
+            kept = Dictionary.from_counts(codec, dict(zip(vocab.words, vocab.counts.tolist())), min_count=min_count)
+            kept.save(os.path.join(tmp, DICT_FILE))
+            files = {DICT_FILE: os.path.join(tmp, DICT_FILE)}
+            info["dictionary_min_count"] = min_count
+        return ckpt.save_checkpoint(dst, model, codec, files=files, calibration=calibration,
+                                    step=int(meta.get("step", 0)), info=info)
+
+
+# -- the context window ---------------------------------------------------------------------------------------------
+class _Window:
+    """The items the model reads (at most seq_len) and, with a KV cache, how many of them it has read already."""
+
+    def __init__(self, model, items: list[int], inputs: Callable, use_cache: bool):
+        self.model, self.inputs = model, inputs
+        self.T = model.config.seq_len
+        self.items = list(items)
+        self.start = max(0, len(self.items) - self.T)
+        self.cache = model.new_kv_cache(1, self.T) if use_cache else None
+        self.fed = 0  # items[start:start + fed] are in the cache
+
+    def append(self, item: int) -> None:
+        self.items.append(item)
+        if len(self.items) - self.start > self.T:  # full: keep the newest half and read it again
+            self.start = len(self.items) - max(1, self.T // 2)
+            self.fed = 0
+            if self.cache is not None:
+                self.cache.reset()
+
+    def next_logits(self) -> torch.Tensor:
+        """(V,) logits of the item after the current ones."""
+        if self.cache is not None and self.fed == len(self.items) - self.start:
+            return self.last  # nothing new since the last call
+        with torch.inference_mode():
+            if self.cache is None:
+                out, _ = self.model(self.inputs(self.items[self.start:]))
+            else:
+                out, _ = self.model(self.inputs(self.items[self.start + self.fed:]), kv_cache=self.cache)
+                self.fed = len(self.items) - self.start
+        self.last = out[0, -1]
+        return self.last
+
+
+def _pattern_inputs(dictionary, device):
+    """ids -> a (1, n) Patterns grid of those dictionary words."""
+    from .model import Patterns  # noqa: PLC0415
+
+    def inputs(ids):
+        ids = np.asarray(ids, np.int64)
+        indptr, indices = dictionary.indptr, dictionary.indices
+        lo = indptr[ids]
+        lens = indptr[ids + 1] - lo
+        offsets = np.zeros(len(ids) + 1, np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        flat = np.arange(offsets[-1]) + np.repeat(lo - offsets[:-1], lens)  # positions in indices, word by word
+        x = Patterns(torch.from_numpy(indices[flat].astype(np.int64)), torch.from_numpy(offsets), (1, len(ids)))
+        return x.to(device)
+    return inputs
+
+
+def _token_inputs(device):
+    return lambda ids: torch.tensor([ids], dtype=torch.int64, device=device)
+
+
+# -- sampling and text --------------------------------------------------------------------------------------------------
+def sample_logits(logits: np.ndarray, temperature: float, top_k, top_p, rng: np.random.Generator) -> tuple[int, float]:
+    """(id, probability) drawn from softmax(logits / temperature) over the top_k ids, then over the smallest set
+    reaching top_p; the argmax when temperature is 0 or top_k is 1. The BPE baseline's sampler: nothing is sorted
+    but the nucleus, found among the largest few by partial sorts (a 32k-token vocabulary sorted each step would
+    cost the baseline milliseconds)."""
+    x = np.asarray(logits, np.float64)
+    if temperature == 0 or top_k == 1:
+        return int(np.argmax(x)), 1.0
+    u = rng.random()  # drawn first, as the dictionary sampler does
+    ids = np.argpartition(-x, top_k - 1)[:top_k] if top_k is not None and top_k < len(x) else np.arange(len(x))
+    e = np.exp((x[ids] - x[ids].max()) / temperature)
+    total = e.sum()
+    if top_p is None or top_p >= 1:
+        c = np.cumsum(e)
+        j = min(int(np.searchsorted(c, u * c[-1])), len(e) - 1)
+        return int(ids[j]), float(e[j] / total)
+    k = min(64, len(e))
+    while True:  # grow the candidates until they hold the nucleus
+        part = np.argpartition(-e, k - 1)[:k] if k < len(e) else np.arange(len(e))
+        if k == len(e) or e[part].sum() >= top_p * total:
+            break
+        k = min(len(e), 4 * k)
+    order = part[np.argsort(-e[part], kind="stable")]
+    c = np.cumsum(e[order])
+    keep = min(int(np.searchsorted(c, top_p * total)) + 1, len(c))  # the smallest prefix reaching top_p
+    j = min(int(np.searchsorted(c[:keep], u * c[keep - 1])), keep - 1)
+    return int(ids[order[j]]), float(e[order[j]] / c[keep - 1])
+
+
+class _Stops:
+    """Holds back text that could be the start of a stop string; cuts the output where one appears."""
+
+    def __init__(self, stops):
+        self.stops = [s for s in stops if s]
+        self.held = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """(text to emit now, whether a stop string was reached)."""
+        if not self.stops:
+            return text, False
+        buf = self.held + text
+        hits = [i for i in (buf.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self.held = ""
+            return buf[:min(hits)], True
+        hold = max((k for s in self.stops for k in range(min(len(s) - 1, len(buf)), 0, -1) if buf.endswith(s[:k])),
+                   default=0)
+        self.held = buf[len(buf) - hold:]
+        return buf[:len(buf) - hold], False
+
+    def flush(self) -> str:
+        text, self.held = self.held, ""
+        return text
+
+
+class _BpeText:
+    """Token ids -> text, piece by piece: a byte-level token can end inside a UTF-8 character, so text is let out
+    only when the pending tokens decode cleanly (or 4 of them still do not)."""
+
+    def __init__(self, tokenizer):
+        self.tok, self.pending = tokenizer, []
+
+    def feed(self, token: int) -> str:
+        self.pending.append(token)
+        text = self.tok.decode(self.pending)
+        if text.endswith("\ufffd") and len(self.pending) < 4:
+            return ""
+        self.pending = []
+        return text
+
+    def flush(self) -> str:
+        text = self.tok.decode(self.pending) if self.pending else ""
+        self.pending = []
+        return text
+
+
+# -- generation ---------------------------------------------------------------------------------------------------------
+def stream(model, codec, vocab, prompt: str, *, max_new_tokens: int = 64, temperature: float = 1.0,
+           top_k: int | None = None, top_p: float | None = None, seed=None, stop=(), spell: bool = False,
+           spell_below: float = SPELL_BELOW, use_cache: bool = True, calibration: dict | None = None,
+           stop_at_eot: bool = True) -> Iterator[Piece]:
+    """Generate after ``prompt``, one ``Piece`` per new word (T-FREE; ``vocab`` a Dictionary, which the prompt's
+    words join) or token (BPE; ``vocab`` a tokenizers.Tokenizer). ``seed`` (int or numpy Generator; None: fresh
+    entropy) fixes the draws. Stops after ``max_new_tokens`` items, at <|endoftext|>, or before a ``stop`` string
+    (which is not emitted). ``calibration``: {"temperature": T_cal, "prior_weight": b} (default: T_cal 0.07, b 0).
+    The arguments are checked here, before the first piece is asked for."""
+    if not isinstance(prompt, str) or not prompt:
+        raise TfreeError("the prompt is empty")
+    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+        raise TfreeError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
+    _check_sampling(temperature, top_k, top_p)
+    if isinstance(stop, str):
+        stop = [stop]
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    device = next(model.parameters()).device
+    if model.config.mode == "bpe":
+        return _run_bpe(model, vocab, prompt, device, max_new_tokens, temperature, top_k, top_p, rng, stop,
+                        use_cache, stop_at_eot)
+    from .dictionary import Dictionary  # noqa: PLC0415
+    from .evaluate import Calibration  # noqa: PLC0415
+
+    if not isinstance(vocab, Dictionary):
+        raise TfreeError(f"a T-FREE model generates from a Dictionary, not {type(vocab).__name__}")
+    if vocab.fingerprint() != codec.fingerprint():
+        raise TfreeError(f"the dictionary was built with codec {vocab.fingerprint()}, the model's is {codec.fingerprint()}")
+    cal = {"temperature": Calibration().temperature, "prior_weight": 0.0, **(calibration or {})}
+    words = _WordSampler(vocab, cal["temperature"], cal["prior_weight"], spell_below if spell else None)
+    return _run_tfree(model, codec, vocab, prompt, device, max_new_tokens, temperature, top_k, top_p, rng, stop,
+                      words, use_cache, stop_at_eot)
+
+
+class _WordSampler:
+    """Logits -> (word, dictionary id, probability): every word's score s (the decoder's numba scorer), then
+    ``sample_logits`` on ``s / T_cal + b log(count + 1)``. With ``spell_below``, a drawn word scoring below it is
+    replaced by a spelling of the activations when that scores better (spell.py)."""
+
+    def __init__(self, dictionary, t_cal: float, prior_weight: float, spell_below: float | None):
+        self.dictionary, self.decoder = dictionary, Decoder(dictionary)
+        self.scale, self.b, self.spell_below = 1.0 / t_cal, prior_weight, spell_below
+        self._prior = np.zeros(0)
+
+    def prior(self) -> np.ndarray:
+        if len(self._prior) != len(self.dictionary):  # the dictionary grew (prompt or spelled words)
+            self._prior = self.b * np.log1p(self.dictionary.counts.astype(np.float64))
+        return self._prior
+
+    def __call__(self, logits: np.ndarray, temperature, top_k, top_p, rng) -> tuple[str, int, float]:
+        s = self.decoder.scores(logits[None])[0]                                  # (W,) in dictionary order
+        z = s * self.scale + self.prior() if self.b else s.astype(np.float64) * self.scale
+        i, p = sample_logits(z, temperature, top_k, top_p, rng)
+        if self.spell_below is not None and s[i] < self.spell_below:
+            got = self.decoder.speller().spell_sigmoid(sigmoid(logits[None])[0], beam=self.decoder.beam)
+            if got is not None and got[1] > s[i]:
+                return got[0], self.dictionary.index(got[0]), float("nan")
+        return self.dictionary.words[i], i, p
+
+
+def _run_tfree(model, codec, dictionary, prompt, device, n_new, temperature, top_k, top_p, rng, stop, sampler,
+               use_cache, stop_at_eot) -> Iterator[Piece]:
+    words = codec.split(prompt)
+    new = [w for w in dict.fromkeys(words) if w not in dictionary]
+    dictionary.extend(new, counts=np.ones(len(new), np.int64))  # seen once: in the prompt
+    ids = dictionary.extend([EOT, *words])
+    sampler.decoder.scorer()  # grown by the prompt's words now, not inside the first step
+    window = _Window(model, ids.tolist(), _pattern_inputs(dictionary, device), use_cache)
+    stops, last = _Stops(stop), words[-1]
+    for n in range(1, n_new + 1):
+        logits = window.next_logits().float().cpu().numpy()[None]               # (1, v)
+        word, i, prob = sampler(logits[0], temperature, top_k, top_p, rng)
+        if stop_at_eot and word == EOT:
+            yield Piece(word, stops.flush(), prob, "eot")
+            return
+        if i < 0:  # a spelled word: it joins the dictionary, so it can be read back
+            i = int(dictionary.extend([word])[0])
+        text, hit = stops.feed(codec.join([last, word])[len(codec.join([last])):])  # join's rule: the pair decides
+        last = word
+        if hit or n == n_new:
+            yield Piece(word, text + ("" if hit else stops.flush()), prob, "stop" if hit else "length")
+            return
+        yield Piece(word, text, prob)
+        window.append(i)
+
+
+def _run_bpe(model, tok, prompt, device, n_new, temperature, top_k, top_p, rng, stop, use_cache,
+             stop_at_eot) -> Iterator[Piece]:
+    eot = tok.token_to_id(EOT)
+    if eot is None:
+        raise TfreeError(f"the BPE tokenizer has no {EOT} token")
+    window = _Window(model, [eot, *tok.encode(prompt).ids], _token_inputs(device), use_cache)
+    stops, text_of = _Stops(stop), _BpeText(tok)
+    for n in range(1, n_new + 1):
+        logits = window.next_logits().float().cpu().numpy()                     # (V,)
+        i, p = sample_logits(logits, temperature, top_k, top_p, rng)
+        if stop_at_eot and i == eot:
+            yield Piece(EOT, stops.feed(text_of.flush())[0] + stops.flush(), p, "eot")
+            return
+        text, hit = stops.feed(text_of.feed(i))
+        if not hit and n == n_new:
+            more, hit = stops.feed(text_of.flush())
+            text += more + ("" if hit else stops.flush())
+        if hit or n == n_new:
+            yield Piece(tok.id_to_token(i), text, p, "stop" if hit else "length")
+            return
+        yield Piece(tok.id_to_token(i), text, p)
+        window.append(i)
+
+
+def generate(model, codec, vocab, prompt: str, *, on_piece: Callable[[Piece], None] | None = None, **kw) -> str:
+    """The continuation of ``prompt`` as one string (``stream``'s arguments); ``on_piece`` sees each piece as it
+    comes."""
+    out = []
+    for piece in stream(model, codec, vocab, prompt, **kw):
+        out.append(piece.text)
+        if on_piece is not None:
+            on_piece(piece)
+    return "".join(out)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """torch's intra-op threads set to n inside the block (None: unchanged). Generating one word at a time from a
+    small model is a chain of tiny matrix-vector products: on a CPU one thread is usually fastest, and on a busy
+    machine several threads wait on each other at every op (docs/generate.md)."""
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def timed(pieces: Iterator[Piece], on_piece: Callable[[Piece], None]) -> dict:
+    """Run a stream, calling ``on_piece`` on each piece; -> items, bytes, seconds and the finish reason."""
+    t0 = time.perf_counter()
+    n, nbytes, finish = 0, 0, None
+    for piece in pieces:
+        on_piece(piece)
+        n += 1
+        nbytes += len(piece.text.encode("utf-8", "surrogatepass"))
+        finish = piece.finish
+    return {"items": n, "bytes": nbytes, "seconds": time.perf_counter() - t0, "finish": finish}

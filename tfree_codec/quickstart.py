@@ -1,0 +1,66 @@
+"""``tfree quickstart``: the whole flow on the bundled public-domain sample, in one call and a few CPU minutes.
+
+sample text -> ``encode_to_shards`` -> ``train`` (a tiny T-FREE model) -> ``LanguageModel.stream``. Everything goes
+under one directory; the summary says where. The model is small and trained briefly: it shows the flow, and its
+text is mostly common words in a plausible order (the bundled model, ``tfree generate "..."``, is trained longer).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+from .assets import sample_text
+from .config import CodecConfig, TfreeError, atomic_write
+
+SAMPLE_CHARS = 600_000   # about an epoch of STEPS x BATCH x SEQ_LEN words
+STEPS = 120              # ~1.5 minutes on 2 slow CPU cores (docs/generate.md)
+BATCH, SEQ_LEN = 16, 64
+PROMPT = "Emma"
+
+
+def run(out_dir: str = "tfree-quickstart", *, steps: int = STEPS, sample_chars: int = SAMPLE_CHARS,
+        prompt: str = PROMPT, new_words: int = 60, seed: int = 0, device: str = "cpu", overwrite: bool = False,
+        progress: bool = True, log=print, write=None) -> dict:
+    """Encode, train, generate; -> the paths made, the validation bits per byte and the generated text.
+    ``write`` receives the sample as it streams (default: collected only)."""
+    from .generate import LanguageModel, torch_threads  # noqa: PLC0415  (torch: only when a run is asked for)
+    from .shard_writer import encode_to_shards  # noqa: PLC0415
+    from .train import TrainConfig, train  # noqa: PLC0415
+
+    if steps < 1:
+        raise TfreeError(f"steps must be at least 1, not {steps}")
+    out = os.path.abspath(out_dir)
+    text_path, shards, run_dir = (os.path.join(out, p) for p in ("sample.txt", "shards", "run"))
+    if os.path.exists(run_dir):
+        if not overwrite:
+            raise TfreeError(f"{out_dir} already holds a quickstart run: pass --overwrite, or another -o")
+        shutil.rmtree(run_dir)
+    os.makedirs(out, exist_ok=True)
+
+    text = sample_text(sample_chars)
+    atomic_write(text_path, text.encode("utf-8"))
+    log(f"[1/3] sample: {len(text.encode('utf-8')) / 1e6:.2f} MB of Jane Austen (public domain) -> {text_path}")
+    s = encode_to_shards([text_path], shards, CodecConfig(), num_proc=1, overwrite=True, progress=progress)
+    log(f"[1/3] encoded {s['words']:,} words into {s['shards']} shard(s) in {shards} ({s['seconds']:.1f} s)")
+
+    log(f"[2/3] training a tiny T-FREE model for {steps} steps of {BATCH}x{SEQ_LEN} words on {device} -> {run_dir}")
+    cfg = TrainConfig(data=shards, out_dir=run_dir, preset="tiny", seq_len=SEQ_LEN, batch_size=BATCH, max_steps=steps,
+                      lr=3e-3, warmup=min(20, steps), seed=seed, device=device, val_bytes=32_000, log_every=20,
+                      progress=progress)
+    summary = train(cfg, log=log)
+
+    checkpoint = os.path.join(run_dir, "final")
+    log(f"[3/3] generating {new_words} words after {prompt!r} (seed {seed}):")
+    lm = LanguageModel.load(checkpoint, device)
+    pieces = []
+    if write:
+        write(prompt)
+    with torch_threads(1):
+        for piece in lm.stream(prompt, max_new_tokens=new_words, temperature=0.8, top_p=0.95, seed=seed):
+            pieces.append(piece.text)
+            if write:
+                write(piece.text)
+    if write:
+        write("\n")
+    return {"sample": text_path, "shards": shards, "run": run_dir, "checkpoint": checkpoint,
+            "val_bpb": summary.get("val_bpb", float("nan")), "text": prompt + "".join(pieces)}
