@@ -15,6 +15,10 @@ from .main import friendly, main
 _SIZE = re.compile(r"(?i)^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$")
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def parse_size(text: str) -> int:
     """``4MB`` -> 4000000, ``4MiB`` -> 4194304, ``1024`` -> 1024."""
     m = _SIZE.match(text)
@@ -53,12 +57,12 @@ def encode(inputs, out_dir, split, text_column, fmt, num_proc, docs_per_shard, s
                          words=not no_words, num_proc=num_proc, overwrite=overwrite, docs_per_shard=docs_per_shard,
                          shard_bytes=parse_size(shard_bytes), progress=not quiet)
     if s["up_to_date"]:
-        click.echo(f"{out_dir} is up to date: {s['documents']:,} documents, {s['shards']} shards", err=True)
+        click.echo(f"{out_dir} is up to date: {_n(s['documents'], 'document')}, {_n(s['shards'], 'shard')}", err=True)
         return
     mb, dt = s["utf8_bytes"] / 1e6, s["seconds"]
     resumed = f", {s['resumed']} resumed" if s["resumed"] else ""
-    click.echo(f"encoded {s['documents']:,} documents ({s['words']:,} words, {mb:,.1f} MB) into {s['shards']} shards "
-               f"in {out_dir}{resumed}: {dt:.1f} s, {s['documents'] / dt:,.0f} docs/s, {mb / dt:.2f} MB/s", err=True)
+    click.echo(f"encoded {_n(s['documents'], 'document')} ({_n(s['words'], 'word')}, {mb:,.1f} MB) into "
+               f"{_n(s['shards'], 'shard')} in {out_dir}{resumed}: {dt:.1f} s, {s['documents'] / dt:,.0f} docs/s, {mb / dt:.2f} MB/s", err=True)
 
 
 @main.group()
@@ -81,8 +85,8 @@ def info(directory, as_json):
         return
     size = sum(s["size"] for s in m["shards"])
     c = ds.config
-    click.echo(f"{directory}: {len(ds):,} documents, {ds.num_words:,} words, {ds.num_bytes / 1e6:,.2f} MB of text, "
-               f"{ds.num_shards} shards ({size / 1e6:,.1f} MB on disk)")
+    click.echo(f"{directory}: {_n(len(ds), 'document')}, {_n(ds.num_words, 'word')}, {ds.num_bytes / 1e6:,.2f} MB of "
+               f"text, {_n(ds.num_shards, 'shard')} ({size / 1e6:,.1f} MB on disk)")
     click.echo(f"codec {c.fingerprint()}: v={c.vocab_size} m={c.num_activations} k_lower={c.k_lower} hash={c.hash}; "
                f"words column: {'yes' if ds.has_words else 'no'}; split={m['options']['split']}")
     for s in m["shards"]:
@@ -102,5 +106,5 @@ def verify(directory):
     ds = ShardDataset(directory)
     with tqdm(total=ds.num_shards, desc="verify", unit="shard", leave=False, disable=None) as bar:
         r = ds.verify(progress=lambda k: bar.update(1))
-    click.echo(f"{os.path.normpath(directory)}: OK, {r['shards']} shards, {r['documents']:,} documents, "
-               f"{r['words']:,} words verified")
+    click.echo(f"{os.path.normpath(directory)}: OK, {_n(r['shards'], 'shard')}, {_n(r['documents'], 'document')}, "
+               f"{_n(r['words'], 'word')} verified")

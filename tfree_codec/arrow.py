@@ -38,8 +38,8 @@ def schema(words: bool = True) -> pa.Schema:
 
 
 @njit(cache=True, nogil=True)
-def _gather_words(u8, starts, ends, ids, marker_data, marker_offsets):
-    """Arrow string buffers (int32 offsets, UTF-8 data) of the words u8[starts[i]:ends[i]], markers by id."""
+def _gather_words(u8, spans, ids, marker_data, marker_offsets):
+    """Arrow string buffers (int64 offsets, UTF-8 data) of the words u8[spans[i,0]:spans[i,1]], markers by id."""
     n = len(ids)
     n_markers = len(marker_offsets) - 1
     offsets = np.empty(n + 1, np.int64)
@@ -48,7 +48,7 @@ def _gather_words(u8, starts, ends, ids, marker_data, marker_offsets):
         if ids[i] < n_markers:
             size = marker_offsets[ids[i] + 1] - marker_offsets[ids[i]]
         else:
-            size = ends[i] - starts[i]
+            size = spans[i, 1] - spans[i, 0]
         offsets[i + 1] = offsets[i] + size
     data = np.empty(offsets[n], np.uint8)
     for i in range(n):
@@ -58,10 +58,45 @@ def _gather_words(u8, starts, ends, ids, marker_data, marker_offsets):
             for j in range(marker_offsets[ids[i] + 1] - s):
                 data[p + j] = marker_data[s + j]
         else:
-            s = starts[i]
-            for j in range(ends[i] - s):
+            s = spans[i, 0]
+            for j in range(spans[i, 1] - s):
                 data[p + j] = u8[s + j]
     return offsets, data
+
+
+@njit(cache=True, nogil=True)
+def _char_to_byte(u8, pos):
+    """Byte offsets in UTF-8 ``u8`` of the character offsets ``pos`` (any shape; one walk when sorted)."""
+    flat = pos.ravel()
+    out = np.empty(flat.shape, np.int64)
+    c = 0
+    b = 0
+    for i in range(len(flat)):
+        if flat[i] < c:  # not sorted: walk again from the start
+            c = 0
+            b = 0
+        while c < flat[i]:
+            b += 1
+            while b < len(u8) and (u8[b] & 0xC0) == 0x80:  # skip continuation bytes 10xxxxxx
+                b += 1
+            c += 1
+        out[i] = b
+    return out.reshape(pos.shape)
+
+
+@njit(cache=True, nogil=True)
+def _rebase(ends, n_words, nnz):
+    """Word -> row offsets of a batch (int32; the caller checked the total) from each document's indptr[1:]."""
+    out = np.empty(len(ends) + 1, np.int32)
+    out[0] = 0
+    k = 0
+    base = 0
+    for d in range(len(n_words)):
+        for _ in range(n_words[d]):
+            out[k + 1] = base + ends[k]
+            k += 1
+        base += nnz[d]
+    return out
 
 
 def _np(values: np.ndarray, type_: pa.DataType) -> pa.Array:
@@ -70,71 +105,85 @@ def _np(values: np.ndarray, type_: pa.DataType) -> pa.Array:
     return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
 
 
-def _offsets32(lengths: np.ndarray, what: str) -> np.ndarray:
-    """Arrow int32 list offsets (n+1,) from lengths (n,); bounded batches keep them far from overflowing."""
-    out = np.zeros(len(lengths) + 1, np.int64)
-    np.cumsum(lengths, out=out[1:])
-    if out[-1] > INT32_MAX:
-        raise TfreeError(f"{what}: {out[-1]:,} values do not fit one Arrow batch (int32 offsets); "
-                         "split the input into smaller documents")
-    return out.astype(np.int32)
+class Scratch:
+    """Reusable buffers for a writer that is done with each batch before it builds the next: fresh large
+    arrays cost page faults that are slower here than the copy into them."""
+
+    def __init__(self):
+        self.bufs: dict = {}
+
+    def concat(self, name: str, arrays: list, dtype) -> np.ndarray:
+        """np.concatenate(arrays) (along axis 0) into the buffer ``name``, grown as needed."""
+        tail = arrays[0].shape[1:] if arrays else ()
+        rows = sum(len(a) for a in arrays)
+        size = rows * int(np.prod(tail, dtype=np.int64))
+        buf = self.bufs.get(name)
+        if buf is None or len(buf) < size:
+            buf = self.bufs[name] = np.empty(max(size, 2 * len(buf) if buf is not None else 0), dtype)
+        out = buf[:size].reshape((rows, *tail))
+        return np.concatenate(arrays, out=out) if arrays else out
 
 
-def batch_from_encoded(encs, texts, ids, words: bool = True) -> pa.RecordBatch:
-    """One record batch from ``codec.encode`` results of ``texts`` (same order) and their document ids."""
+def _cat(arrays: list, dtype, scratch: Scratch | None = None, name: str = "") -> np.ndarray:
+    if len(arrays) == 1:  # no copy: a document of many MB makes a batch of its own
+        return arrays[0]
+    if scratch is not None:
+        return scratch.concat(name, arrays, dtype)
+    return np.concatenate(arrays) if arrays else np.zeros(0, dtype)
+
+
+def _check32(total: int, what: str) -> None:
+    if total > INT32_MAX:
+        raise TfreeError(f"{total:,} {what} do not fit one Arrow batch (int32 offsets): split the input into "
+                         "smaller documents")
+
+
+def batch_from_encoded(encs, texts, ids, words: bool = True, scratch: Scratch | None = None) -> pa.RecordBatch:
+    """One record batch from ``codec.encode`` results of ``texts`` (same order) and their document ids.
+    With ``scratch`` the batch borrows its buffers: use it before building the next one."""
     n = len(encs)
     n_words = np.fromiter((len(e) for e in encs), np.int64, count=n)
     nnz = np.fromiter((len(e.indices) for e in encs), np.int64, count=n)
-    doc_offsets = _offsets32(n_words, "words in one batch")
-    # word -> index offsets: each document's local indptr shifted by the indices of the documents before it
-    ends = np.concatenate([e.indptr[1:] for e in encs]) if n else np.zeros(0, np.int64)
-    word_offsets = np.zeros(len(ends) + 1, np.int64)
-    word_offsets[1:] = ends + np.repeat(np.cumsum(nnz) - nnz, n_words)
-    if word_offsets[-1] > INT32_MAX:
-        raise TfreeError(f"{word_offsets[-1]:,} pattern rows do not fit one Arrow batch (int32 offsets)")
-    indices = np.concatenate([e.indices for e in encs]) if n else np.zeros(0, np.uint32)
+    doc_offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(n_words, out=doc_offsets[1:])
+    _check32(int(doc_offsets[-1]), "words")
+    _check32(int(nnz.sum()), "pattern rows")
+    word_offsets = _rebase(_cat([e.indptr[1:] for e in encs], np.int64, scratch, "ends"), n_words, nnz)
+    indices = _cat([e.indices for e in encs], np.uint32, scratch, "indices")
     inner = pa.ListArray.from_arrays(_np(word_offsets, pa.int32()), _np(indices, pa.uint32()))
     patterns = pa.ListArray.from_arrays(_np(doc_offsets, pa.int32()), inner)
 
     joined = "".join(texts)
-    u8 = np.frombuffer(joined.encode("utf-8"), np.uint8)
+    try:
+        u8 = np.frombuffer(joined.encode("utf-8"), np.uint8)
+    except UnicodeEncodeError:
+        raise TfreeError("text contains a lone surrogate (not valid UTF-8)") from None
     n_chars = np.fromiter((len(t) for t in texts), np.int64, count=n)
-    if len(u8) == len(joined):  # ASCII: characters are bytes
-        char_to_byte = None
-        n_bytes = n_chars
-    else:  # byte position of every character start (UTF-8 continuation bytes are 10xxxxxx)
-        char_to_byte = np.append(np.flatnonzero((u8 & 0xC0) != 0x80), len(u8))
-        char_starts = np.zeros(n + 1, np.int64)
-        np.cumsum(n_chars, out=char_starts[1:])
-        n_bytes = np.diff(char_to_byte[char_starts])
+    doc_chars = np.zeros(n + 1, np.int64)
+    np.cumsum(n_chars, out=doc_chars[1:])
+    ascii_only = len(u8) == len(joined)  # then characters are bytes
+    n_bytes = n_chars if ascii_only else np.diff(_char_to_byte(u8, doc_chars))
     if n and n_bytes.max() > 0xFFFFFFFF:
         raise TfreeError(f"a document of {int(n_bytes.max()):,} bytes is too large (n_bytes is uint32)")
     cols = [_np(np.asarray(ids, np.uint64), pa.uint64()), _np(n_bytes, pa.uint32()), patterns]
     if words:
-        cols.append(_words_column(encs, n_words, n_chars, char_to_byte, u8, doc_offsets))
+        spans = _cat([e.offsets for e in encs], np.int64, scratch, "spans")  # (words, 2) character spans
+        if n > 1:  # a fresh or scratch concatenation: shift each document's spans in place
+            spans += np.repeat(doc_chars[:-1], n_words)[:, None]
+        if not ascii_only:
+            spans = _char_to_byte(u8, spans)
+        str_offsets, data = _gather_words(u8, spans.reshape(-1, 2), _cat([e.ids for e in encs], np.int32),
+                                          MARKER_DATA, MARKER_OFFSETS)
+        _check32(int(str_offsets[-1]), "bytes of words")
+        strings = pa.StringArray.from_buffers(len(str_offsets) - 1, pa.py_buffer(str_offsets.astype(np.int32)),
+                                              pa.py_buffer(data))
+        cols.append(pa.ListArray.from_arrays(_np(doc_offsets, pa.int32()), strings))
     return pa.RecordBatch.from_arrays(cols, schema=schema(words))
 
 
-def _words_column(encs, n_words, n_chars, char_to_byte, u8, doc_offsets) -> pa.Array:
-    n = len(encs)
-    if n:
-        spans = np.concatenate([e.offsets for e in encs]) + np.repeat(np.cumsum(n_chars) - n_chars, n_words)[:, None]
-        word_ids = np.concatenate([e.ids for e in encs])
-    else:
-        spans, word_ids = np.zeros((0, 2), np.int64), np.zeros(0, np.int32)
-    if char_to_byte is not None:
-        spans = char_to_byte[spans]
-    str_offsets, data = _gather_words(u8, np.ascontiguousarray(spans[:, 0]), np.ascontiguousarray(spans[:, 1]),
-                                      word_ids, MARKER_DATA, MARKER_OFFSETS)
-    if str_offsets[-1] > INT32_MAX:
-        raise TfreeError(f"{str_offsets[-1]:,} bytes of words do not fit one Arrow batch (int32 offsets)")
-    strings = pa.StringArray.from_buffers(len(word_ids), pa.py_buffer(str_offsets.astype(np.int32)), pa.py_buffer(data))
-    return pa.ListArray.from_arrays(_np(doc_offsets, pa.int32()), strings)
-
-
-def encode_texts(codec: Codec, texts: list[str], ids, words: bool = True) -> pa.RecordBatch:
+def encode_texts(codec: Codec, texts: list[str], ids, words: bool = True, scratch: Scratch | None = None) -> pa.RecordBatch:
     """Encode ``texts`` (one document each) into one record batch of the shard schema."""
-    return batch_from_encoded([codec.encode(t) for t in texts], texts, ids, words)
+    return batch_from_encoded([codec.encode(t) for t in texts], texts, ids, words, scratch)
 
 
 # -- one pure function for distributed engines ------------------------------------------------------------------

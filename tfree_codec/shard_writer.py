@@ -25,7 +25,7 @@ from itertools import chain, islice
 import numpy as np
 import pyarrow as pa
 
-from .arrow import _codec_for, encode_texts, schema
+from .arrow import Scratch, _codec_for, encode_texts, schema
 from .config import CodecConfig, TfreeError, atomic_write
 from .shards import CODEC, FORMAT, FORMAT_VERSION, MANIFEST, check_shard_file, count_words, shard_name
 from .sources import SPLITS, expand_inputs, iter_documents
@@ -35,6 +35,7 @@ TMP_PREFIX = ".tmp-"
 DEFAULT_SHARD_BYTES = 2 << 20  # UTF-8 bytes of text per shard: ~75 MB on disk with v=8192, m=10
 BATCH_DOCS = 4096               # record batch bounds: offsets stay far below int32 and arrays stay small
 BATCH_CHARS = 512 << 10
+_SCRATCH = Scratch()  # one per process: a shard is written by one thread, batch after batch
 
 
 def _canonical(obj) -> bytes:
@@ -56,44 +57,41 @@ def _digest_update(h, data: bytes) -> None:
 def make_plan(files, read, config: CodecConfig, options: dict, docs_per_shard: int | None, shard_bytes: int | None,
               progress=None) -> dict:
     """Read every document once (``read(path)`` yields them) and cut shards; raise TfreeError on bad or empty
-    input before anything is written."""
+    input before anything is written. The loop is per document, so it keeps to locals."""
     if docs_per_shard is not None and docs_per_shard < 1:
         raise TfreeError("--docs-per-shard must be at least 1")
     if docs_per_shard is None and (shard_bytes or 0) < 1:
         raise TfreeError("--shard-bytes must be at least 1")
+    max_docs = docs_per_shard or 1 << 62
+    max_bytes = shard_bytes if docs_per_shard is None else 1 << 62
     shards: list[dict] = []
-    cur = None
-    n_docs = 0
-    pending = [0, 0]  # documents and bytes not yet shown: a progress update per document would cost more than a read
-
-    def close():
-        cur["input_sha256"] = cur.pop("_h").hexdigest()
-        shards.append(cur)
-
+    first, n_docs, n_bytes, h, sources = 0, 0, 0, hashlib.sha256(), []
+    shown = shown_docs = total = 0  # bytes and documents reported to ``progress`` (once per shard, not per doc)
     for path in files:
+        j = -1
         for j, doc in enumerate(read(path)):
             data = _utf8(doc, f"{path}: document {j}")
-            if cur is None:
-                cur = {"documents": 0, "utf8_bytes": 0, "first_id": n_docs, "sources": [], "_h": hashlib.sha256()}
-            if not cur["sources"] or cur["sources"][-1]["input"] != path:
-                cur["sources"].append({"input": path, "start": j, "stop": j})
-            cur["sources"][-1]["stop"] = j + 1
-            cur["documents"] += 1
-            cur["utf8_bytes"] += len(data)
-            _digest_update(cur["_h"], data)
+            if not sources or sources[-1]["input"] != path:
+                sources.append({"input": path, "start": j, "stop": j})
             n_docs += 1
-            pending[0] += 1
-            pending[1] += len(data)
-            if progress and pending[1] >= 1 << 20:
-                progress(pending[1], pending[0])
-                pending[:] = [0, 0]
-            if cur["documents"] == docs_per_shard or (docs_per_shard is None and cur["utf8_bytes"] >= shard_bytes):
-                close()
-                cur = None
-    if cur is not None:
-        close()
+            n_bytes += len(data)
+            _digest_update(h, data)
+            if n_docs == max_docs or n_bytes >= max_bytes:
+                sources[-1]["stop"] = j + 1
+                shards.append({"documents": n_docs, "utf8_bytes": n_bytes, "first_id": first, "sources": sources,
+                               "input_sha256": h.hexdigest()})
+                first, total = first + n_docs, total + n_bytes
+                n_docs, n_bytes, h, sources = 0, 0, hashlib.sha256(), []
+                if progress:
+                    progress(total - shown, first - shown_docs)
+                    shown, shown_docs = total, first
+        if sources and sources[-1]["input"] == path:
+            sources[-1]["stop"] = j + 1
+    if n_docs:
+        shards.append({"documents": n_docs, "utf8_bytes": n_bytes, "first_id": first, "sources": sources,
+                       "input_sha256": h.hexdigest()})
     if progress:
-        progress(pending[1], pending[0])
+        progress(total + n_bytes - shown, first + n_docs - shown_docs)
     if not shards or not any(s["utf8_bytes"] for s in shards):
         raise TfreeError("the input holds no text (empty input)")
     for i, s in enumerate(shards):
@@ -147,7 +145,7 @@ def encode_shard(out_dir: str, entry: dict, texts: list[str], config: CodecConfi
                     os.remove(tmp)
                     os._exit(1)
                 ids = np.arange(entry["first_id"] + lo, entry["first_id"] + hi, dtype=np.uint64)
-                batch = encode_texts(codec, texts[lo:hi], ids, words)
+                batch = encode_texts(codec, texts[lo:hi], ids, words, _SCRATCH)  # written before the next one
                 n_words += len(batch.column("patterns").values)
                 writer.write_batch(batch)
                 if on_batch is not None:
@@ -157,9 +155,13 @@ def encode_shard(out_dir: str, entry: dict, texts: list[str], config: CodecConfi
 
 
 def _batches(texts):
-    """Record batch bounds (lo, hi): a pure function of the shard's documents."""
+    """Record batch bounds (lo, hi): a pure function of the shard's documents. A document of BATCH_CHARS or
+    more gets a batch of its own, which then needs no copy of its rows."""
     lo, size = 0, 0
     for i, t in enumerate(texts):
+        if len(t) >= BATCH_CHARS and i > lo:
+            yield lo, i
+            lo, size = i, 0
         size += len(t)
         if i + 1 - lo == BATCH_DOCS or size >= BATCH_CHARS:
             yield lo, i + 1
