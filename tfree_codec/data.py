@@ -21,6 +21,7 @@ from .config import TfreeError
 from .words import EOT, join
 
 CHUNK_WORDS = 1024
+TOKENIZER_FILE = "tokenizer.json"
 VAL_SEED = 20240626  # fixed: the held-out units never depend on the training seed
 
 
@@ -289,3 +290,29 @@ class TokenSource:
         rows = np.stack([np.concatenate([self.item_tokens(*s) for s in segs]) for segs in windows]).astype(np.int64)
         t = torch.from_numpy(rows)  # (B, T+1)
         return t[:, :-1], t[:, 1:]
+
+
+def train_bpe(texts, vocab_size: int):
+    """A byte-level BPE (HF tokenizers) with <|endoftext|> as its one special token."""
+    try:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
+    except ImportError:
+        raise TfreeError("the BPE baseline needs HF tokenizers: pip install 'tfree-codec[baseline]'") from None
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def load_tokenizer(path: str):
+    try:
+        from tokenizers import Tokenizer  # noqa: PLC0415
+    except ImportError:
+        raise TfreeError("the BPE baseline needs HF tokenizers: pip install 'tfree-codec[baseline]'") from None
+    try:
+        return Tokenizer.from_file(path)
+    except Exception as e:  # noqa: BLE001
+        raise TfreeError(f"cannot read tokenizer {path!r} ({e})") from None

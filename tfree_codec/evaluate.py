@@ -18,6 +18,7 @@ replaces ``p_spell`` by the SPEC's pessimistic ``256^-(bytes+1)``.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass
 
@@ -29,6 +30,7 @@ from .dictionary import Dictionary
 from .words import EOT, MARKERS
 
 LN2 = math.log(2)
+DICT_FILE = "dictionary.arrow"  # in run directories and checkpoints
 BOS, EOW, NSYM = 257, 256, 258  # spelling model symbols: bytes 0..255, end of word, start padding
 
 
@@ -253,7 +255,7 @@ def evaluate_tfree(model, corpus: Corpus, units: Units, dictionary, scorer, spel
             tgt[i, :len(tid)] = tid
         offsets = np.concatenate([[0], np.cumsum(lens.reshape(-1))])
         x = Patterns(torch.from_numpy(np.concatenate([p[1] for p in pending])), torch.from_numpy(offsets), (B, T))
-        with autocast or _null():
+        with (autocast or contextlib.nullcontext)():
             logits, _ = model(x.to(device))
         tgt_t = torch.from_numpy(tgt.reshape(-1)).to(device)
         keep = tgt_t >= 0
@@ -346,7 +348,7 @@ def evaluate_bpe(model, source, units: Units, batch_size: int = 16, device="cpu"
         for i, row in enumerate(pending):
             x[i, :len(row) - 1] = torch.from_numpy(row[:-1])
             y[i, :len(row) - 1] = torch.from_numpy(row[1:])
-        with autocast or _null():
+        with (autocast or contextlib.nullcontext)():
             logits, _ = model(x.to(device))
         nats = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.to(device).reshape(-1),
                                                  ignore_index=-1, reduction="sum")
@@ -369,17 +371,6 @@ def evaluate_bpe(model, source, units: Units, batch_size: int = 16, device="cpu"
     return {"bits": bits, "items": items, "bytes": n_bytes, "bpb": bits / max(n_bytes, 1)}
 
 
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
-
-
-DICT_FILE = "dictionary.arrow"
-
-
 # -- tfree eval ------------------------------------------------------------------------------------------------------
 def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: int = 16, progress: bool = False) -> dict:
     """Held-out bits per byte of a checkpoint on DATA (a shard directory or a UTF-8 text file), with parameter
@@ -389,7 +380,8 @@ def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: 
 
     from . import checkpoint as ckpt  # noqa: PLC0415
     from .data import TokenSource, make_units  # noqa: PLC0415
-    from .train import TOKENIZER_FILE, autocast_for, load_tokenizer, resolve_device  # noqa: PLC0415
+    from .data import TOKENIZER_FILE, load_tokenizer  # noqa: PLC0415
+    from .train import autocast_for, resolve_device  # noqa: PLC0415
 
     dev = resolve_device(device)
     model, codec, meta = ckpt.load_model(path, dev)
@@ -403,7 +395,7 @@ def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: 
     if mode == "bpe":
         tok = load_tokenizer(os.path.join(path, TOKENIZER_FILE))
         source = TokenSource(corpus, units, tok, tok.token_to_id(EOT))
-        r = evaluate_bpe(model, source, units, batch_size, dev, autocast(), progress=bar)
+        r = evaluate_bpe(model, source, units, batch_size, dev, autocast, progress=bar)
         report.update(bpb=r["bpb"], tokens=r["items"], convention="the model's own softmax over its BPE vocabulary")
     else:
         dictionary = Dictionary.load(os.path.join(path, DICT_FILE), codec)
@@ -415,7 +407,7 @@ def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: 
         spelling = SpellingModel(dictionary.words, cal.spell_order)
         scorer = dictionary_scorer(dictionary)
         acc = evaluate_tfree(model, corpus, units, dictionary, scorer, spelling, cal.params(), batch_size, dev,
-                             autocast(), progress=bar)
+                             autocast, progress=bar)
         r = tfree_bpb(acc, cal)
         pess = tfree_bpb(acc, Calibration(**{**cal.to_dict(), "unk_charge": "bytes"}))
         report.update(bpb=float(r["bpb"][0]), bpb_plain_score=float(r["bpb"][1]), bpb_unk_bytes=float(pess["bpb"][0]),

@@ -22,14 +22,14 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import TfreeError
-from .data import Corpus, Packer, PatternSource, TokenSource, make_units, split_units
+from .data import (TOKENIZER_FILE, Corpus, Packer, PatternSource, TokenSource, load_tokenizer, make_units,
+                   split_units, train_bpe)
 from .dictionary import Dictionary
 from .evaluate import (DICT_FILE, Calibration, SpellingModel, calibrate, dictionary_scorer, evaluate_bpe,
                        evaluate_tfree, tfree_bpb)
 from .model import Model, ModelConfig
 from .words import EOT
 
-TOKENIZER_FILE = "tokenizer.json"
 # Changing these on resume would silently train another model or read another stream.
 RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "batch_size", "baseline", "bpe_vocab",
                 "pos_weight", "chunk_words", "val_bytes", "lr", "warmup", "weight_decay")
@@ -328,12 +328,12 @@ class Run:
         if len(self.val_units) == 0:
             return {}
         if self.mode == "bpe":
-            r = evaluate_bpe(self.model, self.val_source, self.val_units, device=self.device, autocast=self.autocast())
+            r = evaluate_bpe(self.model, self.val_source, self.val_units, device=self.device, autocast=self.autocast)
             return {"val_bpb": r["bpb"]}
         if not hasattr(self, "scorer"):
             self.scorer = dictionary_scorer(self.dictionary)
             self.spelling = SpellingModel(self.dictionary.words, self.calibration.spell_order)
-        kw = {"device": self.device, "autocast": self.autocast()}
+        kw = {"device": self.device, "autocast": self.autocast}
         cal = calibrate(self.model, self.corpus, self.val_units, self.dictionary, self.scorer, self.spelling,
                         self.calibration, **kw)
         acc = evaluate_tfree(self.model, self.corpus, self.val_units, self.dictionary, self.scorer, self.spelling,
@@ -358,32 +358,6 @@ class Run:
                              calibration=self.calibration.to_dict() if self.mode == "tfree" else None, step=self.step,
                              info={"bytes_seen": self.bytes_seen, "seed": self.seed, "params": self.model.num_params(),
                                    "chunk_words": self.cfg.chunk_words})
-
-
-def train_bpe(texts, vocab_size: int):
-    """A byte-level BPE (HF tokenizers) with <|endoftext|> as its one special token."""
-    try:
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
-    except ImportError:
-        raise TfreeError("the BPE baseline needs HF tokenizers: pip install 'tfree-codec[baseline]'") from None
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer)
-    return tok
-
-
-def load_tokenizer(path: str):
-    try:
-        from tokenizers import Tokenizer  # noqa: PLC0415
-    except ImportError:
-        raise TfreeError("the BPE baseline needs HF tokenizers: pip install 'tfree-codec[baseline]'") from None
-    try:
-        return Tokenizer.from_file(path)
-    except Exception as e:  # noqa: BLE001
-        raise TfreeError(f"cannot read tokenizer {path!r} ({e})") from None
 
 
 def _fmt_rate(x: float) -> str:
