@@ -33,7 +33,7 @@ def _out(text: str) -> None:
 @click.option("--stop", multiple=True, help="stop before this string (repeatable)")
 @click.option("--spell", is_flag=True, help="spell words the dictionary lacks when the model asks for one")
 @click.option("--spell-below", type=float, default=0.5, show_default=True,
-              help="with --spell: spell where the best dictionary word scores below this")
+              help="with --spell: spell where even the best dictionary word scores below this")
 @click.option("--ignore-eot", is_flag=True, help="go on past <|endoftext|> (the end of a document)")
 @click.option("--no-cache", is_flag=True, help="re-read the whole context each step (slow; for checks)")
 @click.option("--no-echo", is_flag=True, help="print only the continuation, not the prompt")

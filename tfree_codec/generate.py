@@ -28,12 +28,13 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import TfreeError
-from .decode import Decoder, _check_sampling
+from . import _sample
+from .decode import _TAIL, Decoder, _check_sampling
 from .scorer import sigmoid
 from .words import EOT
 
 BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "model")
-SPELL_BELOW = 0.5  # --spell: positions whose best dictionary word scores below this are spelled when that fits better
+SPELL_BELOW = 0.5  # --spell: where the best dictionary word scores below this, spell one if that fits better
 
 
 @dataclass
@@ -216,31 +217,26 @@ def _token_inputs(device):
 # -- sampling and text --------------------------------------------------------------------------------------------------
 def sample_logits(logits: np.ndarray, temperature: float, top_k, top_p, rng: np.random.Generator) -> tuple[int, float]:
     """(id, probability) drawn from softmax(logits / temperature) over the top_k ids, then over the smallest set
-    reaching top_p; the argmax when temperature is 0 or top_k is 1. The BPE baseline's sampler: nothing is sorted
-    but the nucleus, found among the largest few by partial sorts (a 32k-token vocabulary sorted each step would
-    cost the baseline milliseconds)."""
-    x = np.asarray(logits, np.float64)
+    reaching top_p; the argmax when temperature is 0 or top_k is 1. One sampler for dictionary words and BPE tokens
+    alike: the decoder's O(n) kernels (_sample.py; no sort of the vocabulary), on a block of one position."""
+    x = np.ascontiguousarray(logits, np.float32).reshape(-1, 1)           # (n, 1): the kernels' layout
     if temperature == 0 or top_k == 1:
-        return int(np.argmax(x)), 1.0
-    u = rng.random()  # drawn first, as the dictionary sampler does
-    ids = np.argpartition(-x, top_k - 1)[:top_k] if top_k is not None and top_k < len(x) else np.arange(len(x))
-    e = np.exp((x[ids] - x[ids].max()) / temperature)
-    total = e.sum()
-    if top_p is None or top_p >= 1:
-        c = np.cumsum(e)
-        j = min(int(np.searchsorted(c, u * c[-1])), len(e) - 1)
-        return int(ids[j]), float(e[j] / total)
-    k = min(64, len(e))
-    while True:  # grow the candidates until they hold the nucleus
-        part = np.argpartition(-e, k - 1)[:k] if k < len(e) else np.arange(len(e))
-        if k == len(e) or e[part].sum() >= top_p * total:
-            break
-        k = min(len(e), 4 * k)
-    order = part[np.argsort(-e[part], kind="stable")]
-    c = np.cumsum(e[order])
-    keep = min(int(np.searchsorted(c, top_p * total)) + 1, len(c))  # the smallest prefix reaching top_p
-    j = min(int(np.searchsorted(c[:keep], u * c[keep - 1])), keep - 1)
-    return int(ids[order[j]]), float(e[order[j]] / c[keep - 1])
+        return int(np.argmax(x[:, 0])), 1.0
+    u = rng.random(1)  # drawn first, so a seed gives the same draws whatever the restrictions cost
+    best = x.max(0)
+    invt = np.float32(1.0 / temperature)
+    thr = (best - _TAIL / invt).astype(np.float32)  # ids this far below the best hold no mass worth drawing
+    lo = np.maximum(x.min(0), thr)
+    mass = _sample.mass_above(x, 1, thr, best, invt)
+    if top_k is not None and top_k < len(x):
+        thr = _sample.kth_largest(x, 1, int(top_k), thr)
+        mass = _sample.mass_above(x, 1, thr, best, invt)
+        lo = np.maximum(lo, thr)
+    if top_p is not None and top_p < 1:
+        thr, mass = _sample.nucleus(x, 1, lo, best, thr, best, invt, top_p * mass)
+    pos, e = np.empty(1, np.int64), np.empty(1, np.float64)
+    _sample.draw(x, 1, thr, best, invt, u * mass, pos, e)
+    return int(pos[0]), float(e[0] / mass[0])
 
 
 class _Stops:
@@ -327,8 +323,8 @@ def stream(model, codec, vocab, prompt: str, *, max_new_tokens: int = 64, temper
 
 class _WordSampler:
     """Logits -> (word, dictionary id, probability): every word's score s (the decoder's numba scorer), then
-    ``sample_logits`` on ``s / T_cal + b log(count + 1)``. With ``spell_below``, a drawn word scoring below it is
-    replaced by a spelling of the activations when that scores better (spell.py)."""
+    ``sample_logits`` on ``s / T_cal + b log(count + 1)``. With ``spell_below``, where even the best dictionary word
+    scores below it, a spelling of the activations (spell.py) is taken instead when it scores better than that word."""
 
     def __init__(self, dictionary, t_cal: float, prior_weight: float, spell_below: float | None):
         self.dictionary, self.decoder = dictionary, Decoder(dictionary)
@@ -344,9 +340,10 @@ class _WordSampler:
         s = self.decoder.scores(logits[None])[0]                                  # (W,) in dictionary order
         z = s * self.scale + self.prior() if self.b else s.astype(np.float64) * self.scale
         i, p = sample_logits(z, temperature, top_k, top_p, rng)
-        if self.spell_below is not None and s[i] < self.spell_below:
+        best = float(s.max()) if self.spell_below is not None else 0.0
+        if self.spell_below is not None and best < self.spell_below:  # no dictionary word fits the activations
             got = self.decoder.speller().spell_sigmoid(sigmoid(logits[None])[0], beam=self.decoder.beam)
-            if got is not None and got[1] > s[i]:
+            if got is not None and got[1] > best:
                 return got[0], self.dictionary.index(got[0]), float("nan")
         return self.dictionary.words[i], i, p
 
