@@ -9,7 +9,6 @@ function for engines that bring their own parallelism (Ray, Spark, Dask, ``datas
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Mapping
 
 import numpy as np
@@ -241,8 +240,3 @@ def encode_record_batch(batch, config, text_column: str = "text", *, id_column: 
     ids = np.asarray(_column(batch, id_column), np.uint64) if has_ids else np.arange(len(texts), dtype=np.uint64)
     out = encode_texts(_codec_for(as_config(config)), texts, ids, words)
     return out if isinstance(batch, pa.RecordBatch) else pa.Table.from_batches([out])
-
-
-def config_json(config) -> str:
-    """Canonical JSON of a codec config (what engines ship to workers)."""
-    return json.dumps(as_config(config).to_dict(), sort_keys=True)

@@ -1,11 +1,10 @@
 """Reading shard directories written by ``tfree encode`` (format: docs/shards.md).
 
->>> ds = ShardDataset("out/")                      # checks manifest, codec fingerprint and file sizes
->>> len(ds), ds.num_shards, ds.codec
->>> doc = ds[0]; doc.words, doc.indices[doc.indptr[0]:doc.indptr[1]]
->>> flat = ds.flat(0)                              # zero-copy numpy over the memory-mapped shard
->>> flat.indices[flat.word_offsets[flat.doc_offsets[j]]:flat.word_offsets[flat.doc_offsets[j + 1]]]
->>> ds.verify()                                    # also re-hashes every shard (sha256)
+    ds = ShardDataset("out/")     # checks manifest, codec fingerprint and file sizes
+    len(ds), ds.num_shards, ds.codec
+    doc = ds[0]                   # doc.words, doc.indices[doc.indptr[i]:doc.indptr[i + 1]], doc.text()
+    flat = ds.flat(0)             # zero-copy numpy over the memory-mapped shard, for training loaders
+    ds.verify()                   # also re-hashes every shard (sha256)
 """
 from __future__ import annotations
 
