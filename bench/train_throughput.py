@@ -1,0 +1,99 @@
+"""Training throughput in bytes of text per second: T-FREE against BPE baselines, same body, same device.
+
+    python bench/train_throughput.py --text /tmp/english_prose.txt [--n-embd 128 --n-layer 2] [--device cpu]
+
+Real batches (the first --mb MB of the text, packed by tfree_codec.data exactly as `tfree train` packs them; BPE
+tokenizers trained on the same text; BPE sequences as long in bytes as T-FREE's), full training steps (forward,
+loss, backward, AdamW). The models take turns, one step each, so that load from other work on the machine hits
+them alike; the figure is the median over the timed steps.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from tfree_codec import Codec
+from tfree_codec.data import Corpus, Packer, PatternSource, TokenSource, make_units
+from tfree_codec.model import Model, ModelConfig
+from tfree_codec.data import train_bpe
+from tfree_codec.train import autocast_for, resolve_device
+from tfree_codec.words import EOT
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--text", default="/tmp/english_prose.txt")
+    ap.add_argument("--mb", type=float, default=2.0, help="MB of text to pack batches from")
+    ap.add_argument("--n-layer", type=int, default=2)
+    ap.add_argument("--n-embd", type=int, default=128)
+    ap.add_argument("--n-head", type=int, default=4)
+    ap.add_argument("--seq-len", type=int, default=128, help="T-FREE words per sequence")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=12, help="timed steps per model (after 2 warm-up steps)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    autocast, dtype = autocast_for(device, args.dtype)
+    with open(args.text, encoding="utf-8") as f:
+        text = f.read(int(args.mb * 1e6))
+    paras = text.split("\n\n")
+    docs = ["\n\n".join(paras[i:i + 40]) for i in range(0, len(paras), 40)]
+    corpus = Corpus.from_texts(docs, Codec())
+    units = make_units(corpus)
+    texts = [corpus.text(d, a, b) for d, a, b in zip(units.doc.tolist(), units.start.tolist(), units.stop.tolist())]
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    n_words = int((units.stop - units.start).sum())
+    body = dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd)
+    runs = {"tfree v=8192": (ModelConfig(mode="tfree", vocab_size=8192, seq_len=args.seq_len, **body),
+                             PatternSource(corpus, units))}
+    for vocab in (8192, 32000):
+        tok = train_bpe(texts, vocab)
+        src = TokenSource(corpus, units, tok, tok.token_to_id(EOT))
+        bpt = n_bytes / int(src.lengths.sum())
+        T = round(args.seq_len * (n_bytes / n_words) / bpt)
+        runs[f"bpe {vocab}"] = (ModelConfig(mode="bpe", vocab_size=tok.get_vocab_size(), seq_len=T, **body), src)
+    state = {}
+    for name, (cfg, src) in runs.items():
+        torch.manual_seed(0)
+        model = Model(cfg).to(device)
+        opt = model.configure_optimizer(1e-3, device_type=device.type)
+        packer = Packer(src.lengths, units.last, units.n_bytes, cfg.seq_len, seed=0)
+        state[name] = (model, opt, packer, src, [])
+    for step in range(args.steps + 2):
+        for name, (model, opt, packer, src, times) in state.items():
+            wins, nbytes = packer.next_windows(args.batch_size)
+            x, y = src.batch(wins, model.config.seq_len)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            with autocast():
+                _, loss = model(x.to(device), y.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if step >= 2:
+                times.append((time.perf_counter() - t0, nbytes, model.config.seq_len * args.batch_size))
+    print(f"# {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {device} {dtype}, "
+          f"{torch.get_num_threads()} threads; body {args.n_layer} layers d={args.n_embd}; batch {args.batch_size}")
+    print(f"{'model':<14} {'seq':>5} {'params':>10} {'emb+head':>10} {'items/s':>9} {'kB/s':>8} {'vs bpe 32000':>12}")
+    rates = {}
+    for name, (model, _, _, _, times) in state.items():
+        rates[name] = (statistics.median(b / t for t, b, _ in times), statistics.median(n / t for t, _, n in times))
+    for name, (model, _, _, _, _) in state.items():
+        p = model.num_params()
+        print(f"{name:<14} {model.config.seq_len:>5} {p['total']:>10,} {p['embedding'] + p['head']:>10,} "
+              f"{rates[name][1]:>9,.0f} {rates[name][0] / 1e3:>8.1f} {rates[name][0] / rates['bpe 32000'][0]:>11.2f}x")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
