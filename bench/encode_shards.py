@@ -3,7 +3,7 @@
     python bench/encode_shards.py [--input /tmp/english_prose.txt] [--split lines paragraphs] [--repeat 1]
 
 For each split: the documents are read once here and encoded in memory on one thread (a fresh Codec, kernels
-loaded first); then ``tfree encode`` runs as a subprocess with --num-proc 1 and 2 into a scratch directory.
+loaded first), all at once (``encode_batch(docs)``, the reference) and 4096 at a time with results dropped; then ``tfree encode`` runs as a subprocess with --num-proc 1 and 2 into a scratch directory.
 "wall" is the subprocess from start to exit (interpreter start, imports, plan pass, shards, fsync, manifest);
 "cmd" is the time the command itself reports (everything after imports); "cpu" is the CPU time (user + sys) of
 the command and its workers, which other jobs on a shared machine disturb far less than wall time. A parallel
@@ -26,11 +26,17 @@ from tfree_codec import Codec
 from tfree_codec.sources import iter_documents
 
 
-def in_memory(docs: list[str]) -> tuple[float, float]:
+def in_memory(docs: list[str], chunk: int | None = None) -> tuple[float, float]:
+    """(wall, cpu) seconds of encode_batch on one thread: all documents at once (results kept, as the call
+    returns them), or ``chunk`` at a time with each chunk's results dropped (the memory pattern of a writer)."""
     codec = Codec()
     codec.encode("Load the kernels first.")
     t0, c0 = time.perf_counter(), time.process_time()
-    codec.encode_batch(docs, num_threads=1)
+    if chunk is None:
+        codec.encode_batch(docs, num_threads=1)
+    else:
+        for i in range(0, len(docs), chunk):
+            codec.encode_batch(docs[i:i + chunk], num_threads=1)
     return time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -70,9 +76,12 @@ def main() -> None:
             docs = list(iter_documents(args.input, split=split))
             mb = sum(len(d.encode("utf-8")) for d in docs) / 1e6
             mem = min(in_memory(docs) for _ in range(args.repeat))
+            chunked = min(in_memory(docs, 4096) for _ in range(args.repeat))
             print(f"\n{args.input} --split {split}: {len(docs):,} documents, {mb:.1f} MB")
             print(f"  in-memory encode_batch, 1 thread : {mb / mem[0]:6.2f} MB/s wall ({mem[0]:.1f} s), "
                   f"{mb / mem[1]:6.2f} MB/s cpu")
+            print(f"  same, 4096 docs at a time        : {mb / chunked[0]:6.2f} MB/s wall ({chunked[0]:.1f} s), "
+                  f"{mb / chunked[1]:6.2f} MB/s cpu")
             r = {}
             for n in (1, 2):
                 runs = [end_to_end(args.input, split, n, scratch) for _ in range(args.repeat)]
@@ -81,7 +90,8 @@ def main() -> None:
                 print(f"  tfree encode --num-proc {n}        : {mb / wall:6.2f} MB/s wall ({wall:.1f} s), "
                       f"{mb / cmd_s:6.2f} MB/s cmd ({cmd_s:.1f} s), {cpu:.1f} cpu-s; {runs[0][3] / 1e6:,.0f} MB written")
             print(f"  1 process / in-memory  : {mem[0] / r[1][0]:.2f} wall, {mem[0] / r[1][1]:.2f} cmd, "
-                  f"{mem[1] / r[1][2]:.2f} cpu")
+                  f"{mem[1] / r[1][2]:.2f} cpu   (vs 4096 at a time: {chunked[0] / r[1][0]:.2f} wall, "
+                  f"{chunked[0] / r[1][1]:.2f} cmd, {chunked[1] / r[1][2]:.2f} cpu)")
             print(f"  2 processes / 1 process: {r[1][0] / r[2][0]:.2f} wall, {r[1][1] / r[2][1]:.2f} cmd, "
                   f"{2 * r[1][2] / r[2][2]:.2f} cpu bound (2 x cpu1 / cpu2)")
     finally:

@@ -84,16 +84,20 @@ def _char_to_byte(u8, pos):
 
 
 @njit(cache=True, nogil=True)
-def _rebase(ends, n_words, nnz):
-    """Word -> row offsets of a batch (int32; the caller checked the total) from each document's indptr[1:]."""
-    out = np.empty(len(ends) + 1, np.int32)
+def _rebase(indptrs, n_words, nnz):
+    """Word -> row offsets of a batch (int32; the caller checked the total) from its documents' indptrs, one
+    after the other (each n_words[d] + 1 long, starting at 0)."""
+    out = np.empty(len(indptrs) - len(n_words) + 1, np.int32)
     out[0] = 0
     k = 0
+    p = 0
     base = 0
     for d in range(len(n_words)):
+        p += 1  # each document's leading 0
         for _ in range(n_words[d]):
-            out[k + 1] = base + ends[k]
+            out[k + 1] = base + indptrs[p]
             k += 1
+            p += 1
         base += nnz[d]
     return out
 
@@ -111,10 +115,9 @@ class Scratch:
     def __init__(self):
         self.bufs: dict = {}
 
-    def concat(self, name: str, arrays: list, dtype) -> np.ndarray:
-        """np.concatenate(arrays) (along axis 0) into the buffer ``name``, grown as needed."""
+    def concat(self, name: str, arrays: list, dtype, rows: int) -> np.ndarray:
+        """np.concatenate(arrays) (``rows`` along axis 0) into the buffer ``name``, grown as needed."""
         tail = arrays[0].shape[1:] if arrays else ()
-        rows = sum(len(a) for a in arrays)
         size = rows * int(np.prod(tail, dtype=np.int64))
         buf = self.bufs.get(name)
         if buf is None or len(buf) < size:
@@ -123,11 +126,11 @@ class Scratch:
         return np.concatenate(arrays, out=out) if arrays else out
 
 
-def _cat(arrays: list, dtype, scratch: Scratch | None = None, name: str = "") -> np.ndarray:
+def _cat(arrays: list, dtype, scratch: Scratch | None, name: str, rows: int) -> np.ndarray:
     if len(arrays) == 1:  # no copy: a document of many MB makes a batch of its own
         return arrays[0]
     if scratch is not None:
-        return scratch.concat(name, arrays, dtype)
+        return scratch.concat(name, arrays, dtype, rows)
     return np.concatenate(arrays) if arrays else np.zeros(0, dtype)
 
 
@@ -141,14 +144,18 @@ def batch_from_encoded(encs, texts, ids, words: bool = True, scratch: Scratch | 
     """One record batch from ``codec.encode`` results of ``texts`` (same order) and their document ids.
     With ``scratch`` the batch borrows its buffers: use it before building the next one."""
     n = len(encs)
-    n_words = np.fromiter((len(e) for e in encs), np.int64, count=n)
-    nnz = np.fromiter((len(e.indices) for e in encs), np.int64, count=n)
+    word_ids = [e.ids for e in encs]  # per-document lists, gathered once: this part runs per document
+    rows = [e.indices for e in encs]
+    n_words = np.fromiter(map(len, word_ids), np.int64, count=n)
+    nnz = np.fromiter(map(len, rows), np.int64, count=n)
     doc_offsets = np.zeros(n + 1, np.int64)
     np.cumsum(n_words, out=doc_offsets[1:])
-    _check32(int(doc_offsets[-1]), "words")
-    _check32(int(nnz.sum()), "pattern rows")
-    word_offsets = _rebase(_cat([e.indptr[1:] for e in encs], np.int64, scratch, "ends"), n_words, nnz)
-    indices = _cat([e.indices for e in encs], np.uint32, scratch, "indices")
+    total_words, total_rows = int(doc_offsets[-1]), int(nnz.sum())
+    _check32(total_words, "words")
+    _check32(total_rows, "pattern rows")
+    indptrs = _cat([e.indptr for e in encs], np.int64, scratch, "indptrs", total_words + n)
+    word_offsets = _rebase(indptrs, n_words, nnz)
+    indices = _cat(rows, np.uint32, scratch, "indices", total_rows)
     inner = pa.ListArray.from_arrays(_np(word_offsets, pa.int32()), _np(indices, pa.uint32()))
     patterns = pa.ListArray.from_arrays(_np(doc_offsets, pa.int32()), inner)
 
@@ -157,7 +164,7 @@ def batch_from_encoded(encs, texts, ids, words: bool = True, scratch: Scratch | 
         u8 = np.frombuffer(joined.encode("utf-8"), np.uint8)
     except UnicodeEncodeError:
         raise TfreeError("text contains a lone surrogate (not valid UTF-8)") from None
-    n_chars = np.fromiter((len(t) for t in texts), np.int64, count=n)
+    n_chars = np.fromiter(map(len, texts), np.int64, count=n)
     doc_chars = np.zeros(n + 1, np.int64)
     np.cumsum(n_chars, out=doc_chars[1:])
     ascii_only = len(u8) == len(joined)  # then characters are bytes
@@ -166,12 +173,12 @@ def batch_from_encoded(encs, texts, ids, words: bool = True, scratch: Scratch | 
         raise TfreeError(f"a document of {int(n_bytes.max()):,} bytes is too large (n_bytes is uint32)")
     cols = [_np(np.asarray(ids, np.uint64), pa.uint64()), _np(n_bytes, pa.uint32()), patterns]
     if words:
-        spans = _cat([e.offsets for e in encs], np.int64, scratch, "spans")  # (words, 2) character spans
+        spans = _cat([e.offsets for e in encs], np.int64, scratch, "spans", total_words)  # (words, 2) char spans
         if n > 1:  # a fresh or scratch concatenation: shift each document's spans in place
             spans += np.repeat(doc_chars[:-1], n_words)[:, None]
         if not ascii_only:
             spans = _char_to_byte(u8, spans)
-        str_offsets, data = _gather_words(u8, spans.reshape(-1, 2), _cat([e.ids for e in encs], np.int32),
+        str_offsets, data = _gather_words(u8, spans.reshape(-1, 2), _cat(word_ids, np.int32, scratch, "ids", total_words),
                                           MARKER_DATA, MARKER_OFFSETS)
         _check32(int(str_offsets[-1]), "bytes of words")
         strings = pa.StringArray.from_buffers(len(str_offsets) - 1, pa.py_buffer(str_offsets.astype(np.int32)),
