@@ -117,6 +117,11 @@ def test_resume_with_other_settings_or_into_a_used_dir_is_refused(finished, tmp_
     assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
     r = run("train", _data(finished), "-o", b, "--max-steps", 8, *TINY)
     assert r.exit_code == 1 and "--resume auto" in r.output
+    with open(os.path.join(b, "step-000008", "train_state.pt"), "r+b") as f:
+        f.seek(100)
+        f.write(b"\0" * 8)
+    r = run("train", _data(finished), "-o", b, "--max-steps", 12, "--resume", "auto", *TINY)
+    assert r.exit_code == 1 and "corrupt: train_state.pt" in r.output
 
 
 def test_corrupt_or_mismatched_checkpoints_are_refused_in_one_line(finished, shards, tmp_path):

@@ -143,6 +143,8 @@ class Run:
         self.autocast, self.dtype = autocast_for(self.device, cfg.dtype)
         self.out = os.path.abspath(cfg.out_dir)
         self.resume_from = self._find_resume()
+        if self.resume_from:
+            ckpt.read_meta(self.resume_from)  # refuses a damaged checkpoint (sha256 of every file)
         state = ckpt.load_train_state(self.resume_from) if self.resume_from else None
         self._check_resume(state)
         self.seed = int(state["seed"]) if state else self._agree(cfg.seed if cfg.seed is not None else secrets.randbits(31))
