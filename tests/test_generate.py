@@ -1,0 +1,249 @@
+"""Generation: greedy is deterministic, a seed reproduces sampling, the KV cache changes nothing but the speed,
+words stream one by one and join into text by the codec's rules, prompts grow the dictionary, stop strings cut,
+BPE checkpoints generate too, and the CLI (with its bundled model) answers in one line on bad input."""
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tfree_cli.main import main
+from tfree_codec import EOT, Codec, TfreeError
+from tfree_codec import checkpoint as ckpt
+from tfree_codec.assets import sample_text
+from tfree_codec.dictionary import Dictionary
+from tfree_codec.evaluate import DICT_FILE
+from tfree_codec.generate import BUNDLED_MODEL, LanguageModel, Piece, _Stops, generate, sample_logits, stream
+from tfree_codec.model import Model, ModelConfig
+
+SEQ = 16  # short context: 40 new words exercise the window being cut and re-read
+PROMPT = "Emma Woodhouse, handsome, clever, and rich,\nwith a comfortable home"
+
+
+def tiny_model(mode="tfree", vocab_size=8192, seed=0):
+    torch.manual_seed(seed)
+    m = Model(ModelConfig(mode=mode, vocab_size=vocab_size, n_layer=2, n_head=2, n_embd=32, seq_len=SEQ))
+    with torch.no_grad():  # a wide head: untrained logits that still rank words clearly (no near-ties)
+        m.head.weight.normal_(0.0, 1.0)
+    return m.eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """As the CLI generates: one torch thread (tiny matrix-vector products; see docs/generate.md)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return Codec()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture()
+def dictionary(codec):
+    return Dictionary.from_texts(codec, [sample_text(20_000)])
+
+
+def run(model, codec, dictionary, **kw):
+    pieces = list(stream(model, codec, dictionary, PROMPT, **{"max_new_tokens": 40, "stop_at_eot": False, **kw}))
+    return [p.word for p in pieces], "".join(p.text for p in pieces), pieces
+
+
+def test_greedy_is_deterministic(model, codec, dictionary):
+    a, text, pieces = run(model, codec, dictionary, temperature=0)
+    b, _, _ = run(model, codec, dictionary, temperature=0, seed=123)  # the seed does not matter when greedy
+    assert a == b and len(a) == 40 and text.strip()
+    assert all(p.prob == 1.0 for p in pieces) and pieces[-1].finish == "length"
+
+
+def test_a_seed_reproduces_sampling(model, codec, dictionary):
+    a, _, _ = run(model, codec, dictionary, temperature=1.0, seed=7)
+    b, _, _ = run(model, codec, dictionary, temperature=1.0, seed=7, top_p=1.0)
+    c, _, _ = run(model, codec, dictionary, temperature=1.0, seed=8)
+    assert a == b and a != c
+    k, _, _ = run(model, codec, dictionary, temperature=1.0, seed=7, top_k=3, top_p=0.9)
+    assert k == run(model, codec, dictionary, temperature=1.0, seed=7, top_k=3, top_p=0.9)[0]
+
+
+@pytest.mark.parametrize("kw", [dict(temperature=0), dict(temperature=1.0, seed=3, top_k=20)])
+def test_kv_cache_gives_the_same_words(model, codec, dictionary, kw):
+    cached, _, _ = run(model, codec, dictionary, use_cache=True, **kw)
+    uncached, _, _ = run(model, codec, dictionary, use_cache=False, **kw)
+    assert cached == uncached and len(cached) == 40 > SEQ
+
+
+def test_words_stream_one_by_one_and_join_by_the_codec_rules(model, codec, dictionary):
+    kw = dict(max_new_tokens=30, temperature=1.0, seed=1, stop_at_eot=False)
+    it = stream(model, codec, dictionary, PROMPT, **kw)
+    first = next(it)  # a piece is there before the rest is generated
+    assert isinstance(first, Piece) and first.finish is None
+    seen = []
+    text = generate(model, codec, dictionary, PROMPT, on_piece=seen.append, **kw)
+    assert len(seen) == 30 and seen[0].word == first.word and seen[-1].finish == "length"
+    words = [p.word for p in seen]
+    assert PROMPT + text == codec.join(codec.split(PROMPT) + words)  # markers became spaces/newlines as they came
+
+
+def test_prompt_words_join_the_dictionary(model, codec, dictionary):
+    assert dictionary.index("Zyzzogeton") < 0
+    list(stream(model, codec, dictionary, "The Zyzzogeton sang", max_new_tokens=2, temperature=0))
+    assert dictionary.index("Zyzzogeton") >= 0
+
+
+class FixedLogits(torch.nn.Module):
+    """A stand-in model that predicts the same activations at every position (use_cache=False only)."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.config = ModelConfig(n_layer=1, n_head=1, n_embd=2, seq_len=SEQ)
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the device
+        self.logits = torch.as_tensor(logits, dtype=torch.float32)
+
+    def forward(self, x, kv_cache=None):
+        return self.logits.expand(1, x.shape[1], -1), None
+
+
+def test_the_count_prior_of_the_calibration_is_applied(codec, dictionary):
+    flat = FixedLogits(np.zeros(8192))  # every word scores the same: only the prior tells them apart
+    words, _, _ = run(flat, codec, dictionary, temperature=0, use_cache=False, max_new_tokens=3,
+                      calibration={"temperature": 0.07, "prior_weight": 1.0})
+    assert words == [dictionary.words[int(np.argmax(dictionary.counts))]] * 3
+
+
+def test_spelling_fills_in_words_the_dictionary_lacks(codec, dictionary):
+    x = np.full(8192, -10.0)
+    x[codec.encode_words(["Westonbury"])[1]] = 10
+    plain, _, _ = run(FixedLogits(x), codec, dictionary, temperature=0, use_cache=False, max_new_tokens=2)
+    assert "Westonbury" not in plain
+    spelled, text, pieces = run(FixedLogits(x), codec, dictionary, temperature=0, use_cache=False, max_new_tokens=2,
+                                spell=True, spell_below=0.9)
+    assert spelled == ["Westonbury"] * 2 and text == " Westonbury Westonbury" and np.isnan(pieces[0].prob)
+    assert dictionary.index("Westonbury") >= 0  # it joined the dictionary, so it could be read back
+
+
+def test_stop_strings_cut_the_output(model, codec, dictionary):
+    words, text, _ = run(model, codec, dictionary, temperature=0)
+    stop = text[len(text) // 2:len(text) // 2 + 3]
+    cut, got, pieces = run(model, codec, dictionary, temperature=0, stop=[stop, "\x00never"])
+    assert got == text[:text.find(stop)] and pieces[-1].finish == "stop"
+    assert cut == words[:len(cut)]
+
+
+def test_stop_filter_holds_back_a_possible_start():
+    s = _Stops(["END"])
+    assert s.feed("the E") == ("the ", False)   # "E" may start "END": held back
+    assert s.feed("N") == ("", False)
+    assert s.feed("Dless") == ("", True)
+    s = _Stops(["END"])
+    assert s.feed("E") == ("", False) and s.feed("ast") == ("East", False)
+
+
+def test_bad_arguments_are_refused(model, codec, dictionary):
+    for kw, msg in [(dict(max_new_tokens=0), "max_new_tokens"), (dict(temperature=-1), "temperature"),
+                    (dict(top_p=0), "top_p"), (dict(top_k=0), "top_k")]:
+        with pytest.raises(TfreeError, match=msg):
+            stream(model, codec, dictionary, PROMPT, **kw)
+    with pytest.raises(TfreeError, match="empty"):
+        stream(model, codec, dictionary, "")
+
+
+def test_sample_logits_follows_softmax_top_k_and_top_p():
+    rng = np.random.default_rng(0)
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    draws = np.array([sample_logits(logits, 1.0, None, None, rng)[0] for _ in range(4000)])
+    assert np.allclose(np.bincount(draws, minlength=4) / 4000, [0.5, 0.3, 0.15, 0.05], atol=0.03)
+    assert {sample_logits(logits, 1.0, 2, None, rng)[0] for _ in range(200)} == {0, 1}
+    assert {sample_logits(logits, 1.0, None, 0.7, rng)[0] for _ in range(200)} == {0, 1}  # 0.5 < 0.7 <= 0.8
+    assert sample_logits(logits, 0, None, None, rng) == (0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    from tfree_codec.train import train_bpe
+
+    tok = train_bpe([sample_text(30_000)], 400)
+    return tok, tiny_model("bpe", tok.get_vocab_size(), seed=1)
+
+
+def test_bpe_checkpoints_generate_tokens_the_same_way(bpe, codec):
+    tok, m = bpe
+    a = list(stream(m, codec, tok, PROMPT, max_new_tokens=40, temperature=0, stop_at_eot=False))
+    b = list(stream(m, codec, tok, PROMPT, max_new_tokens=40, temperature=0, stop_at_eot=False, use_cache=False))
+    assert [p.word for p in a] == [p.word for p in b] and len(a) == 40
+    s1 = generate(m, codec, tok, PROMPT, max_new_tokens=40, temperature=1.0, seed=5, stop_at_eot=False)
+    assert s1 == generate(m, codec, tok, PROMPT, max_new_tokens=40, temperature=1.0, seed=5, stop_at_eot=False)
+    assert "".join(p.text for p in a) == tok.decode([tok.token_to_id(p.word) for p in a])
+
+
+# -- checkpoints and the command line --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, codec, model):
+    d = tmp_path_factory.mktemp("ckpt")
+    dict_path = d / "dict.arrow"
+    Dictionary.from_texts(codec, [sample_text(20_000)]).save(dict_path)
+    return ckpt.save_checkpoint(str(d / "run" / "final"), model, codec, files={DICT_FILE: str(dict_path)},
+                                calibration={"temperature": 0.05, "p_unk": 0.02})
+
+
+def cli(*args, input=None):
+    return CliRunner().invoke(main, list(args), input=input)
+
+
+def test_language_model_loads_run_directories(checkpoint):
+    lm = LanguageModel.load(str(checkpoint).rsplit("/final", 1)[0], device="cpu")  # the run dir -> its final/
+    assert lm.mode == "tfree" and lm.calibration["temperature"] == 0.05 and lm.path == checkpoint
+    kw = dict(max_new_tokens=5, seed=0, stop_at_eot=False)
+    assert lm.generate("Emma", **kw) == lm.generate("Emma", **kw) != ""
+
+
+def test_cli_generates_from_a_run_directory_and_stdin(checkpoint):
+    r = cli("generate", checkpoint, "Emma was", "-n", "12", "--seed", "4", "--device", "cpu", "--ignore-eot")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("Emma was") and len(r.stdout) > len("Emma was\n")
+    assert "words/s" in r.stderr and "seed 4" in r.stderr
+    again = cli("generate", checkpoint, "-", "-n", "12", "--seed", "4", "--no-echo", "--ignore-eot",
+                input="Emma was")
+    assert again.exit_code == 0 and "Emma was" + again.stdout == r.stdout
+    two = cli("generate", checkpoint, "Emma", "-n", "3", "--num-samples", "2", "--seed", "1", "-t", "0",
+                "--ignore-eot")
+    assert two.exit_code == 0 and two.stdout.count("Emma") >= 2 and "sample 2/2 (seed 2)" in two.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (("generate", "/nonexistent/run", "hello"), "no such run or checkpoint directory"),
+    (("generate", "{tmp}", "hello"), "holds no tfree checkpoint"),
+    (("generate", "{ckpt}", ""), "the prompt is empty"),
+    (("generate", ""), "the prompt is empty"),
+    (("generate", "{ckpt}", "hi", "-t", "-1"), "temperature"),
+])
+def test_cli_bad_model_or_prompt_gives_one_line(tmp_path, checkpoint, args, message):
+    r = cli(*[a.format(tmp=tmp_path, ckpt=checkpoint) for a in args])
+    assert r.exit_code != 0 and message in r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) <= 2  # model line + the error
+
+
+def test_cli_generates_from_the_bundled_model():
+    assert (BUNDLED_MODEL and ckpt.read_meta(BUNDLED_MODEL))["mode"] == "tfree"
+    r = cli("generate", "It is a truth", "-n", "8", "--seed", "0", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("It is a truth") and len(r.stdout.split()) > 4
+    assert "8 words" in r.stderr or "stopped: eot" in r.stderr
+
+
+def test_quickstart_encodes_trains_generates_and_says_where(tmp_path):
+    from tfree_codec import quickstart
+
+    said = []
+    r = quickstart.run(str(tmp_path / "qs"), steps=2, sample_chars=40_000, new_words=5, progress=False, log=said.append)
+    assert r["text"].startswith(quickstart.PROMPT) and len(r["text"]) > len(quickstart.PROMPT)
+    assert (tmp_path / "qs" / "shards" / "manifest.json").is_file() and ckpt.read_meta(r["checkpoint"])["step"] == 2
+    assert any(r["run"] in line for line in said)
+    with pytest.raises(TfreeError, match="already holds a quickstart run"):
+        quickstart.run(str(tmp_path / "qs"), steps=2, sample_chars=40_000, progress=False, log=said.append)
