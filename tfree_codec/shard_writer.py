@@ -16,8 +16,10 @@ import hashlib
 import json
 import multiprocessing
 import os
+import queue
 import re
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from itertools import chain, islice
@@ -25,7 +27,7 @@ from itertools import chain, islice
 import numpy as np
 import pyarrow as pa
 
-from .arrow import Scratch, _codec_for, encode_texts, schema
+from .arrow import Scratch, _codec_for, batch_from_encoded, schema
 from .config import CodecConfig, TfreeError, atomic_write
 from .shards import CODEC, FORMAT, FORMAT_VERSION, MANIFEST, check_shard_file, count_words, shard_name
 from .sources import SPLITS, expand_inputs, iter_documents
@@ -101,22 +103,51 @@ def make_plan(files, read, config: CodecConfig, options: dict, docs_per_shard: i
 
 
 # -- one shard (runs in a worker process, or inline with one process) ----------------------------------------------
-class _HashingSink:
-    """A file object that hashes what passes through, so a shard is written and hashed in one pass."""
+class _Sink:
+    """A file object that hashes and writes on a background thread, so batch k is hashed and written while
+    batch k+1 is encoded (hashlib and file writes release the GIL). Arrow hands over zero-copy views of the
+    batch: ``drain()`` before the batch's buffers are reused."""
 
     def __init__(self, f):
         self.f, self.h, self.size, self.closed = f, hashlib.sha256(), 0, False
+        self.q: queue.Queue = queue.Queue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (data := self.q.get()) is not None:
+            try:
+                if self.error is None:
+                    self.h.update(data)
+                    self.f.write(data)
+            except BaseException as e:  # noqa: BLE001 - handed to the encoding thread by drain()
+                self.error = e
+            finally:
+                self.q.task_done()
+        self.q.task_done()
 
     def write(self, data) -> int:
-        self.h.update(data)
         self.size += len(data)
-        return self.f.write(data)
+        self.q.put(data)
+        return len(data)
 
-    def flush(self):
-        self.f.flush()
+    def drain(self) -> None:
+        self.q.join()
+        if self.error is not None:
+            raise self.error
 
-    def close(self):
-        self.closed = True
+    def flush(self) -> None:
+        self.drain()
+
+    def close(self) -> None:  # the Arrow writer closes us; the file and thread are finished by finish()
+        self.drain()
+
+    def finish(self) -> None:
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def encode_shard(out_dir: str, entry: dict, texts: list[str], config: CodecConfig, words: bool,
@@ -137,19 +168,23 @@ def encode_shard(out_dir: str, entry: dict, texts: list[str], config: CodecConfi
     tmp = os.path.join(out_dir, f"{TMP_PREFIX}{os.getpid()}-{entry['file']}")
     n_words = 0
     with open(tmp, "wb") as f:
-        sink = _HashingSink(f)
-        with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), schema(words).with_metadata(meta)) as writer:
-            for lo, hi in _batches(texts):
-                if parent_pid is not None and os.getppid() != parent_pid:
-                    f.close()
-                    os.remove(tmp)
-                    os._exit(1)
-                ids = np.arange(entry["first_id"] + lo, entry["first_id"] + hi, dtype=np.uint64)
-                batch = encode_texts(codec, texts[lo:hi], ids, words, _SCRATCH)  # written before the next one
-                n_words += len(batch.column("patterns").values)
-                writer.write_batch(batch)
-                if on_batch is not None:
-                    on_batch()
+        sink = _Sink(f)
+        try:
+            with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), schema(words).with_metadata(meta)) as writer:
+                for lo, hi in _batches(texts):
+                    if parent_pid is not None and os.getppid() != parent_pid:
+                        os.remove(tmp)
+                        os._exit(1)
+                    encs = [codec.encode(t) for t in texts[lo:hi]]  # overlaps the sink writing the last batch
+                    sink.drain()  # the last batch is out: its scratch buffers may be reused
+                    ids = np.arange(entry["first_id"] + lo, entry["first_id"] + hi, dtype=np.uint64)
+                    batch = batch_from_encoded(encs, texts[lo:hi], ids, words, _SCRATCH)
+                    n_words += len(batch.column("patterns").values)
+                    writer.write_batch(batch)
+                    if on_batch is not None:
+                        on_batch()
+        finally:
+            sink.finish()
     os.replace(tmp, final)  # durable later: every shard is fsynced before the manifest commits the directory
     return {"words": n_words, "size": sink.size, "sha256": sink.h.hexdigest()}
 
