@@ -4,8 +4,12 @@ its same-body BPE baseline, all measured in this run.
     python bench/generate.py --bpe RUN_BPE/final [--tfree RUN_TFREE/final] [--new 256] [--repeats 3]
 
 Each run continues the same prompt by exactly ``--new`` items (words or tokens; <|endoftext|> does not stop it),
-on one CPU process with torch's default threads. A first short run per model warms up numba, the dictionary scorer
-and torch. Reported: the median of ``--repeats`` runs (the uncached run, being slow, once).
+in one CPU process with one torch thread (as ``tfree generate``; ``--threads``). A first short run per model warms
+up numba, the dictionary scorer and torch. Reported: the median of ``--repeats`` round-robin runs (every model and
+setting once per round, so load changes on a shared machine hit all alike); the uncached runs once.
+``--shapes small,...`` adds the KV-cache comparison for randomly initialised T-FREE models of those presets (same
+codec and dictionary): the cache's gain grows with the width and the context, and speed does not depend on the
+weights.
 """
 from __future__ import annotations
 
@@ -36,13 +40,19 @@ def median_of(runs: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
-def measure(lm: LanguageModel, new: int, repeats: int, uncached: bool) -> dict:
-    lm.generate(PROMPT, max_new_tokens=8, seed=0, stop_at_eot=False)  # warm-up
-    out = {}
-    for name, kw in SETTINGS.items():
-        out[name] = median_of([one(lm, new, seed, True, **kw) for seed in range(repeats)])
-    if uncached:
-        out["greedy, no KV cache"] = one(lm, new, 0, False, **SETTINGS["greedy"])
+def measure(models: dict, new: int, repeats: int) -> dict:
+    """Round-robin: each repeat runs every (model, setting) once, so a change in the machine's load between runs
+    falls on all of them alike; then the medians. The uncached runs (slow) go once each, interleaved too."""
+    for lm in models.values():
+        lm.generate(PROMPT, max_new_tokens=8, seed=0, stop_at_eot=False)  # warm-up
+    runs = {(kind, name): [] for kind in models for name in SETTINGS}
+    for r in range(repeats):
+        for kind, lm in models.items():
+            for name, kw in SETTINGS.items():
+                runs[kind, name].append(one(lm, new, r, True, **kw))
+    out = {kind: {name: median_of(runs[kind, name]) for name in SETTINGS} for kind in models}
+    for kind, lm in models.items():
+        out[kind]["greedy, no KV cache"] = one(lm, new, 0, False, **SETTINGS["greedy"])
     return out
 
 
@@ -51,26 +61,40 @@ def main() -> None:
     ap.add_argument("--tfree", default=None, help="T-FREE checkpoint or run directory (default: the bundled model)")
     ap.add_argument("--bpe", default=None, help="the same-body BPE baseline's checkpoint or run directory")
     ap.add_argument("--new", type=int, default=256, help="new words (tokens) per run")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (as tfree generate; 0: torch's default)")
+    ap.add_argument("--shapes", default="", help="presets to time with random weights too, e.g. small")
     args = ap.parse_args()
 
     import torch  # noqa: PLC0415
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} "
           f"threads), load average {os.getloadavg()[0]:.1f} at start")
     models = {"tfree": LanguageModel.load(args.tfree, "cpu")}
     if args.bpe:
         models["bpe"] = LanguageModel.load(args.bpe, "cpu")
-    results = {}
     for kind, lm in models.items():
         p = lm.model.num_params()
         vocab = f"{len(lm.vocab):,}-word dictionary" if kind == "tfree" else f"{lm.vocab.get_vocab_size():,} BPE tokens"
         print(f"{kind}: {lm.path} | {p['total'] / 1e6:.2f}M parameters (body {p['body'] / 1e6:.2f}M, head "
               f"{p['head'] / 1e6:.2f}M) | {vocab} | context {lm.model.config.seq_len}")
-        results[kind] = measure(lm, args.new, args.repeats, uncached=True)
+    results = measure(models, args.new, args.repeats)
+    for preset in filter(None, args.shapes.split(",")):
+        from tfree_codec.model import Model, ModelConfig  # noqa: PLC0415
 
-    unit = {"tfree": "words", "bpe": "tokens"}
-    print(f"\n{args.new} new items after a {len(PROMPT)}-character prompt; median of {args.repeats} runs (uncached: 1)\n")
+        torch.manual_seed(0)
+        cfg = ModelConfig.from_preset(preset)
+        lm = models["tfree"]
+        rand = LanguageModel(Model(cfg).eval(), lm.codec, lm.vocab, lm.calibration, f"random {preset}")
+        print(f"tfree {preset} (random weights): {rand.model.num_params()['total'] / 1e6:.2f}M parameters, "
+              f"{cfg.n_layer}x{cfg.n_embd}, context {cfg.seq_len}")
+        r = measure({preset: rand}, args.new, 1)[preset]
+        results[f"tfree {preset} (random)"] = {k: r[k] for k in ("greedy", "greedy, no KV cache")}
+
+    unit = {k: "tokens" if k == "bpe" else "words" for k in results}
+    print(f"\n{args.new} new items after a {len(PROMPT)}-character prompt; median of {args.repeats} round-robin runs (uncached: 1)\n")
     print("| model | decoding | items/s | bytes/item | bytes of text/s |")
     print("|---|---|---|---|---|")
     for kind, res in results.items():
@@ -79,7 +103,7 @@ def main() -> None:
     print()
     for kind, res in results.items():
         x = res["greedy"]["items_s"] / res["greedy, no KV cache"]["items_s"]
-        print(f"{kind}: KV cache speed-up (greedy, {args.new} new): {x:.1f}x  (gate for tfree: >= 5x)")
+        print(f"{kind}: KV cache speed-up (greedy, {args.new} new): {x:.1f}x  (gate for T-FREE: >= 5x)")
     if "bpe" in results:
         for name in SETTINGS:
             x = results["tfree"][name]["bytes_s"] / results["bpe"][name]["bytes_s"]
