@@ -242,3 +242,15 @@ def test_a_finished_directory_missing_a_shard_is_repaired_by_a_rerun(encoded, tm
     os.remove(r / "shard-00001-of-00003.arrow")
     s = shard_writer.encode_to_shards([str(tmp / "in.txt")], r, CODEC.config, **kw)
     assert not s["up_to_date"] and s["resumed"] == 2 and dir_bytes(r) == dir_bytes(out)
+
+
+def test_input_that_changed_since_the_plan_is_refused(tmp_path):
+    write_docs(tmp_path / "in.txt", ["one", "two"])
+    plan = shard_writer.make_plan([str(tmp_path / "in.txt")], lambda p: iter(["one", "two"]), CODEC.config, {},
+                                  None, 1 << 20)
+    entry = plan["shards"][0]
+    with pytest.raises(TfreeError, match="input changed while encoding"):
+        shard_writer.encode_shard(str(tmp_path), entry, ["one", "twp"], CODEC.config, True)
+    assert sorted(os.listdir(tmp_path)) == ["in.txt"]
+    shard_writer.encode_shard(str(tmp_path), entry, ["one", "two"], CODEC.config, True)
+    assert os.path.exists(tmp_path / entry["file"])

@@ -140,9 +140,11 @@ def _check32(total: int, what: str) -> None:
                          "smaller documents")
 
 
-def batch_from_encoded(encs, texts, ids, words: bool = True, scratch: Scratch | None = None) -> pa.RecordBatch:
+def batch_from_encoded(encs, texts, ids, words: bool = True, scratch: Scratch | None = None,
+                       text_digest=None) -> pa.RecordBatch:
     """One record batch from ``codec.encode`` results of ``texts`` (same order) and their document ids.
-    With ``scratch`` the batch borrows its buffers: use it before building the next one."""
+    With ``scratch`` the batch borrows its buffers: use it before building the next one. ``text_digest`` (a
+    hashlib object) is fed the batch's UTF-8 text, which is at hand here anyway."""
     n = len(encs)
     word_ids = [e.ids for e in encs]  # per-document lists, gathered once: this part runs per document
     rows = [e.indices for e in encs]
@@ -164,6 +166,8 @@ def batch_from_encoded(encs, texts, ids, words: bool = True, scratch: Scratch | 
         u8 = np.frombuffer(joined.encode("utf-8"), np.uint8)
     except UnicodeEncodeError:
         raise TfreeError("text contains a lone surrogate (not valid UTF-8)") from None
+    if text_digest is not None:
+        text_digest.update(u8)
     n_chars = np.fromiter(map(len, texts), np.int64, count=n)
     doc_chars = np.zeros(n + 1, np.int64)
     np.cumsum(n_chars, out=doc_chars[1:])

@@ -51,9 +51,11 @@ def _utf8(doc: str, where: str) -> bytes:
         raise TfreeError(f"{where}: text contains a lone surrogate (not valid UTF-8)") from None
 
 
-def _digest_update(h, data: bytes) -> None:
-    h.update(len(data).to_bytes(8, "little"))
-    h.update(data)
+def _digest(h, lengths) -> str:
+    """The input digest of a shard: sha256 of its documents' UTF-8, one after the other (fed to ``h`` already),
+    then of their byte lengths as little-endian uint64 (so document boundaries count too)."""
+    h.update(np.asarray(lengths, "<u8").tobytes())
+    return h.hexdigest()
 
 
 def make_plan(files, read, config: CodecConfig, options: dict, docs_per_shard: int | None, shard_bytes: int | None,
@@ -67,7 +69,7 @@ def make_plan(files, read, config: CodecConfig, options: dict, docs_per_shard: i
     max_docs = docs_per_shard or 1 << 62
     max_bytes = shard_bytes if docs_per_shard is None else 1 << 62
     shards: list[dict] = []
-    first, n_docs, n_bytes, h, sources = 0, 0, 0, hashlib.sha256(), []
+    first, n_docs, n_bytes, h, lengths, sources = 0, 0, 0, hashlib.sha256(), [], []
     shown = shown_docs = total = 0  # bytes and documents reported to ``progress`` (once per shard, not per doc)
     for path in files:
         j = -1
@@ -77,13 +79,14 @@ def make_plan(files, read, config: CodecConfig, options: dict, docs_per_shard: i
                 sources.append({"input": path, "start": j, "stop": j})
             n_docs += 1
             n_bytes += len(data)
-            _digest_update(h, data)
+            h.update(data)
+            lengths.append(len(data))
             if n_docs == max_docs or n_bytes >= max_bytes:
                 sources[-1]["stop"] = j + 1
                 shards.append({"documents": n_docs, "utf8_bytes": n_bytes, "first_id": first, "sources": sources,
-                               "input_sha256": h.hexdigest()})
+                               "input_sha256": _digest(h, lengths)})
                 first, total = first + n_docs, total + n_bytes
-                n_docs, n_bytes, h, sources = 0, 0, hashlib.sha256(), []
+                n_docs, n_bytes, h, lengths, sources = 0, 0, hashlib.sha256(), [], []
                 if progress:
                     progress(total - shown, first - shown_docs)
                     shown, shown_docs = total, first
@@ -91,7 +94,7 @@ def make_plan(files, read, config: CodecConfig, options: dict, docs_per_shard: i
             sources[-1]["stop"] = j + 1
     if n_docs:
         shards.append({"documents": n_docs, "utf8_bytes": n_bytes, "first_id": first, "sources": sources,
-                       "input_sha256": h.hexdigest()})
+                       "input_sha256": _digest(h, lengths)})
     if progress:
         progress(total + n_bytes - shown, first + n_docs - shown_docs)
     if not shards or not any(s["utf8_bytes"] for s in shards):
@@ -157,12 +160,8 @@ def encode_shard(out_dir: str, entry: dict, texts: list[str], config: CodecConfi
     In a worker, ``parent_pid`` is the main process: if it dies (killed), the worker stops between record
     batches instead of racing the rerun. Temporary names carry the pid for the same reason. ``on_batch()`` is
     called after each record batch (the main process feeds its workers from there)."""
-    h = hashlib.sha256()
-    for t in texts:
-        _digest_update(h, _utf8(t, entry["file"]))
-    if len(texts) != entry["documents"] or h.hexdigest() != entry["input_sha256"]:
-        raise TfreeError(f"the input changed while encoding ({entry['file']} differs from the plan): rerun the command")
     codec = _codec_for(config)
+    text_digest, lengths = hashlib.sha256(), []  # checked against the plan before the shard is renamed into place
     meta = {b"tfree.format": FORMAT.encode(), b"tfree.codec_fingerprint": config.fingerprint().encode()}
     final = os.path.join(out_dir, entry["file"])
     tmp = os.path.join(out_dir, f"{TMP_PREFIX}{os.getpid()}-{entry['file']}")
@@ -178,13 +177,17 @@ def encode_shard(out_dir: str, entry: dict, texts: list[str], config: CodecConfi
                     encs = [codec.encode(t) for t in texts[lo:hi]]  # overlaps the sink writing the last batch
                     sink.drain()  # the last batch is out: its scratch buffers may be reused
                     ids = np.arange(entry["first_id"] + lo, entry["first_id"] + hi, dtype=np.uint64)
-                    batch = batch_from_encoded(encs, texts[lo:hi], ids, words, _SCRATCH)
+                    batch = batch_from_encoded(encs, texts[lo:hi], ids, words, _SCRATCH, text_digest)
+                    lengths.append(batch.column("n_bytes").to_numpy())
                     n_words += len(batch.column("patterns").values)
                     writer.write_batch(batch)
                     if on_batch is not None:
                         on_batch()
         finally:
             sink.finish()
+    if len(texts) != entry["documents"] or _digest(text_digest, np.concatenate(lengths)) != entry["input_sha256"]:
+        os.remove(tmp)
+        raise TfreeError(f"the input changed while encoding ({entry['file']} differs from the plan): rerun the command")
     os.replace(tmp, final)  # durable later: every shard is fsynced before the manifest commits the directory
     return {"words": n_words, "size": sink.size, "sha256": sink.h.hexdigest()}
 
