@@ -1,7 +1,6 @@
 """``Codec``: text -> words -> trigram activation patterns, the public face of the library."""
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import threading
@@ -90,17 +89,16 @@ class Codec:
         self._caches: list[words.WordCache] = []  # idle caches; a call borrows one, so threads never share
         self._lock = threading.Lock()
 
-    @contextlib.contextmanager
-    def _cache(self):
+    def _borrow(self) -> words.WordCache:
         with self._lock:
             cache = self._caches.pop() if self._caches else None
-        if cache is None or len(cache) > MAX_CACHED_WORDS or cache.pptr[-1] > MAX_CACHED_ROWS:
+        if cache is None or cache.cnt[0] > MAX_CACHED_WORDS or cache.pptr[-1] > MAX_CACHED_ROWS:
             cache = words.WordCache(*self._markers)
-        try:
-            yield cache
-        finally:
-            with self._lock:
-                self._caches.append(cache)
+        return cache
+
+    def _give_back(self, cache: words.WordCache) -> None:
+        with self._lock:
+            self._caches.append(cache)
 
     # -- identity -------------------------------------------------------------------------------------------
     @property
@@ -149,9 +147,12 @@ class Codec:
         if len(text) <= SMALL_TEXT_CHARS and _small_calls < SMALL_TEXT_CALLS and "tfree_codec._kernels" not in sys.modules:
             _small_calls += 1
             return self._encode_python(text)
-        with self._cache() as cache:
+        cache = self._borrow()  # not a context manager: this is per document, and generators cost microseconds
+        try:
             _, offsets, ids = cache.split(text, self.config.max_word_chars, self.config.segmenter)
             return Encoded(text, offsets, ids, *self._gather(cache, ids))
+        finally:
+            self._give_back(cache)
 
     def encode_batch(self, texts, *, num_threads: int | None = None) -> list[Encoded]:
         """``[encode(t) for t in texts]``, on ``num_threads`` threads (default: $TFREE_NUM_THREADS or all cores)."""
@@ -172,10 +173,13 @@ class Codec:
         cps = words.code_points("".join(plain))
         lens = np.fromiter((len(w) for w in plain), np.int64, count=len(plain))
         spans = np.stack([np.cumsum(lens) - lens, np.cumsum(lens)], axis=1)
-        with self._cache() as cache:
+        cache = self._borrow()
+        try:
             plain_ids = iter(cache.intern(cps, spans).tolist())
             ids = np.array([words.MARKER_ID[w] if w in words.MARKER_ID else next(plain_ids) for w in word_list], np.int32)
             return self._gather(cache, ids)
+        finally:
+            self._give_back(cache)
 
     def _gather(self, cache: words.WordCache, ids: np.ndarray):
         trigrams.hash_unhashed(cache, *self._hash_args)

@@ -24,11 +24,17 @@ NO_WS_ID, WS_BASE, NL_BASE = 1, 2, 2 + N_POW
 N_MARKERS = 2 + 2 * N_POW
 
 
+_K = None
+
+
 def kernels():
     """The numba kernels, imported on first use: importing numba and loading cached machine code takes most of a
     second, which a short text never needs (see ``Codec.encode``)."""
-    from . import _kernels
-    return _kernels
+    global _K
+    if _K is None:
+        from . import _kernels
+        _K = _kernels
+    return _K
 
 EOT = "<|endoftext|>"
 NO_WS = "<|no_ws|>"
@@ -70,6 +76,8 @@ def icu_breaks(text: str, cps: np.ndarray | None = None) -> np.ndarray:
     kernel applies a boundary only inside a letter run, and ICU puts none inside runs of spaced scripts, so
     only the runs of Han, Kana, Thai, Lao, Khmer and Myanmar (and script changes next to them) are affected.
     """
+    if text.isascii():  # the common case, answered without a pass over the code points
+        return _EMPTY
     cls, _ = tables()
     if cps is None:  # the pure-Python path
         cps = code_points(text)
