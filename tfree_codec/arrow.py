@@ -83,25 +83,6 @@ def _char_to_byte(u8, pos):
     return out.reshape(pos.shape)
 
 
-@njit(cache=True, nogil=True)
-def _rebase(indptrs, n_words, nnz):
-    """Word -> row offsets of a batch (int32; the caller checked the total) from its documents' indptrs, one
-    after the other (each n_words[d] + 1 long, starting at 0)."""
-    out = np.empty(len(indptrs) - len(n_words) + 1, np.int32)
-    out[0] = 0
-    k = 0
-    p = 0
-    base = 0
-    for d in range(len(n_words)):
-        p += 1  # each document's leading 0
-        for _ in range(n_words[d]):
-            out[k + 1] = base + indptrs[p]
-            k += 1
-            p += 1
-        base += nnz[d]
-    return out
-
-
 def _np(values: np.ndarray, type_: pa.DataType) -> pa.Array:
     """A zero-copy Arrow array over a contiguous numpy array (``pa.array`` would import pandas to check)."""
     values = np.ascontiguousarray(values, type_.to_pandas_dtype())
@@ -115,14 +96,17 @@ class Scratch:
     def __init__(self):
         self.bufs: dict = {}
 
-    def concat(self, name: str, arrays: list, dtype, rows: int) -> np.ndarray:
-        """np.concatenate(arrays) (``rows`` along axis 0) into the buffer ``name``, grown as needed."""
-        tail = arrays[0].shape[1:] if arrays else ()
-        size = rows * int(np.prod(tail, dtype=np.int64))
+    def get(self, name: str, size: int, dtype) -> np.ndarray:
+        """A buffer of ``size`` items (its contents: whatever was there), grown as needed."""
         buf = self.bufs.get(name)
         if buf is None or len(buf) < size:
             buf = self.bufs[name] = np.empty(max(size, 2 * len(buf) if buf is not None else 0), dtype)
-        out = buf[:size].reshape((rows, *tail))
+        return buf[:size]
+
+    def concat(self, name: str, arrays: list, dtype, rows: int) -> np.ndarray:
+        """np.concatenate(arrays) (``rows`` along axis 0) into the buffer ``name``."""
+        tail = arrays[0].shape[1:] if arrays else ()
+        out = self.get(name, rows * int(np.prod(tail, dtype=np.int64)), dtype).reshape((rows, *tail))
         return np.concatenate(arrays, out=out) if arrays else out
 
 
@@ -140,25 +124,26 @@ def _check32(total: int, what: str) -> None:
                          "smaller documents")
 
 
-def batch_from_encoded(encs, texts, ids, words: bool = True, scratch: Scratch | None = None,
-                       text_digest=None) -> pa.RecordBatch:
-    """One record batch from ``codec.encode`` results of ``texts`` (same order) and their document ids.
-    With ``scratch`` the batch borrows its buffers: use it before building the next one. ``text_digest`` (a
-    hashlib object) is fed the batch's UTF-8 text, which is at hand here anyway."""
-    n = len(encs)
-    word_ids = [e.ids for e in encs]  # per-document lists, gathered once: this part runs per document
-    rows = [e.indices for e in encs]
-    n_words = np.fromiter(map(len, word_ids), np.int64, count=n)
-    nnz = np.fromiter(map(len, rows), np.int64, count=n)
+def batch_from_texts(codec: Codec, texts: list[str], ids, words: bool = True, scratch: Scratch | None = None,
+                     text_digest=None, before_reuse=None) -> pa.RecordBatch:
+    """One record batch of ``texts`` (one document each) and their document ids.
+
+    With ``scratch`` the batch borrows its buffers: use it before building the next one; ``before_reuse()`` is
+    called once the texts are split, just before the buffers are overwritten (a writer drains its last batch
+    there, so splitting overlaps the writing). ``text_digest`` (a hashlib object) is fed the batch's UTF-8 text,
+    which is at hand here anyway."""
+    def alloc(size: int) -> np.ndarray:
+        if before_reuse is not None:
+            before_reuse()
+        return scratch.get("indices", size, np.uint32) if scratch is not None else np.empty(size, np.uint32)
+
+    n = len(texts)
+    n_words, spans, word_ids, indptr, indices = codec._encode_flat(texts, alloc)
     doc_offsets = np.zeros(n + 1, np.int64)
     np.cumsum(n_words, out=doc_offsets[1:])
-    total_words, total_rows = int(doc_offsets[-1]), int(nnz.sum())
-    _check32(total_words, "words")
-    _check32(total_rows, "pattern rows")
-    indptrs = _cat([e.indptr for e in encs], np.int64, scratch, "indptrs", total_words + n)
-    word_offsets = _rebase(indptrs, n_words, nnz)
-    indices = _cat(rows, np.uint32, scratch, "indices", total_rows)
-    inner = pa.ListArray.from_arrays(_np(word_offsets, pa.int32()), _np(indices, pa.uint32()))
+    _check32(len(word_ids), "words")
+    _check32(len(indices), "pattern rows")
+    inner = pa.ListArray.from_arrays(_np(indptr.astype(np.int32), pa.int32()), _np(indices, pa.uint32()))
     patterns = pa.ListArray.from_arrays(_np(doc_offsets, pa.int32()), inner)
 
     joined = "".join(texts)
@@ -177,13 +162,12 @@ def batch_from_encoded(encs, texts, ids, words: bool = True, scratch: Scratch | 
         raise TfreeError(f"a document of {int(n_bytes.max()):,} bytes is too large (n_bytes is uint32)")
     cols = [_np(np.asarray(ids, np.uint64), pa.uint64()), _np(n_bytes, pa.uint32()), patterns]
     if words:
-        spans = _cat([e.offsets for e in encs], np.int64, scratch, "spans", total_words)  # (words, 2) char spans
+        spans = _cat(spans, np.int64, scratch, "spans", len(word_ids))  # (words, 2) char spans
         if n > 1:  # a fresh or scratch concatenation: shift each document's spans in place
             spans += np.repeat(doc_chars[:-1], n_words)[:, None]
         if not ascii_only:
             spans = _char_to_byte(u8, spans)
-        str_offsets, data = _gather_words(u8, spans.reshape(-1, 2), _cat(word_ids, np.int32, scratch, "ids", total_words),
-                                          MARKER_DATA, MARKER_OFFSETS)
+        str_offsets, data = _gather_words(u8, spans.reshape(-1, 2), word_ids, MARKER_DATA, MARKER_OFFSETS)
         _check32(int(str_offsets[-1]), "bytes of words")
         strings = pa.StringArray.from_buffers(len(str_offsets) - 1, pa.py_buffer(str_offsets.astype(np.int32)),
                                               pa.py_buffer(data))
@@ -193,7 +177,7 @@ def batch_from_encoded(encs, texts, ids, words: bool = True, scratch: Scratch | 
 
 def encode_texts(codec: Codec, texts: list[str], ids, words: bool = True, scratch: Scratch | None = None) -> pa.RecordBatch:
     """Encode ``texts`` (one document each) into one record batch of the shard schema."""
-    return batch_from_encoded([codec.encode(t) for t in texts], texts, ids, words, scratch)
+    return batch_from_texts(codec, texts, ids, words, scratch)
 
 
 # -- one pure function for distributed engines ------------------------------------------------------------------

@@ -27,7 +27,7 @@ from itertools import chain, islice
 import numpy as np
 import pyarrow as pa
 
-from .arrow import Scratch, _codec_for, batch_from_encoded, schema
+from .arrow import Scratch, _codec_for, batch_from_texts, schema
 from .config import CodecConfig, TfreeError, atomic_write
 from .shards import CODEC, FORMAT, FORMAT_VERSION, MANIFEST, check_shard_file, count_words, shard_name
 from .sources import SPLITS, expand_inputs, iter_documents
@@ -174,10 +174,9 @@ def encode_shard(out_dir: str, entry: dict, texts: list[str], config: CodecConfi
                     if parent_pid is not None and os.getppid() != parent_pid:
                         os.remove(tmp)
                         os._exit(1)
-                    encs = [codec.encode(t) for t in texts[lo:hi]]  # overlaps the sink writing the last batch
-                    sink.drain()  # the last batch is out: its scratch buffers may be reused
                     ids = np.arange(entry["first_id"] + lo, entry["first_id"] + hi, dtype=np.uint64)
-                    batch = batch_from_encoded(encs, texts[lo:hi], ids, words, _SCRATCH, text_digest)
+                    # splitting overlaps the sink writing the last batch; drained before its buffers are reused
+                    batch = batch_from_texts(codec, texts[lo:hi], ids, words, _SCRATCH, text_digest, sink.drain)
                     lengths.append(batch.column("n_bytes").to_numpy())
                     n_words += len(batch.column("patterns").values)
                     writer.write_batch(batch)
