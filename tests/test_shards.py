@@ -194,6 +194,18 @@ def test_output_does_not_depend_on_the_number_of_processes(encoded, tmp_path):
     assert dir_bytes(tmp_path / "two") == dir_bytes(out)
 
 
+def test_inputs_too_large_to_keep_are_read_twice_with_the_same_result(encoded, tmp_path, monkeypatch):
+    tmp, out, _, _ = encoded
+    monkeypatch.setattr(shard_writer, "KEEP_BYTES", 100)  # the plan pass gives up keeping documents mid-way
+    reads = []
+    real = shard_writer.iter_documents
+    monkeypatch.setattr(shard_writer, "iter_documents", lambda *a, **k: (reads.append(a[0]), real(*a, **k))[1])
+    shard_writer.encode_to_shards([str(tmp / "in.txt")], tmp_path / "big", CODEC.config, split="lines",
+                                  num_proc=1, docs_per_shard=15, progress=False)
+    assert len(reads) == 2  # plan pass, encode pass
+    assert dir_bytes(tmp_path / "big") == dir_bytes(out)
+
+
 def test_resume_reuses_valid_shards_and_replaces_bad_ones(encoded, tmp_path, monkeypatch):
     tmp, out, _, _ = encoded
     kw = dict(split="lines", num_proc=1, docs_per_shard=15, progress=False)

@@ -2,7 +2,8 @@
 
 Two passes over the inputs. The plan pass reads every document once, checks it (UTF-8, not empty) and cuts the
 stream into shards by document count or UTF-8 bytes, so shard i is a fixed range of the input that does not
-depend on the number of processes. The encode pass streams the documents again; each missing shard is encoded
+depend on the number of processes. The encode pass streams the documents again (or, for inputs under
+KEEP_BYTES, takes them from the plan pass); each missing shard is encoded
 by this process or a spawned worker, written as ``.tmp-<pid>-<name>`` and renamed into place by whoever encoded
 it (only small stats travel back, never arrays).
 
@@ -37,6 +38,7 @@ TMP_PREFIX = ".tmp-"
 DEFAULT_SHARD_BYTES = 2 << 20  # UTF-8 bytes of text per shard: ~75 MB on disk with v=8192, m=10
 BATCH_DOCS = 4096               # record batch bounds: offsets stay far below int32 and arrays stay small
 BATCH_CHARS = 512 << 10
+KEEP_BYTES = 512 << 20          # inputs up to this size are read once: the plan pass keeps their documents
 _SCRATCH = Scratch()  # one per process: a shard is written by one thread, batch after batch
 
 
@@ -59,9 +61,10 @@ def _digest(h, lengths) -> str:
 
 
 def make_plan(files, read, config: CodecConfig, options: dict, docs_per_shard: int | None, shard_bytes: int | None,
-              progress=None) -> dict:
+              progress=None, keep: list | None = None) -> dict:
     """Read every document once (``read(path)`` yields them) and cut shards; raise TfreeError on bad or empty
-    input before anything is written. The loop is per document, so it keeps to locals."""
+    input before anything is written. The loop is per document, so it keeps to locals. The documents are
+    appended to ``keep`` while the input is under KEEP_BYTES; past that ``keep`` is emptied and left so."""
     if docs_per_shard is not None and docs_per_shard < 1:
         raise TfreeError("--docs-per-shard must be at least 1")
     if docs_per_shard is None and (shard_bytes or 0) < 1:
@@ -79,6 +82,12 @@ def make_plan(files, read, config: CodecConfig, options: dict, docs_per_shard: i
                 sources.append({"input": path, "start": j, "stop": j})
             n_docs += 1
             n_bytes += len(data)
+            if keep is not None:
+                if total + n_bytes <= KEEP_BYTES:
+                    keep.append(doc)
+                else:
+                    keep.clear()
+                    keep = None
             h.update(data)
             lengths.append(len(data))
             if n_docs == max_docs or n_bytes >= max_bytes:
@@ -356,7 +365,8 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
     bars: list[_Progress] = []
     try:
         bars.append(_Progress(None, "plan", progress))
-        plan = make_plan(files, read, config, options, docs_per_shard, shard_bytes, bars[-1].update)
+        kept: list[str] = []
+        plan = make_plan(files, read, config, options, docs_per_shard, shard_bytes, bars[-1].update, kept)
         bars[-1].close()
         plan_bytes = _canonical(plan)
         state = prepare_dir(out_dir, plan_bytes, config, overwrite)
@@ -380,7 +390,8 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
             pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=_worker_init)
         if todo:
-            _encode_missing(out_dir, files, read, entries, results, config, words, pool, workers, bars[-1])
+            docs = iter(kept) if kept else chain.from_iterable(map(read, files))
+            _encode_missing(out_dir, docs, entries, results, config, words, pool, workers, bars[-1])
     finally:
         for bar in bars:
             bar.close()
@@ -398,13 +409,13 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
             "seconds": time.perf_counter() - t0, "up_to_date": state == "complete"}
 
 
-def _encode_missing(out_dir, files, read, entries, results, config, words, pool, slots, bar) -> None:
-    """Second pass: stream the documents again and encode every shard not in ``results``.
+def _encode_missing(out_dir, docs, entries, results, config, words, pool, slots, bar) -> None:
+    """Second pass: stream the documents (kept from the plan pass, or read again) and encode every shard not
+    in ``results``.
 
     Each worker holds one shard at a time; this process encodes the others itself and, between its record
     batches, hands a freed worker the next shard. So nobody waits on a queue and the run ends within about one
     shard of perfectly balanced."""
-    docs = chain.from_iterable(map(read, files))
     todo = iter(i for i in range(len(entries)) if i not in results)
     inflight: dict = {}
     pos = 0  # documents of the stream consumed so far
