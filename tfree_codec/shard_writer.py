@@ -340,6 +340,13 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C; finished shards stay valid
 
 
+def _warm_up(config: CodecConfig) -> None:
+    # numba loads each kernel from its on-disk cache on the first call: make those calls before real work arrives
+    from .arrow import encode_texts
+
+    encode_texts(_codec_for(config), ["Warm-up text, long enough for the kernels: Grüße, naïve café. " * 6], [0])
+
+
 def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = "none", text_column: str = "text",
                      fmt: str = "auto", words: bool = True, num_proc: int | None = None, overwrite: bool = False,
                      docs_per_shard: int | None = None, shard_bytes: int | None = DEFAULT_SHARD_BYTES,
@@ -364,6 +371,12 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
     pool = None
     bars: list[_Progress] = []
     try:
+        if num_proc > 1 and not os.path.exists(os.path.join(out_dir, MANIFEST)):
+            # Workers start now, so their imports and kernel loading overlap the plan pass.
+            pool = ProcessPoolExecutor(num_proc - 1, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_worker_init)
+            for _ in range(num_proc - 1):
+                pool.submit(_warm_up, config)
         bars.append(_Progress(None, "plan", progress))
         kept: list[str] = []
         plan = make_plan(files, read, config, options, docs_per_shard, shard_bytes, bars[-1].update, kept)
@@ -386,7 +399,7 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
         bars.append(_Progress(total, "encode", progress and total > 0))
         todo = len(entries) - len(results)
         workers = min(num_proc, todo) - 1  # this process encodes too, while the workers start (imports, kernels)
-        if workers > 0:
+        if workers > 0 and pool is None:
             pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=_worker_init)
         if todo:
