@@ -140,3 +140,22 @@ def test_a_short_first_encode_needs_no_numba():
             "print(e.words, 'numba' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['hello', 'world'] False"
+
+
+MIXED = st.text(st.sampled_from("ab Zé\n\t.,3-'日本語の文章ですカタカナ한국어ไทย😀\u0301"), max_size=60)
+
+
+@given(st.lists(st.one_of(st.text(max_size=40), MIXED), max_size=6))
+def test_encoding_many_texts_at_once_equals_one_by_one(texts):
+    texts += ["x" * 100 + " " * 70, "\n".join(["日本語の長い文章です"] * 5)]  # a word cut, space runs, ICU words
+    n_words, spans, ids, indptr, indices = codec._encode_flat(texts)
+    assert n_words.sum() == len(ids) == len(spans) == len(indptr) - 1
+    first = 0
+    for t, n in zip(texts, n_words.tolist()):
+        one = codec.encode(t)
+        w = slice(first, first + n)
+        assert words_module.words_from_spans(t, spans[w], ids[w]) == one.words
+        assert np.array_equal(spans[w], one.offsets)
+        assert np.array_equal(indices[indptr[first]:indptr[first + n]], one.indices)
+        assert np.array_equal(np.diff(indptr[first:first + n + 1]), np.diff(one.indptr))
+        first += n

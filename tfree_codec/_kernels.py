@@ -263,6 +263,33 @@ def split_words(cps, cls, breaks, max_chars, offs, ids, tab, chars, coff, ascii_
 
 
 @njit(cache=True, nogil=True)
+def split_many(cps, starts, cls, breaks, bstarts, max_chars, offs, ids, nws, tab, chars, coff, ascii_ids, cnt):
+    """``split_words`` of each text cps[starts[d]:starts[d+1]] (its breaks: breaks[bstarts[d]:bstarts[d+1]]),
+    one after the other in offs/ids (spans relative to each text); nws[d] gets text d's word count. One call for
+    a whole record batch: per-call overhead is most of the cost of a short text. Returns (total words, offs,
+    ids, tab, chars, coff)."""
+    total = 0
+    for d in range(starts.shape[0] - 1):
+        a = starts[d]
+        b = starts[d + 1]
+        need = total + (b - a) // 2 + 16  # room for a typical text, so the inner call seldom grows its own
+        if need > ids.shape[0]:
+            offs = _grow(offs, need)
+            ids = _grow(ids, need)
+        room = ids.shape[0] - total
+        nw, o, w, tab, chars, coff = split_words(cps[a:b], cls, breaks[bstarts[d]:bstarts[d + 1]], max_chars,
+                                                 offs[total:], ids[total:], tab, chars, coff, ascii_ids, cnt)
+        if w.shape[0] != room:  # the inner call grew its views into fresh arrays: copy its words back
+            offs = _grow(offs, total + nw)
+            ids = _grow(ids, total + nw)
+            offs[total:total + nw] = o[:nw]
+            ids[total:total + nw] = w[:nw]
+        nws[d] = nw
+        total += nw
+    return total, offs, ids, tab, chars, coff
+
+
+@njit(cache=True, nogil=True)
 def intern_spans(cps, spans, tab, chars, coff, ascii_ids, cnt):
     """Cache ids of the words cps[s:e] for (s, e) in spans."""
     ids = np.empty(spans.shape[0], np.int32)

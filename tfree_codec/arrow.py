@@ -103,20 +103,6 @@ class Scratch:
             buf = self.bufs[name] = np.empty(max(size, 2 * len(buf) if buf is not None else 0), dtype)
         return buf[:size]
 
-    def concat(self, name: str, arrays: list, dtype, rows: int) -> np.ndarray:
-        """np.concatenate(arrays) (``rows`` along axis 0) into the buffer ``name``."""
-        tail = arrays[0].shape[1:] if arrays else ()
-        out = self.get(name, rows * int(np.prod(tail, dtype=np.int64)), dtype).reshape((rows, *tail))
-        return np.concatenate(arrays, out=out) if arrays else out
-
-
-def _cat(arrays: list, dtype, scratch: Scratch | None, name: str, rows: int) -> np.ndarray:
-    if len(arrays) == 1:  # no copy: a document of many MB makes a batch of its own
-        return arrays[0]
-    if scratch is not None:
-        return scratch.concat(name, arrays, dtype, rows)
-    return np.concatenate(arrays) if arrays else np.zeros(0, dtype)
-
 
 def _check32(total: int, what: str) -> None:
     if total > INT32_MAX:
@@ -162,9 +148,8 @@ def batch_from_texts(codec: Codec, texts: list[str], ids, words: bool = True, sc
         raise TfreeError(f"a document of {int(n_bytes.max()):,} bytes is too large (n_bytes is uint32)")
     cols = [_np(np.asarray(ids, np.uint64), pa.uint64()), _np(n_bytes, pa.uint32()), patterns]
     if words:
-        spans = _cat(spans, np.int64, scratch, "spans", len(word_ids))  # (words, 2) char spans
-        if n > 1:  # a fresh or scratch concatenation: shift each document's spans in place
-            spans += np.repeat(doc_chars[:-1], n_words)[:, None]
+        if n > 1:  # each document's spans, shifted to offsets in the joined text
+            spans = spans + np.repeat(doc_chars[:-1], n_words)[:, None]
         if not ascii_only:
             spans = _char_to_byte(u8, spans)
         str_offsets, data = _gather_words(u8, spans.reshape(-1, 2), word_ids, MARKER_DATA, MARKER_OFFSETS)

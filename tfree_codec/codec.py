@@ -182,19 +182,13 @@ class Codec:
             self._give_back(cache)
 
     def _encode_flat(self, texts: list[str], alloc=None):
-        """Many texts at once, for writers of record batches: (words per text, character spans (each text's
-        own), word ids, indptr, indices) with the words of all texts one after the other. Only one gather for
+        """Many texts at once, for writers of record batches: (words per text, (W, 2) character spans (each
+        text's own), word ids, indptr, indices) with the words of all texts one after the other. Only one gather for
         them all, into ``alloc(n)`` (a reusable uint32 buffer) when given: per-text output arrays would be
         fresh memory, whose page faults cost more here than the copy."""
         cache = self._borrow()
         try:
-            spans, ids = [], []
-            for t in texts:
-                _, o, i = cache.split(t, self.config.max_word_chars, self.config.segmenter)
-                spans.append(o)
-                ids.append(i)
-            n_words = np.fromiter(map(len, ids), np.int64, count=len(ids))
-            flat = np.concatenate(ids) if ids else np.zeros(0, np.int32)
+            n_words, spans, flat = cache.split_many(texts, self.config.max_word_chars, self.config.segmenter)
             trigrams.hash_unhashed(cache, *self._hash_args)
             K = words.kernels()
             indptr = np.empty(len(flat) + 1, np.int64)

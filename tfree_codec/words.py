@@ -130,6 +130,26 @@ class WordCache:
             self.tab, self.chars, self.coff, self.ascii, self.cnt)
         return cps, offsets[:nw], ids[:nw]
 
+    def split_many(self, texts: list[str], max_word_chars: int, segmenter: str):
+        """(words per text, (W, 2) spans (each text's own offsets), ids) of all ``texts``, one after the other."""
+        joined = "".join(texts)
+        cps = code_points(joined)
+        lens = np.fromiter(map(len, texts), np.int64, count=len(texts))
+        starts = np.zeros(len(texts) + 1, np.int64)
+        np.cumsum(lens, out=starts[1:])
+        breaks, bstarts = _EMPTY, np.zeros(len(texts) + 1, np.int64)
+        if segmenter == "icu" and not joined.isascii():  # ICU per text, as ``split`` does, never across texts
+            parts = [icu_breaks(t, cps[a:b]) for t, a, b in zip(texts, starts[:-1].tolist(), starts[1:].tolist())]
+            np.cumsum([len(p) for p in parts], out=bstarts[1:])
+            breaks = np.concatenate(parts) if parts else _EMPTY
+        cls, _ = tables()
+        cap = len(cps) // 2 + 16 * len(texts) + 16
+        nws = np.empty(len(texts), np.int64)
+        nw, offsets, ids, self.tab, self.chars, self.coff = kernels().split_many(
+            cps, starts, cls, breaks, bstarts, max_word_chars, np.empty((cap, 2), np.int64), np.empty(cap, np.int32),
+            nws, self.tab, self.chars, self.coff, self.ascii, self.cnt)
+        return nws, offsets[:nw], ids[:nw]
+
     def intern(self, cps: np.ndarray, spans: np.ndarray) -> np.ndarray:
         ids, self.tab, self.chars, self.coff = kernels().intern_spans(cps, spans, self.tab, self.chars, self.coff, self.ascii, self.cnt)
         return ids
