@@ -77,6 +77,7 @@ def test_encoded_words_offsets_and_patterns_line_up():
 @given(st.lists(st.text(max_size=40), max_size=12))
 def test_encode_batch_equals_map_encode(texts):
     batch = codec.encode_batch(texts, num_threads=2)
+    assert len(batch) == len(texts)
     for t, b in zip(texts, batch):
         single = codec.encode(t)
         assert b.words == single.words
@@ -84,10 +85,13 @@ def test_encode_batch_equals_map_encode(texts):
         assert np.array_equal(b.offsets, single.offsets)
 
 
-def test_encode_batch_on_real_text_uses_threads_consistently():
+def test_encode_batch_on_real_text_uses_threads_consistently(monkeypatch):
+    monkeypatch.setattr(tfree_codec.codec, "CHUNK_TEXTS", 7)  # many chunks, shared out between the threads
     text = sample_text(200_000)
     parts = text.split("\n\n")
-    flat = np.concatenate([e.indices for e in codec.encode_batch(parts, num_threads=2)])
+    batch = codec.encode_batch(parts, num_threads=2)
+    assert [e.words for e in batch[:50]] == [codec.encode(p).words for p in parts[:50]]
+    flat = np.concatenate([e.indices for e in batch])
     assert np.array_equal(flat, np.concatenate([codec.encode(p).indices for p in parts]))
 
 

@@ -63,6 +63,22 @@ def default_num_threads() -> int:
     return os.cpu_count() or 1
 
 
+CHUNK_TEXTS = 1024
+CHUNK_CHARS = 1 << 20
+
+
+def _chunks(texts: list[str]):
+    """Contiguous (lo, hi) ranges of at most CHUNK_TEXTS texts and about CHUNK_CHARS characters."""
+    lo, size = 0, 0
+    for i, t in enumerate(texts):
+        size += len(t)
+        if i + 1 - lo == CHUNK_TEXTS or size >= CHUNK_CHARS:
+            yield lo, i + 1
+            lo, size = i + 1, 0
+    if lo < len(texts):
+        yield lo, len(texts)
+
+
 class Codec:
     """A tokenizer-free text codec.
 
@@ -155,13 +171,36 @@ class Codec:
             self._give_back(cache)
 
     def encode_batch(self, texts, *, num_threads: int | None = None) -> list[Encoded]:
-        """``[encode(t) for t in texts]``, on ``num_threads`` threads (default: $TFREE_NUM_THREADS or all cores)."""
+        """``[encode(t) for t in texts]``, on ``num_threads`` threads (default: $TFREE_NUM_THREADS or all cores).
+
+        Texts go through the kernels in chunks (a kernel call per chunk, not per text), so many short texts
+        cost little more than one long one."""
         texts = list(texts)
-        n = num_threads or default_num_threads()
-        if n <= 1 or len(texts) <= 1:
-            return [self.encode(t) for t in texts]
-        with ThreadPoolExecutor(min(n, len(texts))) as pool:
-            return list(pool.map(self.encode, texts))
+        for t in texts:
+            if not isinstance(t, str):
+                raise TypeError(f"expected str, got {type(t).__name__}")
+        if ("tfree_codec._kernels" not in sys.modules and len(texts) + _small_calls <= SMALL_TEXT_CALLS
+                and all(len(t) <= SMALL_TEXT_CHARS for t in texts)):
+            return [self.encode(t) for t in texts]  # a few short texts: no numba start-up (see encode)
+        chunks = list(_chunks(texts))
+        n = min(num_threads or default_num_threads(), len(chunks))
+        if n <= 1:
+            parts = [self._encode_chunk(texts[a:b]) for a, b in chunks]
+        else:
+            with ThreadPoolExecutor(n) as pool:
+                parts = list(pool.map(lambda c: self._encode_chunk(texts[c[0]:c[1]]), chunks))
+        return [e for part in parts for e in part]
+
+    def _encode_chunk(self, texts: list[str]) -> list[Encoded]:
+        n_words, spans, ids, indptr, indices = self._encode_flat(texts)
+        first = np.zeros(len(texts) + 1, np.int64)
+        np.cumsum(n_words, out=first[1:])
+        # every text's own indptr (n + 1 entries, from 0), all in one array: one numpy pass, not one per text
+        doc = np.repeat(np.arange(len(texts)), n_words + 1)
+        local = indptr[np.arange(len(doc)) - doc] - indptr[first[doc]]
+        w, rows = first.tolist(), indptr[first].tolist()
+        return [Encoded(t, spans[w[d]:w[d + 1]], ids[w[d]:w[d + 1]], local[w[d] + d:w[d + 1] + d + 1],
+                        indices[rows[d]:rows[d + 1]]) for d, t in enumerate(texts)]
 
     def encode_words(self, word_list) -> tuple[np.ndarray, np.ndarray]:
         """CSR (indptr, indices) of the given words, each hashed as one word (markers as markers)."""
