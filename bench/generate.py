@@ -9,7 +9,8 @@ up numba, the dictionary scorer and torch. Reported: the median of ``--repeats``
 setting once per round, so load changes on a shared machine hit all alike); the uncached runs once.
 ``--shapes small,...`` adds the KV-cache comparison for randomly initialised T-FREE models of those presets (same
 codec and dictionary): the cache's gain grows with the width and the context, and speed does not depend on the
-weights.
+weights. ``--profile`` adds where a cached greedy word's time goes, and the model's matrix-vector products timed with
+their weights in the CPU's caches and from memory.
 """
 from __future__ import annotations
 
@@ -56,6 +57,65 @@ def measure(models: dict, new: int, repeats: int) -> dict:
     return out
 
 
+def profile(lm: LanguageModel, new: int, rounds: int = 30) -> None:
+    """A cached greedy run split into the model's forward passes and the rest (scoring, sampling, Python), and the
+    forward passes' torch time split by the profiler into the matrix products (aten::mm/addmm) and the other ops;
+    then the weight matrices of one step as matrix-vector products, warm (each timed right after itself) and cold
+    (after 64 MB of other memory has been written, as by whatever runs between two words on a busy machine)."""
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as F  # noqa: PLC0415
+    from torch.profiler import profile as torch_profile  # noqa: PLC0415
+
+    def run():
+        t0 = time.perf_counter()
+        n = len(list(lm.stream(PROMPT, max_new_tokens=new, temperature=0, stop_at_eot=False)))
+        return n, time.perf_counter() - t0
+
+    forward, spent = lm.model.forward, []
+
+    def timed_forward(*a, **kw):
+        t0 = time.perf_counter()
+        out = forward(*a, **kw)
+        spent.append(time.perf_counter() - t0)
+        return out
+    lm.model.forward = timed_forward  # nn.Module.__call__ calls the instance's forward
+    try:
+        n, wall = run()
+    finally:
+        del lm.model.forward
+    with torch_profile() as prof:
+        run()
+    ops = prof.key_averages()
+    mm = sum(e.self_cpu_time_total for e in ops if e.key in ("aten::mm", "aten::addmm"))
+    share = mm / sum(e.self_cpu_time_total for e in ops)
+    fwd = sum(spent)
+    print(f"\ncached greedy, {n} words: {wall / n * 1e3:.2f} ms a word, of which the model {fwd / n * 1e3:.2f} ms "
+          f"({fwd / wall:.0%}; its torch time {share:.0%} matrix products, by the profiler), the rest (scoring, "
+          f"sampling, Python) {(wall - fwd) / n * 1e3:.2f} ms")
+    weights = [p for name, p in lm.model.named_parameters() if p.dim() == 2 and not name.startswith("embed")]
+    xs = {w.shape[1]: torch.randn(1, w.shape[1]) for w in weights}
+    junk = torch.zeros(16 * 2**20)  # 64 MB
+    warm, cold = [], []
+    with torch.inference_mode():
+        for _ in range(rounds):
+            t = 0.0
+            for w in weights:
+                F.linear(xs[w.shape[1]], w)
+                t0 = time.perf_counter()
+                F.linear(xs[w.shape[1]], w)
+                t += time.perf_counter() - t0
+            warm.append(t)
+            junk.add_(1)
+            t0 = time.perf_counter()
+            for w in weights:
+                F.linear(xs[w.shape[1]], w)
+            cold.append(time.perf_counter() - t0)
+    nbytes = sum(w.numel() * w.element_size() for w in weights)
+    print(f"the {len(weights)} matrix-vector products of a step ({nbytes / 1e6:.1f} MB of weights), median of {rounds}: "
+          f"{statistics.median(warm) * 1e3:.2f} ms warm, {statistics.median(cold) * 1e3:.2f} ms after 64 MB of other "
+          f"writes")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tfree", default=None, help="T-FREE checkpoint or run directory (default: the bundled model)")
@@ -64,6 +124,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (as tfree generate; 0: torch's default)")
     ap.add_argument("--shapes", default="", help="presets to time with random weights too, e.g. small")
+    ap.add_argument("--profile", action="store_true", help="where a cached word's time goes (see the module doc)")
     args = ap.parse_args()
 
     import torch  # noqa: PLC0415
@@ -108,6 +169,8 @@ def main() -> None:
         for name in SETTINGS:
             x = results["tfree"][name]["bytes_s"] / results["bpe"][name]["bytes_s"]
             print(f"bytes of text per second, tfree / same-body BPE, {name}: {x:.2f}x  (gate: >= 1.2x)")
+    if args.profile:
+        profile(models["tfree"], args.new)
 
 
 if __name__ == "__main__":
