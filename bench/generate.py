@@ -6,7 +6,7 @@ its same-body BPE baseline, all measured in this run.
 Each run continues the same prompt by exactly ``--new`` items (words or tokens; <|endoftext|> does not stop it),
 in one CPU process with one torch thread (as ``tfree generate``; ``--threads``). A first short run per model warms
 up numba, the dictionary scorer and torch. Reported: the median of ``--repeats`` round-robin runs (every model and
-setting once per round, so load changes on a shared machine hit all alike); the uncached runs once.
+setting once per round, with and without the KV cache, so load changes on a shared machine hit all alike).
 ``--shapes small,...`` adds the KV-cache comparison for randomly initialised T-FREE models of those presets (same
 codec and dictionary): the cache's gain grows with the width and the context, and speed does not depend on the
 weights. ``--profile`` adds where a cached greedy word's time goes, and the model's matrix-vector products timed with
@@ -41,20 +41,21 @@ def median_of(runs: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
+UNCACHED = "greedy, no KV cache"
+
+
 def measure(models: dict, new: int, repeats: int) -> dict:
-    """Round-robin: each repeat runs every (model, setting) once, so a change in the machine's load between runs
-    falls on all of them alike; then the medians. The uncached runs (slow) go once each, interleaved too."""
+    """Round-robin: each repeat runs every (model, setting) once, the uncached reader too, so a change in the
+    machine's load between runs falls on all of them alike; then the medians."""
     for lm in models.values():
         lm.generate(PROMPT, max_new_tokens=8, seed=0, stop_at_eot=False)  # warm-up
-    runs = {(kind, name): [] for kind in models for name in SETTINGS}
+    settings = {**{name: (True, kw) for name, kw in SETTINGS.items()}, UNCACHED: (False, SETTINGS["greedy"])}
+    runs = {(kind, name): [] for kind in models for name in settings}
     for r in range(repeats):
         for kind, lm in models.items():
-            for name, kw in SETTINGS.items():
-                runs[kind, name].append(one(lm, new, r, True, **kw))
-    out = {kind: {name: median_of(runs[kind, name]) for name in SETTINGS} for kind in models}
-    for kind, lm in models.items():
-        out[kind]["greedy, no KV cache"] = one(lm, new, 0, False, **SETTINGS["greedy"])
-    return out
+            for name, (use_cache, kw) in settings.items():
+                runs[kind, name].append(one(lm, new, r, use_cache, **kw))
+    return {kind: {name: median_of(runs[kind, name]) for name in settings} for kind in models}
 
 
 def profile(lm: LanguageModel, new: int, rounds: int = 30) -> None:
@@ -114,6 +115,23 @@ def profile(lm: LanguageModel, new: int, rounds: int = 30) -> None:
     print(f"the {len(weights)} matrix-vector products of a step ({nbytes / 1e6:.1f} MB of weights), median of {rounds}: "
           f"{statistics.median(warm) * 1e3:.2f} ms warm, {statistics.median(cold) * 1e3:.2f} ms after 64 MB of other "
           f"writes")
+    from tfree_codec.model import Model, ModelConfig  # noqa: PLC0415
+
+    c = lm.model.config  # the same step with 16-wide layers and 16 rows out: what is left is dispatch and Python
+    tiny = Model(ModelConfig(mode="bpe", vocab_size=16, n_layer=c.n_layer, n_head=c.n_head, n_embd=4 * c.n_head,
+                             seq_len=c.seq_len, ffn_hidden=16)).eval()
+    steps = []
+    with torch.inference_mode():
+        cache = tiny.new_kv_cache(1)
+        tiny(torch.zeros(1, c.seq_len // 2, dtype=torch.int64), kv_cache=cache)
+        x = torch.zeros(1, 1, dtype=torch.int64)
+        for _ in range(20 * rounds):
+            cache.pos = c.seq_len // 2
+            t0 = time.perf_counter()
+            tiny(x, kv_cache=cache, last=True)
+            steps.append(time.perf_counter() - t0)
+    print(f"the same cached step with {4 * c.n_head}-wide layers (dispatch and Python only), median of {len(steps)}: "
+          f"{statistics.median(steps) * 1e3:.2f} ms")
 
 
 def main() -> None:
@@ -151,11 +169,11 @@ def main() -> None:
         rand = LanguageModel(Model(cfg).eval(), lm.codec, lm.vocab, lm.calibration, f"random {preset}")
         print(f"tfree {preset} (random weights): {rand.model.num_params()['total'] / 1e6:.2f}M parameters, "
               f"{cfg.n_layer}x{cfg.n_embd}, context {cfg.seq_len}")
-        r = measure({preset: rand}, args.new, 1)[preset]
-        results[f"tfree {preset} (random)"] = {k: r[k] for k in ("greedy", "greedy, no KV cache")}
+        r = measure({preset: rand}, args.new, args.repeats)[preset]
+        results[f"tfree {preset} (random)"] = {k: r[k] for k in ("greedy", UNCACHED)}
 
     unit = {k: "tokens" if k == "bpe" else "words" for k in results}
-    print(f"\n{args.new} new items after a {len(PROMPT)}-character prompt; median of {args.repeats} round-robin runs (uncached: 1)\n")
+    print(f"\n{args.new} new items after a {len(PROMPT)}-character prompt; median of {args.repeats} round-robin runs\n")
     print("| model | decoding | items/s | bytes/item | bytes of text/s |")
     print("|---|---|---|---|---|")
     for kind, res in results.items():
@@ -163,7 +181,7 @@ def main() -> None:
             print(f"| {kind} | {name} | {r['items_s']:.1f} {unit[kind]}/s | {r['bytes_per_item']:.2f} | {r['bytes_s']:,.0f} |")
     print()
     for kind, res in results.items():
-        x = res["greedy"]["items_s"] / res["greedy, no KV cache"]["items_s"]
+        x = res["greedy"]["items_s"] / res[UNCACHED]["items_s"]
         print(f"{kind}: KV cache speed-up (greedy, {args.new} new): {x:.1f}x  (gate for T-FREE: >= 5x)")
     if "bpe" in results:
         for name in SETTINGS:
