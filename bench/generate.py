@@ -6,10 +6,11 @@ its same-body BPE baseline, all measured in this run.
 Each run continues the same prompt by exactly ``--new`` items (words or tokens; <|endoftext|> does not stop it),
 in one CPU process with one torch thread (as ``tfree generate``; ``--threads``). A first short run per model warms
 up numba, the dictionary scorer and torch. Reported: the median of ``--repeats`` round-robin runs (every model and
-setting once per round, so load changes on a shared machine hit all alike); the uncached runs once.
+setting once per round, with and without the KV cache, so load changes on a shared machine hit all alike).
 ``--shapes small,...`` adds the KV-cache comparison for randomly initialised T-FREE models of those presets (same
 codec and dictionary): the cache's gain grows with the width and the context, and speed does not depend on the
-weights.
+weights. ``--profile`` adds where a cached greedy word's time goes, and the model's matrix-vector products timed with
+their weights in the CPU's caches and from memory.
 """
 from __future__ import annotations
 
@@ -40,20 +41,97 @@ def median_of(runs: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
+UNCACHED = "greedy, no KV cache"
+
+
 def measure(models: dict, new: int, repeats: int) -> dict:
-    """Round-robin: each repeat runs every (model, setting) once, so a change in the machine's load between runs
-    falls on all of them alike; then the medians. The uncached runs (slow) go once each, interleaved too."""
+    """Round-robin: each repeat runs every (model, setting) once, the uncached reader too, so a change in the
+    machine's load between runs falls on all of them alike; then the medians."""
     for lm in models.values():
         lm.generate(PROMPT, max_new_tokens=8, seed=0, stop_at_eot=False)  # warm-up
-    runs = {(kind, name): [] for kind in models for name in SETTINGS}
+    settings = {**{name: (True, kw) for name, kw in SETTINGS.items()}, UNCACHED: (False, SETTINGS["greedy"])}
+    runs = {(kind, name): [] for kind in models for name in settings}
     for r in range(repeats):
         for kind, lm in models.items():
-            for name, kw in SETTINGS.items():
-                runs[kind, name].append(one(lm, new, r, True, **kw))
-    out = {kind: {name: median_of(runs[kind, name]) for name in SETTINGS} for kind in models}
-    for kind, lm in models.items():
-        out[kind]["greedy, no KV cache"] = one(lm, new, 0, False, **SETTINGS["greedy"])
-    return out
+            for name, (use_cache, kw) in settings.items():
+                runs[kind, name].append(one(lm, new, r, use_cache, **kw))
+    return {kind: {name: median_of(runs[kind, name]) for name in settings} for kind in models}
+
+
+def profile(lm: LanguageModel, new: int, rounds: int = 30) -> None:
+    """A cached greedy run split into the model's forward passes and the rest (scoring, sampling, Python), and the
+    forward passes' torch time split by the profiler into the matrix products (aten::mm/addmm) and the other ops;
+    then the weight matrices of one step as matrix-vector products, warm (each timed right after itself) and cold
+    (after 64 MB of other memory has been written, as by whatever runs between two words on a busy machine)."""
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as F  # noqa: PLC0415
+    from torch.profiler import profile as torch_profile  # noqa: PLC0415
+
+    def run():
+        t0 = time.perf_counter()
+        n = len(list(lm.stream(PROMPT, max_new_tokens=new, temperature=0, stop_at_eot=False)))
+        return n, time.perf_counter() - t0
+
+    forward, spent = lm.model.forward, []
+
+    def timed_forward(*a, **kw):
+        t0 = time.perf_counter()
+        out = forward(*a, **kw)
+        spent.append(time.perf_counter() - t0)
+        return out
+    lm.model.forward = timed_forward  # nn.Module.__call__ calls the instance's forward
+    try:
+        n, wall = run()
+    finally:
+        del lm.model.forward
+    with torch_profile() as prof:
+        run()
+    ops = prof.key_averages()
+    mm = sum(e.self_cpu_time_total for e in ops if e.key in ("aten::mm", "aten::addmm"))
+    share = mm / sum(e.self_cpu_time_total for e in ops)
+    fwd = sum(spent)
+    print(f"\ncached greedy, {n} words: {wall / n * 1e3:.2f} ms a word, of which the model {fwd / n * 1e3:.2f} ms "
+          f"({fwd / wall:.0%}; its torch time {share:.0%} matrix products, by the profiler), the rest (scoring, "
+          f"sampling, Python) {(wall - fwd) / n * 1e3:.2f} ms")
+    weights = [p for name, p in lm.model.named_parameters() if p.dim() == 2 and not name.startswith("embed")]
+    xs = {w.shape[1]: torch.randn(1, w.shape[1]) for w in weights}
+    junk = torch.zeros(16 * 2**20)  # 64 MB
+    warm, cold = [], []
+    with torch.inference_mode():
+        for _ in range(rounds):
+            t = 0.0
+            for w in weights:
+                F.linear(xs[w.shape[1]], w)
+                t0 = time.perf_counter()
+                F.linear(xs[w.shape[1]], w)
+                t += time.perf_counter() - t0
+            warm.append(t)
+            junk.add_(1)
+            t0 = time.perf_counter()
+            for w in weights:
+                F.linear(xs[w.shape[1]], w)
+            cold.append(time.perf_counter() - t0)
+    nbytes = sum(w.numel() * w.element_size() for w in weights)
+    print(f"the {len(weights)} matrix-vector products of a step ({nbytes / 1e6:.1f} MB of weights), median of {rounds}: "
+          f"{statistics.median(warm) * 1e3:.2f} ms warm, {statistics.median(cold) * 1e3:.2f} ms after 64 MB of other "
+          f"writes")
+    from tfree_codec.model import Model, ModelConfig  # noqa: PLC0415
+
+    c = lm.model.config  # the same step with 16-wide layers and 16 rows out: what is left is dispatch and Python
+    tiny = Model(ModelConfig(mode="bpe", vocab_size=16, n_layer=c.n_layer, n_head=c.n_head, n_embd=4 * c.n_head,
+                             seq_len=c.seq_len, ffn_hidden=16)).eval()
+    steps = []
+    with torch.inference_mode():
+        cache = tiny.new_kv_cache(1)
+        tiny(torch.zeros(1, c.seq_len // 2, dtype=torch.int64), kv_cache=cache)
+        x = torch.zeros(1, 1, dtype=torch.int64)
+        for _ in range(20 * rounds):
+            cache.pos = c.seq_len // 2
+            t0 = time.perf_counter()
+            tiny(x, kv_cache=cache, last=True)
+            steps.append(time.perf_counter() - t0)
+    print(f"the same cached step with {4 * c.n_head}-wide layers (dispatch and Python only), median of {len(steps)}: "
+          f"{statistics.median(steps) * 1e3:.2f} ms")
 
 
 def main() -> None:
@@ -64,6 +142,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (as tfree generate; 0: torch's default)")
     ap.add_argument("--shapes", default="", help="presets to time with random weights too, e.g. small")
+    ap.add_argument("--profile", action="store_true", help="where a cached word's time goes (see the module doc)")
     args = ap.parse_args()
 
     import torch  # noqa: PLC0415
@@ -90,11 +169,11 @@ def main() -> None:
         rand = LanguageModel(Model(cfg).eval(), lm.codec, lm.vocab, lm.calibration, f"random {preset}")
         print(f"tfree {preset} (random weights): {rand.model.num_params()['total'] / 1e6:.2f}M parameters, "
               f"{cfg.n_layer}x{cfg.n_embd}, context {cfg.seq_len}")
-        r = measure({preset: rand}, args.new, 1)[preset]
-        results[f"tfree {preset} (random)"] = {k: r[k] for k in ("greedy", "greedy, no KV cache")}
+        r = measure({preset: rand}, args.new, args.repeats)[preset]
+        results[f"tfree {preset} (random)"] = {k: r[k] for k in ("greedy", UNCACHED)}
 
     unit = {k: "tokens" if k == "bpe" else "words" for k in results}
-    print(f"\n{args.new} new items after a {len(PROMPT)}-character prompt; median of {args.repeats} round-robin runs (uncached: 1)\n")
+    print(f"\n{args.new} new items after a {len(PROMPT)}-character prompt; median of {args.repeats} round-robin runs\n")
     print("| model | decoding | items/s | bytes/item | bytes of text/s |")
     print("|---|---|---|---|---|")
     for kind, res in results.items():
@@ -102,12 +181,14 @@ def main() -> None:
             print(f"| {kind} | {name} | {r['items_s']:.1f} {unit[kind]}/s | {r['bytes_per_item']:.2f} | {r['bytes_s']:,.0f} |")
     print()
     for kind, res in results.items():
-        x = res["greedy"]["items_s"] / res["greedy, no KV cache"]["items_s"]
+        x = res["greedy"]["items_s"] / res[UNCACHED]["items_s"]
         print(f"{kind}: KV cache speed-up (greedy, {args.new} new): {x:.1f}x  (gate for T-FREE: >= 5x)")
     if "bpe" in results:
         for name in SETTINGS:
             x = results["tfree"][name]["bytes_s"] / results["bpe"][name]["bytes_s"]
             print(f"bytes of text per second, tfree / same-body BPE, {name}: {x:.2f}x  (gate: >= 1.2x)")
+    if args.profile:
+        profile(models["tfree"], args.new)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ class FixedLogits(torch.nn.Module):
         self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the device
         self.logits = torch.as_tensor(logits, dtype=torch.float32)
 
-    def forward(self, x, kv_cache=None):
+    def forward(self, x, kv_cache=None, last=False):
         return self.logits.expand(1, x.shape[1], -1), None
 
 

@@ -76,6 +76,13 @@ def test_kv_cache_gives_the_uncached_logits(mode):
     torch.testing.assert_close(torch.cat(pieces, 1), full, rtol=1e-5, atol=1e-5)
     with pytest.raises(TfreeError, match="KV cache"):
         model(part(0, 6), kv_cache=cache)
+    with torch.no_grad():  # generation asks for the last position's logits only, cached or not
+        cache.reset()
+        model(part(0, 9), kv_cache=cache, last=True)
+        last_cached, _ = model(part(9, 11), kv_cache=cache, last=True)
+        last_full, _ = model(part(0, T), last=True)
+    torch.testing.assert_close(last_full, full[:, -1:])
+    torch.testing.assert_close(last_cached, full[:, -1:], rtol=1e-5, atol=1e-5)
 
 
 def test_parameter_counts_split_embedding_head_body():

@@ -185,9 +185,9 @@ class _Window:
             return self.last  # nothing new since the last call
         with torch.inference_mode():
             if self.cache is None:
-                out, _ = self.model(self.inputs(self.items[self.start:]))
+                out, _ = self.model(self.inputs(self.items[self.start:]), last=True)
             else:
-                out, _ = self.model(self.inputs(self.items[self.start + self.fed:]), kv_cache=self.cache)
+                out, _ = self.model(self.inputs(self.items[self.start + self.fed:]), kv_cache=self.cache, last=True)
                 self.fed = len(self.items) - self.start
         self.last = out[0, -1]
         return self.last

@@ -126,40 +126,50 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        # normalise in float32: bf16 sums of squares lose too much
+        if x.dtype == self.weight.dtype:  # one fused op (it normalises bf16 in float32 too)
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        # bf16 activations under autocast with a float32 gain: normalise in float32 (bf16 sums of squares lose
+        # too much); F.rms_norm has no fused path for mixed dtypes
         xf = x.float()
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
 
 
 def rope_tables(head_dim: int, length: int, base: float, device=None):
+    """(cos, sin), each (length, head_dim): the angles repeated over both halves, sin negated on the first half,
+    so that ``apply_rope`` is two products and a sum."""
     inv = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
     ang = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv)  # (length, hd/2)
-    return ang.cos(), ang.sin()
+    cos, sin = ang.cos(), ang.sin()
+    return torch.cat([cos, cos], -1), torch.cat([-sin, sin], -1)
 
 
 def apply_rope(x, cos, sin):
-    # x: (B, H, T, hd); cos/sin: (T, hd/2). Rotate the two halves of each head ("rotate half" convention).
-    x1, x2 = x.float().chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).type_as(x)
+    # x: (B, T, ..., hd), cos/sin: (T, 1, .., hd). "Rotate half": (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin).
+    xf = x.float()
+    x1, x2 = xf.chunk(2, dim=-1)
+    return torch.addcmul(xf * cos, torch.cat([x2, x1], dim=-1), sin).type_as(x)
 
 
 class KVCache:
     """Keys and values of the positions seen so far, for incremental decoding: ``model(x, kv_cache=cache)`` attends to
-    everything cached, appends x's keys and values and advances ``cache.pos`` by x's length."""
+    everything cached, writes x's keys and values in place after them and advances ``cache.pos`` by x's length."""
 
     def __init__(self, config: ModelConfig, batch_size: int, max_len: int, device=None, dtype=torch.float32):
         hd = config.n_embd // config.n_head
         shape = (config.n_layer, batch_size, config.n_head, max_len, hd)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self._layers = list(zip(self.k.unbind(0), self.v.unbind(0)))  # per-layer views, made once
         self.max_len = max_len
         self.pos = 0
 
     def update(self, layer: int, start: int, k, v):
-        T = k.shape[2]
-        self.k[layer, :, :, start:start + T] = k
-        self.v[layer, :, :, start:start + T] = v
-        return self.k[layer, :, :, :start + T], self.v[layer, :, :, :start + T]  # (B, H, start+T, hd)
+        """Write k, v (B, H, T, hd) at positions start..start+T-1; -> every key and value up to there."""
+        ck, cv = self._layers[layer]
+        end = start + k.shape[2]
+        ck[:, :, start:end] = k
+        cv[:, :, start:end] = v
+        return ck[:, :, :end], cv[:, :, :end]  # (B, H, end, hd)
 
     def reset(self) -> None:
         self.pos = 0
@@ -174,12 +184,16 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, cache: KVCache | None, layer: int, start: int):
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.hd).permute(2, 0, 3, 1, 4)  # each (B, H, T, hd)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, self.hd)
+        q, k = apply_rope(qkv[:, :, :2], cos, sin).permute(2, 0, 3, 1, 4)  # queries and keys in one go: (B, H, T, hd)
+        v = qkv[:, :, 2].transpose(1, 2)
         mask, causal = None, T > 1
         if cache is not None:
-            k, v = cache.update(layer, start, k.to(cache.k.dtype), v.to(cache.v.dtype))
-            k, v = k.to(q.dtype), v.to(q.dtype)
+            if k.dtype != cache.k.dtype:
+                k, v = k.to(cache.k.dtype), v.to(cache.k.dtype)
+            k, v = cache.update(layer, start, k, v)
+            if k.dtype != q.dtype:
+                k, v = k.to(q.dtype), v.to(q.dtype)
             if start > 0:  # queries start..start+T-1 see every cached key and the causal part of their own block
                 causal = False
                 if T > 1:
@@ -217,6 +231,8 @@ class Model(nn.Module):
     ``logits`` (B, T, v) are per-row activation scores. BPE: ``inputs``/``targets`` are (B, T) int64 token ids
     (target -1 = ignore); logits (B, T, vocab). ``mask`` (B, T) bool marks the positions that count in the loss
     (default: all). With ``kv_cache`` the inputs continue the cached sequence (cached logits == uncached logits).
+    ``last=True`` (generation) computes the logits of the last position only, (B, 1, V): the head is the widest
+    matrix, and a step needs only the next item's scores.
     """
 
     def __init__(self, config: ModelConfig):
@@ -265,7 +281,9 @@ class Model(nn.Module):
         cos, sin = self._rope
         if cos is None or cos.shape[0] < start + T or cos.device != device:
             n = max(start + T, self.config.seq_len)
-            cos, sin = self._rope = rope_tables(self.config.n_embd // self.config.n_head, n, self.config.rope_base, device)
+            cos, sin = rope_tables(self.config.n_embd // self.config.n_head, n, self.config.rope_base, device)
+            self._rope = cos[:, None, None], sin[:, None, None]  # (n, 1, 1, hd): broadcast over (B, T, 2, H, hd)
+            cos, sin = self._rope
         return cos[start:start + T], sin[start:start + T]
 
     def embed_inputs(self, inputs):
@@ -276,7 +294,9 @@ class Model(nn.Module):
             return self.embed(inputs.indices, inputs.offsets).view(B, T, -1)  # (B, T, d)
         return self.embed(inputs)  # (B, T, d)
 
-    def forward(self, inputs, targets=None, mask=None, kv_cache: KVCache | None = None):
+    def forward(self, inputs, targets=None, mask=None, kv_cache: KVCache | None = None, last: bool = False):
+        if last and targets is not None:
+            raise ValueError("last=True gives no loss: the loss needs every position's logits")
         x = self.embed_inputs(inputs)
         B, T, _ = x.shape
         start = kv_cache.pos if kv_cache is not None else 0
@@ -287,7 +307,7 @@ class Model(nn.Module):
             x = block(x, cos, sin, kv_cache, i, start)
         if kv_cache is not None:
             kv_cache.pos = start + T
-        logits = self.head(self.norm(x))  # (B, T, V)
+        logits = self.head(self.norm(x[:, -1:] if last else x))  # (B, T or 1, V)
         if targets is None:
             return logits, None
         if self.config.mode == "tfree":
