@@ -105,7 +105,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default="/tmp/english_prose.txt")
     ap.add_argument("--work", default="/tmp/tfree_paper_table")
-    ap.add_argument("--runs", default="tfree-8k,bpe-8k,bpe-32k", help=f"comma-separated, from {', '.join(RUNS)}")
+    ap.add_argument("--runs", default="tfree-8k,tfree-4k,bpe-8k,bpe-32k", help=f"comma-separated, from {', '.join(RUNS)}")
     ap.add_argument("--train-bytes", type=float, default=8.6e6, help="training pool (incl. the validation slice)")
     ap.add_argument("--max-bytes", type=float, default=8.0e6, help="text each model trains on")
     ap.add_argument("--n-layer", type=int, default=2)
@@ -152,7 +152,13 @@ def main() -> None:
             print(p.stdout[-600:], flush=True)
             with open(os.path.join(run_dir, "train_seconds.txt"), "w") as f:
                 f.write(f"{time.time() - t0:.1f}\n")
-        ev = json.loads(tfree("eval", os.path.join(run_dir, "final"), test_shards, "--json", "-q").stdout)
+        ev_path = os.path.join(run_dir, "test_eval.json")  # kept, so adding a run to the table re-evaluates none
+        if not os.path.isfile(ev_path):
+            out = tfree("eval", os.path.join(run_dir, "final"), test_shards, "--json", "-q").stdout
+            with open(ev_path, "w") as f:
+                f.write(out)
+        with open(ev_path) as f:
+            ev = json.load(f)
         with open(os.path.join(run_dir, "log.jsonl")) as f:
             log = [json.loads(line) for line in f]
         rate = [r["bytes_per_s"] for r in log if "bytes_per_s" in r][1:]  # the first interval includes start-up
