@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from tfree_codec import Codec
+from tfree_codec import Codec, CodecConfig
 from tfree_codec.data import Corpus, Packer, PatternSource, TokenSource, make_units
 from tfree_codec.model import Model, ModelConfig
 from tfree_codec.data import train_bpe
@@ -53,6 +53,9 @@ def main() -> None:
     body = dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd)
     runs = {"tfree v=8192": (ModelConfig(mode="tfree", vocab_size=8192, seq_len=args.seq_len, **body),
                              PatternSource(corpus, units))}
+    small = Corpus.from_texts(docs, Codec(CodecConfig(vocab_size=4096)))  # same words, rows < 4096
+    runs["tfree v=4096"] = (ModelConfig(mode="tfree", vocab_size=4096, seq_len=args.seq_len, **body),
+                            PatternSource(small, make_units(small)))
     for vocab in (8192, 32000):
         tok = train_bpe(texts, vocab)
         src = TokenSource(corpus, units, tok, tok.token_to_id(EOT))

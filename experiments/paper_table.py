@@ -1,6 +1,6 @@
 """The paper's central table at small scale: T-FREE against BPE baselines with the same body, same bytes of text.
 
-    python experiments/paper_table.py --corpus /tmp/english_prose.txt            # ~40 min on 2 CPU cores
+    python experiments/paper_table.py --corpus /tmp/english_prose.txt    # ~1 h on 2 CPU cores (4 runs)
 
 The corpus is cut into documents of about 8,000 characters at paragraph boundaries; every 64th document is the
 held-out in-domain test set (never seen in training, nor by the dictionary or the tokenizers), the rest are shuffled
@@ -185,8 +185,10 @@ def write_report(args, info, results, seconds) -> None:
                                                              if k not in ("results", "work")]])
     lines = [
         "# T-FREE against BPE at small scale (the paper's table, on 2 CPU cores)", "",
-        f"Produced by `{cmd}` in {seconds / 60:.0f} min on {platform.machine()} "
-        f"({os.cpu_count()} cores, shared with other work; `nice -n 10`), {time.strftime('%Y-%m-%d')}.", "",
+        f"Produced by `{cmd}` on {platform.machine()} ({os.cpu_count()} cores, shared with other work; "
+        f"`nice -n 10`; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), "
+        f"{time.strftime('%Y-%m-%d')}: {sum(r['train_seconds'] for r in results.values()) / 60:.0f} min of training "
+        f"in all, this report {seconds / 60:.0f} min (runs already trained or evaluated are reused).", "",
         f"Data: {args.corpus} cut into {info['documents']:,} documents of ~8k characters; every 64th document "
         f"({info['test_docs']} documents, {info['test_bytes'] / 1e3:,.0f} kB) is the held-out in-domain test set; "
         f"the training pool is {info['train_bytes'] / 1e6:.2f} MB ({info['train_docs']:,} documents, of which "
@@ -215,6 +217,9 @@ def write_report(args, info, results, seconds) -> None:
         rate = f"{r['bytes_per_s'] / 1e3:.1f}" if r["bytes_per_s"] else "-"
         lines.append(f"| {name} | {p['embedding']:,} | {p['head']:,} | {p['body']:,} | {ratio} | "
                      f"{r['bytes_seen'] / 1e6:.2f} MB | {rate} | {ev['bpb']:.4f} | {vs} | {plain} | {unseen} | {cov} |")
+    lines += ["", "Train kB/s is each run's median from its log, so it carries whatever else the machine was doing "
+              "at the time; `bench/train_throughput.py` alternates the models step by step for the fair comparison "
+              "(docs/benchmarks.md, Training)."]
     lines += ["", f"![validation bits per byte against bytes seen]({os.path.basename(png)})" if plotted else
               "(matplotlib is not installed: no plot)", "", "Validation bits per byte during training "
               "(the 64 kB validation slice; T-FREE's temperature re-fitted at each point):", ""]
