@@ -174,7 +174,9 @@ class Codec:
         """``[encode(t) for t in texts]``, on ``num_threads`` threads (default: $TFREE_NUM_THREADS or all cores).
 
         Texts go through the kernels in chunks (a kernel call per chunk, not per text), so many short texts
-        cost little more than one long one."""
+        cost little more than one long one. The arrays of the results are views into their chunk's arrays
+        (up to 1,024 texts or ~1M characters): keeping one result keeps its chunk's memory, so copy the arrays
+        of the few you keep from a large batch."""
         texts = list(texts)
         for t in texts:
             if not isinstance(t, str):
