@@ -223,10 +223,10 @@ class Codec:
             self._give_back(cache)
 
     def _encode_flat(self, texts: list[str], alloc=None):
-        """Many texts at once, for writers of record batches: (words per text, (W, 2) character spans (each
-        text's own), word ids, indptr, indices) with the words of all texts one after the other. Only one gather for
-        them all, into ``alloc(n)`` (a reusable uint32 buffer) when given: per-text output arrays would be
-        fresh memory, whose page faults cost more here than the copy."""
+        """Many texts at once: (words per text, (W, 2) character spans (each text's own), word ids, indptr,
+        indices), the words of all texts one after the other. One gather for them all, into ``alloc(n)`` (a
+        reusable uint32 buffer) when given: per-text output arrays would be fresh memory, whose page faults cost
+        more here than the copy."""
         cache = self._borrow()
         try:
             n_words, spans, flat = cache.split_many(texts, self.config.max_word_chars, self.config.segmenter)
