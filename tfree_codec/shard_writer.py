@@ -116,48 +116,55 @@ def make_plan(files, read, config: CodecConfig, options: dict, docs_per_shard: i
 
 # -- one shard (runs in a worker process, or inline with one process) ----------------------------------------------
 class _Sink:
-    """A file object that hashes and writes on a background thread, so batch k is hashed and written while
-    batch k+1 is encoded (hashlib and file writes release the GIL). Arrow hands over zero-copy views of the
-    batch: ``drain()`` before the batch's buffers are reused."""
+    """A file object that hashes on one background thread and writes on another, so batch k is hashed and
+    written while batch k+1 is encoded (hashlib and file writes release the GIL; apart, neither waits for the
+    other). Arrow hands over zero-copy views of the batch: ``drain()`` before the batch's buffers are reused."""
 
     def __init__(self, f):
         self.f, self.h, self.size, self.closed = f, hashlib.sha256(), 0, False
-        self.q: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self.queues: list[queue.Queue] = []
+        self.threads = []
+        for work in (self.h.update, self.f.write):
+            q: queue.Queue = queue.Queue()
+            self.queues.append(q)
+            self.threads.append(threading.Thread(target=self._run, args=(q, work), daemon=True))
+            self.threads[-1].start()
 
-    def _run(self) -> None:
-        while (data := self.q.get()) is not None:
+    def _run(self, q: queue.Queue, work) -> None:
+        while (data := q.get()) is not None:
             try:
                 if self.error is None:
-                    self.h.update(data)
-                    self.f.write(data)
+                    work(data)
             except BaseException as e:  # noqa: BLE001 - handed to the encoding thread by drain()
                 self.error = e
             finally:
-                self.q.task_done()
-        self.q.task_done()
+                q.task_done()
+        q.task_done()
 
     def write(self, data) -> int:
         self.size += len(data)
-        self.q.put(data)
+        for q in self.queues:
+            q.put(data)
         return len(data)
 
     def drain(self) -> None:
-        self.q.join()
+        for q in self.queues:
+            q.join()
         if self.error is not None:
             raise self.error
 
     def flush(self) -> None:
         self.drain()
 
-    def close(self) -> None:  # the Arrow writer closes us; the file and thread are finished by finish()
+    def close(self) -> None:  # the Arrow writer closes us; the file and threads are finished by finish()
         self.drain()
 
     def finish(self) -> None:
-        self.q.put(None)
-        self.thread.join()
+        for q in self.queues:
+            q.put(None)
+        for t in self.threads:
+            t.join()
         if self.error is not None:
             raise self.error
 
