@@ -114,6 +114,21 @@ def test_word_cache_is_bounded_and_results_do_not_depend_on_it(monkeypatch):
     assert np.array_equal(first.indices, Codec().encode(text).indices)
 
 
+def test_word_cache_is_kept_while_under_its_bounds_and_dropped_past_them(monkeypatch):
+    from tfree_codec import codec as codec_module
+    c = Codec()
+    texts = [sample_text(200_000)[i:i + 20_000] for i in range(0, 200_000, 20_000)]
+    c.encode_batch(texts, num_threads=1)
+    cache = c._caches[0]
+    n, rows = len(cache), cache.rows()
+    assert n > 3000 and rows > 10 * n  # grown several times on the way
+    c.encode_batch(texts, num_threads=1)
+    assert c._caches == [cache] and len(cache) == n and cache.rows() == rows  # nothing new: nothing re-hashed
+    monkeypatch.setattr(codec_module, "MAX_CACHED_ROWS", rows - 1)
+    c.encode(texts[0])
+    assert c._caches[0] is not cache and len(c._caches[0]) < n
+
+
 def test_import_does_not_import_torch_or_click():
     code = "import sys, tfree_codec; tfree_codec.Codec().encode('x'); print(sorted(m for m in ('torch', 'click') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

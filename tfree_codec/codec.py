@@ -108,7 +108,7 @@ class Codec:
     def _borrow(self) -> words.WordCache:
         with self._lock:
             cache = self._caches.pop() if self._caches else None
-        if cache is None or cache.cnt[0] > MAX_CACHED_WORDS or cache.pptr[-1] > MAX_CACHED_ROWS:
+        if cache is None or len(cache) > MAX_CACHED_WORDS or cache.rows() > MAX_CACHED_ROWS:
             cache = words.WordCache(*self._markers)
         return cache
 

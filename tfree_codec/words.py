@@ -116,6 +116,11 @@ class WordCache:
     def __len__(self) -> int:
         return int(self.cnt[0])
 
+    def rows(self) -> int:
+        """Pattern rows stored for the hashed words (markers included). ``pptr`` is grown with room to spare, so
+        only its first entries mean anything."""
+        return int(self.pptr[N_MARKERS + self.cnt[1]]) if hasattr(self, "pptr") else 0
+
     def nbytes(self) -> int:
         return sum(getattr(self, a).nbytes for a in ("tab", "chars", "coff", "pptr", "pidx") if hasattr(self, a))
 
