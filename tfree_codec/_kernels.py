@@ -15,7 +15,8 @@ A cache is a handful of arrays, passed in and returned (they may have been grown
   tab   uint64[2 * size]  slot -> (word hash, (id + 1) | length << 32); 0 = empty
   chars uint32[...]       the code points of the distinct words, back to back
   coff  int64[...]        word u spans chars[coff[u]:coff[u + 1]]
-  ascii int32[128]        id of each single-ASCII-character word, or -1 (skips the table for punctuation)
+  ascii int32[65536]      id of each one-character word of the BMP, or -1 (skips the hash table for
+                          punctuation, digits and the many one-character words of Chinese and Japanese)
   pptr  int64[...]        pattern of word id w (markers first) is pidx[pptr[w]:pptr[w + 1]]
   pidx  uint32[...]
   cnt   int64[2]          [distinct words, of which hashed]
@@ -98,7 +99,7 @@ def _reserve(L, tab, chars, coff, cnt):
 def intern(cps, s, e, h, tab, chars, coff, ascii_ids, cnt):
     """Id (>= N_MARKERS) of the word cps[s:e], adding it to the cache if new (room must be reserved)."""
     L = e - s
-    if L == 1 and cps[s] < 128 and ascii_ids[cps[s]] >= 0:
+    if L == 1 and cps[s] < ascii_ids.shape[0] and ascii_ids[cps[s]] >= 0:
         return ascii_ids[cps[s]]
     size = tab.shape[0] // 2
     slot = np.int64(h & np.uint64(size - 1))
@@ -125,7 +126,7 @@ def intern(cps, s, e, h, tab, chars, coff, ascii_ids, cnt):
     cnt[0] = u + 1
     tab[2 * slot] = h
     tab[2 * slot + 1] = np.uint64(u + 1) | (np.uint64(L) << np.uint64(32))
-    if L == 1 and cps[s] < 128:
+    if L == 1 and cps[s] < ascii_ids.shape[0]:
         ascii_ids[cps[s]] = N_MARKERS + u
     return N_MARKERS + u
 

@@ -105,7 +105,7 @@ class WordCache:
         self.tab = np.zeros(2 * 4096, np.uint64)
         self.chars = np.empty(1 << 15, np.uint32)
         self.coff = np.zeros(4096, np.int64)
-        self.ascii = np.full(128, -1, np.int32)
+        self.ascii = np.full(1 << 16, -1, np.int32)  # one-character words of the BMP, by code point
         self.cnt = np.zeros(2, np.int64)
         if marker_indptr is not None:
             self.pptr = np.zeros(4096, np.int64)
