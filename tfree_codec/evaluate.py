@@ -19,12 +19,15 @@ replaces ``p_spell`` by the SPEC's pessimistic ``256^-(bytes+1)``.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
+from .config import TfreeError
 from .data import Corpus, Units
 from .dictionary import Dictionary
 from .words import EOT, MARKERS
@@ -205,6 +208,17 @@ class Calibration:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
+def load_calibration(path: str) -> Calibration:
+    """The checkpoint directory's calibration.json; the defaults when it has none."""
+    try:
+        with open(os.path.join(path, "calibration.json"), encoding="utf-8") as f:
+            return Calibration.from_dict(json.load(f))
+    except FileNotFoundError:
+        return Calibration()
+    except ValueError as e:
+        raise TfreeError(f"{path}: unreadable calibration.json ({e})") from None
+
+
 def log_counts(dictionary, device="cpu"):
     return torch.log(torch.as_tensor(np.asarray(dictionary.counts, np.float64) + 1.0, dtype=torch.float32)).to(device)
 
@@ -375,9 +389,6 @@ def evaluate_bpe(model, source, units: Units, batch_size: int = 16, device="cpu"
 def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: int = 16, progress: bool = False) -> dict:
     """Held-out bits per byte of a checkpoint on DATA (a shard directory or a UTF-8 text file), with parameter
     counts and, for T-FREE, the dictionary's coverage and both unseen-word conventions."""
-    import json  # noqa: PLC0415
-    import os  # noqa: PLC0415
-
     from . import checkpoint as ckpt  # noqa: PLC0415
     from .data import TokenSource, make_units  # noqa: PLC0415
     from .data import TOKENIZER_FILE, load_tokenizer  # noqa: PLC0415
@@ -399,11 +410,7 @@ def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: 
         report.update(bpb=r["bpb"], tokens=r["items"], convention="the model's own softmax over its BPE vocabulary")
     else:
         dictionary = Dictionary.load(os.path.join(path, DICT_FILE), codec)
-        try:
-            with open(os.path.join(path, "calibration.json"), encoding="utf-8") as f:
-                cal = Calibration.from_dict(json.load(f))
-        except FileNotFoundError:
-            cal = Calibration()
+        cal = load_calibration(path)
         spelling = SpellingModel(dictionary.words, cal.spell_order)
         scorer = dictionary_scorer(dictionary)
         acc = evaluate_tfree(model, corpus, units, dictionary, scorer, spelling, cal.params(), batch_size, dev,

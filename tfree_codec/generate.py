@@ -104,23 +104,15 @@ class LanguageModel:
 
 def _load_vocab(path: str, codec, mode: str):
     """(vocabulary, calibration) of a checkpoint directory."""
-    import json  # noqa: PLC0415
-
     if mode == "bpe":
         from .train import TOKENIZER_FILE, load_tokenizer  # noqa: PLC0415
 
         return load_tokenizer(os.path.join(path, TOKENIZER_FILE)), {}
     from .dictionary import Dictionary  # noqa: PLC0415
-    from .evaluate import DICT_FILE, Calibration  # noqa: PLC0415
+    from .evaluate import DICT_FILE, load_calibration  # noqa: PLC0415
 
     dictionary = Dictionary.load(os.path.join(path, DICT_FILE), codec)
-    try:
-        with open(os.path.join(path, "calibration.json"), encoding="utf-8") as f:
-            cal = Calibration.from_dict(json.load(f))
-    except FileNotFoundError:
-        cal = Calibration()
-    except ValueError as e:
-        raise TfreeError(f"{path}: unreadable calibration.json ({e})") from None
+    cal = load_calibration(path)
     return dictionary, {"temperature": float(cal.temperature), "prior_weight": float(getattr(cal, "prior_weight", 0.0))}
 
 
