@@ -53,6 +53,13 @@ SMALL_TEXT_CALLS = 32
 _small_calls = 0
 
 
+def _python_path(texts) -> bool:
+    """Whether these texts take the pure-Python path: the kernels are not loaded yet and the texts are few and
+    short."""
+    return ("tfree_codec._kernels" not in sys.modules and len(texts) + _small_calls <= SMALL_TEXT_CALLS
+            and all(len(t) <= SMALL_TEXT_CHARS for t in texts))
+
+
 def default_num_threads() -> int:
     env = os.environ.get("TFREE_NUM_THREADS")
     if env:
@@ -160,7 +167,7 @@ class Codec:
     def encode(self, text: str) -> Encoded:
         """Words, character offsets and the CSR activation patterns of ``text``."""
         global _small_calls
-        if len(text) <= SMALL_TEXT_CHARS and _small_calls < SMALL_TEXT_CALLS and "tfree_codec._kernels" not in sys.modules:
+        if _python_path((text,)):
             _small_calls += 1
             return self._encode_python(text)
         cache = self._borrow()  # not a context manager: this is per document, and generators cost microseconds
@@ -181,8 +188,7 @@ class Codec:
         for t in texts:
             if not isinstance(t, str):
                 raise TypeError(f"expected str, got {type(t).__name__}")
-        if ("tfree_codec._kernels" not in sys.modules and len(texts) + _small_calls <= SMALL_TEXT_CALLS
-                and all(len(t) <= SMALL_TEXT_CHARS for t in texts)):
+        if _python_path(texts):
             return [self.encode(t) for t in texts]  # a few short texts: no numba start-up (see encode)
         chunks = list(_chunks(texts))
         n = min(num_threads or default_num_threads(), len(chunks))
