@@ -164,6 +164,30 @@ def test_sample_logits_follows_softmax_top_k_and_top_p():
     assert sample_logits(logits, 0, None, None, rng) == (0, 1.0)
 
 
+@pytest.mark.parametrize("top_p", [1.0, 0.9, 0.5])
+def test_one_position_sampler_draws_what_the_block_kernels_draw(top_p):
+    """sample1 (generation's fused path) == the decoder's block kernels (mass, nucleus, inverse CDF) on the same u:
+    the same word and probability, whatever the score spread."""
+    from tfree_codec import _sample
+
+    rng = np.random.default_rng(1)
+    for trial in range(40):
+        x = (rng.normal(0, [0.01, 1, 30][trial % 3], 3000)).astype(np.float32)
+        x[rng.integers(0, 3000, 20)] = x.max()  # ties at the top
+        invt, u = np.float32(1 / rng.uniform(0.2, 2)), rng.random(1)
+        block = x.reshape(-1, 1)
+        best = block.max(0)
+        thr = (best - 40.0 / invt).astype(np.float32)
+        mass = _sample.mass_above(block, 1, thr, best, invt)
+        if top_p < 1:
+            thr, mass = _sample.nucleus(block, 1, np.maximum(block.min(0), thr), best, thr, best, invt, top_p * mass)
+        pos, e = np.empty(1, np.int64), np.empty(1, np.float64)
+        _sample.draw(block, 1, thr, best, invt, u * mass, pos, e)
+        i, p = _sample.sample1(x, invt, np.float32(best[0] - 40.0 / invt), top_p, float(u[0]))
+        assert i == pos[0]
+        assert p == pytest.approx(e[0] / mass[0], rel=1e-4)
+
+
 @pytest.fixture(scope="module")
 def bpe():
     from tfree_codec.train import train_bpe

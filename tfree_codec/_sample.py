@@ -159,3 +159,68 @@ def draw(block, nl, thr, ref, invt, target, pos, prob):
     for b in range(nl):  # rounding left the total just short of the target: the last word with a share
         if pos[b] < 0:
             pos[b], prob[b] = last[b], exp_neg((block[last[b], b] - ref[b]) * invt)
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def sample1(x, invt, thr, top_p, u):
+    """One position's draw, the kernels above fused for a (n,) vector (generation, a word at a time: their loops
+    over positions do not vectorise for one): the words scoring >= thr, then the nucleus holding ``top_p`` of their
+    mass (1: all), then the inverse CDF at ``u`` in storage order. -> (position, its probability in the set)."""
+    n = x.shape[0]
+    best, low = np.float32(-np.inf), np.float32(np.inf)
+    for i in range(n):
+        best = max(best, x[i])
+        low = min(low, x[i])
+    e = np.empty(n, np.float32)
+    total = 0.0
+    for i0 in range(0, n, 4096):  # float32 partial sums, a float64 total
+        acc = np.float32(0)
+        for i in range(i0, min(n, i0 + 4096)):
+            e[i] = exp_neg((x[i] - best) * invt) if x[i] >= thr else np.float32(0)
+            acc += e[i]
+        total += acc
+    cut, mass = thr, total
+    if top_p < 1:
+        lo = max(low, thr)
+        scale = np.float32(NBINS) / max(best - lo, np.float32(1e-30))
+        cnt = np.zeros(NBINS + 1, np.int64)
+        hist = np.zeros(NBINS + 1, np.float64)
+        for i in range(n):
+            if x[i] >= thr:
+                k = min(max(np.int64((x[i] - lo) * scale), 0), NBINS)
+                cnt[k] += 1
+                hist[k] += e[i]
+        limit, above, cross = top_p * total, 0.0, -1
+        for k in range(NBINS, -1, -1):
+            if above + hist[k] >= limit:
+                cross = k
+                break
+            above += hist[k]
+        if cross >= 0:  # else the limit is never reached (rounding): keep every word >= thr
+            mine = np.empty(cnt[cross], np.float32)
+            j = 0
+            for i in range(n):
+                if x[i] >= thr and min(max(np.int64((x[i] - lo) * scale), 0), NBINS) == cross:
+                    mine[j] = x[i]
+                    j += 1
+            mine = np.sort(mine)[::-1]
+            m = above
+            cut = mine[-1]  # the whole bin, should rounding keep the limit out of reach inside it
+            for j in range(mine.shape[0]):
+                m += exp_neg((mine[j] - best) * invt)
+                if m >= limit:
+                    cut = mine[j]
+                    for q in range(j + 1, mine.shape[0]):  # ties with the threshold stay in
+                        if mine[q] == mine[j]:
+                            m += exp_neg((mine[q] - best) * invt)
+                    break
+            mass = m
+    goal, acc64, last = u * mass, 0.0, -1
+    for i in range(n):
+        if x[i] >= cut:
+            acc64 += e[i]
+            if e[i] > 0:
+                last = i
+            if acc64 > goal:
+                return i, e[i] / mass
+    return last, e[last] / mass  # rounding left the total just short of the goal: the last word with a share

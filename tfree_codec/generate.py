@@ -30,6 +30,7 @@ from . import checkpoint as ckpt
 from .config import TfreeError
 from . import _sample
 from .decode import _TAIL, Decoder, _check_sampling
+from .model import NumpyStep
 from .scorer import sigmoid
 from .words import EOT
 
@@ -155,12 +156,14 @@ def export(src: str, dst: str, *, min_count: int = 1) -> str:
 class _Window:
     """The items the model reads (at most seq_len) and, with a KV cache, how many of them it has read already."""
 
-    def __init__(self, model, items: list[int], inputs: Callable, use_cache: bool):
-        self.model, self.inputs = model, inputs
+    def __init__(self, model, items: list[int], inputs: Callable, rows: Callable, use_cache: bool):
+        self.model, self.inputs, self.rows = model, inputs, rows
         self.T = model.config.seq_len
         self.items = list(items)
         self.start = max(0, len(self.items) - self.T)
         self.cache = model.new_kv_cache(1, self.T) if use_cache else None
+        # one new item at a time on a CPU: numpy's step on the same cache (model.NumpyStep: 3-4x torch's here)
+        self.step = NumpyStep(model, self.cache) if use_cache and NumpyStep.fits(model) else None
         self.fed = 0  # items[start:start + fed] are in the cache
 
     def append(self, item: int) -> None:
@@ -178,9 +181,11 @@ class _Window:
         with torch.inference_mode():
             if self.cache is None:
                 out, _ = self.model(self.inputs(self.items[self.start:]), last=True)
+            elif self.step is not None and self.fed == len(self.items) - self.start - 1:
+                out = torch.from_numpy(self.step.step(self.rows(self.items[-1])))[None, None]
             else:
                 out, _ = self.model(self.inputs(self.items[self.start + self.fed:]), kv_cache=self.cache, last=True)
-                self.fed = len(self.items) - self.start
+            self.fed = len(self.items) - self.start
         self.last = out[0, -1]
         return self.last
 
@@ -202,6 +207,11 @@ def _pattern_inputs(dictionary, device):
     return inputs
 
 
+def _pattern_rows(dictionary):
+    """id -> that dictionary word's rows (NumpyStep's input)."""
+    return lambda i: dictionary.indices[dictionary.indptr[i]:dictionary.indptr[i + 1]]
+
+
 def _token_inputs(device):
     return lambda ids: torch.tensor([ids], dtype=torch.int64, device=device)
 
@@ -218,6 +228,9 @@ def sample_logits(logits: np.ndarray, temperature: float, top_k, top_p, rng: np.
     best = x.max(0)
     invt = np.float32(1.0 / temperature)
     thr = (best - _TAIL / invt).astype(np.float32)  # ids this far below the best hold no mass worth drawing
+    if top_k is None or top_k >= len(x):  # the common case in one fused pass
+        i, p = _sample.sample1(x[:, 0], invt, thr[0], 1.0 if top_p is None else float(top_p), float(u[0]))
+        return int(i), float(p)
     lo = np.maximum(x.min(0), thr)
     mass = _sample.mass_above(x, 1, thr, best, invt)
     if top_k is not None and top_k < len(x):
@@ -315,23 +328,27 @@ def stream(model, codec, vocab, prompt: str, *, max_new_tokens: int = 64, temper
 
 class _WordSampler:
     """Logits -> (word, dictionary id, probability): every word's score s (the decoder's numba scorer), then
-    ``sample_logits`` on ``s / T_cal + b log(count + 1)``. With ``spell_below``, where even the best dictionary word
-    scores below it, a spelling of the activations (spell.py) is taken instead when it scores better than that word."""
+    ``sample_logits`` on ``s / T_cal + b log(count + 1)``, all in the scorer's trie order (no reordering of the
+    dictionary each word). With ``spell_below``, where even the best dictionary word scores below it, a spelling
+    of the activations (spell.py) is taken instead when it scores better than that word."""
 
     def __init__(self, dictionary, t_cal: float, prior_weight: float, spell_below: float | None):
         self.dictionary, self.decoder = dictionary, Decoder(dictionary)
-        self.scale, self.b, self.spell_below = 1.0 / t_cal, prior_weight, spell_below
-        self._prior = np.zeros(0)
+        self.scale, self.b, self.spell_below = np.float32(1.0 / t_cal), prior_weight, spell_below
+        self._prior = np.zeros(0, np.float32)
 
-    def prior(self) -> np.ndarray:
-        if len(self._prior) != len(self.dictionary):  # the dictionary grew (prompt or spelled words)
-            self._prior = self.b * np.log1p(self.dictionary.counts.astype(np.float64))
+    def prior(self, order: np.ndarray) -> np.ndarray:
+        """b log(count + 1) in trie order."""
+        if len(self._prior) != len(order):  # the dictionary grew (prompt or spelled words)
+            self._prior = (self.b * np.log1p(self.dictionary.counts[order].astype(np.float64))).astype(np.float32)
         return self._prior
 
     def __call__(self, logits: np.ndarray, temperature, top_k, top_p, rng) -> tuple[str, int, float]:
-        s = self.decoder.scores(logits[None])[0]                                  # (W,) in dictionary order
-        z = s * self.scale + self.prior() if self.b else s.astype(np.float64) * self.scale
-        i, p = sample_logits(z, temperature, top_k, top_p, rng)
+        sc = self.decoder.scorer()
+        s = sc.score_one(np.ascontiguousarray(logits, np.float32))            # (W,) in trie order
+        z = s * self.scale + self.prior(sc.order) if self.b else s * self.scale
+        pos, p = sample_logits(z, temperature, top_k, top_p, rng)
+        i = int(sc.order[pos])
         best = float(s.max()) if self.spell_below is not None else 0.0
         if self.spell_below is not None and best < self.spell_below:  # no dictionary word fits the activations
             got = self.decoder.speller().spell_sigmoid(sigmoid(logits[None])[0], beam=self.decoder.beam)
@@ -347,7 +364,7 @@ def _run_tfree(model, codec, dictionary, prompt, device, n_new, temperature, top
     dictionary.extend(new, counts=np.ones(len(new), np.int64))  # seen once: in the prompt
     ids = dictionary.extend([EOT, *words])
     sampler.decoder.scorer()  # grown by the prompt's words now, not inside the first step
-    window = _Window(model, ids.tolist(), _pattern_inputs(dictionary, device), use_cache)
+    window = _Window(model, ids.tolist(), _pattern_inputs(dictionary, device), _pattern_rows(dictionary), use_cache)
     stops, last = _Stops(stop), words[-1]
     for n in range(1, n_new + 1):
         logits = window.next_logits().float().cpu().numpy()[None]               # (1, v)
@@ -371,7 +388,7 @@ def _run_bpe(model, tok, prompt, device, n_new, temperature, top_k, top_p, rng, 
     eot = tok.token_to_id(EOT)
     if eot is None:
         raise TfreeError(f"the BPE tokenizer has no {EOT} token")
-    window = _Window(model, [eot, *tok.encode(prompt).ids], _token_inputs(device), use_cache)
+    window = _Window(model, [eot, *tok.encode(prompt).ids], _token_inputs(device), lambda i: [i], use_cache)
     stops, text_of = _Stops(stop), _BpeText(tok)
     for n in range(1, n_new + 1):
         logits = window.next_logits().float().cpu().numpy()                     # (V,)

@@ -195,6 +195,18 @@ class Scorer:
                                        np.empty((nch, 4) + shape, np.float64))
         return cache[1:]
 
+    def score_one(self, logits: np.ndarray) -> np.ndarray:
+        """Every word's score against one position's (v,) float32 logits, in trie order (``order[i]`` is the
+        word at i): generation's path, a word at a time, without ``run``'s blocks. A reused buffer: use it before
+        the next call."""
+        if len(self.order) == 0:
+            raise TfreeError("the dictionary is empty")
+        out, part = self._buffers(False)
+        S.score1(S.sigmoid(logits.reshape(1, -1))[0], self.trows, self.eptr, self.etid, self.lcp, self.sptr, self.stid,
+                 self.xptr, self.xrow, self.xval, self.a, self.c, self.maxd, np.float32(0), True, out,
+                 np.full(1, -1, np.int64), np.zeros(1, np.float32), part)
+        return out
+
     def run(self, logits: np.ndarray, invt: float, num_threads: int = 1, *, keep: bool = True, targets=None):
         """Score (B, v) float32 logits; yield a ``Block`` per group of rows. ``z`` = sum(exp((s - 1) * invt)) over
         the dictionary (0 if invt is 0). keep=False keeps no scores but those of ``targets`` (B,) word ids: faster.
