@@ -9,7 +9,7 @@ up numba, the dictionary scorer and torch. Reported: the median of ``--repeats``
 setting once per round, with and without the KV cache, so load changes on a shared machine hit all alike).
 ``--shapes small,...`` adds the KV-cache comparison for randomly initialised T-FREE models of those presets (same
 codec and dictionary): the cache's gain grows with the width and the context, and speed does not depend on the
-weights. ``--profile`` adds where a cached greedy word's time goes, and the model's matrix-vector products timed with
+weights. ``--profile`` adds where a cached greedy word's time goes, and the step's matrix-vector products timed with
 their weights in the CPU's caches and from memory.
 """
 from __future__ import annotations
@@ -59,79 +59,61 @@ def measure(models: dict, new: int, repeats: int) -> dict:
 
 
 def profile(lm: LanguageModel, new: int, rounds: int = 30) -> None:
-    """A cached greedy run split into the model's forward passes and the rest (scoring, sampling, Python), and the
-    forward passes' torch time split by the profiler into the matrix products (aten::mm/addmm) and the other ops;
-    then the weight matrices of one step as matrix-vector products, warm (each timed right after itself) and cold
+    """A cached greedy run split into the model's one-position steps (step.CpuStep), the dictionary scoring
+    and sampling (generate._WordSampler), and the rest (the prompt's pass and context refills through torch,
+    Python); then the step's matrix-vector products alone (numpy), warm (each timed right after itself) and cold
     (after 64 MB of other memory has been written, as by whatever runs between two words on a busy machine)."""
-    import torch  # noqa: PLC0415
-    import torch.nn.functional as F  # noqa: PLC0415
-    from torch.profiler import profile as torch_profile  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
 
-    def run():
+    from tfree_codec import generate as G  # noqa: PLC0415
+    from tfree_codec.step import CpuStep  # noqa: PLC0415
+
+    spent = {"step": 0.0, "scoring and sampling": 0.0}
+
+    def timed(cls, name, key):
+        f = getattr(cls, name)
+
+        def g(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return f(*a, **kw)
+            finally:
+                spent[key] += time.perf_counter() - t0
+        setattr(cls, name, g)
+        return f
+    originals = [(CpuStep, "step", timed(CpuStep, "step", "step")),
+                 (G._WordSampler, "__call__", timed(G._WordSampler, "__call__", "scoring and sampling"))]
+    try:
         t0 = time.perf_counter()
         n = len(list(lm.stream(PROMPT, max_new_tokens=new, temperature=0, stop_at_eot=False)))
-        return n, time.perf_counter() - t0
-
-    forward, spent = lm.model.forward, []
-
-    def timed_forward(*a, **kw):
-        t0 = time.perf_counter()
-        out = forward(*a, **kw)
-        spent.append(time.perf_counter() - t0)
-        return out
-    lm.model.forward = timed_forward  # nn.Module.__call__ calls the instance's forward
-    try:
-        n, wall = run()
+        wall = time.perf_counter() - t0
     finally:
-        del lm.model.forward
-    with torch_profile() as prof:
-        run()
-    ops = prof.key_averages()
-    mm = sum(e.self_cpu_time_total for e in ops if e.key in ("aten::mm", "aten::addmm"))
-    share = mm / sum(e.self_cpu_time_total for e in ops)
-    fwd = sum(spent)
-    print(f"\ncached greedy, {n} words: {wall / n * 1e3:.2f} ms a word, of which the model {fwd / n * 1e3:.2f} ms "
-          f"({fwd / wall:.0%}; its torch time {share:.0%} matrix products, by the profiler), the rest (scoring, "
-          f"sampling, Python) {(wall - fwd) / n * 1e3:.2f} ms")
-    weights = [p for name, p in lm.model.named_parameters() if p.dim() == 2 and not name.startswith("embed")]
-    xs = {w.shape[1]: torch.randn(1, w.shape[1]) for w in weights}
-    junk = torch.zeros(16 * 2**20)  # 64 MB
+        for cls, name, f in originals:
+            setattr(cls, name, f)
+    parts = ", ".join(f"{k} {v / n * 1e3:.2f} ms" for k, v in spent.items())
+    print(f"\ncached greedy, {n} words: {wall / n * 1e3:.2f} ms a word: {parts}, the rest (prompt and refills "
+          f"through torch, Python) {(wall - sum(spent.values())) / n * 1e3:.2f} ms")
+    weights = [p.detach().numpy() for name, p in lm.model.named_parameters() if p.dim() == 2 and not name.startswith("embed")]
+    xs = {w.shape[1]: np.ones(w.shape[1], np.float32) for w in weights}
+    junk = np.zeros(16 * 2**20, np.float32)  # 64 MB
     warm, cold = [], []
-    with torch.inference_mode():
-        for _ in range(rounds):
-            t = 0.0
-            for w in weights:
-                F.linear(xs[w.shape[1]], w)
-                t0 = time.perf_counter()
-                F.linear(xs[w.shape[1]], w)
-                t += time.perf_counter() - t0
-            warm.append(t)
-            junk.add_(1)
+    for _ in range(rounds):
+        t = 0.0
+        for w in weights:
+            w @ xs[w.shape[1]]
             t0 = time.perf_counter()
-            for w in weights:
-                F.linear(xs[w.shape[1]], w)
-            cold.append(time.perf_counter() - t0)
-    nbytes = sum(w.numel() * w.element_size() for w in weights)
+            w @ xs[w.shape[1]]
+            t += time.perf_counter() - t0
+        warm.append(t)
+        junk += 1
+        t0 = time.perf_counter()
+        for w in weights:
+            w @ xs[w.shape[1]]
+        cold.append(time.perf_counter() - t0)
+    nbytes = sum(w.nbytes for w in weights)
     print(f"the {len(weights)} matrix-vector products of a step ({nbytes / 1e6:.1f} MB of weights), median of {rounds}: "
           f"{statistics.median(warm) * 1e3:.2f} ms warm, {statistics.median(cold) * 1e3:.2f} ms after 64 MB of other "
           f"writes")
-    from tfree_codec.model import Model, ModelConfig  # noqa: PLC0415
-
-    c = lm.model.config  # the same step with 16-wide layers and 16 rows out: what is left is dispatch and Python
-    tiny = Model(ModelConfig(mode="bpe", vocab_size=16, n_layer=c.n_layer, n_head=c.n_head, n_embd=4 * c.n_head,
-                             seq_len=c.seq_len, ffn_hidden=16)).eval()
-    steps = []
-    with torch.inference_mode():
-        cache = tiny.new_kv_cache(1)
-        tiny(torch.zeros(1, c.seq_len // 2, dtype=torch.int64), kv_cache=cache)
-        x = torch.zeros(1, 1, dtype=torch.int64)
-        for _ in range(20 * rounds):
-            cache.pos = c.seq_len // 2
-            t0 = time.perf_counter()
-            tiny(x, kv_cache=cache, last=True)
-            steps.append(time.perf_counter() - t0)
-    print(f"the same cached step with {4 * c.n_head}-wide layers (dispatch and Python only), median of {len(steps)}: "
-          f"{statistics.median(steps) * 1e3:.2f} ms")
 
 
 def main() -> None:

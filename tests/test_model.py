@@ -10,6 +10,7 @@ from tfree_codec import Codec, CodecConfig, TfreeError
 from tfree_codec.data import Corpus, Packer, PatternSource, make_units, split_units
 from tfree_codec.evaluate import Calibration, SpellingModel, fit_scale, log_softmax_at, tfree_bpb, windows
 from tfree_codec.model import Model, ModelConfig, Patterns, multi_hot, pattern_bce
+from tfree_codec.step import CpuStep
 
 V = 512
 
@@ -83,6 +84,36 @@ def test_kv_cache_gives_the_uncached_logits(mode):
         last_full, _ = model(part(0, T), last=True)
     torch.testing.assert_close(last_full, full[:, -1:])
     torch.testing.assert_close(last_cached, full[:, -1:], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["tfree", "bpe"])
+def test_cpu_step_gives_the_models_logits_and_shares_its_cache(mode):
+    torch.manual_seed(0)
+    model = Model(tiny(mode)).eval()
+    T = 12
+    if mode == "tfree":
+        pats, x = random_patterns(1, T, max_len=30)
+        rows = [p.numpy() for p in pats]
+        def part(a, b):
+            return Patterns.from_lists(pats[a:b])
+    else:
+        ids = torch.randint(0, V, (1, T))
+        rows = [[int(i)] for i in ids[0]]
+        def part(a, b):
+            return ids[:, a:b]
+    with torch.no_grad():
+        full, _ = model(part(0, T))
+        cache = model.new_kv_cache(1, max_len=T)
+        model(part(0, 5), kv_cache=cache)                 # the prompt through torch, then numpy steps
+        step = CpuStep(model, cache)
+        got = [step.step(rows[t]) for t in range(5, 9)]
+        assert cache.pos == 9
+        last, _ = model(part(9, T), kv_cache=cache, last=True)  # and torch goes on from numpy's cache
+    torch.testing.assert_close(torch.from_numpy(np.stack(got)), full[0, 5:9], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(last[0, -1], full[0, -1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(TfreeError, match="KV cache"):
+        step.step(rows[0])
+    assert CpuStep.fits(model) and not CpuStep.fits(Model(tiny(mode)).to(torch.float64))
 
 
 def test_parameter_counts_split_embedding_head_body():

@@ -30,7 +30,7 @@ from . import checkpoint as ckpt
 from .config import TfreeError
 from . import _sample
 from .decode import _TAIL, Decoder, _check_sampling
-from .model import NumpyStep
+from .step import CpuStep
 from .scorer import sigmoid
 from .words import EOT
 
@@ -162,8 +162,8 @@ class _Window:
         self.items = list(items)
         self.start = max(0, len(self.items) - self.T)
         self.cache = model.new_kv_cache(1, self.T) if use_cache else None
-        # one new item at a time on a CPU: numpy's step on the same cache (model.NumpyStep: 3-4x torch's here)
-        self.step = NumpyStep(model, self.cache) if use_cache and NumpyStep.fits(model) else None
+        # one new item at a time on a CPU: numba on the same cache (step.py: ~10x torch here)
+        self.step = CpuStep(model, self.cache) if use_cache and CpuStep.fits(model) else None
         self.fed = 0  # items[start:start + fed] are in the cache
 
     def append(self, item: int) -> None:
@@ -208,7 +208,7 @@ def _pattern_inputs(dictionary, device):
 
 
 def _pattern_rows(dictionary):
-    """id -> that dictionary word's rows (NumpyStep's input)."""
+    """id -> that dictionary word's rows (CpuStep's input)."""
     return lambda i: dictionary.indices[dictionary.indptr[i]:dictionary.indptr[i + 1]]
 
 

@@ -20,7 +20,6 @@ import json
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -316,63 +315,6 @@ class Model(nn.Module):
         if mask is not None:
             targets = targets.masked_fill(~mask, -1)
         return logits, F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(-1), ignore_index=-1)
-
-
-class NumpyStep:
-    """``Model.forward(x, kv_cache=cache, last=True)`` for one new position, in numpy, on a CPU float32 model.
-
-    Generating reads one position at a time, and at this size torch's per-op dispatch and its matrix-vector
-    products cost several times the arithmetic (a 128-vector's rms_norm took 10-20 us, the 8192 x 128 head 130-170
-    us, where numpy takes 2 and 45-55 us). So a step is ~40 numpy calls on numpy views of the same weights and of
-    ``cache``'s tensors (no copies): the prompt still goes through ``Model.forward``, which fills the same cache,
-    and either can go on from the other. ``step(rows)``: the new item is the sum of those rows of the input table
-    (its pattern in T-FREE mode, ``[token]`` for BPE); -> its (V,) logits, float32."""
-
-    @staticmethod
-    def fits(model) -> bool:
-        """Whether ``model`` is one this step can run: a ``Model`` with float32 weights on the CPU."""
-        return isinstance(model, Model) and all(p.device.type == "cpu" and p.dtype == torch.float32
-                                                for p in model.parameters())
-
-    def __init__(self, model: "Model", cache: KVCache):
-        c = model.config
-        if not self.fits(model) or cache.k.device.type != "cpu" or cache.k.dtype != torch.float32:
-            raise ValueError("NumpyStep runs float32 models and caches on the CPU")
-        w = {k: t.detach().numpy() for k, t in model.state_dict().items()}  # views of the parameters
-        self.embed, self.head, self.norm = w["embed.weight"], w["head.weight"], w["norm.weight"]
-        self.layers = [tuple(w[f"blocks.{i}.{n}"] for n in ("norm1.weight", "attn.qkv.weight", "attn.proj.weight",
-                                                              "norm2.weight", "mlp.gate_up.weight", "mlp.down.weight"))
-                       for i in range(c.n_layer)]
-        self.cache, self.k, self.v = cache, cache.k.numpy()[:, 0], cache.v.numpy()[:, 0]  # (L, H, max_len, hd)
-        self.H, self.hd, self.f, self.eps = c.n_head, c.n_embd // c.n_head, c.ffn_hidden, np.float32(c.norm_eps)
-        cos, sin = rope_tables(self.hd, cache.max_len, c.rope_base)
-        self.cos, self.sin = cos.numpy(), sin.numpy()
-        self.swap = np.roll(np.arange(self.hd), self.hd // 2)  # rotate half: (x1, x2) -> (x2, x1)
-        self.scale = np.float32(1 / math.sqrt(self.hd))
-
-    def _rms(self, x, w):
-        return x * (w / np.sqrt(np.dot(x, x) / np.float32(len(x)) + self.eps))
-
-    def step(self, rows) -> np.ndarray:
-        t = self.cache.pos
-        if t >= self.cache.max_len:
-            raise TfreeError(f"KV cache holds {self.cache.max_len} positions; {t + 1} requested")
-        H, hd = self.H, self.hd
-        x = self.embed[rows].sum(0)
-        for i, (n1, qkv, proj, n2, gate_up, down) in enumerate(self.layers):
-            q, k, v = (qkv @ self._rms(x, n1)).reshape(3, H, hd)
-            qk = np.stack([q, k])
-            qk = qk * self.cos[t] + qk[..., self.swap] * self.sin[t]   # RoPE on queries and keys at once
-            self.k[i, :, t], self.v[i, :, t] = qk[1], v
-            att = self.k[i, :, :t + 1] @ (qk[0] * self.scale)[:, :, None]   # (H, t+1, 1)
-            att = np.exp(att - att.max(1, keepdims=True))
-            y = (att.transpose(0, 2, 1) @ self.v[i, :, :t + 1])[:, 0] / att.sum(1)  # (H, hd)
-            x = x + proj @ y.reshape(-1)
-            gu = gate_up @ self._rms(x, n2)
-            g, u = gu[:self.f], gu[self.f:]
-            x = x + down @ (g * u / (1 + np.exp(-np.maximum(g, -60))))    # SwiGLU (the clip keeps exp finite)
-        self.cache.pos = t + 1
-        return self.head @ self._rms(x, self.norm)
 
 
 def target_rows(targets: Patterns):
