@@ -7,9 +7,9 @@ Each run continues the same prompt by exactly ``--new`` items (words or tokens; 
 in one CPU process with one torch thread (as ``tfree generate``; ``--threads``). A first short run per model warms
 up numba, the dictionary scorer and torch. Reported: the median of ``--repeats`` round-robin runs (every model and
 setting once per round, with and without the KV cache, so load changes on a shared machine hit all alike).
-``--shapes small,...`` adds the KV-cache comparison for randomly initialised T-FREE models of those presets (same
-codec and dictionary): the cache's gain grows with the width and the context, and speed does not depend on the
-weights. ``--profile`` adds where a cached greedy word's time goes, and the step's matrix-vector products timed with
+``--shapes small,...`` adds randomly initialised models of those presets, T-FREE (same codec and dictionary) and,
+with ``--bpe``, BPE (the baseline's tokenizer), cached and not: speed does not depend on the weights, and the
+items/s of the two show how the heads' cost moves with the width (bytes per item of random text mean nothing). ``--profile`` adds where a cached greedy word's time goes, and the step's matrix-vector products timed with
 their weights in the CPU's caches and from memory.
 """
 from __future__ import annotations
@@ -151,10 +151,15 @@ def main() -> None:
         rand = LanguageModel(Model(cfg).eval(), lm.codec, lm.vocab, lm.calibration, f"random {preset}")
         print(f"tfree {preset} (random weights): {rand.model.num_params()['total'] / 1e6:.2f}M parameters, "
               f"{cfg.n_layer}x{cfg.n_embd}, context {cfg.seq_len}")
-        r = measure({preset: rand}, args.new, args.repeats)[preset]
-        results[f"tfree {preset} (random)"] = {k: r[k] for k in ("greedy", UNCACHED)}
+        shaped = {f"tfree {preset} (random)": rand}
+        if "bpe" in models:  # the same shape with the baseline's softmax head
+            b = models["bpe"]
+            bcfg = ModelConfig.from_preset(preset, mode="bpe", vocab_size=b.model.config.vocab_size)
+            shaped[f"bpe {preset} (random)"] = LanguageModel(Model(bcfg).eval(), b.codec, b.vocab, {}, f"random {preset}")
+        for kind, r in measure(shaped, args.new, args.repeats).items():
+            results[kind] = {k: r[k] for k in ("greedy", UNCACHED)}
 
-    unit = {k: "tokens" if k == "bpe" else "words" for k in results}
+    unit = {k: "tokens" if k.startswith("bpe") else "words" for k in results}
     print(f"\n{args.new} new items after a {len(PROMPT)}-character prompt; median of {args.repeats} round-robin runs\n")
     print("| model | decoding | items/s | bytes/item | bytes of text/s |")
     print("|---|---|---|---|---|")
