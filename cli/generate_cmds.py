@@ -81,13 +81,14 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="new checkpoint directory")
 @click.option("--min-count", type=int, default=1, show_default=True,
               help="T-FREE: keep the dictionary words seen at least this often in training")
+@click.option("--half", is_flag=True, help="store the weights as float16 (half the size; loaded as float32)")
 @friendly
-def export(checkpoint, out_dir, min_count):
+def export(checkpoint, out_dir, min_count, half):
     """Copy CHECKPOINT (or a run directory's final/) for generation only: no optimizer state, optionally a smaller
-    dictionary. The result loads like any checkpoint (tfree generate, tfree eval)."""
+    dictionary or float16 weights. The result loads like any checkpoint (tfree generate, tfree eval)."""
     from tfree_codec.generate import export as export_checkpoint
 
-    path = export_checkpoint(checkpoint, out_dir, min_count=min_count)
+    path = export_checkpoint(checkpoint, out_dir, min_count=min_count, half=half)
     size = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
     click.echo(f"exported {path}: {size / 1e6:.1f} MB", err=True)
 

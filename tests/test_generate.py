@@ -1,6 +1,8 @@
 """Generation: greedy is deterministic, a seed reproduces sampling, the KV cache changes nothing but the speed,
 words stream one by one and join into text by the codec's rules, prompts grow the dictionary, stop strings cut,
 BPE checkpoints generate too, and the CLI (with its bundled model) answers in one line on bad input."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -225,6 +227,23 @@ def test_language_model_loads_run_directories(checkpoint):
     assert lm.mode == "tfree" and lm.calibration["temperature"] == 0.05 and lm.path == checkpoint
     kw = dict(max_new_tokens=5, seed=0, stop_at_eot=False)
     assert lm.generate("Emma", **kw) == lm.generate("Emma", **kw) != ""
+
+
+def test_export_drops_rare_words_and_can_halve_the_weights(tmp_path, checkpoint):
+    src = LanguageModel.load(checkpoint, device="cpu")
+    r = cli("export", checkpoint, "-o", str(tmp_path / "small"), "--min-count", "2", "--half")
+    assert r.exit_code == 0, r.output
+    assert "exported" in r.stderr
+    small = LanguageModel.load(str(tmp_path / "small"), device="cpu")
+    counts = dict(zip(src.vocab.words, src.vocab.counts.tolist()))
+    assert set(small.vocab.words) == {w for w, c in counts.items() if c >= 2} | {w for w in small.vocab.words if w.startswith("<|")}
+    assert small.calibration == src.calibration
+    for k, v in src.model.state_dict().items():  # float32 again, at float16's rounding
+        w = small.model.state_dict()[k]
+        assert w.dtype == torch.float32 and torch.equal(w, v.half().float())
+    assert os.path.getsize(tmp_path / "small" / "model.pt") < 0.6 * os.path.getsize(os.path.join(checkpoint, "model.pt"))
+    assert small.generate("Emma", max_new_tokens=5, seed=0, stop_at_eot=False)
+    assert cli("export", checkpoint, "-o", str(tmp_path / "x"), "--min-count", "0").exit_code != 0
 
 
 def test_cli_generates_from_a_run_directory_and_stdin(checkpoint):

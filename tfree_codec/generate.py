@@ -117,11 +117,12 @@ def _load_vocab(path: str, codec, mode: str):
     return dictionary, {"temperature": float(cal.temperature), "prior_weight": float(getattr(cal, "prior_weight", 0.0))}
 
 
-def export(src: str, dst: str, *, min_count: int = 1) -> str:
+def export(src: str, dst: str, *, min_count: int = 1, half: bool = False) -> str:
     """A generation-only copy of a checkpoint (``tfree export``): weights, codec, calibration and vocabulary, no
     optimizer state; a T-FREE dictionary keeps the words seen at least ``min_count`` times in training (and every
     marker). Rare words cost decoding time and, drawn without a frequency prior, read as noise; words of a prompt
-    join the dictionary at run time anyway."""
+    join the dictionary at run time anyway. ``half``: the weights stored as float16, half the size; loading turns
+    them back into the model's float32 (the values keep float16's rounding, ~3 significant digits)."""
     import json  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
@@ -137,6 +138,9 @@ def export(src: str, dst: str, *, min_count: int = 1) -> str:
         with open(os.path.join(path, "calibration.json"), encoding="utf-8") as f:
             calibration = json.load(f)
     info = {k: meta[k] for k in ("bytes_seen", "seed", "params", "chunk_words") if k in meta}
+    if half:
+        model.half()
+        info["stored_dtype"] = "float16"
     with tempfile.TemporaryDirectory() as tmp:
         if model.config.mode == "bpe":
             files = {TOKENIZER_FILE: os.path.join(path, TOKENIZER_FILE)}
