@@ -51,6 +51,9 @@ def test_save_and_load(tmp_path):
     assert json.loads(path.read_text())["seed"] == 3
     assert Codec.from_file(path) == c
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]  # atomic write leaves no temp file
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    assert os.stat(path).st_mode & 0o777 == os.stat(plain).st_mode & 0o777  # as open() makes it, not owner-only
 
 
 def test_loading_garbage_fails_cleanly(tmp_path):

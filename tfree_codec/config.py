@@ -120,13 +120,20 @@ class CodecConfig:
         return cls.from_json(text)
 
 
+_UMASK = os.umask(0)  # read once, at import (single-threaded), and put back
+os.umask(_UMASK)
+
+
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it over, so readers never see half a file."""
+    """Write to a temporary file beside ``path`` and rename it over, so readers never see half a file. The file
+    gets the permissions a plain ``open`` would give it (mkstemp's are owner-only)."""
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
