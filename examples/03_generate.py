@@ -1,4 +1,4 @@
-"""Continue a prompt with the bundled T-FREE model (4 layers x 128, trained on Jane Austen), word by word.
+"""Continue a prompt with the bundled T-FREE model (4 layers x 256, trained on Jane Austen), word by word.
 
     python examples/03_generate.py "It is a truth universally acknowledged"
 """

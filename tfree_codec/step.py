@@ -3,9 +3,9 @@
 Generating reads one position at a time, and at this size torch spends most of a step on dispatch: a 128-vector's
 rms_norm took 10-20 us, a 128 x 384 matrix-vector product 6-11 us and the 8192 x 128 head 130-170 us, where the
 arithmetic is a few us. Here a layer is one numba call (rms_norm, QKV, RoPE, the cache write, attention over the
-cached positions, the projection, SwiGLU: 19 us for the bundled model's 4 x 128 body) and the head is one BLAS
-matrix-vector product (numpy's: 45-55 us). A step of the bundled model: 0.12 ms, against 1.1-2.7 ms through
-``Model.forward`` (bench/generate.py).
+cached positions, the projection, SwiGLU: 19 us for a 128-wide block) and the head is one BLAS matrix-vector
+product (numpy's: 45-55 us for 8192 x 128). A step of the bundled model (4 x 256): 0.65 ms, against 3.5 ms through
+``Model.forward``; of a 4 x 128 model, 0.12 against 1.1-2.7 ms (bench/generate.py, docs/generate.md).
 
 It computes what ``model(x, kv_cache=cache, last=True)`` computes (tests check the logits), on numpy views of the
 same weights and of ``cache``'s tensors: the prompt still goes through ``Model.forward``, which fills the same
