@@ -119,6 +119,14 @@ def test_the_count_prior_of_the_calibration_is_applied(codec, dictionary):
     assert words == [dictionary.words[int(np.argmax(dictionary.counts))]] * 3
 
 
+@pytest.mark.parametrize("temperature", [0, 0.8])
+def test_a_model_that_outputs_nan_is_reported_in_one_line(codec, dictionary, temperature):
+    with pytest.raises(TfreeError, match="NaN"):
+        run(FixedLogits(np.full(8192, np.nan)), codec, dictionary, temperature=temperature, use_cache=False)
+    with pytest.raises(TfreeError, match="NaN"):
+        sample_logits(np.array([0.0, np.inf]), 1.0, None, None, np.random.default_rng(0))
+
+
 def test_spelling_fills_in_words_the_dictionary_lacks(codec, dictionary):
     x = np.full(8192, -10.0)
     x[codec.encode_words(["Westonbury"])[1]] = 10

@@ -226,6 +226,8 @@ def sample_logits(logits: np.ndarray, temperature: float, top_k, top_p, rng: np.
     reaching top_p; the argmax when temperature is 0 or top_k is 1. One sampler for dictionary words and BPE tokens
     alike: the decoder's O(n) kernels (_sample.py; no sort of the vocabulary), on a block of one position."""
     x = np.ascontiguousarray(logits, np.float32).reshape(-1, 1)           # (n, 1): the kernels' layout
+    if not np.isfinite(x).all():  # a diverged model: say so rather than draw from garbage
+        raise TfreeError("the model's scores contain NaN or infinity")
     if temperature == 0 or top_k == 1:
         return int(np.argmax(x[:, 0])), 1.0
     u = rng.random(1)  # drawn first, so a seed gives the same draws whatever the restrictions cost
