@@ -236,23 +236,19 @@ class Codec:
         cache = self._borrow()
         try:
             n_words, spans, flat = cache.split_many(texts, self.config.max_word_chars, self.config.segmenter)
-            trigrams.hash_unhashed(cache, *self._hash_args)
-            K = words.kernels()
-            indptr = np.empty(len(flat) + 1, np.int64)
-            K.pattern_indptr(flat, cache.pptr, indptr)
-            n = int(indptr[-1])
-            indices = alloc(n) if alloc is not None else np.empty(n, np.uint32)
-            K.gather(flat, cache.pptr, cache.pidx, indptr, indices)
-            return n_words, spans, flat, indptr, indices
+            return n_words, spans, flat, *self._gather(cache, flat, alloc)
         finally:
             self._give_back(cache)
 
-    def _gather(self, cache: words.WordCache, ids: np.ndarray):
+    def _gather(self, cache: words.WordCache, ids: np.ndarray, alloc=None):
+        """CSR (indptr, indices) of word ids, hashing the cache's new words first; ``indices`` is ``alloc(n)``
+        when given."""
         trigrams.hash_unhashed(cache, *self._hash_args)
         K = words.kernels()
         indptr = np.empty(len(ids) + 1, np.int64)
         K.pattern_indptr(ids, cache.pptr, indptr)
-        indices = np.empty(indptr[-1], np.uint32)
+        n = int(indptr[-1])
+        indices = alloc(n) if alloc is not None else np.empty(n, np.uint32)
         K.gather(ids, cache.pptr, cache.pidx, indptr, indices)
         return indptr, indices
 
