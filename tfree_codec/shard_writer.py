@@ -347,6 +347,10 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C; finished shards stay valid
 
 
+def _worker_pool(n: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+
+
 def _warm_up(config: CodecConfig) -> None:
     # numba loads each kernel from its on-disk cache on the first call: make those calls before real work arrives
     from .arrow import encode_texts
@@ -380,8 +384,7 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
     try:
         if num_proc > 1 and not os.path.exists(os.path.join(out_dir, MANIFEST)):
             # Workers start now, so their imports and kernel loading overlap the plan pass.
-            pool = ProcessPoolExecutor(num_proc - 1, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_worker_init)
+            pool = _worker_pool(num_proc - 1)
             for _ in range(num_proc - 1):
                 pool.submit(_warm_up, config)
         bars.append(_Progress(None, "plan", progress))
@@ -407,8 +410,7 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
         todo = len(entries) - len(results)
         workers = min(num_proc, todo) - 1  # this process encodes too, while the workers start (imports, kernels)
         if workers > 0 and pool is None:
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_worker_init)
+            pool = _worker_pool(workers)
         if todo:
             docs = iter(kept) if kept else chain.from_iterable(map(read, files))
             _encode_missing(out_dir, docs, entries, results, config, words, pool, workers, bars[-1])
