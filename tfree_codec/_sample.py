@@ -162,15 +162,17 @@ def draw(block, nl, thr, ref, invt, target, pos, prob):
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def sample1(x, invt, thr, top_p, u):
+def sample1(x, invt, tail, top_p, u):
     """One position's draw, the kernels above fused for a (n,) vector (generation, a word at a time: their loops
-    over positions do not vectorise for one): the words scoring >= thr, then the nucleus holding ``top_p`` of their
-    mass (1: all), then the inverse CDF at ``u`` in storage order. -> (position, its probability in the set)."""
+    over positions do not vectorise for one): the words scoring >= thr = best - tail / invt, then the nucleus
+    holding ``top_p`` of their mass (1: all), then the inverse CDF at ``u`` in storage order. -> (position, its
+    probability in the set)."""
     n = x.shape[0]
     best, low = np.float32(-np.inf), np.float32(np.inf)
     for i in range(n):
         best = max(best, x[i])
         low = min(low, x[i])
+    thr = np.float32(best - tail / invt)
     e = np.empty(n, np.float32)
     total = 0.0
     for i0 in range(0, n, 4096):  # float32 partial sums, a float64 total

@@ -231,12 +231,12 @@ def sample_logits(logits: np.ndarray, temperature: float, top_k, top_p, rng: np.
     if temperature == 0 or top_k == 1:
         return int(np.argmax(x[:, 0])), 1.0
     u = rng.random(1)  # drawn first, so a seed gives the same draws whatever the restrictions cost
-    best = x.max(0)
     invt = np.float32(1.0 / temperature)
-    thr = (best - _TAIL / invt).astype(np.float32)  # ids this far below the best hold no mass worth drawing
     if top_k is None or top_k >= len(x):  # the common case in one fused pass
-        i, p = _sample.sample1(x[:, 0], invt, thr[0], 1.0 if top_p is None else float(top_p), float(u[0]))
+        i, p = _sample.sample1(x[:, 0], invt, np.float32(_TAIL), 1.0 if top_p is None else float(top_p), float(u[0]))
         return int(i), float(p)
+    best = x.max(0)
+    thr = (best - _TAIL / invt).astype(np.float32)  # ids this far below the best hold no mass worth drawing
     lo = np.maximum(x.min(0), thr)
     mass = _sample.mass_above(x, 1, thr, best, invt)
     if top_k is not None and top_k < len(x):
