@@ -16,6 +16,7 @@ from tfree_codec.dictionary import Dictionary
 from tfree_codec.evaluate import DICT_FILE
 from tfree_codec.generate import BUNDLED_MODEL, LanguageModel, Piece, _Stops, generate, sample_logits, stream
 from tfree_codec.model import Model, ModelConfig
+from tfree_codec.words import EOT, MARKERS
 
 SEQ = 16  # short context: 40 new words exercise the window being cut and re-read
 PROMPT = "Emma Woodhouse, handsome, clever, and rich,\nwith a comfortable home"
@@ -244,7 +245,7 @@ def test_export_drops_rare_words_and_can_halve_the_weights(tmp_path, checkpoint)
     assert "exported" in r.stderr
     small = LanguageModel.load(str(tmp_path / "small"), device="cpu")
     counts = dict(zip(src.vocab.words, src.vocab.counts.tolist()))
-    assert set(small.vocab.words) == {w for w, c in counts.items() if c >= 2} | {w for w in small.vocab.words if w.startswith("<|")}
+    assert set(small.vocab.words) == {w for w, c in counts.items() if c >= 2 or w in MARKERS or w == EOT}
     assert small.calibration == src.calibration
     for k, v in src.model.state_dict().items():  # float32 again, at float16's rounding
         w = small.model.state_dict()[k]
