@@ -9,7 +9,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tfree_codec import Codec  # noqa: E402
-from tfree_codec.dictionary import Dictionary  # noqa: E402
+from tfree_codec.decode.dictionary import Dictionary  # noqa: E402
 
 CORPORA = ["english_prose", "mono_de", "mono_es", "mono_fr", "mono_ja", "mono_ru", "mono_zh"]
 DEFAULT_PATHS = [f"/tmp/{c}.txt" for c in CORPORA]

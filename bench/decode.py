@@ -22,7 +22,7 @@ import numpy as np
 from common_dict import add_args, load_dictionary, machine
 from numba import njit
 
-from tfree_codec.decode import Decoder
+from tfree_codec.decode.decoder import Decoder
 
 V = 8192
 

@@ -19,9 +19,9 @@ import unicodedata
 import numpy as np
 from common_dict import add_args, load_dictionary, machine
 
-from tfree_codec.decode import Decoder
-from tfree_codec.dictionary import count_words
-from tfree_codec.spell import Speller
+from tfree_codec.decode.decoder import Decoder
+from tfree_codec.decode.dictionary import count_words
+from tfree_codec.decode.spell import Speller
 
 V = 8192
 BATCH = 256

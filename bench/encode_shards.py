@@ -25,7 +25,7 @@ import tempfile
 import time
 
 from tfree_codec import Codec
-from tfree_codec.sources import iter_documents
+from tfree_codec.shards.sources import iter_documents
 
 
 def in_memory(docs: list[str], chunk: int | None = None) -> tuple[float, float]:

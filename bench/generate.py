@@ -66,7 +66,7 @@ def profile(lm: LanguageModel, new: int, rounds: int = 30) -> None:
     import numpy as np  # noqa: PLC0415
 
     from tfree_codec import generate as G  # noqa: PLC0415
-    from tfree_codec.step import CpuStep  # noqa: PLC0415
+    from tfree_codec.model.step import CpuStep  # noqa: PLC0415
 
     spent = {"step": 0.0, "scoring and sampling": 0.0}
 
@@ -143,7 +143,7 @@ def main() -> None:
               f"{p['head'] / 1e6:.2f}M) | {vocab} | context {lm.model.config.seq_len}")
     results = measure(models, args.new, args.repeats)
     for preset in filter(None, args.shapes.split(",")):
-        from tfree_codec.model import Model, ModelConfig  # noqa: PLC0415
+        from tfree_codec.model.transformer import Model, ModelConfig  # noqa: PLC0415
 
         torch.manual_seed(0)
         cfg = ModelConfig.from_preset(preset)

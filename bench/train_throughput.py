@@ -2,7 +2,7 @@
 
     python bench/train_throughput.py --text /tmp/english_prose.txt [--n-embd 128 --n-layer 2] [--device cpu]
 
-Real batches (the first --mb MB of the text, packed by tfree_codec.data exactly as `tfree train` packs them; BPE
+Real batches (the first --mb MB of the text, packed by tfree_codec.train.data exactly as `tfree train` packs them; BPE
 tokenizers trained on the same text; BPE sequences as long in bytes as T-FREE's), full training steps (forward,
 loss, backward, AdamW). The models take turns, one step each, so that load from other work on the machine hits
 them alike; the figure is the median over the timed steps.
@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from tfree_codec import Codec, CodecConfig
-from tfree_codec.data import Corpus, Packer, PatternSource, TokenSource, make_units
-from tfree_codec.model import Model, ModelConfig
-from tfree_codec.data import train_bpe
-from tfree_codec.train import autocast_for, resolve_device
-from tfree_codec.words import EOT
+from tfree_codec.train.data import Corpus, Packer, PatternSource, TokenSource, make_units
+from tfree_codec.model.transformer import Model, ModelConfig
+from tfree_codec.train.data import train_bpe
+from tfree_codec.train.loop import autocast_for, resolve_device
+from tfree_codec.text.words import EOT
 
 
 def main() -> None:

@@ -11,41 +11,10 @@ import click
 from tfree_codec import Codec, CodecConfig, TfreeError
 from tfree_codec.assets import sample_text
 
-from .main import friendly, main
+from .common import codec_options, friendly, make_codec, read_text
 
 
-def codec_options(fn):
-    """Codec flags shared by every command that makes patterns; ``--codec codec.json`` overrides them."""
-    d = CodecConfig.__dataclass_fields__
-    opts = [
-        click.option("--codec", "codec_path", type=click.Path(dir_okay=False), help="codec.json to use (overrides the flags below)"),
-        click.option("--vocab-size", "-v", type=int, default=d["vocab_size"].default, show_default=True, help="activation rows v"),
-        click.option("--num-activations", "-m", type=int, default=d["num_activations"].default, show_default=True, help="rows per trigram m"),
-        click.option("--k-lower", type=int, default=d["k_lower"].default, show_default=True, help="rows shared with the lower-cased trigram"),
-        click.option("--hash", "hash_family", type=click.Choice(["tfree", "aleph"]), default="tfree", show_default=True),
-        click.option("--seed-hash", type=int, default=0, show_default=True, help="seed of the tfree hash family"),
-        click.option("--max-word-chars", type=int, default=d["max_word_chars"].default, show_default=True),
-        click.option("--segmenter", type=click.Choice(["icu", "none"]), default="icu", show_default=True),
-    ]
-    for o in reversed(opts):
-        fn = o(fn)
-    return fn
-
-
-def make_codec(codec_path, vocab_size, num_activations, k_lower, hash_family, seed_hash, max_word_chars, segmenter) -> Codec:
-    if codec_path:
-        return Codec.from_file(codec_path)
-    return Codec(CodecConfig(vocab_size=vocab_size, num_activations=num_activations, k_lower=k_lower,
-                             hash=hash_family, seed=seed_hash, max_word_chars=max_word_chars, segmenter=segmenter))
-
-
-def read_text(path: str) -> str:
-    """A file's (or stdin's, for ``-``) text, strictly UTF-8."""
-    data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
-    return data.decode("utf-8")
-
-
-@main.command()
+@click.command()
 @click.argument("text", required=False)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object: words, offsets and patterns")
 @codec_options
@@ -66,7 +35,7 @@ def inspect(text, as_json, **codec_kw):
         click.echo(f"{i:>5}  {s:>6}:{e:<6} {len(enc.patterns(i)):>4} rows  {w!r}")
 
 
-@main.command()
+@click.command()
 @click.argument("files", nargs=-1, type=click.Path())
 @click.option("--sample", is_flag=True, help="also measure the bundled public-domain English sample (1.5 MB)")
 @codec_options

@@ -1,4 +1,4 @@
-"""``tfree dict build|info|neighbours``: the word dictionary a decoder ranks (tfree_codec.dictionary)."""
+"""``tfree dict build|info|neighbours``: the word dictionary a decoder ranks (tfree_codec.decode.dictionary)."""
 from __future__ import annotations
 
 import json
@@ -9,11 +9,10 @@ import click
 
 from tfree_codec import TfreeError
 
-from .codec_cmds import codec_options, make_codec
-from .main import friendly, main
+from .common import codec_options, friendly, make_codec
 
 
-@main.group("dict")
+@click.group("dict")
 def dict_group() -> None:
     """Build and inspect word dictionaries (words, counts and activation patterns)."""
 
@@ -36,7 +35,7 @@ def _codec_given(codec_kw: dict) -> bool:
 def build(inputs, out_path, min_count, max_words, quiet, **codec_kw):
     """Count the words of INPUTS (UTF-8 text files, or shard directories from `tfree encode`) and write the
     dictionary: the marker words, then the words by falling count."""
-    from tfree_codec.dictionary import Dictionary
+    from tfree_codec.decode.dictionary import Dictionary
 
     for p in inputs:
         if not os.path.exists(p):
@@ -56,7 +55,7 @@ def build(inputs, out_path, min_count, max_words, quiet, **codec_kw):
 @friendly
 def info(path, as_json, top):
     """Sizes, codec, pattern statistics and collisions (words with identical patterns) of a dictionary."""
-    from tfree_codec.dictionary import Dictionary
+    from tfree_codec.decode.dictionary import Dictionary
 
     d = Dictionary.load(path)
     i = d.info()
@@ -83,7 +82,7 @@ def info(path, as_json, top):
 def neighbours(path, word, k):
     """The words whose patterns overlap WORD's most (Jaccard): collisions and morphology. WORD need not be in
     the dictionary."""
-    from tfree_codec.dictionary import Dictionary
+    from tfree_codec.decode.dictionary import Dictionary
 
     if k < 1:
         raise TfreeError("-k must be at least 1")

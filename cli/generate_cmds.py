@@ -10,8 +10,7 @@ import click
 
 from tfree_codec import TfreeError
 
-from .codec_cmds import read_text
-from .main import friendly, main
+from .common import friendly, read_text
 
 
 def _out(text: str) -> None:
@@ -19,7 +18,7 @@ def _out(text: str) -> None:
     sys.stdout.flush()
 
 
-@main.command()
+@click.command()
 @click.argument("args", nargs=-1, metavar="[MODEL] [PROMPT|-]")
 @click.option("--prompt-file", type=click.Path(dir_okay=False), help="read the prompt from this UTF-8 file")
 @click.option("-n", "--max-new-tokens", type=int, default=100, show_default=True,
@@ -76,7 +75,7 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
                    err=True)
 
 
-@main.command()
+@click.command()
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="new checkpoint directory")
 @click.option("--min-count", type=int, default=1, show_default=True,
@@ -110,7 +109,7 @@ def _model_and_prompt(args, prompt_file):
     return model, prompt
 
 
-@main.command()
+@click.command()
 @click.option("-o", "--out", "out_dir", default="tfree-quickstart", show_default=True, type=click.Path(file_okay=False),
               help="where the sample, shards and run go")
 @click.option("--steps", type=int, default=None, help="training steps  [default: about a minute and a half on 2 cores]")

@@ -1,31 +1,18 @@
-"""``tfree``: every command is a few lines over a library call; ``TfreeError`` becomes one line and exit 1."""
-from __future__ import annotations
+"""``tfree``: the click group, assembled from one command module per stage of the flow.
 
-import functools
-import sys
+Every command is a few lines over a library call; ``TfreeError`` becomes one line and exit 1 (``common.friendly``).
+"""
+from __future__ import annotations
 
 import click
 
 import tfree_codec
-from tfree_codec import TfreeError
 
-
-def friendly(fn):
-    """Turn library errors into click's one-line ``Error: ...`` and a non-zero exit, never a traceback."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except TfreeError as e:
-            raise click.ClickException(str(e)) from None
-        except UnicodeDecodeError as e:
-            raise click.ClickException(f"input is not valid UTF-8 ({e.reason} at byte {e.start})") from None
-        except OSError as e:
-            raise click.ClickException(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)) from None
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-    return wrapper
+from .codec_cmds import inspect, stats  # text -> words -> patterns
+from .dict_cmds import dict_group  # dictionaries: dict build|info|neighbours
+from .generate_cmds import export, generate, quickstart  # text from a model
+from .shards_cmds import encode, shards  # corpora -> Arrow shards: encode, shards info|verify
+from .train_cmds import eval_, train  # model: train, eval
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,10 +21,5 @@ def main() -> None:
     """tfree: a tokenizer-free text codec (T-FREE) for language models."""
 
 
-# Command modules register themselves on `main` when imported (one module per stage of the flow).
-from . import codec_cmds  # noqa: E402,F401  text -> words -> patterns: inspect, stats
-from . import shards_cmds  # noqa: E402,F401  corpora -> Arrow shards: encode, shards info|verify
-from . import train_cmds  # noqa: E402,F401  model: train, eval
-from . import dict_cmds  # noqa: E402,F401  dictionaries: dict build|info|neighbours
-from . import generate_cmds  # noqa: E402,F401  text from a model: generate, quickstart
-# (more command modules are imported here)
+for _command in (inspect, stats, encode, shards, dict_group, train, eval_, generate, export, quickstart):
+    main.add_command(_command)

@@ -9,8 +9,7 @@ import click
 
 from tfree_codec import TfreeError
 
-from .codec_cmds import codec_options, make_codec
-from .main import friendly, main
+from .common import codec_options, friendly, make_codec
 
 _SIZE = re.compile(r"(?i)^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$")
 
@@ -28,7 +27,7 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * (1024 if m.group(3) else 1000) ** power)
 
 
-@main.command()
+@click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="shard directory")
 @click.option("--split", type=click.Choice(["none", "lines", "paragraphs"]), default="none", show_default=True,
@@ -48,7 +47,7 @@ def encode(inputs, out_dir, split, text_column, fmt, num_proc, docs_per_shard, s
            **codec_kw):
     """Encode INPUTS (files, directories, globs, - for stdin; .txt/.jsonl/.parquet/.arrow, optionally .gz/.xz/.zst)
     into Arrow shards in OUT. Rerun the same command to resume after an interruption."""
-    from tfree_codec.shard_writer import encode_to_shards
+    from tfree_codec.shards.writer import encode_to_shards
 
     if num_proc is not None and num_proc < 1:
         raise TfreeError("--num-proc must be at least 1")
@@ -65,7 +64,7 @@ def encode(inputs, out_dir, split, text_column, fmt, num_proc, docs_per_shard, s
                f"{_n(s['shards'], 'shard')} in {out_dir}{resumed}: {dt:.1f} s, {s['documents'] / dt:,.0f} docs/s, {mb / dt:.2f} MB/s", err=True)
 
 
-@main.group()
+@click.group()
 def shards() -> None:
     """Look at and check shard directories made by tfree encode."""
 
@@ -76,7 +75,7 @@ def shards() -> None:
 @friendly
 def info(directory, as_json):
     """Documents, words, bytes, codec and files of a shard DIRECTORY (checks manifest, codec and sizes)."""
-    from tfree_codec.shards import ShardDataset
+    from tfree_codec.shards.reader import ShardDataset
 
     ds = ShardDataset(directory)
     m = ds.manifest
@@ -101,7 +100,7 @@ def verify(directory):
     """Re-hash every shard of DIRECTORY (sha256) and check it against the manifest; exit 1 on any mismatch."""
     from tqdm.auto import tqdm
 
-    from tfree_codec.shards import ShardDataset
+    from tfree_codec.shards.reader import ShardDataset
 
     ds = ShardDataset(directory)
     with tqdm(total=ds.num_shards, desc="verify", unit="shard", leave=False, disable=None) as bar:

@@ -8,7 +8,7 @@ import click
 
 from tfree_codec import TfreeError
 
-from .main import friendly, main
+from .common import friendly
 
 PRESETS = ["tiny", "small", "base", "large"]
 
@@ -26,7 +26,7 @@ def _size(ctx, param, value):
     return int(float(m.group(1)) * (1024 if m.group(3) else 1000) ** " kmgt".index(m.group(2).lower() or " "))
 
 
-@main.command()
+@click.command()
 @click.argument("data", type=click.Path(exists=True))
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory")
 @click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True, help="model size")
@@ -61,8 +61,8 @@ def train(data, out_dir, compile_, quiet, **kw):
     `tfree encode` (or a text file); checkpoints go to OUT/step-NNNNNN/ and OUT/final/.
 
     Several processes: torchrun --nproc_per_node N -m tfree_cli train DATA -o OUT ..."""
-    from tfree_codec.train import TrainConfig
-    from tfree_codec.train import train as run_train
+    from tfree_codec.train.loop import TrainConfig
+    from tfree_codec.train.loop import train as run_train
 
     if kw["max_steps"] is None and kw["max_bytes"] is None:
         raise TfreeError("give --max-steps or --max-bytes")
@@ -70,7 +70,7 @@ def train(data, out_dir, compile_, quiet, **kw):
     run_train(cfg, log=click.echo)
 
 
-@main.command(name="eval")
+@click.command(name="eval")
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
@@ -81,7 +81,7 @@ def train(data, out_dir, compile_, quiet, **kw):
 def eval_(checkpoint, data, device, batch_size, as_json, quiet):
     """Held-out bits per byte of CHECKPOINT (e.g. RUN/final) on DATA (shard directory or text file), with
     parameter counts and, for T-FREE, the dictionary's coverage and the unseen-word convention used."""
-    from tfree_codec.evaluate import evaluate_checkpoint
+    from tfree_codec.train.evaluate import evaluate_checkpoint
 
     r = evaluate_checkpoint(checkpoint, data, device, batch_size, progress=not quiet)
     if as_json:

@@ -13,8 +13,8 @@ import torch
 
 from tfree_codec import CodecConfig
 from tfree_codec.assets import sample_text
-from tfree_codec.shard_writer import encode_to_shards
-from tfree_codec.shards import ShardDataset
+from tfree_codec.shards.writer import encode_to_shards
+from tfree_codec.shards.reader import ShardDataset
 
 out = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="tfree-example-")
 src = os.path.join(out, "sample.txt")

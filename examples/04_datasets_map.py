@@ -5,7 +5,7 @@
 from datasets import Dataset
 
 from tfree_codec import CodecConfig
-from tfree_codec.arrow import encode_record_batch
+from tfree_codec.shards.rows import encode_record_batch
 from tfree_codec.assets import sample_text
 
 texts = [p for p in sample_text(50_000).split("\n\n") if p.strip()]

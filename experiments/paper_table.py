@@ -65,7 +65,7 @@ def make_documents(corpus: str, work: str, train_bytes: int) -> tuple[str, str, 
 
 def encode(jsonl: str, out: str, v: int) -> str:
     from tfree_codec import CodecConfig
-    from tfree_codec.shard_writer import encode_to_shards
+    from tfree_codec.shards.writer import encode_to_shards
 
     if not os.path.isfile(os.path.join(out, "manifest.json")):
         encode_to_shards([jsonl], out, CodecConfig(vocab_size=v, num_activations=10), num_proc=2, progress=False)
@@ -75,8 +75,8 @@ def encode(jsonl: str, out: str, v: int) -> str:
 def bpe_seq_len(shards: str, run_dir: str, vocab: int, words_seq: int, val_bytes: int) -> tuple[int, float]:
     """Train the run's tokenizer exactly as `tfree train` would (same training units) and place it in the run
     directory; return the BPE sequence length with the bytes of ``words_seq`` T-FREE words, and bytes per token."""
-    from tfree_codec.data import Corpus, make_units, split_units
-    from tfree_codec.data import TOKENIZER_FILE, load_tokenizer, train_bpe
+    from tfree_codec.train.data import Corpus, make_units, split_units
+    from tfree_codec.train.data import TOKENIZER_FILE, load_tokenizer, train_bpe
 
     corpus = Corpus.from_path(shards)
     train, _ = split_units(make_units(corpus), val_bytes)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import tfree_codec
 from tfree_codec import Codec, CodecConfig, TfreeError
-from tfree_codec import words as words_module
+from tfree_codec.text import words as words_module
 from tfree_codec.assets import sample_text
 
 codec = Codec()

@@ -7,9 +7,9 @@ import pytest
 
 from tfree_codec import MARKERS, Codec, CodecConfig, TfreeError
 from tfree_codec.assets import sample_text
-from tfree_codec.decode import Decoder
-from tfree_codec.dictionary import Dictionary
-from tfree_codec.spell import Speller, spell
+from tfree_codec.decode.decoder import Decoder
+from tfree_codec.decode.dictionary import Dictionary
+from tfree_codec.decode.spell import Speller, spell
 
 V = 8192
 OTHER_SCRIPTS = ("Привет мир как дела сегодня хорошо спасибо большое книга читать писать говорить "
@@ -213,7 +213,7 @@ def test_bad_arguments_fail_clearly(decoder):
 
 
 def test_import_does_not_load_torch():
-    code = "import tfree_codec.decode, tfree_codec.dictionary, tfree_codec.spell, sys; print('torch' in sys.modules)"
+    code = "import tfree_codec.decode.decoder, tfree_codec.decode.dictionary, tfree_codec.decode.spell, sys; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 

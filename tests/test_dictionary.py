@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from tfree_codec import MARKERS, Codec, CodecConfig, TfreeError
-from tfree_codec import dictionary as D
+from tfree_codec.decode import dictionary as D
 from tfree_codec.assets import sample_text
-from tfree_codec.dictionary import Dictionary
+from tfree_codec.decode.dictionary import Dictionary
 from tfree_cli.main import main
 
 TEXT = "the cat sat on the mat.\nThe dog sat on the log!\n\n\nthe end  of it\r\n"
@@ -81,7 +81,7 @@ def test_documents_with_words_are_counted(codec):
 
 
 def test_shard_directories_are_counted(codec, tmp_path):
-    writer = pytest.importorskip("tfree_codec.shard_writer")
+    writer = pytest.importorskip("tfree_codec.shards.writer")
     f = tmp_path / "in.txt"
     f.write_text(TEXT * 3, encoding="utf-8")
     writer.encode_to_shards([str(f)], str(tmp_path / "shards"), codec.config, split="lines", num_proc=1,

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from tfree_cli.main import main
 from tfree_codec import Codec
-from tfree_codec.shard_writer import encode_to_shards
-from tfree_codec.shards import ShardDataset
+from tfree_codec.shards.writer import encode_to_shards
+from tfree_codec.shards.reader import ShardDataset
 
 DOCS = ["First document.", "Zweites Dokument: Grüße!", "third one\twith a tab", "日本語の文章です。", "pi is 3.14"]
 

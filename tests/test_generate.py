@@ -10,13 +10,13 @@ from click.testing import CliRunner
 
 from tfree_cli.main import main
 from tfree_codec import Codec, TfreeError
-from tfree_codec import checkpoint as ckpt
+from tfree_codec.model import checkpoint as ckpt
 from tfree_codec.assets import sample_text
-from tfree_codec.dictionary import Dictionary
-from tfree_codec.evaluate import DICT_FILE
+from tfree_codec.decode.dictionary import Dictionary
+from tfree_codec.train.evaluate import DICT_FILE
 from tfree_codec.generate import BUNDLED_MODEL, LanguageModel, Piece, _Stops, generate, sample_logits, stream
-from tfree_codec.model import Model, ModelConfig
-from tfree_codec.words import EOT, MARKERS
+from tfree_codec.model.transformer import Model, ModelConfig
+from tfree_codec.text.words import EOT, MARKERS
 
 SEQ = 16  # short context: 40 new words exercise the window being cut and re-read
 PROMPT = "Emma Woodhouse, handsome, clever, and rich,\nwith a comfortable home"
@@ -179,7 +179,7 @@ def test_sample_logits_follows_softmax_top_k_and_top_p():
 def test_one_position_sampler_draws_what_the_block_kernels_draw(top_p):
     """sample1 (generation's fused path) == the decoder's block kernels (mass, nucleus, inverse CDF) on the same u:
     the same word and probability, whatever the score spread."""
-    from tfree_codec import _sample
+    from tfree_codec.decode import _sample
 
     rng = np.random.default_rng(1)
     for trial in range(40):
@@ -201,7 +201,7 @@ def test_one_position_sampler_draws_what_the_block_kernels_draw(top_p):
 
 @pytest.fixture(scope="module")
 def bpe():
-    from tfree_codec.train import train_bpe
+    from tfree_codec.train.loop import train_bpe
 
     tok = train_bpe([sample_text(30_000)], 400)
     return tok, tiny_model("bpe", tok.get_vocab_size(), seed=1)

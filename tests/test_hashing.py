@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tfree_codec import MARKERS, Codec, CodecConfig
-from tfree_codec import _reference as R
-from tfree_codec import trigrams
+from tfree_codec.text import _reference as R
+from tfree_codec.text import trigrams
 from tfree_codec.assets import sample_text
 
 codec = Codec()

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from tfree_codec import Codec, CodecConfig, TfreeError
-from tfree_codec.data import Corpus, Packer, PatternSource, make_units, split_units
-from tfree_codec.evaluate import Calibration, SpellingModel, fit_scale, log_softmax_at, tfree_bpb, windows
-from tfree_codec.model import Model, ModelConfig, Patterns, multi_hot, pattern_bce
-from tfree_codec.step import CpuStep
+from tfree_codec.train.data import Corpus, Packer, PatternSource, make_units, split_units
+from tfree_codec.train.evaluate import Calibration, SpellingModel, fit_scale, log_softmax_at, tfree_bpb, windows
+from tfree_codec.model.transformer import Model, ModelConfig, Patterns, multi_hot, pattern_bce
+from tfree_codec.model.step import CpuStep
 
 V = 512
 

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 
 from tfree_codec import Codec, CodecConfig, TfreeError
-from tfree_codec import shard_writer
-from tfree_codec.arrow import encode_record_batch, encode_texts, schema
-from tfree_codec.shards import ShardDataset
+from tfree_codec.shards import writer as shard_writer
+from tfree_codec.shards.rows import encode_record_batch, encode_texts, schema
+from tfree_codec.shards.reader import ShardDataset
 
 CODEC = Codec()
 TEXTS = ["Hello world", "", "  two  spaces \n\n and\tnewlines\r\n", "Grüße aus Köln: 3.14 € 😀", "日本語の文章です。",

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from tfree_cli.main import main
 from tfree_codec import CodecConfig, TfreeError
-from tfree_codec.checkpoint import load_model
-from tfree_codec.shard_writer import encode_to_shards
+from tfree_codec.model.checkpoint import load_model
+from tfree_codec.shards.writer import encode_to_shards
 
 SMALL = {"preset": "tiny", "n-layer": 1, "n-head": 2, "n-embd": 32, "seq-len": 16, "batch-size": 4, "warmup": 2,
          "lr": 3e-3, "val-bytes": 400, "log-every": 1}
@@ -142,7 +142,7 @@ def test_corrupt_or_mismatched_checkpoints_are_refused_in_one_line(finished, sha
     cfg["n_layer"] = 2
     json.dump(cfg, open(os.path.join(mism, "model_config.json"), "w"))
     meta = json.load(open(os.path.join(mism, "checkpoint.json")))
-    from tfree_codec.checkpoint import _sha256
+    from tfree_codec.model.checkpoint import _sha256
     meta["files"]["model_config.json"] = _sha256(os.path.join(mism, "model_config.json"))
     json.dump(meta, open(os.path.join(mism, "checkpoint.json"), "w"))
     with pytest.raises(TfreeError, match="do not fit the model config"):

@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tfree_codec import MARKERS, Codec, CodecConfig, join, split
-from tfree_codec import _reference as R
+from tfree_codec.text import _reference as R
 from tfree_codec.assets import sample_text
 
 codec = Codec()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _reference, trigrams, words
+from .text import _reference, trigrams, words
 from .config import CodecConfig, TfreeError, _icu_version
 
 
@@ -56,7 +56,7 @@ _small_calls = 0
 def _python_path(texts) -> bool:
     """Whether these texts take the pure-Python path: the kernels are not loaded yet and the texts are few and
     short."""
-    return ("tfree_codec._kernels" not in sys.modules and len(texts) + _small_calls <= SMALL_TEXT_CALLS
+    return ("tfree_codec.text._kernels" not in sys.modules and len(texts) + _small_calls <= SMALL_TEXT_CALLS
             and all(len(t) <= SMALL_TEXT_CHARS for t in texts))
 
 

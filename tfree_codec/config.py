@@ -8,7 +8,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-from ._unicode import TABLE_VERSION
+from .text._unicode import TABLE_VERSION
 
 FORMAT_VERSION = 1
 

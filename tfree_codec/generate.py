@@ -26,13 +26,14 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from . import checkpoint as ckpt
+from .model import checkpoint as ckpt
 from .config import TfreeError
-from . import _sample
-from .decode import _TAIL, Decoder, _check_sampling
-from .step import CpuStep
-from .scorer import sigmoid
-from .words import EOT
+from .decode import _sample
+from .decode.decoder import Decoder
+from .decode.sampling import _TAIL, _check_sampling
+from .model.step import CpuStep
+from .decode.scorer import sigmoid
+from .text.words import EOT
 
 BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "model")
 SPELL_BELOW = 0.5  # --spell: where the best dictionary word scores below this, spell one if that fits better
@@ -87,7 +88,7 @@ class LanguageModel:
 
     @classmethod
     def load(cls, path: str | None = None, device: str = "auto") -> "LanguageModel":
-        from .train import resolve_device  # noqa: PLC0415
+        from .model.device import resolve_device  # noqa: PLC0415
 
         path = find_checkpoint(path)
         model, codec, _ = ckpt.load_model(path, resolve_device(device))
@@ -103,14 +104,20 @@ class LanguageModel:
         return generate(self.model, self.codec, self.vocab, prompt, **kw)
 
 
+def load(path: str | None = None, device: str = "auto") -> LanguageModel:
+    """A model ready to generate, in one line: ``tfree_codec.load().generate("It is a truth")``. ``path`` is a run
+    directory (its newest checkpoint), a checkpoint directory, or None for the bundled model."""
+    return LanguageModel.load(path, device)
+
+
 def _load_vocab(path: str, codec, mode: str):
     """(vocabulary, calibration) of a checkpoint directory."""
     if mode == "bpe":
-        from .train import TOKENIZER_FILE, load_tokenizer  # noqa: PLC0415
+        from .train.data import TOKENIZER_FILE, load_tokenizer  # noqa: PLC0415
 
         return load_tokenizer(os.path.join(path, TOKENIZER_FILE)), {}
-    from .dictionary import Dictionary  # noqa: PLC0415
-    from .evaluate import DICT_FILE, load_calibration  # noqa: PLC0415
+    from .decode.dictionary import Dictionary  # noqa: PLC0415
+    from .train.evaluate import DICT_FILE, load_calibration  # noqa: PLC0415
 
     dictionary = Dictionary.load(os.path.join(path, DICT_FILE), codec)
     cal = load_calibration(path)
@@ -126,7 +133,7 @@ def export(src: str, dst: str, *, min_count: int = 1, half: bool = False) -> str
     import json  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
-    from .train import TOKENIZER_FILE  # noqa: PLC0415
+    from .train.data import TOKENIZER_FILE  # noqa: PLC0415
 
     path = find_checkpoint(src)
     model, codec, meta = ckpt.load_model(path, "cpu")
@@ -145,8 +152,8 @@ def export(src: str, dst: str, *, min_count: int = 1, half: bool = False) -> str
         if model.config.mode == "bpe":
             files = {TOKENIZER_FILE: os.path.join(path, TOKENIZER_FILE)}
         else:
-            from .dictionary import Dictionary  # noqa: PLC0415
-            from .evaluate import DICT_FILE  # noqa: PLC0415
+            from .decode.dictionary import Dictionary  # noqa: PLC0415
+            from .train.evaluate import DICT_FILE  # noqa: PLC0415
 
             kept = Dictionary.from_counts(codec, dict(zip(vocab.words, vocab.counts.tolist())), min_count=min_count)
             kept.save(os.path.join(tmp, DICT_FILE))
@@ -196,7 +203,7 @@ class _Window:
 
 def _pattern_inputs(dictionary, device):
     """ids -> a (1, n) Patterns grid of those dictionary words."""
-    from .model import Patterns  # noqa: PLC0415
+    from .model.transformer import Patterns  # noqa: PLC0415
 
     def inputs(ids):
         ids = np.asarray(ids, np.int64)
@@ -319,8 +326,8 @@ def stream(model, codec, vocab, prompt: str, *, max_new_tokens: int = 64, temper
     if model.config.mode == "bpe":
         return _run_bpe(model, vocab, prompt, device, max_new_tokens, temperature, top_k, top_p, rng, stop,
                         use_cache, stop_at_eot)
-    from .dictionary import Dictionary  # noqa: PLC0415
-    from .evaluate import Calibration  # noqa: PLC0415
+    from .decode.dictionary import Dictionary  # noqa: PLC0415
+    from .train.evaluate import Calibration  # noqa: PLC0415
 
     if not isinstance(vocab, Dictionary):
         raise TfreeError(f"a T-FREE model generates from a Dictionary, not {type(vocab).__name__}")

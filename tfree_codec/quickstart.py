@@ -24,8 +24,8 @@ def run(out_dir: str = "tfree-quickstart", *, steps: int = STEPS, sample_chars: 
     """Encode, train, generate; -> the paths made, the validation bits per byte and the generated text.
     ``write`` receives the sample as it streams (default: collected only)."""
     from .generate import LanguageModel, torch_threads  # noqa: PLC0415  (torch: only when a run is asked for)
-    from .shard_writer import encode_to_shards  # noqa: PLC0415
-    from .train import TrainConfig, train  # noqa: PLC0415
+    from .shards.writer import encode_to_shards  # noqa: PLC0415
+    from .train.loop import TrainConfig, train  # noqa: PLC0415
 
     if steps < 1:
         raise TfreeError(f"steps must be at least 1, not {steps}")

@@ -8,9 +8,9 @@ import numba
 import numpy as np
 
 from . import _score as S
-from ._unicode import tables
-from .config import TfreeError
-from .words import MARKER_ID, code_points
+from ..text._unicode import tables
+from ..config import TfreeError
+from ..text.words import MARKER_ID, code_points
 
 MIN_LANES = 6  # from this batch size on, positions are scored LANES at a time (bench/decode.py)
 MAX_ENDINGS = 3000   # word endings summed once (a unit per ~30 words at most)
@@ -40,7 +40,7 @@ def _trigram_rule(config):
     if config.hash == "tfree":
         return lambda keys: S.tfree_trigram_rows(keys, v, m, k, seed)
     if config.hash == "aleph":
-        from .trigrams import aleph_trigram  # noqa: PLC0415
+        from ..text.trigrams import aleph_trigram  # noqa: PLC0415
 
         def rows(keys):
             out = np.empty((len(keys), m), np.int32)

@@ -37,7 +37,7 @@ from numba import njit, prange
 from numba.core import types as nbtypes
 from numba.extending import intrinsic
 
-from ._kernels import draw_rows, padded_utf8, splitmix64
+from ..text._kernels import draw_rows, padded_utf8, splitmix64
 
 
 LANES = 64    # batch positions scored together; a trie node is then LANES contiguous floats

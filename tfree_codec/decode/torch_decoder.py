@@ -11,8 +11,8 @@ import warnings
 import numpy as np
 import torch
 
-from .config import TfreeError
-from .decode import Decoded
+from ..config import TfreeError
+from .sampling import Decoded
 
 
 class TorchDecoder:

@@ -17,12 +17,7 @@ import threading
 import numpy as np
 
 from ._unicode import CLASS_MASK, LETTER_NS, NO_WS_AFTER, NO_WS_BEFORE, tables
-
-# Marker word ids, shared with the kernels: 0 end-of-text, 1 <|no_ws|>, then spaces 1, 2, 4, .., 64, then newlines.
-N_POW = 7  # runs of 2**0 .. 2**6 merge into one marker
-NO_WS_ID, WS_BASE, NL_BASE = 1, 2, 2 + N_POW
-N_MARKERS = 2 + 2 * N_POW
-
+from .markers import EOT, MARKER_ID, MARKER_TEXT, MARKERS, N_MARKERS, N_POW, NL_BASE, NO_WS, NO_WS_ID, WS_BASE  # noqa: F401
 
 _K = None
 
@@ -36,17 +31,6 @@ def kernels():
         _K = _kernels
     return _K
 
-EOT = "<|endoftext|>"
-NO_WS = "<|no_ws|>"
-MARKERS: tuple[str, ...] = (
-    EOT,
-    NO_WS,
-    *("<|ws|>" if q == 0 else f"<|{1 << q}<-ws->|>" for q in range(N_POW)),
-    *("<|\n|>" if q == 0 else f"<|{1 << q}<-\n->|>" for q in range(N_POW)),
-)
-MARKER_TEXT: tuple[str, ...] = ("", "", *(" " * (1 << q) for q in range(N_POW)), *("\n" * (1 << q) for q in range(N_POW)))
-MARKER_ID = {w: i for i, w in enumerate(MARKERS)}
-assert len(MARKERS) == N_MARKERS
 
 _EMPTY = np.zeros(0, np.int64)
 _local = threading.local()

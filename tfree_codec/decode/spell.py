@@ -18,8 +18,8 @@ import string
 import numpy as np
 
 from . import _score
-from ._unicode import tables
-from .config import TfreeError
+from ..text._unicode import tables
+from ..config import TfreeError
 from .scorer import _trigram_rule, is_marker, sigmoid, words_code_points
 
 _FLOOR = 1e-4   # a trigram mean below this counts as this (keeps one bad row from ending a beam under noise)

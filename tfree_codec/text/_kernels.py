@@ -27,8 +27,8 @@ import numpy as np
 from numba import njit
 
 from ._unicode import CLASS_MASK, LETTER, LETTER_NS, NEWLINE, NO_WS_AFTER, NO_WS_BEFORE, SPACE
-from .words import N_MARKERS, N_POW, NL_BASE, WS_BASE
-from .words import NO_WS_ID as NO_WS
+from .markers import N_MARKERS, N_POW, NL_BASE, WS_BASE
+from .markers import NO_WS_ID as NO_WS
 
 _FNV = np.uint64(0x100000001B3)
 _FNV0 = np.uint64(0xCBF29CE484222325)

@@ -28,9 +28,9 @@ from itertools import chain, islice
 import numpy as np
 import pyarrow as pa
 
-from .arrow import Scratch, _codec_for, batch_from_texts, schema
-from .config import CodecConfig, TfreeError, atomic_write
-from .shards import CODEC, FORMAT, FORMAT_VERSION, MANIFEST, check_shard_file, count_words, shard_name
+from .rows import Scratch, _codec_for, batch_from_texts, schema
+from ..config import CodecConfig, TfreeError, atomic_write
+from .reader import CODEC, FORMAT, FORMAT_VERSION, MANIFEST, check_shard_file, count_words, shard_name
 from .sources import SPLITS, expand_inputs, iter_documents
 
 PLAN = ".plan.json"
@@ -225,7 +225,7 @@ def _batches(texts):
 
 def existing_shard(out_dir: str, entry: dict, config: CodecConfig, words: bool) -> dict | None:
     """Stats of a shard a previous run finished, or None (and the file removed) if it does not check out."""
-    from .shards import file_sha256, read_stream
+    from .reader import file_sha256, read_stream
 
     path = os.path.join(out_dir, entry["file"])
     if check_shard_file(path, entry, config.vocab_size, words) is not None:
@@ -353,7 +353,7 @@ def _worker_pool(n: int) -> ProcessPoolExecutor:
 
 def _warm_up(config: CodecConfig) -> None:
     # numba loads each kernel from its on-disk cache on the first call: make those calls before real work arrives
-    from .arrow import encode_texts
+    from .rows import encode_texts
 
     encode_texts(_codec_for(config), ["Warm-up text, long enough for the kernels: Grüße, naïve café. " * 6], [0])
 

@@ -7,7 +7,6 @@ states and cursor: on CPU the next step's loss equals the uninterrupted run's.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -20,15 +19,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import checkpoint as ckpt
-from .config import TfreeError
+from ..model import checkpoint as ckpt
+from ..config import TfreeError
 from .data import (TOKENIZER_FILE, Corpus, Packer, PatternSource, TokenSource, load_tokenizer, make_units,
                    split_units, train_bpe)
-from .dictionary import Dictionary
+from ..decode.dictionary import Dictionary
 from .evaluate import (DICT_FILE, Calibration, SpellingModel, calibrate, dictionary_scorer, evaluate_bpe,
                        evaluate_tfree, tfree_bpb)
-from .model import Model, ModelConfig
-from .words import EOT
+from ..model.device import autocast_for, resolve_device  # noqa: F401  (re-exported)
+from ..model.transformer import Model, ModelConfig
+from ..text.words import EOT
 
 # Changing these on resume would silently train another model or read another stream.
 RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "batch_size", "baseline", "bpe_vocab",
@@ -68,36 +68,6 @@ class TrainConfig:
 
 
 # -- devices and processes ----------------------------------------------------------------------------------------
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise TfreeError("--device cuda: no CUDA device is available (this torch build or machine has none)")
-        return torch.device("cuda", local_rank)
-    if name in ("cpu", "mps"):
-        return torch.device(name)
-    raise TfreeError(f"unknown device {name!r} (auto, cpu, cuda, mps)")
-
-
-def autocast_for(device: torch.device, dtype: str):
-    """A bf16 autocast context where it helps (and is supported), else a null context; 'auto' = bf16 on CUDA
-    devices that support it, float32 elsewhere (CPU bf16 autocast is slower than float32 on most CPUs)."""
-    if dtype == "auto":
-        dtype = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
-    if dtype == "float32":
-        return contextlib.nullcontext, "float32"
-    if dtype != "bfloat16":
-        raise TfreeError(f"--dtype {dtype}: use auto, float32 or bfloat16")
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise TfreeError("--dtype bfloat16: this GPU does not support bf16")
-    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)), "bfloat16"
-
-
 @dataclass
 class Dist:
     rank: int = 0

@@ -20,9 +20,9 @@ from typing import Iterable, Mapping
 import numpy as np
 import pyarrow as pa
 
-from .codec import Codec
-from .config import CodecConfig, TfreeError, atomic_write
-from .words import MARKERS
+from ..codec import Codec
+from ..config import CodecConfig, TfreeError, atomic_write
+from ..text.words import MARKERS
 
 FORMAT = "tfree-dictionary"
 FORMAT_VERSION = 1
@@ -296,7 +296,7 @@ def _overlaps(indptr, indices, rows, v):
 
 def _open_shards(path: str):
     try:
-        from .shards import ShardDataset  # noqa: PLC0415
+        from ..shards.reader import ShardDataset  # noqa: PLC0415
     except ImportError:  # pragma: no cover - shards are part of the package
         raise TfreeError(f"{path} is a directory, and this tfree cannot read shard directories") from None
     return ShardDataset(path)

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import TfreeError
+from ..config import TfreeError
 
 MODEL_FORMAT_VERSION = 1
 

@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .config import TfreeError
+from ..config import TfreeError
 from .data import Corpus, Units
-from .dictionary import Dictionary
-from .words import EOT, MARKERS
+from ..decode.dictionary import Dictionary
+from ..text.words import EOT, MARKERS
 
 LN2 = math.log(2)
 DICT_FILE = "dictionary.arrow"  # in run directories and checkpoints
@@ -105,7 +105,7 @@ def _lookup(keys, values, query):
 def dictionary_scorer(dictionary):
     """``.scores((N, v) logits) -> (N, W)``: s(w) = mean(sigmoid[P_w]) - mean(sigmoid[not P_w]) for every word, on
     the logits' device (the decoder's torch path: one sparse (W, v) x (v, N) product)."""
-    from .decode_torch import TorchDecoder  # noqa: PLC0415
+    from ..decode.torch_decoder import TorchDecoder  # noqa: PLC0415
 
     return TorchDecoder(dictionary)
 
@@ -250,7 +250,7 @@ def evaluate_tfree(model, corpus: Corpus, units: Units, dictionary, scorer, spel
     """Sum of log-probabilities of every in-dictionary target word under each (scale, prior weight) in ``params``
     (``log_softmax_at``), and the counts that make them bits per byte (``tfree_bpb``). With ``keep_scores``, the
     scores and targets of the first that many in-dictionary positions are kept too (for ``fit_scale``)."""
-    from .model import Patterns  # noqa: PLC0415
+    from ..model.transformer import Patterns  # noqa: PLC0415
 
     T = model.config.seq_len
     lp = np.zeros(len(params))
@@ -389,10 +389,10 @@ def evaluate_bpe(model, source, units: Units, batch_size: int = 16, device="cpu"
 def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: int = 16, progress: bool = False) -> dict:
     """Held-out bits per byte of a checkpoint on DATA (a shard directory or a UTF-8 text file), with parameter
     counts and, for T-FREE, the dictionary's coverage and both unseen-word conventions."""
-    from . import checkpoint as ckpt  # noqa: PLC0415
+    from ..model import checkpoint as ckpt  # noqa: PLC0415
     from .data import TokenSource, make_units  # noqa: PLC0415
     from .data import TOKENIZER_FILE, load_tokenizer  # noqa: PLC0415
-    from .train import autocast_for, resolve_device  # noqa: PLC0415
+    from ..model.device import autocast_for, resolve_device  # noqa: PLC0415
 
     dev = resolve_device(device)
     model, codec, meta = ckpt.load_model(path, dev)

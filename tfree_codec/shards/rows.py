@@ -15,9 +15,9 @@ import numpy as np
 import pyarrow as pa
 from numba import njit
 
-from .codec import Codec
-from .config import CodecConfig, TfreeError
-from .words import MARKERS
+from ..codec import Codec
+from ..config import CodecConfig, TfreeError
+from ..text.words import MARKERS
 
 PATTERNS_TYPE = pa.list_(pa.list_(pa.uint32()))
 WORDS_TYPE = pa.list_(pa.string())

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from numba import njit
 
-from .config import TfreeError
-from .model import KVCache, Model, rope_tables
+from ..config import TfreeError
+from .transformer import KVCache, Model, rope_tables
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")

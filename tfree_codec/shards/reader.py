@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from .codec import Codec
-from .config import CodecConfig, TfreeError
-from .words import join
+from ..codec import Codec
+from ..config import CodecConfig, TfreeError
+from ..text.words import join
 
 FORMAT = "tfree-shards"
 FORMAT_VERSION = 1
@@ -271,7 +271,7 @@ def count_words(t: pa.Table) -> int:
 
 def check_shard_file(path: str, entry: dict, vocab_size: int, words: bool) -> str | None:
     """What is wrong with the shard at ``path`` against its manifest/plan entry, or None."""
-    from .arrow import schema
+    from .rows import schema
 
     try:
         t = read_stream(path)

@@ -2,7 +2,7 @@
 
 They ship as data (``assets/unicode.npz``) instead of being computed from the running Python, because
 ``unicodedata`` and ``regex`` change with their versions and a codec must split the same text the same way on
-every machine. ``python -m tfree_codec._unicode`` regenerates them (and bumps ``TABLE_VERSION`` by hand).
+every machine. ``python -m tfree_codec.text._unicode`` regenerates them (and bumps ``TABLE_VERSION`` by hand).
 
 Each code point gets one byte: a class in the low 3 bits, and two flags saying whether a space is *expected*
 after / before a word that ends / starts with it (the T-FREE whitespace rules, SPEC section 1).
@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 TABLE_VERSION = "u1"
-_PATH = os.path.join(os.path.dirname(__file__), "assets", "unicode.npz")
+_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "unicode.npz")
 
 # classes (low 3 bits)
 OTHER = 0       # punctuation, symbols, controls, unassigned: one word per code point

@@ -15,28 +15,16 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
 
 import numpy as np
 
 from . import _sample, _score
-from .config import TfreeError
+from ..config import TfreeError
+from .sampling import _LOW, _TAIL, Decoded, _check_sampling  # noqa: F401  (Decoded: re-exported)
 from .scorer import Scorer, sigmoid
 from .spell import Speller, spell  # noqa: F401  (re-exported: decoding words that are not in the dictionary)
 
 _GROW = threading.Lock()  # one scorer per dictionary, shared by its decoders: grown under this lock
-_TAIL = 40.0  # sampling ignores words whose probability is below e^-_TAIL times the best word's
-_LOW = -60.0  # below this (best - 1) / T the fused sum(exp((s - 1) / T)) may underflow: sum again around the best
-
-
-@dataclass
-class Decoded:
-    """The decoded word of each of B positions."""
-
-    words: list[str]
-    ids: np.ndarray     # (B,) int64 dictionary ids (-1: a spelled word that is not in the dictionary)
-    probs: np.ndarray   # (B,) float64 probability the sampler gave the word (1 when greedy; nan when spelled)
-    scores: np.ndarray  # (B,) float64 s(w) of the word
 
 
 def _is_torch(x) -> bool:
@@ -49,15 +37,6 @@ def _rng(generator):
     if isinstance(generator, np.random.Generator):
         return generator
     raise TfreeError(f"generator must be a numpy Generator or an int seed, not {type(generator).__name__}")
-
-
-def _check_sampling(temperature, top_k, top_p) -> None:
-    if not temperature >= 0 or math.isinf(temperature):
-        raise TfreeError(f"temperature must be a finite number >= 0, not {temperature}")
-    if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 1):
-        raise TfreeError(f"top_k must be a positive integer, not {top_k!r}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise TfreeError(f"top_p must be in (0, 1], not {top_p!r}")
 
 
 class Decoder:
@@ -213,7 +192,7 @@ class Decoder:
                 out.probs[b], out.scores[b] = np.nan, got[1]
 
     def _torch(self):
-        from .decode_torch import TorchDecoder  # noqa: PLC0415
+        from .torch_decoder import TorchDecoder  # noqa: PLC0415
 
         with self._lock:
             if getattr(self, "_torch_decoder", None) is None:

@@ -18,9 +18,9 @@ import shutil
 
 import torch
 
-from .codec import Codec
-from .config import CodecConfig, TfreeError
-from .model import Model, ModelConfig
+from ..codec import Codec
+from ..config import CodecConfig, TfreeError
+from .transformer import Model, ModelConfig
 
 FORMAT = "tfree-checkpoint"
 FORMAT_VERSION = 1

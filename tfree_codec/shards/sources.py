@@ -16,7 +16,7 @@ import re
 import sys
 from collections.abc import Iterator
 
-from .config import TfreeError
+from ..config import TfreeError
 
 COMPRESSED = {".gz": "gzip", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd"}
 FORMATS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",

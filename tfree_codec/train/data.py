@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .codec import Codec
-from .config import TfreeError
-from .words import EOT, join
+from ..codec import Codec
+from ..config import TfreeError
+from ..text.words import EOT, join
 
 CHUNK_WORDS = 1024
 TOKENIZER_FILE = "tokenizer.json"
@@ -68,7 +68,7 @@ class Corpus:
     def from_path(cls, path: str, codec: Codec | None = None) -> "Corpus":
         """A shard directory (``tfree encode`` output) or a UTF-8 text file (one document)."""
         if os.path.isdir(path):
-            from .shards import ShardDataset  # noqa: PLC0415 - the shards module is heavy on pyarrow
+            from ..shards.reader import ShardDataset  # noqa: PLC0415 - the shards module is heavy on pyarrow
 
             ds = ShardDataset(path)
             if codec is not None and ds.codec.fingerprint() != codec.fingerprint():
@@ -238,7 +238,7 @@ class PatternSource:
         training windows are never padded). Built in numpy; the trainer moves them to the device."""
         import torch  # noqa: PLC0415
 
-        from .model import Patterns  # noqa: PLC0415
+        from ..model.transformer import Patterns  # noqa: PLC0415
 
         xs_len, xs_idx, ys_len, ys_idx = [], [], [], []
         for segs in windows:
