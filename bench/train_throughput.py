@@ -22,7 +22,7 @@ from tfree_codec import Codec, CodecConfig
 from tfree_codec.train.data import Corpus, Packer, PatternSource, TokenSource, make_units
 from tfree_codec.model.transformer import Model, ModelConfig
 from tfree_codec.train.data import train_bpe
-from tfree_codec.train.loop import autocast_for, resolve_device
+from tfree_codec.model.device import autocast_for, resolve_device
 from tfree_codec.text.words import EOT
 
 

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 import click
 
-from tfree_codec import Codec, CodecConfig, TfreeError
+from tfree_codec import TfreeError
 from tfree_codec.assets import sample_text
 
 from .common import codec_options, friendly, make_codec, read_text

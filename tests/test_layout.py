@@ -59,10 +59,10 @@ def _imports(name: str, top_level_only: bool = False) -> set[str]:
                 else:
                     target = child.module
                 if target in MODULES:
-                    found.add(target)
-                    for alias in child.names:  # `from pkg import submodule`
-                        if f"{target}.{alias.name}" in MODULES:
-                            found.add(f"{target}.{alias.name}")
+                    subs = {f"{target}.{a.name}" for a in child.names} & MODULES.keys()  # `from pkg import module`
+                    found.update(subs)
+                    if len(subs) < len(child.names):  # a name defined in target itself
+                        found.add(target)
                 else:
                     found.add(target.split(".")[0])
             visit(child, nested)
@@ -154,16 +154,17 @@ def test_no_module_over_500_lines():
 
 def test_every_stage_says_what_it_takes_and_hands_on():
     for m in MODULES:
-        if _is_package(m) and m.count(".") == 1 and m.startswith("tfree_codec."):
+        if _is_package(m) and m.count(".") == 1 and m.startswith("tfree_codec.") and m != "tfree_codec.assets":
             doc = ast.get_docstring(ast.parse(open(MODULES[m], encoding="utf-8").read()))
             assert doc and "takes" in doc.lower() and "hands on" in doc.lower(), m
 
 
 def test_the_public_api_is_one_import_away_without_torch():
-    code = ("import sys; from tfree_codec import Codec, CodecConfig, Dictionary, Decoder, load, LanguageModel; "
-            "print('torch' in sys.modules, Dictionary.__module__, Decoder.__module__, callable(load))")
+    code = ("import sys, tfree_codec; from tfree_codec import Codec, CodecConfig, Dictionary, Decoder; "
+            "print('torch' in sys.modules, Dictionary.__module__, Decoder.__module__, 'load' in dir(tfree_codec)); "
+            "tfree_codec.load; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["False", "tfree_codec.decode.dictionary", "tfree_codec.decode.decoder", "True"]
+    assert out == ["False", "tfree_codec.decode.dictionary", "tfree_codec.decode.decoder", "True", "True"]
 
 
 def test_load_generates_from_the_bundled_model():
@@ -172,6 +173,6 @@ def test_load_generates_from_the_bundled_model():
 
     lm = tfree_codec.load(device="cpu")
     assert isinstance(lm, LanguageModel)
-    a = lm.generate("It is a truth", max_new_tokens=5, seed=0)
-    assert a.startswith("It is a truth") and len(a) > len("It is a truth")
+    a = lm.generate("It is a truth", max_new_tokens=5, seed=0)  # the continuation, without the prompt
+    assert a.strip()
     assert a == LanguageModel.load(device="cpu").generate("It is a truth", max_new_tokens=5, seed=0)

@@ -13,7 +13,6 @@ device. Both give the same scores. Words that are not in the dictionary can be s
 """
 from __future__ import annotations
 
-import math
 import threading
 
 import numpy as np

@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from ..model import checkpoint as ckpt
