@@ -111,3 +111,34 @@ def test_astral_han_characters_keep_offsets_right():
     enc = codec.encode(text)
     assert [text[s:e] for s, e in enc.offsets.tolist()] == [w if w not in MARKERS else " " for w in enc.words]
     assert codec.join(enc.words) == text
+
+
+# -- local splitting: ICU sees each run of no-space letters on its own ----------------------------------------------
+SCRIPTS = st.text(st.sampled_from("ab Zé2.,-'\t日本語の文章ですカタカナ東京한국어가ไทยง่าย𠀋\u0301\u200b"), max_size=40)
+
+
+def test_a_far_away_kanji_does_not_change_the_words_of_a_korean_manual():
+    alone = split("Access2Base가 x")
+    assert alone == ["Access", "2", "<|no_ws|>", "Base가", "x"]
+    assert split("Access2Base가 x\n\n" + "a" * 1000 + "漢字")[:5] == alone
+
+
+def _paragraph(text: str) -> str:
+    return text.strip(" \n") or "x"  # spaces and newlines at its ends would merge with the separators
+
+
+@given(SCRIPTS, SCRIPTS, SCRIPTS)
+def test_a_paragraphs_words_do_not_depend_on_the_rest_of_the_document(before, para, after):
+    para = _paragraph(para)
+    doc = before + "\n\n" + para + "\n\n" + after
+    start = len(before) + 2
+    enc = codec.encode(doc)
+    inside = [w for w, (s, e) in zip(enc.words, enc.offsets.tolist()) if start <= s and e <= start + len(para)
+              and not (s == e and (s == start or s == start + len(para)))]
+    assert inside == split(para)
+
+
+@given(SCRIPTS)
+def test_fast_splitting_equals_the_reference_on_mixed_scripts(text):
+    assert split(text) == R.split(text)
+    assert [w for t in codec.encode_batch([text, text[::-1]]) for w in t.words] == R.split(text) + R.split(text[::-1])

@@ -141,6 +141,39 @@ def has_ns(cps, cls):
 
 
 @njit(cache=True, nogil=True)
+def ns_runs(cps, cls):
+    """(starts, ends) of the letter runs that hold a letter of a no-space script: the only text ICU sees."""
+    n = cps.shape[0]
+    starts = np.empty(16, np.int64)
+    ends = np.empty(16, np.int64)
+    k = 0
+    i = 0
+    while i < n:
+        c = cls[cps[i]] & CLASS_MASK
+        if c != LETTER and c != LETTER_NS:
+            i += 1
+            continue
+        j = i
+        ns = False
+        while j < n:
+            c = cls[cps[j]] & CLASS_MASK
+            if c == LETTER_NS:
+                ns = True
+            elif c != LETTER:
+                break
+            j += 1
+        if ns:
+            if k == starts.shape[0]:
+                starts = _grow(starts, k + 1)
+                ends = _grow(ends, k + 1)
+            starts[k] = i
+            ends[k] = j
+            k += 1
+        i = j
+    return starts[:k], ends[:k]
+
+
+@njit(cache=True, nogil=True)
 def split_words(cps, cls, breaks, max_chars, offs, ids, tab, chars, coff, ascii_ids, cnt):
     """Words of ``cps`` into offs ((cap, 2) int64 character spans) and ids (int32), grown if too small:
     returns (number of words, offs, ids, tab, chars, coff).

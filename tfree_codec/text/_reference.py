@@ -47,6 +47,21 @@ def _atoms(text: str, breaks: set[int], max_chars: int) -> list[tuple[str, str, 
     return atoms
 
 
+def icu_breaks(text: str) -> set[int]:
+    """ICU's boundaries inside each letter run that holds a no-space letter, the run segmented on its own."""
+    from .words import icu_cuts
+
+    breaks, i, n = set(), 0, len(text)
+    while i < n:
+        j = i
+        while j < n and _cls(text[j]) & CLASS_MASK in (LETTER, LETTER_NS):
+            j += 1
+        if any(_cls(c) & CLASS_MASK == LETTER_NS for c in text[i:j]):
+            breaks.update(i + int(c) for c in icu_cuts(text[i:j]) if 0 < c < j - i)
+        i = max(j, i + 1)
+    return breaks
+
+
 def space_expected(a: str, b: str) -> bool:
     """Whether a single space between text words a and b is implied (SPEC section 1 rules)."""
     return not (_cls(a[-1]) & NO_WS_AFTER) and not (_cls(b[0]) & NO_WS_BEFORE)
@@ -54,10 +69,7 @@ def space_expected(a: str, b: str) -> bool:
 
 def split_with_offsets(text: str, max_word_chars: int = 32, segmenter: str = "icu") -> tuple[list[str], list[tuple[int, int]]]:
     """Words and their (start, end) character spans; a marker spans the whitespace it stands for."""
-    breaks: set[int] = set()
-    if segmenter == "icu":
-        from .words import icu_breaks
-        breaks = set(icu_breaks(text).tolist())
+    breaks = icu_breaks(text) if segmenter == "icu" else set()
     words: list[str] = []
     spans: list[tuple[int, int]] = []
 

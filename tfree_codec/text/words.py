@@ -53,30 +53,45 @@ def _break_iterator():
     return bi
 
 
-def icu_breaks(text: str, cps: np.ndarray | None = None) -> np.ndarray:
-    """ICU's word boundaries in ``text`` as sorted code point offsets, or none if it has no no-space letters.
+def icu_cuts(text: str) -> np.ndarray:
+    """ICU's word boundaries in ``text`` as code point offsets (0 and len(text) included)."""
+    bi = _break_iterator()
+    bi.setText(text)
+    cuts = np.fromiter(bi, np.int64)  # UTF-16 offsets
+    if not text.isascii():
+        astral = code_points(text) > 0xFFFF
+        if astral.any():  # astral characters take two UTF-16 units: map back to code points
+            u16_start = np.arange(len(astral)) + np.concatenate([[0], np.cumsum(astral)[:-1]])
+            cuts = np.searchsorted(u16_start, cuts)
+    return cuts
 
-    ICU runs once over the whole text (per-run calls cost more in Python than ICU spends segmenting). The
-    kernel applies a boundary only inside a letter run, and ICU puts none inside runs of spaced scripts, so
-    only the runs of Han, Kana, Thai, Lao, Khmer and Myanmar (and script changes next to them) are affected.
+
+def icu_breaks(text: str, cps: np.ndarray | None = None) -> np.ndarray:
+    """ICU's word boundaries inside the runs of no-space letters of ``text``, as sorted code point offsets.
+
+    ICU sees only the letter runs that hold a Han, Kana, Thai, Lao, Khmer or Myanmar letter, each on its own, so
+    the words of a paragraph never depend on text elsewhere (whole-text ICU also cut ``Base가`` in a document
+    that held a kanji far away). The runs go to ICU in one call, joined by newlines: ICU always breaks at a
+    newline and its dictionaries stop there, so this is the same as one call per run (tested against
+    ``_reference``, which does make one call per run), and per-run calls cost more in Python than ICU spends.
     """
     if text.isascii():  # the common case, answered without a pass over the code points
         return _EMPTY
     cls, _ = tables()
-    if cps is None:  # the pure-Python path
+    if cps is None:
         cps = code_points(text)
-        if not any(cls[ord(c)] & CLASS_MASK == LETTER_NS for c in text):
-            return _EMPTY
-    elif not kernels().has_ns(cps, cls):
+    K = kernels()
+    if not K.has_ns(cps, cls):
         return _EMPTY
-    bi = _break_iterator()
-    bi.setText(text)
-    cuts = np.fromiter(bi, np.int64)  # UTF-16 offsets
-    astral = cps > 0xFFFF
-    if astral.any():  # astral characters take two UTF-16 units: map back to code points
-        u16_start = np.arange(len(cps)) + np.concatenate([[0], np.cumsum(astral)[:-1]])
-        cuts = np.searchsorted(u16_start, cuts)
-    return cuts
+    starts, ends = K.ns_runs(cps, cls)
+    lens = ends - starts
+    at = np.zeros(len(starts), np.int64)  # where each run starts in the joined text
+    np.cumsum(lens[:-1] + 1, out=at[1:])
+    cuts = icu_cuts("\n".join([text[a:b] for a, b in zip(starts.tolist(), ends.tolist())]))
+    run = np.searchsorted(at, cuts, side="right") - 1
+    local = cuts - at[run]
+    inside = (local > 0) & (local < lens[run])  # run ends are boundaries anyway
+    return starts[run[inside]] + local[inside]
 
 
 class WordCache:
