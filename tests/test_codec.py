@@ -181,3 +181,27 @@ def test_encoding_many_texts_at_once_equals_one_by_one(texts):
         assert np.array_equal(indices[indptr[first]:indptr[first + n]], one.indices)
         assert np.array_equal(np.diff(indptr[first:first + n + 1]), np.diff(one.indptr))
         first += n
+
+
+@given(st.lists(st.one_of(st.text(max_size=40), MIXED), max_size=6), st.lists(MIXED, max_size=3))
+def test_lexicon_word_ids_are_codec_encode_words(first, second):
+    lex = codec.lexicon()
+    seen = []
+    for texts in (first, second):  # ids stay stable from one add to the next
+        n_words, ids = lex.add(texts)
+        assert ids.dtype == np.uint32 and n_words.tolist() == [len(codec.encode(t)) for t in texts]
+        vocab = lex.words()
+        assert [vocab[i] for i in ids.tolist()] == [w for t in texts for w in codec.encode(t).words]
+        seen += [w for t in texts for w in codec.encode(t).words]
+    vocab = lex.words()
+    assert vocab[:16] == list(tfree_codec.MARKERS) and len(set(vocab)) == len(vocab) == len(lex)
+    import collections
+    counts = collections.Counter(seen)
+    assert lex.counts.tolist() == [counts[w] for w in vocab]
+    indptr, indices = lex.patterns()
+    assert np.array_equal(np.diff(indptr), np.diff(codec.encode_words(vocab)[0]))
+
+
+def test_lexicon_refuses_bytes():
+    with pytest.raises(TypeError):
+        codec.lexicon().add([b"bytes"])

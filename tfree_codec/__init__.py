@@ -18,6 +18,7 @@ import importlib
 
 from .codec import Codec as Codec
 from .codec import Encoded as Encoded
+from .codec import Lexicon as Lexicon
 from .config import CodecConfig as CodecConfig
 from .config import TfreeError as TfreeError
 from .text.words import EOT as EOT
@@ -37,7 +38,7 @@ _LAZY = {
     "load": "generate",
 }
 
-__all__ = ["Codec", "CodecConfig", "EOT", "Encoded", "MARKERS", "TfreeError", "join", "split", "__version__", *_LAZY]
+__all__ = ["Codec", "CodecConfig", "EOT", "Encoded", "Lexicon", "MARKERS", "TfreeError", "join", "split", "__version__", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -86,6 +86,58 @@ def _chunks(texts: list[str]):
         yield lo, len(texts)
 
 
+class Lexicon:
+    """The distinct words of the texts given to ``add``, with their counts: the fast text -> word ids path.
+
+    Word ids 0..15 are the marker words (``MARKERS``, the codec's marker ids); the other words follow in order of
+    first appearance, so ids are a pure function of the texts added so far. ``add`` splits and interns (one kernel
+    walk per batch of texts); nothing is hashed or copied per occurrence. Patterns are hashed once per distinct
+    word, when asked for (``patterns``). Not thread-safe: one lexicon per thread.
+
+    >>> lex = Codec().lexicon()
+    >>> n_words, ids = lex.add(["the cat", "the end"])
+    >>> [lex.words()[i] for i in ids]
+    ['the', 'cat', 'the', 'end']
+    """
+
+    def __init__(self, codec: "Codec"):
+        self.codec = codec
+        self._cache = words.WordCache()
+        self._counts = np.zeros(1 << 12, np.int64)
+
+    def __len__(self) -> int:
+        return words.N_MARKERS + len(self._cache)
+
+    def add(self, texts) -> tuple[np.ndarray, np.ndarray]:
+        """(words per text (int64), word ids (uint32) of all ``texts`` one after the other); counts the words."""
+        texts = list(texts)
+        for t in texts:
+            if not isinstance(t, str):
+                raise TypeError(f"expected str, got {type(t).__name__}")
+        c = self.codec.config
+        n_words, _, ids = self._cache.split_many(texts, c.max_word_chars, c.segmenter)
+        n = len(self)
+        if len(self._counts) < n:
+            grown = np.zeros(max(n, 2 * len(self._counts)), np.int64)
+            grown[:len(self._counts)] = self._counts
+            self._counts = grown
+        self._counts[:n] += np.bincount(ids, minlength=n)
+        return n_words, ids.view(np.uint32)
+
+    @property
+    def counts(self) -> np.ndarray:
+        """(len,) int64: how often each word id occurred in the texts added."""
+        return self._counts[:len(self)]
+
+    def words(self) -> list[str]:
+        """All words by id: the markers, then the text words in order of first appearance."""
+        return list(words.MARKERS) + self._cache.words()
+
+    def patterns(self) -> tuple[np.ndarray, np.ndarray]:
+        """CSR (indptr, indices) of every word id's activation pattern."""
+        return self.codec.encode_words(self.words())
+
+
 class Codec:
     """A tokenizer-free text codec.
 
@@ -162,6 +214,10 @@ class Codec:
         return words.join(word_list)
 
     decode = join  # words -> text, for tiktoken/HF users
+
+    def lexicon(self) -> Lexicon:
+        """An empty ``Lexicon``: texts -> word ids, no patterns per occurrence (what ``tfree encode`` stores)."""
+        return Lexicon(self)
 
     # -- patterns -------------------------------------------------------------------------------------------
     def encode(self, text: str) -> Encoded:

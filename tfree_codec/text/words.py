@@ -159,9 +159,13 @@ class WordCache:
         return ids
 
     def unhashed_words(self) -> list[str]:
-        nh, nu = self.cnt[1], self.cnt[0]
-        raw = self.chars[self.coff[nh]:self.coff[nu]].tobytes().decode("utf-32-le", "surrogatepass")
-        cuts = (self.coff[nh:nu + 1] - self.coff[nh]).tolist()
+        return self.words(int(self.cnt[1]))
+
+    def words(self, start: int = 0) -> list[str]:
+        """The cached words from cache id ``start`` on (word id ``N_MARKERS + start``), in order of arrival."""
+        nu = int(self.cnt[0])
+        raw = self.chars[self.coff[start]:self.coff[nu]].tobytes().decode("utf-32-le", "surrogatepass")
+        cuts = (self.coff[start:nu + 1] - self.coff[start]).tolist()
         return [raw[a:b] for a, b in zip(cuts, cuts[1:])]
 
 
