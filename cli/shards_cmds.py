@@ -1,9 +1,10 @@
-"""``tfree encode`` (datasets -> Arrow shards) and ``tfree shards info|verify`` (format: docs/shards.md)."""
+"""``tfree encode`` (datasets -> Arrow shards) and ``tfree shards info|verify|cat`` (format: docs/shards.md)."""
 from __future__ import annotations
 
 import json
 import os
 import re
+import sys
 
 import click
 
@@ -37,13 +38,12 @@ def parse_size(text: str) -> int:
               show_default=True, help="input format (auto: by extension; stdin is text)")
 @click.option("--num-proc", type=int, default=None, help="worker processes  [default: all cores]")
 @click.option("--docs-per-shard", type=int, default=None, help="documents per shard (instead of --shard-bytes)")
-@click.option("--shard-bytes", default="2MiB", show_default=True, help="UTF-8 text per shard (shards are ~35x on disk)")
-@click.option("--no-words", is_flag=True, help="leave out the words column (patterns only; text not recoverable)")
+@click.option("--shard-bytes", default="2MiB", show_default=True, help="UTF-8 text per shard")
 @click.option("--overwrite", is_flag=True, help="replace shards of another codec or input in OUT")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 @codec_options
 @friendly
-def encode(inputs, out_dir, split, text_column, fmt, num_proc, docs_per_shard, shard_bytes, no_words, overwrite, quiet,
+def encode(inputs, out_dir, split, text_column, fmt, num_proc, docs_per_shard, shard_bytes, overwrite, quiet,
            **codec_kw):
     """Encode INPUTS (files, directories, globs, - for stdin; .txt/.jsonl/.parquet/.arrow, optionally .gz/.xz/.zst)
     into Arrow shards in OUT. Rerun the same command to resume after an interruption."""
@@ -53,7 +53,7 @@ def encode(inputs, out_dir, split, text_column, fmt, num_proc, docs_per_shard, s
         raise TfreeError("--num-proc must be at least 1")
     codec = make_codec(**codec_kw)
     s = encode_to_shards(inputs, out_dir, codec.config, split=split, text_column=text_column, fmt=fmt,
-                         words=not no_words, num_proc=num_proc, overwrite=overwrite, docs_per_shard=docs_per_shard,
+                         num_proc=num_proc, overwrite=overwrite, docs_per_shard=docs_per_shard,
                          shard_bytes=parse_size(shard_bytes), progress=not quiet)
     if s["up_to_date"]:
         click.echo(f"{out_dir} is up to date: {_n(s['documents'], 'document')}, {_n(s['shards'], 'shard')}", err=True)
@@ -82,15 +82,18 @@ def info(directory, as_json):
     if as_json:
         click.echo(json.dumps(m, indent=1, ensure_ascii=False))
         return
-    size = sum(s["size"] for s in m["shards"])
+    size = sum(s["size"] + s["lexicon_size"] for s in m["shards"]) + m["lexicon"]["size"]
     c = ds.config
     click.echo(f"{directory}: {_n(len(ds), 'document')}, {_n(ds.num_words, 'word')}, {ds.num_bytes / 1e6:,.2f} MB of "
-               f"text, {_n(ds.num_shards, 'shard')} ({size / 1e6:,.1f} MB on disk)")
+               f"text, {_n(ds.num_shards, 'shard')} ({size / 1e6:,.1f} MB on disk, "
+               f"{size / max(ds.num_bytes, 1):.2f}x the text)")
     click.echo(f"codec {c.fingerprint()}: v={c.vocab_size} m={c.num_activations} k_lower={c.k_lower} hash={c.hash}; "
-               f"words column: {'yes' if ds.has_words else 'no'}; split={m['options']['split']}")
+               f"format {m['format_version']}; lexicon {_n(len(ds.lexicon_words), 'word')}; "
+               f"split={m.get('options', {}).get('split', '?')}")
     for s in m["shards"]:
-        src = ", ".join(f"{x['input']}[{x['start']}:{x['stop']}]" for x in s["sources"])
-        click.echo(f"  {s['file']}  {s['documents']:>9,} docs {s['words']:>11,} words {s['size'] / 1e6:>9,.1f} MB  {src}")
+        src = ", ".join(f"{x['input']}[{x['start']}:{x['stop']}]" for x in s.get("sources", []))
+        click.echo(f"  {s['file']}  {s['documents']:>9,} docs {s['words']:>11,} words {s['lexicon_words']:>9,} distinct "
+                   f"{(s['size'] + s['lexicon_size']) / 1e6:>9,.2f} MB  {src}")
 
 
 @shards.command()
@@ -107,3 +110,22 @@ def verify(directory):
         r = ds.verify(progress=lambda k: bar.update(1))
     click.echo(f"{os.path.normpath(directory)}: OK, {_n(r['shards'], 'shard')}, {_n(r['documents'], 'document')}, "
                f"{_n(r['words'], 'word')} verified")
+
+
+@shards.command()
+@click.argument("directory", type=click.Path())
+@click.option("--sep", default="\n", show_default="a newline", help="written after each document")
+@friendly
+def cat(directory, sep):
+    """Write the exact text of DIRECTORY's documents to stdout, in id order, each followed by SEP."""
+    from tfree_codec.shards.reader import ShardDataset
+
+    ds = ShardDataset(directory)
+    out = sys.stdout.buffer
+    sep_bytes = sep.encode("utf-8")
+    try:
+        for k in range(ds.num_shards):
+            out.write(b"".join(t.encode("utf-8") + sep_bytes for t in ds.texts(k)))
+        out.flush()
+    except BrokenPipeError:  # `tfree shards cat DIR | head`: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -1,4 +1,5 @@
 """Shards as a library: the row format, encode_record_batch, writing, reading, verifying (docs/shards.md)."""
+import collections
 import hashlib
 import json
 import os
@@ -8,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tfree_codec import Codec, CodecConfig, TfreeError
+from tfree_codec import MARKERS, Codec, CodecConfig, TfreeError
+from tfree_codec.shards import lexicon
 from tfree_codec.shards import writer as shard_writer
 from tfree_codec.shards.rows import encode_record_batch, encode_texts, schema
 from tfree_codec.shards.reader import ShardDataset
@@ -120,29 +122,29 @@ def test_flat_is_a_zero_copy_view_of_the_shard(encoded):
     _, out, texts, _ = encoded
     ds = ShardDataset(out)
     f = ds.flat(1)
-    assert f.doc_offsets.dtype == np.int32 and f.indices.dtype == np.uint32 and not f.indices.flags.owndata
+    assert f.word_ids.dtype == np.uint16 and not f.word_ids.flags.owndata  # a view of the memory map
     assert list(f.ids) == list(range(15, 30)) and len(f) == 15
+    shard_words = lexicon.read_lexicon(str(out / "shard-00001-of-00003.lexicon.arrow"))[0]
     for j in range(len(f)):
-        enc = CODEC.encode(texts[15 + j])
-        w = f.word_offsets[f.doc_offsets[j]:f.doc_offsets[j + 1] + 1]
-        assert np.array_equal(w - w[0], enc.indptr) and np.array_equal(f.indices[w[0]:w[-1]], enc.indices)
+        ids = f.word_ids[f.doc_offsets[j]:f.doc_offsets[j + 1]]
+        assert [shard_words[i] for i in ids] == CODEC.encode(texts[15 + j]).words
+        assert [ds.lexicon_words[g] for g in f.to_global[ids]] == CODEC.encode(texts[15 + j]).words
         assert f.n_bytes[j] == len(texts[15 + j].encode())
+    indptr, indices = ds.patterns()
+    assert np.array_equal(np.diff(indptr), np.diff(CODEC.encode_words(ds.lexicon_words)[0]))
 
 
-def test_flat_concatenates_several_record_batches(tmp_path, monkeypatch):
-    monkeypatch.setattr(shard_writer, "BATCH_DOCS", 4)
-    texts = [f"line {i} with some words" for i in range(10)]
-    write_docs(tmp_path / "in.txt", texts)
-    shard_writer.encode_to_shards([str(tmp_path / "in.txt")], tmp_path / "o", CODEC.config, split="lines",
-                                  num_proc=1, progress=False)
-    ds = ShardDataset(tmp_path / "o")
-    assert ds.table(0).column("patterns").num_chunks == 3
-    f = ds.flat(0)
-    assert f.doc_offsets[0] == 0 and f.num_words == ds.num_words
-    enc = CODEC.encode(texts[7])
-    w = f.word_offsets[f.doc_offsets[7]:f.doc_offsets[8] + 1]
-    assert np.array_equal(f.indices[w[0]:w[-1]], enc.indices)
-    assert [d.text() for d in ds] == texts
+def test_the_dataset_lexicon_is_the_shard_lexicons_merged(encoded):
+    _, out, texts, _ = encoded
+    ds = ShardDataset(out)
+    seen = [w for t in texts for w in CODEC.encode(t).words]
+    assert ds.lexicon_words[16:] == list(dict.fromkeys(w for w in seen if w not in MARKERS))
+    counts = collections.Counter(seen)
+    assert ds.lexicon_counts.tolist() == [counts[w] for w in ds.lexicon_words]
+    from tfree_codec.decode.dictionary import Dictionary
+    d = Dictionary.from_shards(out)
+    assert d.words == Dictionary.from_texts(CODEC, texts).words and d.counts.tolist() == \
+        Dictionary.from_texts(CODEC, texts).counts.tolist()
 
 
 def test_shards_are_arrow_ipc_streams_that_hf_datasets_reads(encoded):
@@ -154,7 +156,8 @@ def test_shards_are_arrow_ipc_streams_that_hf_datasets_reads(encoded):
         pa.ipc.open_file(path)  # the stream format, not the file/feather format
     datasets = pytest.importorskip("datasets")
     hf = datasets.Dataset.from_file(path)
-    assert hf.num_rows == 15 and hf[3]["words"] == CODEC.encode(texts[3]).words
+    shard_words = lexicon.read_lexicon(str(out / "shard-00000-of-00003.lexicon.arrow"))[0]
+    assert hf.num_rows == 15 and [shard_words[i] for i in hf[3]["words"]] == CODEC.encode(texts[3]).words
 
 
 def test_manifest_records_counts_sources_and_hashes(encoded):
@@ -166,6 +169,10 @@ def test_manifest_records_counts_sources_and_hashes(encoded):
     for s in m["shards"]:
         data = open(out / s["file"], "rb").read()
         assert s["sha256"] == hashlib.sha256(data).hexdigest() and s["size"] == len(data)
+        lex = open(out / s["file"].replace(".arrow", ".lexicon.arrow"), "rb").read()
+        assert s["lexicon_sha256"] == hashlib.sha256(lex).hexdigest() and s["lexicon_size"] == len(lex)
+    assert m["format_version"] == 2 and m["lexicon"]["file"] == "lexicon.arrow"
+    assert m["lexicon"]["sha256"] == hashlib.sha256(open(out / "lexicon.arrow", "rb").read()).hexdigest()
     assert not os.path.exists(out / ".plan.json")
 
 
@@ -180,7 +187,7 @@ def test_verify_detects_a_corrupted_shard(encoded, tmp_path):
     data = bytearray(p.read_bytes())
     data[len(data) // 2] ^= 0x01
     p.write_bytes(bytes(data))
-    with pytest.raises(TfreeError, match=r"1 of 3 shards failed verification: shard-00001-of-00003.arrow: sha256"):
+    with pytest.raises(TfreeError, match=r"1 problem\(s\) in .*: shard-00001-of-00003.arrow: sha256"):
         ShardDataset(copy).verify()
     p.write_bytes(bytes(data[:-100]))
     with pytest.raises(TfreeError, match="the manifest says"):
@@ -221,7 +228,9 @@ def test_resume_reuses_valid_shards_and_replaces_bad_ones(encoded, tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         shard_writer.encode_to_shards([str(tmp / "in.txt")], tmp_path / "r", CODEC.config, **kw)
     r = tmp_path / "r"
-    assert sorted(os.listdir(r)) == [".plan.json", "codec.json", "shard-00000-of-00003.arrow", "shard-00001-of-00003.arrow"]
+    assert sorted(os.listdir(r)) == [".plan.json", "codec.json", "shard-00000-of-00003.arrow",
+                                     "shard-00000-of-00003.lexicon.arrow", "shard-00001-of-00003.arrow",
+                                     "shard-00001-of-00003.lexicon.arrow"]
     (r / "shard-00001-of-00003.arrow").write_bytes(b"not arrow")  # a damaged shard is encoded again
     (r / ".tmp-123-shard-00002-of-00003.arrow").write_bytes(b"partial")  # leftovers are removed
     monkeypatch.setattr(shard_writer, "encode_shard", real)
@@ -229,14 +238,62 @@ def test_resume_reuses_valid_shards_and_replaces_bad_ones(encoded, tmp_path, mon
     assert s["resumed"] == 1 and dir_bytes(r) == dir_bytes(out)
 
 
-def test_without_words_the_text_cannot_come_back(encoded, tmp_path):
-    tmp, _, texts, _ = encoded
-    shard_writer.encode_to_shards([str(tmp / "in.txt")], tmp_path / "nw", CODEC.config, split="lines",
-                                  words=False, num_proc=1, progress=False)
-    ds = ShardDataset(tmp_path / "nw")
-    assert ds[0].words is None and np.array_equal(ds[0].indices, CODEC.encode(texts[0]).indices)
-    with pytest.raises(TfreeError, match="--no-words"):
-        ds[0].text()
+def test_a_format_1_directory_gets_one_line_saying_how_to_re_encode(encoded, tmp_path):
+    _, out, _, _ = encoded
+    for n, b in dir_bytes(out).items():
+        (tmp_path / n).write_bytes(b)
+    m = json.load(open(tmp_path / "manifest.json"))
+    (tmp_path / "manifest.json").write_text(json.dumps({**m, "format_version": 1}))
+    with pytest.raises(TfreeError, match="shard format 1, this tfree reads 2: re-encode it"):
+        ShardDataset(tmp_path)
+
+
+def _copy(src, dst):
+    dst.mkdir()
+    for n, b in dir_bytes(src).items():
+        (dst / n).write_bytes(b)
+    return dst
+
+
+def _rewrite_shard(path, change):
+    """Rewrite a shard's documents (a valid Arrow stream with wrong contents) and fix the manifest's size."""
+    t = lexicon.read_stream(str(path))
+    batch = change(t.to_batches()[0])
+    data = lexicon.stream_bytes(batch, {k.decode(): v.decode() for k, v in t.schema.metadata.items()})
+    path.write_bytes(data)
+    m = json.load(open(path.parent / "manifest.json"))
+    for s in m["shards"]:
+        if s["file"] == path.name:
+            s["size"], s["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    (path.parent / "manifest.json").write_text(json.dumps(m))
+
+
+def test_word_ids_past_the_lexicon_are_one_line_before_any_kernel(encoded, tmp_path):
+    _, out, _, _ = encoded
+    d = _copy(out, tmp_path / "bad")
+
+    def big_id(b):
+        w = b.column("words")
+        vals = w.values.to_numpy().copy()
+        vals[3] = 60000
+        words = pa.ListArray.from_arrays(w.offsets, pa.array(vals, w.type.value_type))
+        return pa.RecordBatch.from_arrays([b.column(0), b.column(1), words], schema=b.schema)
+
+    _rewrite_shard(d / "shard-00001-of-00003.arrow", big_id)
+    ds = ShardDataset(d)
+    with pytest.raises(TfreeError, match=r"shard-00001-of-00003.arrow: a word id is >= the lexicon's"):
+        ds[20]
+    with pytest.raises(TfreeError, match="word id is >="):
+        ds.verify()
+
+
+def test_a_damaged_lexicon_is_one_line_naming_it(encoded, tmp_path):
+    _, out, _, _ = encoded
+    d = _copy(out, tmp_path / "bad")
+    p = d / "lexicon.arrow"
+    p.write_bytes(p.read_bytes()[:-9] + b"\0" * 9)
+    with pytest.raises(TfreeError, match="lexicon.arrow"):
+        ShardDataset(d)
 
 
 def test_opening_an_unfinished_directory_says_so(tmp_path):
@@ -262,7 +319,7 @@ def test_input_that_changed_since_the_plan_is_refused(tmp_path):
                                   None, 1 << 20)
     entry = plan["shards"][0]
     with pytest.raises(TfreeError, match="input changed while encoding"):
-        shard_writer.encode_shard(str(tmp_path), entry, ["one", "twp"], CODEC.config, True)
+        shard_writer.encode_shard(str(tmp_path), entry, ["one", "twp"], CODEC.config)
     assert sorted(os.listdir(tmp_path)) == ["in.txt"]
-    shard_writer.encode_shard(str(tmp_path), entry, ["one", "two"], CODEC.config, True)
+    shard_writer.encode_shard(str(tmp_path), entry, ["one", "two"], CODEC.config)
     assert os.path.exists(tmp_path / entry["file"])

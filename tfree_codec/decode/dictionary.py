@@ -113,6 +113,23 @@ class Dictionary:
         return cls(codec, words, [counts.get(w, 0) for w in MARKERS] + [c for c, _ in items])
 
     @classmethod
+    def from_lexicon(cls, codec: Codec, words, counts, *, min_count: int = 1,
+                     max_words: int | None = None) -> "Dictionary":
+        """From a lexicon's words and counts (``Lexicon``, or a shard directory's ``lexicon.arrow``): no text is
+        read, only the kept words are hashed."""
+        words = list(words)
+        counts = np.asarray(counts, np.int64)
+        if len(counts) != len(words):
+            raise TfreeError(f"a lexicon of {len(words)} words has {len(counts)} counts")
+        return cls.from_counts(codec, dict(zip(words, counts.tolist())), min_count=min_count, max_words=max_words)
+
+    @classmethod
+    def from_shards(cls, path, **kw) -> "Dictionary":
+        """From a shard directory's dataset lexicon (``tfree encode`` output), under the shards' codec."""
+        ds = _open_shards(os.fspath(path))
+        return cls.from_lexicon(ds.codec, ds.lexicon_words, ds.lexicon_counts, **kw)
+
+    @classmethod
     def from_texts(cls, codec: Codec, texts_or_paths, *, min_count: int = 1, max_words: int | None = None,
                    progress: bool = False) -> "Dictionary":
         """Count the words of texts: ``str`` items are text, ``os.PathLike`` items are UTF-8 files (read in
@@ -357,16 +374,10 @@ def _count_shards(codec: Codec, ds, counts: collections.Counter, bar) -> None:
     if config is not None and config != codec.config:
         raise TfreeError(f"shards {getattr(ds, 'path', '')!r} were encoded with codec {config.fingerprint()}, "
                          f"not {codec.fingerprint()}")
-    if getattr(ds, "has_words", True) is False:
-        raise TfreeError(f"shards {getattr(ds, 'path', '')!r} were written with --no-words: no words to count")
-    if hasattr(ds, "table") and hasattr(ds, "num_shards"):  # whole shards at once, in Arrow
-        import pyarrow.compute as pc  # noqa: PLC0415
-
-        for k in range(ds.num_shards):
-            vc = pc.value_counts(pa.chunked_array(ds.table(k).column("words")).combine_chunks().flatten())
-            counts.update(dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())))
-            if bar is not None:
-                bar.update(int(ds.shards[k].get("utf8_bytes", 0)) if hasattr(ds, "shards") else 0)
+    if hasattr(ds, "lexicon_words"):  # a shard directory: its lexicon already holds the counts
+        counts.update(dict(zip(ds.lexicon_words, ds.lexicon_counts.tolist())))
+        if bar is not None:
+            bar.update(ds.num_bytes)
         return
     for doc in ds:
         counts.update(doc.words)

@@ -1,10 +1,11 @@
-"""Reading shard directories written by ``tfree encode`` (format: docs/shards.md).
+"""Reading shard directories written by ``tfree encode`` (format 2: docs/shards.md).
 
-    ds = ShardDataset("out/")     # checks manifest, codec fingerprint and file sizes
-    len(ds), ds.num_shards, ds.codec
-    doc = ds[0]                   # doc.words, doc.indices[doc.indptr[i]:doc.indptr[i + 1]], doc.text()
+    ds = ShardDataset("out/")     # checks manifest, codec fingerprint, file sizes and the dataset lexicon
+    len(ds), ds.num_shards, ds.codec, ds.lexicon_words, ds.lexicon_counts
+    doc = ds[0]                   # doc.word_ids, doc.words, doc.indices[doc.indptr[i]:doc.indptr[i + 1]], doc.text()
     flat = ds.flat(0)             # zero-copy numpy over the memory-mapped shard, for training loaders
-    ds.verify()                   # also re-hashes every shard (sha256)
+    indptr, indices = ds.patterns()  # every lexicon word's pattern, hashed once on first use
+    ds.verify()                   # also re-hashes every file (sha256)
 """
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ import pyarrow as pa
 from ..codec import Codec
 from ..config import CodecConfig, TfreeError
 from ..text.words import join
+from .lexicon import (FORMAT, FORMAT_VERSION, LEXICON, Merger, check_documents, lexicon_name, read_lexicon,
+                      read_stream)
 
-FORMAT = "tfree-shards"
-FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CODEC = "codec.json"
+__all__ = ["ShardDataset", "FlatShard", "Document", "read_stream", "FORMAT", "FORMAT_VERSION"]
 
 
 def shard_name(i: int, n: int) -> str:
@@ -42,112 +44,111 @@ def file_sha256(path: str) -> str:
 
 @dataclass(frozen=True, eq=False)
 class Document:
-    """One document: ``indices[indptr[i]:indptr[i+1]]`` are word i's sorted rows; ``words`` None if not stored."""
+    """One document: ``word_ids`` index the dataset lexicon; ``indices[indptr[i]:indptr[i+1]]`` are word i's rows."""
 
     id: int
     n_bytes: int
-    indptr: np.ndarray   # (n_words + 1,) int64, starts at 0
-    indices: np.ndarray  # (nnz,) uint32
-    words: list[str] | None
+    word_ids: np.ndarray  # (n_words,) int64, ids into the dataset lexicon
+    words: list[str]
+    indptr: np.ndarray    # (n_words + 1,) int64, starts at 0
+    indices: np.ndarray   # (nnz,) uint32
 
     def __len__(self) -> int:
-        return len(self.indptr) - 1
+        return len(self.word_ids)
 
     def text(self) -> str:
-        if self.words is None:
-            raise TfreeError("these shards were written with --no-words: the text cannot be rebuilt")
         return join(self.words)
 
 
 @dataclass(frozen=True, eq=False)
 class FlatShard:
-    """A shard's documents as flat CSR arrays, zero-copy over the memory-mapped file where Arrow allows.
+    """A shard's documents as flat arrays, zero-copy over the memory-mapped file.
 
-    Document j's words are ``doc_offsets[j]:doc_offsets[j+1]``; word w's rows are
-    ``indices[word_offsets[w]:word_offsets[w+1]]``. Offsets index these arrays as returned (they start at 0 for
-    shards written by tfree). int32 when the shard is one Arrow record batch (zero-copy); a shard of several
-    batches is concatenated once (a copy) with offsets rebased, int32 while they fit.
-    """
+    Document j's words are ``word_ids[doc_offsets[j]:doc_offsets[j+1]]``: ids into the *shard's* lexicon (uint16
+    or uint32); ``to_global[word_ids]`` are their ids into the dataset lexicon (``ShardDataset.patterns``)."""
 
-    ids: np.ndarray           # (n_docs,) uint64
-    n_bytes: np.ndarray       # (n_docs,) uint32, UTF-8 bytes of each document
-    doc_offsets: np.ndarray   # (n_docs + 1,) int32/int64, document -> word offsets
-    word_offsets: np.ndarray  # (n_words + 1,) int32/int64, word -> index offsets
-    indices: np.ndarray       # (nnz,) uint32 activation rows
+    ids: np.ndarray          # (n_docs,) uint64
+    n_bytes: np.ndarray      # (n_docs,) uint32, UTF-8 bytes of each document
+    doc_offsets: np.ndarray  # (n_docs + 1,) int32, document -> word offsets (from 0)
+    word_ids: np.ndarray     # (n_words,) uint16/uint32, shard lexicon ids
+    to_global: np.ndarray    # (shard lexicon size,) int64, shard id -> dataset id
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @property
     def num_words(self) -> int:
-        return int(self.doc_offsets[-1] - self.doc_offsets[0])
+        return int(self.doc_offsets[-1])
+
+    def global_ids(self) -> np.ndarray:
+        """(n_words,) int64 dataset-lexicon ids of all words (one gather, a copy)."""
+        return self.to_global[self.word_ids]
 
 
-def _batch_csr(batch: pa.RecordBatch):
-    """(doc_offsets, word_offsets, indices) of one batch, zero-copy; offsets absolute into the child arrays."""
-    pat = batch.column("patterns")
-    inner = pat.values
-    return pat.offsets.to_numpy(), inner.offsets.to_numpy(), inner.values.to_numpy()
+def check_shard_files(path: str, lex_path: str, entry: dict, config: CodecConfig) -> str | None:
+    """What is wrong with a shard's two files against its manifest/plan entry, or None."""
+    try:
+        words, _ = read_lexicon(lex_path) if os.path.isfile(lex_path) else (None, None)
+        if words is None:
+            return f"its lexicon {os.path.basename(lex_path)} is missing"
+        t = read_stream(path)
+    except TfreeError as e:
+        return str(e)
+    fp = (t.schema.metadata or {}).get(b"tfree.codec_fingerprint", b"").decode()
+    if fp != config.fingerprint():
+        return f"made with codec {fp or '?'}, not {config.fingerprint()}"
+    return check_documents(t, entry, len(words))
 
 
-def _concat_csr(parts):
-    """Concatenate per-batch CSR triples, rebasing offsets so the result starts at 0 (one copy)."""
-    docs, words, rows = [], [], []
-    w_base = i_base = 0
-    for d, w, x in parts:
-        w = w[d[0]:d[-1] + 1]
-        docs.append(d[:-1] - d[0] + w_base)
-        words.append(w[:-1] - w[0] + i_base)
-        rows.append(x[w[0]:w[-1]])
-        w_base += int(d[-1] - d[0])
-        i_base += int(w[-1] - w[0])
-    dtype = np.int32 if max(w_base, i_base) < 1 << 31 else np.int64
-    docs.append(np.array([w_base]))
-    words.append(np.array([i_base]))
-    return (np.concatenate(docs).astype(dtype), np.concatenate(words).astype(dtype),
-            np.concatenate(rows) if rows else np.zeros(0, np.uint32))
+def _load_manifest(path: str) -> dict:
+    mpath = os.path.join(path, MANIFEST)
+    if not os.path.isdir(path):
+        raise TfreeError(f"{path!r} is not a directory")
+    if not os.path.isfile(mpath):
+        raise TfreeError(f"{path}: no {MANIFEST} (not a shard directory, or its encode has not finished: "
+                         "rerun the same tfree encode command)")
+    try:
+        with open(mpath, encoding="utf-8") as f:
+            m = json.load(f)
+    except (OSError, ValueError) as e:
+        raise TfreeError(f"{mpath}: unreadable manifest ({e})") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise TfreeError(f"{mpath}: not a {FORMAT} manifest")
+    if m.get("format_version") != FORMAT_VERSION:
+        raise TfreeError(f"{path}: shard format {m.get('format_version')!r}, this tfree reads {FORMAT_VERSION}: "
+                         "re-encode it (the same tfree encode command with --overwrite)")
+    return m
 
 
 class ShardDataset:
-    """A directory of shards: ``len``, iteration, ``ds[i]``, ``ds.flat(k)``, ``ds.codec``, ``ds.verify()``."""
+    """A directory of shards: ``len``, iteration, ``ds[i]``, ``ds.flat(k)``, ``ds.patterns()``, ``ds.verify()``."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
-        mpath = os.path.join(self.path, MANIFEST)
-        if not os.path.isdir(self.path):
-            raise TfreeError(f"{self.path!r} is not a directory")
-        if not os.path.isfile(mpath):
-            raise TfreeError(f"{self.path}: no {MANIFEST} (not a shard directory, or its encode has not finished: "
-                             "rerun the same tfree encode command)")
-        try:
-            with open(mpath, encoding="utf-8") as f:
-                m = json.load(f)
-        except (OSError, ValueError) as e:
-            raise TfreeError(f"{mpath}: unreadable manifest ({e})") from None
-        if not isinstance(m, dict) or m.get("format") != FORMAT:
-            raise TfreeError(f"{mpath}: not a {FORMAT} manifest")
-        if m.get("format_version") != FORMAT_VERSION:
-            raise TfreeError(f"{mpath}: format_version {m.get('format_version')!r} is not supported "
-                             f"(this tfree reads {FORMAT_VERSION})")
-        self.manifest = m
+        m = self.manifest = _load_manifest(self.path)
         self.config = CodecConfig.load(os.path.join(self.path, CODEC))
         if self.config.fingerprint() != m["codec_fingerprint"]:
             raise TfreeError(f"{self.path}: codec.json (fingerprint {self.config.fingerprint()}) does not match the "
                              f"manifest ({m['codec_fingerprint']})")
         self.shards = m["shards"]
-        for s in self.shards:
-            p = os.path.join(self.path, s["file"])
+        files = [(s["file"], s["size"]) for s in self.shards] + [(LEXICON, m["lexicon"]["size"])]
+        files += [(lexicon_name(s["file"]), s["lexicon_size"]) for s in self.shards]
+        for name, size in files:
+            p = os.path.join(self.path, name)
             if not os.path.isfile(p):
-                raise TfreeError(f"{self.path}: shard {s['file']} is missing")
-            if os.path.getsize(p) != s["size"]:
-                raise TfreeError(f"{self.path}: shard {s['file']} is {os.path.getsize(p):,} bytes, "
-                                 f"the manifest says {s['size']:,}")
-        self.has_words = bool(m["options"]["words"])
+                raise TfreeError(f"{self.path}: {name} is missing")
+            if os.path.getsize(p) != size:
+                raise TfreeError(f"{p} is {os.path.getsize(p):,} bytes, the manifest says {size:,}")
+        lex_path = os.path.join(self.path, LEXICON)
+        if file_sha256(lex_path) != m["lexicon"]["sha256"]:  # small, and everything is looked up in it
+            raise TfreeError(f"{lex_path}: sha256 mismatch (the file is corrupt or was modified)")
+        self.lexicon_words, self.lexicon_counts = read_lexicon(lex_path)
         self._starts = np.cumsum([0] + [s["documents"] for s in self.shards])
         self._cache: OrderedDict = OrderedDict()  # (kind, k) -> open table or FlatShard, a few at a time
+        self._merger = None
 
     def __getstate__(self):  # for DataLoader workers: ship the manifest, never the memory maps
-        return {**self.__dict__, "_cache": OrderedDict()}
+        return {**self.__dict__, "_cache": OrderedDict(), "_merger": None}
 
     def _cached(self, key, make):
         if key in self._cache:
@@ -180,33 +181,70 @@ class ShardDataset:
 
     def __repr__(self) -> str:
         return (f"ShardDataset({self.path!r}, documents={len(self):,}, words={self.num_words:,}, "
-                f"shards={self.num_shards}, codec={self.config.fingerprint()})")
+                f"lexicon={len(self.lexicon_words):,}, shards={self.num_shards}, codec={self.config.fingerprint()})")
+
+    # -- the lexicon ------------------------------------------------------------------------------------------
+    def patterns(self) -> tuple[np.ndarray, np.ndarray]:
+        """CSR (indptr, indices) of every dataset-lexicon word's pattern, hashed once (not stored: docs/shards.md)."""
+        return self._cached(("patterns", 0), lambda: self.codec.encode_words(self.lexicon_words))
+
+    def to_global(self, k: int) -> np.ndarray:
+        """Shard k's lexicon ids -> dataset lexicon ids."""
+        def make():
+            if self._merger is None:
+                self._merger = Merger()
+                self._merger.add(self.lexicon_words)
+            words, _ = read_lexicon(self.lexicon_path(k))
+            gids = self._merger.add(words)
+            if len(self._merger) != len(self.lexicon_words):
+                raise TfreeError(f"{self.lexicon_path(k)}: holds words that {LEXICON} does not (damaged directory)")
+            return gids
+        return self._cached(("map", k), make)
 
     # -- access -----------------------------------------------------------------------------------------------
     def shard_path(self, k: int) -> str:
         return os.path.join(self.path, self.shards[k]["file"])
 
+    def lexicon_path(self, k: int) -> str:
+        return os.path.join(self.path, lexicon_name(self.shards[k]["file"]))
+
     def table(self, k: int) -> pa.Table:
-        """Shard k as an Arrow table over a memory map (no copy)."""
+        """Shard k's documents as an Arrow table over a memory map (no copy), checked on first use."""
         if not 0 <= k < self.num_shards:
             raise IndexError(f"shard {k} out of range (0..{self.num_shards - 1})")
-        return self._cached(("table", k), lambda: read_stream(self.shard_path(k)))
+
+        def make():
+            t = read_stream(self.shard_path(k))
+            problem = check_documents(t, self.shards[k], self.shards[k]["lexicon_words"])
+            if problem:
+                raise TfreeError(f"{self.shard_path(k)}: {problem}")
+            return t
+        return self._cached(("table", k), make)
 
     def flat(self, k: int) -> FlatShard:
-        """Shard k as flat CSR numpy arrays (see FlatShard) for training loaders."""
+        """Shard k as flat numpy arrays (see FlatShard) for training loaders."""
         return self._cached(("flat", k), lambda: self._flat(k))
 
     def _flat(self, k: int) -> FlatShard:
         t = self.table(k)
+        to_global = self.to_global(k)
+        if len(to_global) != self.shards[k]["lexicon_words"]:
+            raise TfreeError(f"{self.lexicon_path(k)}: {len(to_global)} words, the manifest says "
+                             f"{self.shards[k]['lexicon_words']}")
         batches = [b for b in t.to_batches() if b.num_rows]
-        if len(batches) == 1:
-            csr = _batch_csr(batches[0])
+        if len(batches) == 1:  # what tfree writes: zero-copy
+            w = batches[0].column("words")
+            offsets, values = w.offsets.to_numpy(), w.values.to_numpy()
+            word_ids = values[offsets[0]:offsets[-1]]
+            offsets = offsets - offsets[0] if offsets[0] else offsets
         else:
-            csr = _concat_csr([_batch_csr(b) for b in batches])
-        ids, n_bytes = t.column("id"), t.column("n_bytes")
-        ids = ids.chunk(0).to_numpy() if ids.num_chunks == 1 else ids.to_numpy()
-        n_bytes = n_bytes.chunk(0).to_numpy() if n_bytes.num_chunks == 1 else n_bytes.to_numpy()
-        return FlatShard(ids, n_bytes, *csr)
+            w = pa.chunked_array([b.column("words") for b in batches], t.schema.field("words").type).combine_chunks() \
+                if batches else pa.array([], t.schema.field("words").type)
+            word_ids = w.flatten().to_numpy()
+            offsets = (w.offsets.to_numpy() - (w.offsets[0].as_py() if len(w) else 0)).astype(np.int32)
+        col = lambda name: t.column(name).combine_chunks().to_numpy() if t.num_rows else np.zeros(0)  # noqa: E731
+        return FlatShard(col("id").astype(np.uint64, copy=False), col("n_bytes").astype(np.uint32, copy=False),
+                         offsets, word_ids, to_global)
 
     def locate(self, i: int) -> tuple[int, int]:
         """(shard, row) of document i."""
@@ -221,22 +259,38 @@ class ShardDataset:
     def __getitem__(self, i: int) -> Document:
         k, r = self.locate(int(i))
         f = self.flat(k)
-        a, b = int(f.doc_offsets[r]), int(f.doc_offsets[r + 1])
-        indptr = f.word_offsets[a:b + 1].astype(np.int64)
-        indices = f.indices[indptr[0]:indptr[-1]]
-        words = self.table(k).column("words")[r].as_py() if self.has_words else None
-        return Document(int(f.ids[r]), int(f.n_bytes[r]), indptr - indptr[0], indices, words)
+        gids = f.to_global[f.word_ids[f.doc_offsets[r]:f.doc_offsets[r + 1]]]
+        indptr, indices = self.patterns()
+        sizes = indptr[gids + 1] - indptr[gids]
+        doc_ptr = np.zeros(len(gids) + 1, np.int64)
+        np.cumsum(sizes, out=doc_ptr[1:])
+        rows = np.concatenate([indices[indptr[g]:indptr[g + 1]] for g in gids.tolist()]) if len(gids) else \
+            np.zeros(0, np.uint32)
+        words = [self.lexicon_words[g] for g in gids.tolist()]
+        return Document(int(f.ids[r]), int(f.n_bytes[r]), gids, words, doc_ptr, rows)
 
     def __iter__(self):
         for k in range(self.num_shards):
             for r in range(self.shards[k]["documents"]):
                 yield self[int(self._starts[k]) + r]
 
+    def texts(self, k: int):
+        """The exact texts of shard k's documents, in order (``tfree shards cat``)."""
+        f = self.flat(k)
+        words, _ = read_lexicon(self.lexicon_path(k))
+        offsets = f.doc_offsets.tolist()
+        ids = f.word_ids.tolist()
+        for j in range(len(f)):
+            yield join([words[w] for w in ids[offsets[j]:offsets[j + 1]]])
+
     # -- integrity --------------------------------------------------------------------------------------------
     def verify(self, progress=None) -> dict:
-        """Re-hash every shard and check its contents against the manifest; raise TfreeError naming each bad
-        shard. ``progress(k)`` is called after each shard."""
+        """Re-hash every file and check its contents against the manifest; raise TfreeError naming each bad one.
+        ``progress(k)`` is called after each shard."""
         bad = []
+        lex = self.manifest["lexicon"]
+        if file_sha256(os.path.join(self.path, LEXICON)) != lex["sha256"]:
+            bad.append(f"{LEXICON}: sha256 mismatch (the file is corrupt or was modified)")
         for k, s in enumerate(self.shards):
             try:
                 problem = self._check_shard(k, s)
@@ -246,50 +300,23 @@ class ShardDataset:
                 bad.append(f"{s['file']}: {problem}")
             if progress:
                 progress(k)
+        if not bad:
+            try:
+                merged = Merger()
+                for k in range(self.num_shards):
+                    merged.add(*read_lexicon(self.lexicon_path(k)))
+                if merged.words() != self.lexicon_words or not np.array_equal(merged.counts, self.lexicon_counts):
+                    bad.append(f"{LEXICON}: differs from the merged shard lexicons")
+            except TfreeError as e:
+                bad.append(str(e))
         if bad:
-            raise TfreeError(f"{len(bad)} of {self.num_shards} shards failed verification: " + "; ".join(bad))
-        return {"shards": self.num_shards, "documents": len(self), "words": self.num_words, "utf8_bytes": self.num_bytes}
+            raise TfreeError(f"{len(bad)} problem(s) in {self.path}: " + "; ".join(bad))
+        return {"shards": self.num_shards, "documents": len(self), "words": self.num_words,
+                "utf8_bytes": self.num_bytes, "lexicon_words": len(self.lexicon_words)}
 
     def _check_shard(self, k: int, s: dict) -> str | None:
         if file_sha256(self.shard_path(k)) != s["sha256"]:
             return "sha256 mismatch (the file is corrupt or was modified)"
-        return check_shard_file(self.shard_path(k), s, self.config.vocab_size, self.has_words)
-
-
-def read_stream(path: str) -> pa.Table:
-    """An Arrow IPC stream file as a table over a memory map."""
-    try:
-        with pa.ipc.open_stream(pa.memory_map(path)) as reader:
-            return reader.read_all()
-    except pa.ArrowInvalid as e:
-        raise TfreeError(f"{path}: not a readable Arrow IPC stream ({e})") from None
-
-
-def count_words(t: pa.Table) -> int:
-    return sum(int(d[-1] - d[0]) for d, _, _ in map(_batch_csr, t.to_batches()) if len(d))
-
-
-def check_shard_file(path: str, entry: dict, vocab_size: int, words: bool) -> str | None:
-    """What is wrong with the shard at ``path`` against its manifest/plan entry, or None."""
-    from .rows import schema
-
-    try:
-        t = read_stream(path)
-    except TfreeError as e:
-        return str(e).split(": ", 1)[-1]
-    if not t.schema.equals(schema(words)):
-        return "unexpected schema"
-    if t.num_rows != entry["documents"]:
-        return f"{t.num_rows} documents, expected {entry['documents']}"
-    ids = t.column("id").to_numpy()
-    if not np.array_equal(ids, np.arange(entry["first_id"], entry["first_id"] + len(ids), dtype=np.uint64)):
-        return "document ids out of sequence"
-    if int(t.column("n_bytes").to_numpy().sum(dtype=np.uint64)) != entry["utf8_bytes"]:
-        return "UTF-8 byte count differs"
-    for b in t.to_batches():
-        x = _batch_csr(b)[2]
-        if len(x) and int(x.max()) >= vocab_size:
-            return f"a pattern row is >= vocab_size {vocab_size}"
-    if "words" in entry and count_words(t) != entry["words"]:
-        return f"{count_words(t)} words, expected {entry['words']}"
-    return None
+        if file_sha256(self.lexicon_path(k)) != s["lexicon_sha256"]:
+            return "its lexicon's sha256 does not match (the file is corrupt or was modified)"
+        return check_shard_files(self.shard_path(k), self.lexicon_path(k), s, self.config)

@@ -7,7 +7,9 @@ KEEP_BYTES, takes them from the plan pass); each missing shard is encoded
 by this process or a spawned worker, written as ``.tmp-<pid>-<name>`` and renamed into place by whoever encoded
 it (only small stats travel back, never arrays).
 
-Directory protocol (docs/shards.md): ``codec.json`` first, then ``.plan.json``, then shards in any order, then
+A shard is two files (format 2, ``lexicon.py``): its documents as word ids and its own lexicon, so it is usable on
+its own. Directory protocol (docs/shards.md): ``codec.json`` first, then ``.plan.json``, then shards in any order
+(each its lexicon file, then its documents file), then ``lexicon.arrow`` (the shard lexicons merged), then
 ``manifest.json`` (last: its presence means complete), then ``.plan.json`` is removed. A rerun of the same
 command resumes from whatever a kill left; nothing in any file depends on time, order of completion or workers.
 """
@@ -17,10 +19,8 @@ import hashlib
 import json
 import multiprocessing
 import os
-import queue
 import re
 import sys
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from itertools import chain, islice
@@ -28,9 +28,11 @@ from itertools import chain, islice
 import numpy as np
 import pyarrow as pa
 
-from .rows import Scratch, _codec_for, batch_from_texts, schema
 from ..config import CodecConfig, TfreeError, atomic_write
-from .reader import CODEC, FORMAT, FORMAT_VERSION, MANIFEST, check_shard_file, count_words, shard_name
+from .lexicon import (FORMAT, FORMAT_VERSION, LEXICON, Merger, encode_documents, lexicon_batch, lexicon_name,
+                      read_lexicon, read_stream, stream_bytes)
+from .reader import CODEC, MANIFEST, check_shard_files, file_sha256, shard_name
+from .rows import _codec_for
 from .sources import SPLITS, expand_inputs, iter_documents
 
 PLAN = ".plan.json"
@@ -39,7 +41,6 @@ DEFAULT_SHARD_BYTES = 2 << 20  # UTF-8 bytes of text per shard: ~75 MB on disk w
 BATCH_DOCS = 4096               # record batch bounds: offsets stay far below int32 and arrays stay small
 BATCH_CHARS = 512 << 10
 KEEP_BYTES = 512 << 20          # inputs up to this size are read once: the plan pass keeps their documents
-_SCRATCH = Scratch()  # one per process: a shard is written by one thread, batch after batch
 
 
 def _canonical(obj) -> bytes:
@@ -115,96 +116,40 @@ def make_plan(files, read, config: CodecConfig, options: dict, docs_per_shard: i
 
 
 # -- one shard (runs in a worker process, or inline with one process) ----------------------------------------------
-class _Sink:
-    """A file object that hashes on one background thread and writes on another, so batch k is hashed and
-    written while batch k+1 is encoded (hashlib and file writes release the GIL; apart, neither waits for the
-    other). Arrow hands over zero-copy views of the batch: ``drain()`` before the batch's buffers are reused."""
-
-    def __init__(self, f):
-        self.f, self.h, self.size, self.closed = f, hashlib.sha256(), 0, False
-        self.error: BaseException | None = None
-        self.queues: list[queue.Queue] = []
-        self.threads = []
-        for work in (self.h.update, self.f.write):
-            q: queue.Queue = queue.Queue()
-            self.queues.append(q)
-            self.threads.append(threading.Thread(target=self._run, args=(q, work), daemon=True))
-            self.threads[-1].start()
-
-    def _run(self, q: queue.Queue, work) -> None:
-        while (data := q.get()) is not None:
-            try:
-                if self.error is None:
-                    work(data)
-            except BaseException as e:  # noqa: BLE001 - handed to the encoding thread by drain()
-                self.error = e
-            finally:
-                q.task_done()
-        q.task_done()
-
-    def write(self, data) -> int:
-        self.size += len(data)
-        for q in self.queues:
-            q.put(data)
-        return len(data)
-
-    def drain(self) -> None:
-        for q in self.queues:
-            q.join()
-        if self.error is not None:
-            raise self.error
-
-    def flush(self) -> None:
-        self.drain()
-
-    def close(self) -> None:  # the Arrow writer closes us; the file and threads are finished by finish()
-        self.drain()
-
-    def finish(self) -> None:
-        for q in self.queues:
-            q.put(None)
-        for t in self.threads:
-            t.join()
-        if self.error is not None:
-            raise self.error
+def write_shard(out_dir: str, file: str, docs: pa.RecordBatch, lexicon: pa.RecordBatch, config: CodecConfig) -> dict:
+    """Write a shard's two files (lexicon first, documents last), each as ``.tmp-<pid>-<name>`` renamed into place;
+    returns the stats its manifest entry keeps. Durable later: every file is fsynced before the manifest."""
+    meta = {"tfree.format": FORMAT, "tfree.format_version": str(FORMAT_VERSION),
+            "tfree.codec_fingerprint": config.fingerprint()}
+    stats = {"words": int(len(docs.column("words").values)), "lexicon_words": lexicon.num_rows}
+    for key, name, batch in (("lexicon_", lexicon_name(file), lexicon), ("", file, docs)):
+        data = stream_bytes(batch, meta)
+        tmp = os.path.join(out_dir, f"{TMP_PREFIX}{os.getpid()}-{name}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, os.path.join(out_dir, name))
+        stats[key + "size"], stats[key + "sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    return stats
 
 
-def encode_shard(out_dir: str, entry: dict, texts: list[str], config: CodecConfig, words: bool,
-                 parent_pid: int | None = None, on_batch=None) -> dict:
-    """Encode one planned shard and move it into place; returns its words, size and sha256.
+def encode_shard(out_dir: str, entry: dict, texts: list[str], config: CodecConfig, parent_pid: int | None = None,
+                 on_batch=None) -> dict:
+    """Encode one planned shard and move its files into place; returns their stats.
 
-    In a worker, ``parent_pid`` is the main process: if it dies (killed), the worker stops between record
-    batches instead of racing the rerun. Temporary names carry the pid for the same reason. ``on_batch()`` is
-    called after each record batch (the main process feeds its workers from there)."""
-    codec = _codec_for(config)
-    text_digest, lengths = hashlib.sha256(), []  # checked against the plan before the shard is renamed into place
-    meta = {b"tfree.format": FORMAT.encode(), b"tfree.codec_fingerprint": config.fingerprint().encode()}
-    final = os.path.join(out_dir, entry["file"])
-    tmp = os.path.join(out_dir, f"{TMP_PREFIX}{os.getpid()}-{entry['file']}")
-    n_words = 0
-    with open(tmp, "wb") as f:
-        sink = _Sink(f)
-        try:
-            with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), schema(words).with_metadata(meta)) as writer:
-                for lo, hi in _batches(texts):
-                    if parent_pid is not None and os.getppid() != parent_pid:
-                        os.remove(tmp)
-                        os._exit(1)
-                    ids = np.arange(entry["first_id"] + lo, entry["first_id"] + hi, dtype=np.uint64)
-                    # splitting overlaps the sink writing the last batch; drained before its buffers are reused
-                    batch = batch_from_texts(codec, texts[lo:hi], ids, words, _SCRATCH, text_digest, sink.drain)
-                    lengths.append(batch.column("n_bytes").to_numpy())
-                    n_words += len(batch.column("patterns").values)
-                    writer.write_batch(batch)
-                    if on_batch is not None:
-                        on_batch()
-        finally:
-            sink.finish()
-    if len(texts) != entry["documents"] or _digest(text_digest, np.concatenate(lengths)) != entry["input_sha256"]:
-        os.remove(tmp)
+    In a worker, ``parent_pid`` is the main process: if it dies (killed), the worker stops between batches
+    instead of racing the rerun. ``on_batch()`` is called after each batch (the main process feeds its workers
+    from there)."""
+    def between_batches():
+        if parent_pid is not None and os.getppid() != parent_pid:
+            os._exit(1)
+        if on_batch is not None:
+            on_batch()
+
+    docs, lexicon, n_bytes, digest = encode_documents(_codec_for(config), texts, entry["first_id"], _batches(texts),
+                                                      between_batches)
+    if len(texts) != entry["documents"] or _digest(digest, n_bytes) != entry["input_sha256"]:
         raise TfreeError(f"the input changed while encoding ({entry['file']} differs from the plan): rerun the command")
-    os.replace(tmp, final)  # durable later: every shard is fsynced before the manifest commits the directory
-    return {"words": n_words, "size": sink.size, "sha256": sink.h.hexdigest()}
+    return write_shard(out_dir, entry["file"], docs, lexicon, config)
 
 
 def _batches(texts):
@@ -223,23 +168,28 @@ def _batches(texts):
         yield lo, len(texts)
 
 
-def existing_shard(out_dir: str, entry: dict, config: CodecConfig, words: bool) -> dict | None:
-    """Stats of a shard a previous run finished, or None (and the file removed) if it does not check out."""
-    from .reader import file_sha256, read_stream
-
+def existing_shard(out_dir: str, entry: dict, config: CodecConfig) -> dict | None:
+    """Stats of a shard a previous run finished, or None (and its files removed) if it does not check out."""
     path = os.path.join(out_dir, entry["file"])
-    if check_shard_file(path, entry, config.vocab_size, words) is not None:
-        os.remove(path)
+    lex_path = os.path.join(out_dir, lexicon_name(entry["file"]))
+    problem = check_shard_files(path, lex_path, entry, config)
+    if problem is not None:
+        for p in (path, lex_path):
+            if os.path.exists(p):
+                os.remove(p)
         return None
-    return {"words": count_words(read_stream(path)), "size": os.path.getsize(path), "sha256": file_sha256(path)}
+    n_lex = read_stream(lex_path).num_rows
+    return {"words": int(sum(len(b.column("words").values) for b in read_stream(path).to_batches())),
+            "lexicon_words": n_lex, "size": os.path.getsize(path), "sha256": file_sha256(path),
+            "lexicon_size": os.path.getsize(lex_path), "lexicon_sha256": file_sha256(lex_path)}
 
 
 # -- the directory protocol ---------------------------------------------------------------------------------------
-_SHARD_RE = re.compile(r"shard-\d{5}-of-\d{5}\.arrow")
+_SHARD_RE = re.compile(r"shard-\d{5}-of-\d{5}(\.lexicon)?\.arrow")
 
 
 def _ours(name: str) -> bool:
-    return name in (CODEC, MANIFEST, PLAN) or name.startswith(TMP_PREFIX) or bool(_SHARD_RE.fullmatch(name))
+    return name in (CODEC, MANIFEST, PLAN, LEXICON) or name.startswith(TMP_PREFIX) or bool(_SHARD_RE.fullmatch(name))
 
 
 def _read(path: str) -> bytes | None:
@@ -251,9 +201,12 @@ def _read(path: str) -> bytes | None:
 
 
 def _sizes_match(out_dir: str, manifest: dict) -> bool:
-    for s in manifest["shards"]:
-        p = os.path.join(out_dir, s["file"])
-        if not os.path.isfile(p) or os.path.getsize(p) != s["size"]:
+    files = [(s["file"], s["size"]) for s in manifest["shards"]]
+    files += [(lexicon_name(s["file"]), s["lexicon_size"]) for s in manifest["shards"]]
+    files.append((LEXICON, manifest["lexicon"]["size"]))
+    for name, size in files:
+        p = os.path.join(out_dir, name)
+        if not os.path.isfile(p) or os.path.getsize(p) != size:
             return False
     return True
 
@@ -295,8 +248,12 @@ def prepare_dir(out_dir: str, plan_bytes: bytes, config: CodecConfig, overwrite:
         if manifest is not None:
             try:
                 done = json.loads(manifest).get("plan_sha256") == plan_id
+                old_version = json.loads(manifest).get("format_version")
             except ValueError:
-                done = False
+                done, old_version = False, FORMAT_VERSION
+            if old_version != FORMAT_VERSION:
+                raise TfreeError(f"{out_dir} holds shards of format {old_version!r} (this tfree writes "
+                                 f"{FORMAT_VERSION}): pass --overwrite to re-encode it")
             if not done:
                 raise TfreeError(f"{out_dir} holds shards of other inputs or options; pass --overwrite to replace them")
             state = "complete" if _sizes_match(out_dir, json.loads(manifest)) else "resume"
@@ -353,13 +310,11 @@ def _worker_pool(n: int) -> ProcessPoolExecutor:
 
 def _warm_up(config: CodecConfig) -> None:
     # numba loads each kernel from its on-disk cache on the first call: make those calls before real work arrives
-    from .rows import encode_texts
-
-    encode_texts(_codec_for(config), ["Warm-up text, long enough for the kernels: Grüße, naïve café. " * 6], [0])
+    encode_documents(_codec_for(config), ["Warm-up text, long enough for the kernels: Grüße, naïve café. " * 6], 0)
 
 
 def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = "none", text_column: str = "text",
-                     fmt: str = "auto", words: bool = True, num_proc: int | None = None, overwrite: bool = False,
+                     fmt: str = "auto", num_proc: int | None = None, overwrite: bool = False,
                      docs_per_shard: int | None = None, shard_bytes: int | None = DEFAULT_SHARD_BYTES,
                      progress: bool = True) -> dict:
     """Encode ``inputs`` into Arrow shards under ``out_dir``; returns a summary. See the module docstring.
@@ -373,7 +328,7 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
     files = expand_inputs(inputs)
     if not overwrite:
         check_codec(out_dir, config)  # fail fast, before reading the input
-    options = {"format": fmt, "split": split, "text_column": text_column, "words": bool(words)}
+    options = {"format": fmt, "split": split, "text_column": text_column}
     stdin = sys.stdin.buffer.read() if "-" in files else None  # read once, walked twice
 
     def read(path):
@@ -401,7 +356,7 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
         elif state == "resume":
             for i, e in enumerate(entries):
                 if os.path.exists(os.path.join(out_dir, e["file"])):
-                    r = existing_shard(out_dir, e, config, words)
+                    r = existing_shard(out_dir, e, config)
                     if r is not None:
                         results[i] = r
         resumed = len(results)
@@ -413,17 +368,21 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
             pool = _worker_pool(workers)
         if todo:
             docs = iter(kept) if kept else chain.from_iterable(map(read, files))
-            _encode_missing(out_dir, docs, entries, results, config, words, pool, workers, bars[-1])
+            _encode_missing(out_dir, docs, entries, results, config, pool, workers, bars[-1])
     finally:
         for bar in bars:
             bar.close()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
-    manifest = _manifest(plan, plan_bytes, results)
     if state != "complete":
+        lexicon = merge_lexicons(out_dir, [e["file"] for e in entries])
+        manifest = _manifest(plan, plan_bytes, results, lexicon)
         for e in entries:
             _fsync(os.path.join(out_dir, e["file"]))
+            _fsync(os.path.join(out_dir, lexicon_name(e["file"])))
         atomic_write(os.path.join(out_dir, MANIFEST), _canonical(manifest))
+    else:
+        manifest = json.loads(_read(os.path.join(out_dir, MANIFEST)))
     if os.path.exists(os.path.join(out_dir, PLAN)):
         os.remove(os.path.join(out_dir, PLAN))
     return {"out_dir": out_dir, "documents": manifest["documents"], "words": manifest["words"],
@@ -431,7 +390,7 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
             "seconds": time.perf_counter() - t0, "up_to_date": state == "complete"}
 
 
-def _encode_missing(out_dir, docs, entries, results, config, words, pool, slots, bar) -> None:
+def _encode_missing(out_dir, docs, entries, results, config, pool, slots, bar) -> None:
     """Second pass: stream the documents (kept from the plan pass, or read again) and encode every shard not
     in ``results``.
 
@@ -461,11 +420,11 @@ def _encode_missing(out_dir, docs, entries, results, config, words, pool, slots,
             i = next(todo, None)
             if i is None:
                 return
-            inflight[pool.submit(encode_shard, out_dir, entries[i], take(i), config, words, os.getpid())] = i
+            inflight[pool.submit(encode_shard, out_dir, entries[i], take(i), config, os.getpid())] = i
 
     dispatch()
     for i in todo:
-        finish(i, encode_shard(out_dir, entries[i], take(i), config, words, on_batch=dispatch if slots else None))
+        finish(i, encode_shard(out_dir, entries[i], take(i), config, on_batch=dispatch if slots else None))
         dispatch()
     while inflight:
         wait(inflight, return_when=FIRST_COMPLETED)
@@ -480,11 +439,28 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def _manifest(plan: dict, plan_bytes: bytes, results: dict) -> dict:
-    keep = ("file", "documents", "words", "utf8_bytes", "first_id", "size", "sha256", "sources", "input_sha256")
+def merge_lexicons(out_dir: str, files: list[str]) -> dict:
+    """The merge step: fold the shard lexicons (in shard order) into ``lexicon.arrow``; returns its stats."""
+    merger = Merger()
+    for f in files:
+        merger.add(*read_lexicon(os.path.join(out_dir, lexicon_name(f))))
+    data = stream_bytes(lexicon_batch(merger.words(), merger.counts), {"tfree.format": FORMAT})
+    atomic_write(os.path.join(out_dir, LEXICON), data)
+    return {"file": LEXICON, "words": len(merger), "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+SHARD_KEYS = ("file", "documents", "words", "utf8_bytes", "first_id", "size", "sha256", "lexicon_words",
+              "lexicon_size", "lexicon_sha256")
+
+
+def _manifest(plan: dict, plan_bytes: bytes, results: dict, lexicon: dict) -> dict:
+    keep = SHARD_KEYS + ("sources", "input_sha256")
     shards = [{k: {**e, **results[i]}[k] for k in keep} for i, e in enumerate(plan["shards"])]
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "codec_fingerprint": plan["codec_fingerprint"],
-            "plan_sha256": hashlib.sha256(plan_bytes).hexdigest(), "options": plan["options"],
-            "inputs": plan["inputs"], "documents": sum(s["documents"] for s in shards),
-            "words": sum(s["words"] for s in shards), "utf8_bytes": sum(s["utf8_bytes"] for s in shards),
-            "shards": shards}
+    return {**manifest_totals(plan["codec_fingerprint"], shards, lexicon),
+            "plan_sha256": hashlib.sha256(plan_bytes).hexdigest(), "options": plan["options"], "inputs": plan["inputs"]}
+
+
+def manifest_totals(fingerprint: str, shards: list[dict], lexicon: dict) -> dict:
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "codec_fingerprint": fingerprint,
+            "documents": sum(s["documents"] for s in shards), "words": sum(s["words"] for s in shards),
+            "utf8_bytes": sum(s["utf8_bytes"] for s in shards), "lexicon": lexicon, "shards": shards}

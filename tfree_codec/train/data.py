@@ -26,15 +26,21 @@ VAL_SEED = 20240626  # fixed: the held-out units never depend on the training se
 
 
 class Corpus:
-    """Documents as flat CSR arrays, in one or more parts (one per shard).
+    """Documents as word ids into one lexicon, in one or more parts (one per shard).
 
-    Part k: ``doc_offsets`` (docs+1) into ``word_offsets`` (words+1) into ``indices`` (uint32 rows), ``n_bytes``
-    per document, and ``words(k, w0, w1)`` -> the word strings of the part's words w0..w1 (None if not stored).
+    Part k: ``doc_offsets`` (docs+1) into ``word_ids`` (one id per word occurrence: for shards, a zero-copy view
+    of the memory-mapped file, in the shard's own lexicon), ``to_global`` (part id -> corpus lexicon id, or None
+    when the part's ids are the corpus's) and ``n_bytes`` per document. The corpus lexicon: ``lexicon_words``
+    and their patterns ``indptr``/``indices``, hashed once per distinct word (shard format 2 stores no patterns).
     """
 
-    def __init__(self, codec: Codec, parts: list[dict]):
+    def __init__(self, codec: Codec, parts: list[dict], lexicon_words: list[str], indptr=None, indices=None):
         self.codec = codec
         self.parts = parts
+        self.lexicon_words = lexicon_words
+        if indptr is None:
+            indptr, indices = codec.encode_words(lexicon_words)
+        self.indptr, self.indices = np.asarray(indptr, np.int64), indices
         doc_words = [np.diff(p["doc_offsets"]) for p in parts]
         self.doc_part = np.concatenate([np.full(len(w), k, np.int64) for k, w in enumerate(doc_words)] or [np.zeros(0, np.int64)])
         self.doc_first = np.concatenate([p["doc_offsets"][:-1].astype(np.int64) for p in parts] or [np.zeros(0, np.int64)])
@@ -50,19 +56,13 @@ class Corpus:
     def from_texts(cls, texts, codec: Codec | None = None) -> "Corpus":
         """Encode ``texts`` (one document each) in memory: for tests, small evaluations and plain-text files."""
         codec = codec or Codec()
-        encs = [codec.encode(t) for t in texts]
-        n_words = np.array([len(e) for e in encs], np.int64)
-        nnz = np.array([len(e.indices) for e in encs], np.int64)
-        word_offsets = np.zeros(int(n_words.sum()) + 1, np.int64)
-        if len(encs):
-            word_offsets[1:] = np.concatenate([e.indptr[1:] for e in encs]) + np.repeat(np.cumsum(nnz) - nnz, n_words)
-        all_words = [w for e in encs for w in e.words]
-        part = {"doc_offsets": np.concatenate([[0], np.cumsum(n_words)]).astype(np.int64),
-                "word_offsets": word_offsets,
-                "indices": np.concatenate([e.indices for e in encs] or [np.zeros(0, np.uint32)]),
-                "n_bytes": np.array([len(t.encode("utf-8", "surrogatepass")) for t in texts], np.int64),
-                "words": lambda w0, w1: all_words[w0:w1]}
-        return cls(codec, [part])
+        texts = list(texts)
+        lex = codec.lexicon()
+        n_words, ids = lex.add(texts)
+        part = {"doc_offsets": np.concatenate([[0], np.cumsum(n_words)]).astype(np.int64), "word_ids": ids,
+                "to_global": None,
+                "n_bytes": np.array([len(t.encode("utf-8", "surrogatepass")) for t in texts], np.int64)}
+        return cls(codec, [part], lex.words(), *lex.patterns())
 
     @classmethod
     def from_path(cls, path: str, codec: Codec | None = None) -> "Corpus":
@@ -74,7 +74,7 @@ class Corpus:
             if codec is not None and ds.codec.fingerprint() != codec.fingerprint():
                 raise TfreeError(f"{path}: shards were made with codec {ds.codec.fingerprint()}, "
                                  f"the model uses {codec.fingerprint()}")
-            return cls(ds.codec, [_shard_part(ds, k) for k in range(ds.num_shards)])
+            return cls(ds.codec, [_shard_part(ds, k) for k in range(ds.num_shards)], ds.lexicon_words, *ds.patterns())
         if not os.path.isfile(path):
             raise TfreeError(f"cannot read {path!r}: no such file or directory")
         with open(path, "rb") as f:
@@ -82,37 +82,39 @@ class Corpus:
         return cls.from_texts([text], codec)
 
     # -- access ---------------------------------------------------------------------------------------------
-    def words(self, doc: int, a: int, b: int) -> list[str]:
-        part = self.parts[self.doc_part[doc]]
-        fn = part.get("words")
-        out = fn(self.doc_first[doc] + a, self.doc_first[doc] + b) if fn else None
-        if out is None:
-            raise TfreeError("the shards hold no words column (encoded with --no-words): the dictionary, "
-                             "the BPE baseline and evaluation need it; re-encode without --no-words")
-        return list(out)
-
-    def patterns(self, doc: int, a: int, b: int):
-        """(lengths (b-a,), indices) of words a..b of document ``doc``: contiguous slices, no copies."""
+    def ids(self, doc: int, a: int, b: int) -> np.ndarray:
+        """Corpus lexicon ids (int64) of words a..b of document ``doc``."""
         part = self.parts[self.doc_part[doc]]
         w0 = self.doc_first[doc] + a
-        wo = part["word_offsets"][w0:w0 + (b - a) + 1]
-        return np.diff(wo), part["indices"][wo[0]:wo[-1]]
+        ids = part["word_ids"][w0:w0 + (b - a)]
+        return part["to_global"][ids] if part["to_global"] is not None else ids.astype(np.int64)
+
+    def words(self, doc: int, a: int, b: int) -> list[str]:
+        lw = self.lexicon_words
+        return [lw[i] for i in self.ids(doc, a, b).tolist()]
+
+    def patterns(self, doc: int, a: int, b: int):
+        """(lengths (b-a,), indices) of words a..b of document ``doc``, gathered from the lexicon's patterns."""
+        return gather_patterns(self.indptr, self.indices, self.ids(doc, a, b))
 
     def text(self, doc: int, a: int, b: int) -> str:
         return join(self.words(doc, a, b))
 
 
+def gather_patterns(indptr: np.ndarray, indices: np.ndarray, ids: np.ndarray):
+    """(lengths, rows) of the words ``ids``: the per-occurrence CSR, one vectorised gather from the lexicon's."""
+    starts = indptr[ids]
+    lens = indptr[ids + 1] - starts
+    ends = np.cumsum(lens)
+    pos = np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - lens), lens)
+    return lens, indices[pos]
+
+
 def _shard_part(ds, k: int) -> dict:
-    """Part k of a ShardDataset as the arrays a Corpus walks (zero-copy views of the memory-mapped shard)."""
+    """Part k of a ShardDataset as the arrays a Corpus walks (the ids: a zero-copy view of the memory-mapped shard)."""
     f = ds.flat(k)
-    fn = None
-    if ds.has_words:
-        col = ds.table(k).column("words")
-        words = (col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()).flatten()  # all words, in order
-        base = int(f.doc_offsets[0])  # word offsets index the child arrays; the flattened words start at base
-        fn = lambda w0, w1: words[w0 - base:w1 - base].to_pylist()  # noqa: E731
-    return {"doc_offsets": np.asarray(f.doc_offsets, np.int64), "word_offsets": np.asarray(f.word_offsets, np.int64),
-            "indices": f.indices, "n_bytes": np.asarray(f.n_bytes, np.int64), "words": fn}
+    return {"doc_offsets": np.asarray(f.doc_offsets, np.int64), "word_ids": f.word_ids, "to_global": f.to_global,
+            "n_bytes": np.asarray(f.n_bytes, np.int64)}
 
 
 @dataclass

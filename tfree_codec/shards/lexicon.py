@@ -1,0 +1,190 @@
+"""Shard format 2: documents as word ids into lexicons (docs/shards.md).
+
+A shard is two Arrow IPC stream files written by one process on its own: ``shard-….arrow`` holds one row per
+document (``id``, ``n_bytes``, ``words``: its word ids, uint16 when the shard's lexicon has fewer than 65,536
+words, else uint32) and ``shard-….lexicon.arrow`` the shard's lexicon (``word``, ``count``): the marker words
+first (ids 0..15), then the shard's words in order of first appearance. ``merge`` folds the shard lexicons, in
+shard order, into the dataset's ``lexicon.arrow`` (same columns): global ids, also by first appearance.
+
+Activation patterns are not stored: a lexicon's patterns are hashed when it is loaded (hashing is deterministic
+and the codec is fingerprinted), which costs well under a second per 100k words and keeps shards smaller than
+their text. Everything read here is checked (``check_*``) before a kernel or a torch op sees it.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+
+from ..codec import Codec, Lexicon
+from ..config import TfreeError
+from ..text.markers import MARKERS, N_MARKERS
+from ..text.words import WordCache, code_points
+
+FORMAT = "tfree-shards"
+FORMAT_VERSION = 2
+LEXICON = "lexicon.arrow"
+LEXICON_SCHEMA = pa.schema([pa.field("word", pa.string(), nullable=False),
+                            pa.field("count", pa.uint64(), nullable=False)])
+UINT16_WORDS = 1 << 16
+
+
+def doc_schema(id_type: pa.DataType) -> pa.Schema:
+    return pa.schema([pa.field("id", pa.uint64(), nullable=False), pa.field("n_bytes", pa.uint32(), nullable=False),
+                      pa.field("words", pa.list_(id_type), nullable=False)])
+
+
+def lexicon_name(shard_file: str) -> str:
+    return shard_file[:-len(".arrow")] + ".lexicon.arrow"
+
+
+def _np(values: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """A zero-copy Arrow array over a contiguous numpy array."""
+    values = np.ascontiguousarray(values, type_.to_pandas_dtype())
+    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
+
+
+def stream_bytes(batch: pa.RecordBatch, metadata: dict | None = None) -> bytes:
+    """One record batch as the bytes of an Arrow IPC stream."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema.with_metadata(metadata or {})) as w:
+        w.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+# -- writing: documents -> (documents batch, lexicon batch) ----------------------------------------------------------
+def encode_documents(codec: Codec, texts: list[str], first_id: int, batches=None, on_batch=None):
+    """(documents batch, lexicon batch, UTF-8 lengths, sha256 of the UTF-8 text one document after the other) of one
+    shard. ``batches`` are (lo, hi) ranges the texts are split in (bounded memory); ``on_batch()`` runs after
+    each one."""
+    lex = Lexicon(codec)
+    digest, lengths, n_words, ids = hashlib.sha256(), [], [], []
+    for lo, hi in batches or [(0, len(texts))]:
+        data = [t.encode("utf-8") for t in texts[lo:hi]]
+        digest.update(b"".join(data))
+        lengths.append(np.fromiter(map(len, data), np.int64, count=len(data)))
+        nw, w = lex.add(texts[lo:hi])
+        n_words.append(nw)
+        ids.append(w)
+        if on_batch is not None:
+            on_batch()
+    n_bytes = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    if len(n_bytes) and n_bytes.max() > 0xFFFFFFFF:
+        raise TfreeError(f"a document of {int(n_bytes.max()):,} bytes is too large (n_bytes is uint32)")
+    offsets = np.zeros(len(texts) + 1, np.int64)
+    np.cumsum(np.concatenate(n_words) if n_words else np.zeros(0, np.int64), out=offsets[1:])
+    if offsets[-1] >= 1 << 31:
+        raise TfreeError(f"{int(offsets[-1]):,} words do not fit one shard (int32 offsets): use smaller shards")
+    id_type = pa.uint16() if len(lex) < UINT16_WORDS else pa.uint32()
+    flat = np.concatenate(ids) if ids else np.zeros(0, np.uint32)
+    words = pa.ListArray.from_arrays(_np(offsets, pa.int32()), _np(flat, id_type))
+    docs = pa.RecordBatch.from_arrays(
+        [_np(np.arange(first_id, first_id + len(texts), dtype=np.uint64), pa.uint64()), _np(n_bytes, pa.uint32()),
+         words], schema=doc_schema(id_type))
+    return docs, lexicon_batch(lex.words(), lex.counts), n_bytes, digest
+
+
+def lexicon_batch(words: list[str], counts) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.array(words, pa.string()), _np(np.asarray(counts), pa.uint64())],
+                                      schema=LEXICON_SCHEMA)
+
+
+# -- reading and checking --------------------------------------------------------------------------------------------
+def read_stream(path: str) -> pa.Table:
+    """An Arrow IPC stream file as a table over a memory map."""
+    try:
+        with pa.ipc.open_stream(pa.memory_map(path)) as reader:
+            return reader.read_all()
+    except (pa.ArrowInvalid, OSError) as e:
+        raise TfreeError(f"{path}: not a readable Arrow IPC stream ({e})") from None
+
+
+def read_lexicon(path: str) -> tuple[list[str], np.ndarray]:
+    """(words, counts) of a lexicon file, checked (``check_lexicon``): TfreeError naming the file if damaged."""
+    t = read_stream(path)
+    if not t.schema.remove_metadata().equals(LEXICON_SCHEMA):
+        raise TfreeError(f"{path}: not a tfree lexicon (unexpected columns)")
+    try:
+        words = t.column("word").to_pylist()
+    except (pa.ArrowException, UnicodeDecodeError) as e:
+        raise TfreeError(f"{path}: damaged lexicon ({e})") from None
+    counts = t.column("count").to_numpy()
+    problem = check_lexicon(words)
+    if problem:
+        raise TfreeError(f"{path}: damaged lexicon ({problem})")
+    return words, counts
+
+
+def check_lexicon(words: list[str]) -> str | None:
+    """What is wrong with a lexicon's words, or None: the markers first, then distinct non-empty non-markers."""
+    if words[:N_MARKERS] != list(MARKERS):
+        return "it does not start with the marker words"
+    rest = words[N_MARKERS:]
+    if not all(rest) or len(set(words)) != len(words):
+        return "empty or repeated words"
+    return None
+
+
+def check_documents(t: pa.Table, entry: dict, n_lexicon: int) -> str | None:
+    """What is wrong with a shard's documents table against its manifest/plan entry and lexicon size, or None."""
+    names = [f.name for f in t.schema]
+    if names != ["id", "n_bytes", "words"] or not t.schema.remove_metadata().equals(doc_schema(t.schema.field("words").type.value_type)):
+        return "unexpected schema"
+    if t.schema.field("words").type.value_type not in (pa.uint16(), pa.uint32()):
+        return "unexpected word id type"
+    if t.num_rows != entry["documents"]:
+        return f"{t.num_rows} documents, expected {entry['documents']}"
+    try:
+        for b in t.to_batches():
+            b.validate(full=True)  # list offsets monotone and inside the ids
+    except pa.ArrowException as e:
+        return f"malformed arrays ({e})"
+    ids = t.column("id").to_numpy()
+    if not np.array_equal(ids, np.arange(entry["first_id"], entry["first_id"] + len(ids), dtype=np.uint64)):
+        return "document ids out of sequence"
+    if int(t.column("n_bytes").to_numpy().sum(dtype=np.uint64)) != entry["utf8_bytes"]:
+        return "UTF-8 byte count differs"
+    n_words = 0
+    for b in t.to_batches():
+        w = b.column("words")
+        x = w.values.to_numpy()[w.offsets[0].as_py():w.offsets[-1].as_py()] if len(w) else np.zeros(0, np.uint16)
+        if len(x) and int(x.max()) >= n_lexicon:
+            return f"a word id is >= the lexicon's {n_lexicon} words"
+        n_words += len(x)
+    if "words" in entry and n_words != entry["words"]:
+        return f"{n_words} words, expected {entry['words']}"
+    return None
+
+
+# -- merging shard lexicons ------------------------------------------------------------------------------------------
+class Merger:
+    """Shard lexicons folded, in order, into one: global ids by first appearance, counts summed; ``add`` returns
+    the shard's local -> global id map."""
+
+    def __init__(self):
+        self._cache = WordCache()
+        self._counts = np.zeros(N_MARKERS, np.int64)
+
+    def add(self, words: list[str], counts=None) -> np.ndarray:
+        rest = words[N_MARKERS:]
+        cps = code_points("".join(rest))
+        ends = np.cumsum(np.fromiter(map(len, rest), np.int64, count=len(rest)))
+        spans = np.stack([ends - np.fromiter(map(len, rest), np.int64, count=len(rest)), ends], axis=1)
+        gids = np.concatenate([np.arange(N_MARKERS), self._cache.intern(cps, spans)]).astype(np.int64)
+        if counts is not None:
+            n = N_MARKERS + len(self._cache)
+            if len(self._counts) < n:
+                self._counts = np.concatenate([self._counts, np.zeros(n - len(self._counts), np.int64)])
+            np.add.at(self._counts, gids, np.asarray(counts, np.int64))
+        return gids
+
+    def __len__(self) -> int:
+        return N_MARKERS + len(self._cache)
+
+    def words(self) -> list[str]:
+        return list(MARKERS) + self._cache.words()
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self._counts[:len(self)]
