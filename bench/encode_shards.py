@@ -1,117 +1,152 @@
-"""End-to-end ``tfree encode`` throughput against in-memory ``codec.encode_batch`` on the same documents.
+"""The gates of shard format 2 (issue 17), measured in one run against tiktoken cl100k on the same documents.
 
-    python bench/encode_shards.py [--input /tmp/english_prose.txt] [--split lines paragraphs] [--repeat 1]
+    python bench/encode_shards.py                          # every corpus in ../shared/data, first 4 MB of each
+    python bench/encode_shards.py --mb 8 --corpora english_prose mono_de
 
-For each split: the documents are encoded in memory on one thread, each in a fresh process (a fresh Codec,
-kernels loaded first; the clock starts after reading): all at once (``encode_batch(docs)``, the reference) and
-4096 at a time with results dropped. Then ``tfree encode`` runs as a subprocess with --num-proc 1 and 2 into a
-scratch directory.
-"wall" is the subprocess from start to exit (interpreter start, imports, plan pass, shards, fsync, manifest);
-"cmd" is the time the command itself reports (everything after imports); "cpu" is the CPU time (user + sys) of
-the command and its workers, which other jobs on a shared machine disturb far less than wall time. A parallel
-speedup bound from CPU time is num_proc x cpu(1) / cpu(n). Best of --repeat runs.
+For each corpus, a slice (the first --mb MB, cut at a line end) is written to a scratch file and cut into lines
+(``--split lines``), and:
+
+* on disk: ``tfree encode --num-proc 1`` output (shards + shard lexicons + lexicon.arrow + manifest + codec.json)
+  against the UTF-8 input bytes (gate <= 1.2x), and tiktoken's uint32 token file beside it;
+* end to end: ``tfree encode --num-proc 1`` MB/s against ``bench/tiktoken_encode.py`` (``encode_ordinary`` per
+  document, uint32 ids into one file), both as subprocesses, both timed by themselves after imports ("cmd") and
+  from outside ("wall", interpreter start included) (gate >= 2x); ``--num-proc 2`` against 1 (gate >= 1.6x) on
+  the corpora given to --num-proc-2;
+* in memory, one thread: ``Lexicon.add`` (text -> word ids) against a loop of tiktoken ``encode_ordinary``
+  (gate >= 4x on english_prose, >= 1x on every mono_*). Best of --repeat.
 """
 from __future__ import annotations
 
 import argparse
+import lzma
 import os
 import platform
 import re
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-from tfree_codec import Codec
-from tfree_codec.shards.sources import iter_documents
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = "/work/shared/data" if os.path.isdir("/work/shared/data") else os.path.join(ROOT, "..", "shared", "data")
+sys.path.insert(0, ROOT)
+
+from tfree_codec import Codec  # noqa: E402
+from tfree_codec.shards.sources import iter_documents  # noqa: E402
 
 
-def in_memory(docs: list[str], chunk: int | None = None) -> tuple[float, float]:
-    """(wall, cpu) seconds of encode_batch on one thread: all documents at once (results kept, as the call
-    returns them), or ``chunk`` at a time with each chunk's results dropped (the memory pattern of a writer)."""
-    codec = Codec()
-    codec.encode("Load the kernels first.")
-    t0, c0 = time.perf_counter(), time.process_time()
-    if chunk is None:
-        codec.encode_batch(docs, num_threads=1)
-    else:
-        for i in range(0, len(docs), chunk):
-            codec.encode_batch(docs[i:i + chunk], num_threads=1)
-    return time.perf_counter() - t0, time.process_time() - c0
+def tiktoken_cache() -> str:
+    cache = os.environ.setdefault("TIKTOKEN_CACHE_DIR", os.path.join(ROOT, "bench", ".cache", "tiktoken"))
+    if not os.path.isdir(cache) or not os.listdir(cache):
+        subprocess.run(["bash", "/work/shared/tools/tiktoken_offline.sh", cache], check=True,
+                       env={**os.environ, "PYTHON": sys.executable})
+    return cache
 
 
-def in_memory_fresh(path: str, split: str, chunk: int | None) -> tuple[float, float]:
-    """``in_memory`` in a fresh process, as a one-shot user (and ``tfree encode``) would run it: a process that
-    already encoded reuses warm memory and is faster."""
-    cmd = [sys.executable, __file__, "--in-memory", path, split] + ([str(chunk)] if chunk else [])
-    wall, cpu = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()
-    return float(wall), float(cpu)
+def slice_corpus(name: str, mb: float, scratch: str) -> str:
+    with lzma.open(os.path.join(DATA, f"{name}.txt.xz"), "rt", encoding="utf-8", newline="") as f:
+        text = f.read(int(mb * 1e6))
+    cut = text.rfind("\n") + 1 or len(text)
+    path = os.path.join(scratch, f"{name}.txt")
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text[:cut])
+    return path
 
 
-def children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def end_to_end(path: str, split: str, num_proc: int, scratch: str) -> tuple[float, float, float, int]:
-    out = os.path.join(scratch, f"out-{split}-{num_proc}")
-    shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-c", "from tfree_cli.main import main; main()", "encode", path, "-o", out,
-           "--split", split, "--num-proc", str(num_proc), "-q"]
-    t0, c0 = time.perf_counter(), children_cpu()
+def run(cmd: list[str]) -> tuple[float, str]:
+    t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True)
-    wall, cpu = time.perf_counter() - t0, children_cpu() - c0
     if r.returncode:
-        sys.exit(r.stderr)
-    cmd_s = float(re.search(r": ([\d.]+) s,", r.stderr).group(1))
+        sys.exit(f"{' '.join(cmd)} failed:\n{r.stderr}")
+    return time.perf_counter() - t0, r.stdout + r.stderr
+
+
+def tfree_encode(path: str, out: str, num_proc: int) -> tuple[float, float, int]:
+    """(wall s, cmd s, bytes on disk) of ``tfree encode --split lines``."""
+    shutil.rmtree(out, ignore_errors=True)
+    wall, log = run([sys.executable, "-c", "from cli.main import main; main()", "encode", path, "-o", out,
+                     "--split", "lines", "--num-proc", str(num_proc), "-q"])
+    cmd = float(re.search(r": ([\d.]+) s,", log).group(1))
     size = sum(os.path.getsize(os.path.join(out, n)) for n in os.listdir(out))
-    shutil.rmtree(out)
-    return wall, cmd_s, cpu, size
+    return wall, cmd, size
+
+
+def tiktoken_script(path: str, out: str) -> tuple[float, float, int]:
+    wall, log = run([sys.executable, os.path.join(ROOT, "bench", "tiktoken_encode.py"), path, "--split", "lines",
+                     "-o", out])
+    return wall, float(log.split()[0]), os.path.getsize(out)
+
+
+def in_memory(docs: list[str], repeat: int) -> tuple[float, float]:
+    """(tfree s, tiktoken s): text -> ids on one thread, best of ``repeat``; a fresh lexicon per pass."""
+    import tiktoken
+
+    codec = Codec()
+    codec.lexicon().add(["Load the kernels first: Grüße, 日本語."])
+    enc = tiktoken.get_encoding("cl100k_base")
+    enc.encode_ordinary("load the ranks first")
+    best_t = best_k = float("inf")
+    for _ in range(repeat):
+        lex = codec.lexicon()
+        t0 = time.perf_counter()
+        for i in range(0, len(docs), 4096):  # as tfree encode feeds it: batches of documents
+            lex.add(docs[i:i + 4096])
+        best_t = min(best_t, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for d in docs:
+            enc.encode_ordinary(d)
+        best_k = min(best_k, time.perf_counter() - t0)
+    return best_t, best_k
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT MET"
 
 
 def main() -> None:
+    names = sorted(n[:-len(".txt.xz")] for n in os.listdir(DATA) if n.endswith(".txt.xz")) if os.path.isdir(DATA) else []
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--input", default="/tmp/english_prose.txt")
-    ap.add_argument("--split", nargs="+", default=["lines", "paragraphs"], choices=["lines", "paragraphs", "none"])
-    ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--scratch", default=None, help="directory for the shards (default: a temporary one)")
-    ap.add_argument("--in-memory", nargs="+", help=argparse.SUPPRESS)  # PATH SPLIT [CHUNK]: the child mode
+    ap.add_argument("--corpora", nargs="+", default=names)
+    ap.add_argument("--mb", type=float, default=4.0, help="MB of each corpus (its first lines)")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--num-proc-2", nargs="*", default=["english_prose"], help="corpora also run with --num-proc 2")
     args = ap.parse_args()
-    if args.in_memory:
-        docs = list(iter_documents(args.in_memory[0], split=args.in_memory[1]))
-        print(*in_memory(docs, int(args.in_memory[2]) if len(args.in_memory) > 2 else None))
-        return
+    tiktoken_cache()
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, "
-          f"load average {os.getloadavg()[0]:.2f} at start")
-    scratch = tempfile.mkdtemp(prefix="tfree-bench-", dir=args.scratch)
+          f"load average {os.getloadavg()[0]:.2f} at start; first {args.mb:g} MB of each corpus, --split lines")
+    scratch = tempfile.mkdtemp(prefix="tfree-bench-")
+    print(f"{'corpus':14} {'MB':>5} {'disk/text':>9} {'tiktoken':>8} | {'encode MB/s':>11} {'tiktoken':>8} "
+          f"{'ratio':>6} {'(wall)':>6} | {'ids MB/s':>8} {'tiktoken':>8} {'ratio':>6}")
+    gates = []
     try:
-        for split in args.split:
-            docs = list(iter_documents(args.input, split=split))
-            mb = sum(len(d.encode("utf-8")) for d in docs) / 1e6
-            mem = min(in_memory_fresh(args.input, split, None) for _ in range(args.repeat))
-            chunked = min(in_memory_fresh(args.input, split, 4096) for _ in range(args.repeat))
-            print(f"\n{args.input} --split {split}: {len(docs):,} documents, {mb:.1f} MB")
-            print(f"  in-memory encode_batch, 1 thread : {mb / mem[0]:6.2f} MB/s wall ({mem[0]:.1f} s), "
-                  f"{mb / mem[1]:6.2f} MB/s cpu")
-            print(f"  same, 4096 docs at a time        : {mb / chunked[0]:6.2f} MB/s wall ({chunked[0]:.1f} s), "
-                  f"{mb / chunked[1]:6.2f} MB/s cpu")
-            r = {}
-            for n in (1, 2):
-                runs = [end_to_end(args.input, split, n, scratch) for _ in range(args.repeat)]
-                r[n] = [min(x[i] for x in runs) for i in range(3)]
-                wall, cmd_s, cpu = r[n]
-                print(f"  tfree encode --num-proc {n}        : {mb / wall:6.2f} MB/s wall ({wall:.1f} s), "
-                      f"{mb / cmd_s:6.2f} MB/s cmd ({cmd_s:.1f} s), {cpu:.1f} cpu-s; {runs[0][3] / 1e6:,.0f} MB written")
-            print(f"  1 process / in-memory  : {mem[0] / r[1][0]:.2f} wall, {mem[0] / r[1][1]:.2f} cmd, "
-                  f"{mem[1] / r[1][2]:.2f} cpu   (vs 4096 at a time: {chunked[0] / r[1][0]:.2f} wall, "
-                  f"{chunked[0] / r[1][1]:.2f} cmd, {chunked[1] / r[1][2]:.2f} cpu)")
-            print(f"  2 processes / 1 process: {r[1][0] / r[2][0]:.2f} wall, {r[1][1] / r[2][1]:.2f} cmd, "
-                  f"{2 * r[1][2] / r[2][2]:.2f} cpu bound (2 x cpu1 / cpu2)")
+        for name in args.corpora:
+            path = slice_corpus(name, args.mb, scratch)
+            mb = os.path.getsize(path) / 1e6
+            e_wall, e_cmd, size = tfree_encode(path, os.path.join(scratch, "out"), 1)
+            k_wall, k_cmd, k_size = tiktoken_script(path, os.path.join(scratch, "tokens.u32"))
+            docs = list(iter_documents(path, split="lines"))
+            t_mem, k_mem = in_memory(docs, args.repeat)
+            print(f"{name:14} {mb:5.1f} {size / (mb * 1e6):8.2f}x {k_size / (mb * 1e6):7.2f}x | {mb / e_cmd:11.2f} "
+                  f"{mb / k_cmd:8.2f} {k_cmd / e_cmd:5.2f}x {k_wall / e_wall:5.2f}x | {mb / t_mem:8.2f} "
+                  f"{mb / k_mem:8.2f} {k_mem / t_mem:5.2f}x", flush=True)
+            gates.append((f"{name}: shards + lexicon <= 1.2x text", size / (mb * 1e6) <= 1.2, f"{size / (mb * 1e6):.2f}x"))
+            gates.append((f"{name}: tfree encode 1 process >= 2x tiktoken script", k_cmd / e_cmd >= 2,
+                          f"{k_cmd / e_cmd:.2f}x cmd, {k_wall / e_wall:.2f}x wall"))
+            need = 4.0 if name == "english_prose" else 1.0
+            gates.append((f"{name}: in-memory ids >= {need:g}x tiktoken", k_mem / t_mem >= need, f"{k_mem / t_mem:.2f}x"))
+            if name in args.num_proc_2:
+                w2, c2, _ = tfree_encode(path, os.path.join(scratch, "out"), 2)
+                print(f"{'':14} --num-proc 2: {mb / c2:.2f} MB/s cmd ({e_cmd / c2:.2f}x one process), "
+                      f"{mb / w2:.2f} MB/s wall ({e_wall / w2:.2f}x)")
+                gates.append((f"{name}: --num-proc 2 >= 1.6x one process", e_cmd / c2 >= 1.6,
+                              f"{e_cmd / c2:.2f}x cmd, {e_wall / w2:.2f}x wall"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print(f"\n# load average {os.getloadavg()[0]:.2f} at end")
+    print("\ngates:")
+    for what, ok, figure in gates:
+        print(f"  {verdict(ok):7} {what}: {figure}")
+    print(f"# load average {os.getloadavg()[0]:.2f} at end")
 
 
 if __name__ == "__main__":

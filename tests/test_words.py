@@ -142,3 +142,8 @@ def test_a_paragraphs_words_do_not_depend_on_the_rest_of_the_document(before, pa
 def test_fast_splitting_equals_the_reference_on_mixed_scripts(text):
     assert split(text) == R.split(text)
     assert [w for t in codec.encode_batch([text, text[::-1]]) for w in t.words] == R.split(text) + R.split(text[::-1])
+
+
+def test_texts_encoded_together_never_share_an_icu_run():
+    texts = ["東京", "都に住んでいます", "漢", "字です", "Base", "가漢字"]
+    assert [e.words for e in codec.encode_batch(texts, num_threads=1)] == [R.split(t) for t in texts]

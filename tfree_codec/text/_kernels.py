@@ -141,36 +141,31 @@ def has_ns(cps, cls):
 
 
 @njit(cache=True, nogil=True)
-def ns_runs(cps, cls):
-    """(starts, ends) of the letter runs that hold a letter of a no-space script: the only text ICU sees."""
-    n = cps.shape[0]
-    starts = np.empty(16, np.int64)
-    ends = np.empty(16, np.int64)
-    k = 0
-    i = 0
-    while i < n:
-        c = cls[cps[i]] & CLASS_MASK
-        if c != LETTER and c != LETTER_NS:
-            i += 1
-            continue
-        j = i
-        ns = False
-        while j < n:
-            c = cls[cps[j]] & CLASS_MASK
-            if c == LETTER_NS:
-                ns = True
-            elif c != LETTER:
-                break
-            j += 1
-        if ns:
-            if k == starts.shape[0]:
-                starts = _grow(starts, k + 1)
-                ends = _grow(ends, k + 1)
-            starts[k] = i
-            ends[k] = j
-            k += 1
-        i = j
-    return starts[:k], ends[:k]
+def ns_mask(cps, cls, starts):
+    """Per code point: whether it lies in a letter run that holds a letter of a no-space script (the only text
+    ICU sees). Runs end where a text ends: text d is cps[starts[d]:starts[d+1]]."""
+    mask = np.zeros(cps.shape[0], np.bool_)
+    for d in range(starts.shape[0] - 1):
+        i = starts[d]
+        n = starts[d + 1]
+        while i < n:
+            c = cls[cps[i]] & CLASS_MASK
+            if c != LETTER and c != LETTER_NS:
+                i += 1
+                continue
+            j = i
+            ns = False
+            while j < n:
+                c = cls[cps[j]] & CLASS_MASK
+                if c == LETTER_NS:
+                    ns = True
+                elif c != LETTER:
+                    break
+                j += 1
+            if ns:
+                mask[i:j] = True
+            i = j
+    return mask
 
 
 @njit(cache=True, nogil=True)

@@ -67,31 +67,44 @@ def icu_cuts(text: str) -> np.ndarray:
 
 
 def icu_breaks(text: str, cps: np.ndarray | None = None) -> np.ndarray:
-    """ICU's word boundaries inside the runs of no-space letters of ``text``, as sorted code point offsets.
+    """ICU's word boundaries inside the runs of no-space letters of ``text``, as sorted code point offsets."""
+    if text.isascii():  # the common case, answered without a pass over the code points
+        return _EMPTY
+    cps = code_points(text) if cps is None else cps
+    return icu_breaks_many(cps, np.array([0, len(cps)], np.int64))[0]
+
+
+def icu_breaks_many(cps: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ICU's boundaries inside the no-space letter runs of each text cps[starts[d]:starts[d+1]]: (offsets within
+    their text, bstarts), text d's being breaks[bstarts[d]:bstarts[d+1]].
 
     ICU sees only the letter runs that hold a Han, Kana, Thai, Lao, Khmer or Myanmar letter, each on its own, so
     the words of a paragraph never depend on text elsewhere (whole-text ICU also cut ``Base가`` in a document
-    that held a kanji far away). The runs go to ICU in one call, joined by newlines: ICU always breaks at a
-    newline and its dictionaries stop there, so this is the same as one call per run (tested against
-    ``_reference``, which does make one call per run), and per-run calls cost more in Python than ICU spends.
+    that held a kanji far away). All texts go to ICU in one call, as one string in which every other code point
+    is a newline and a newline separates the texts: ICU always breaks at a newline and its dictionaries stop
+    there, so this is one call per run in effect (tested against ``_reference``, which does call ICU per run)
+    while offsets stay put, and per-run or per-text calls cost more in Python than ICU spends segmenting.
     """
-    if text.isascii():  # the common case, answered without a pass over the code points
-        return _EMPTY
+    n_texts = len(starts) - 1
     cls, _ = tables()
-    if cps is None:
-        cps = code_points(text)
     K = kernels()
     if not K.has_ns(cps, cls):
-        return _EMPTY
-    starts, ends = K.ns_runs(cps, cls)
-    lens = ends - starts
-    at = np.zeros(len(starts), np.int64)  # where each run starts in the joined text
-    np.cumsum(lens[:-1] + 1, out=at[1:])
-    cuts = icu_cuts("\n".join([text[a:b] for a, b in zip(starts.tolist(), ends.tolist())]))
-    run = np.searchsorted(at, cuts, side="right") - 1
-    local = cuts - at[run]
-    inside = (local > 0) & (local < lens[run])  # run ends are boundaries anyway
-    return starts[run[inside]] + local[inside]
+        return _EMPTY, np.zeros(n_texts + 1, np.int64)
+    mask = K.ns_mask(cps, cls, starts)
+    lens = np.diff(starts)
+    text_of = np.repeat(np.arange(n_texts), lens)
+    spaced = np.full(len(cps) + n_texts, 10, np.uint32)  # text d starts at starts[d] + d: a newline after each
+    spaced[np.arange(len(cps)) + text_of] = np.where(mask, cps, 10)
+    cuts = icu_cuts(spaced.tobytes().decode("utf-32-le"))
+    cuts = cuts[(cuts > 0) & (cuts < len(spaced))]
+    d = text_of[np.minimum(cuts - np.searchsorted(starts[1:] + np.arange(n_texts), cuts, side="right"), len(cps) - 1)]
+    pos = cuts - d  # back to offsets in cps
+    keep = (pos > starts[d]) & (pos < starts[d + 1])
+    keep[keep] &= mask[pos[keep] - 1] & mask[pos[keep]]
+    d, pos = d[keep], pos[keep]
+    bstarts = np.zeros(n_texts + 1, np.int64)
+    np.cumsum(np.bincount(d, minlength=n_texts), out=bstarts[1:])
+    return pos - starts[d], bstarts
 
 
 class WordCache:
@@ -142,10 +155,8 @@ class WordCache:
         starts = np.zeros(len(texts) + 1, np.int64)
         np.cumsum(lens, out=starts[1:])
         breaks, bstarts = _EMPTY, np.zeros(len(texts) + 1, np.int64)
-        if segmenter == "icu" and not joined.isascii():  # ICU per text, as ``split`` does, never across texts
-            parts = [icu_breaks(t, cps[a:b]) for t, a, b in zip(texts, starts[:-1].tolist(), starts[1:].tolist())]
-            np.cumsum([len(p) for p in parts], out=bstarts[1:])
-            breaks = np.concatenate(parts) if parts else _EMPTY
+        if segmenter == "icu" and not joined.isascii():  # ICU per run, never across texts
+            breaks, bstarts = icu_breaks_many(cps, starts)
         cls, _ = tables()
         cap = len(cps) // 2 + 16 * len(texts) + 16
         nws = np.empty(len(texts), np.int64)
