@@ -86,11 +86,41 @@ def encode_documents(codec: Codec, texts: list[str], first_id: int, batches=None
 
 
 def lexicon_batch(words: list[str], counts) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([pa.array(words, pa.string()), _np(np.asarray(counts), pa.uint64())],
-                                      schema=LEXICON_SCHEMA)
+    data = [w.encode("utf-8") for w in words]
+    offsets = np.zeros(len(data) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, data), np.int64, count=len(data)), out=offsets[1:])
+    if offsets[-1] >= 1 << 31:
+        raise TfreeError("a lexicon over 2 GB of words does not fit one Arrow batch: use smaller shards")
+    # from buffers: pa.array(list) would import pandas to look at the list, a second in a fresh process
+    col = pa.StringArray.from_buffers(len(data), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(data)))
+    return pa.RecordBatch.from_arrays([col, _np(np.asarray(counts), pa.uint64())], schema=LEXICON_SCHEMA)
 
 
 # -- reading and checking --------------------------------------------------------------------------------------------
+_DTYPES = {pa.uint16(): np.uint16, pa.uint32(): np.uint32, pa.uint64(): np.uint64, pa.int32(): np.int32,
+           pa.int64(): np.int64}
+
+
+def array_numpy(a: pa.Array) -> np.ndarray:
+    """A null-free numeric Arrow array as a zero-copy numpy view (its own ``to_numpy`` imports pandas, a second in
+    a fresh process)."""
+    dtype = np.dtype(_DTYPES[a.type])
+    return np.frombuffer(a.buffers()[1], dtype, count=len(a), offset=a.offset * dtype.itemsize) if len(a) else \
+        np.zeros(0, dtype)
+
+
+def column_numpy(t: pa.Table, name: str) -> np.ndarray:
+    """A numeric column as numpy, zero-copy when it is one chunk."""
+    chunks = [array_numpy(c) for c in t.column(name).chunks]
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks) if chunks else np.zeros(0, np.uint64)
+
+
+def list_numpy(a: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets (len+1,) int32, values) of a list array, zero-copy; offsets index ``values`` as returned."""
+    offsets = np.frombuffer(a.buffers()[1], np.int32, count=len(a) + 1, offset=a.offset * 4)
+    return offsets, array_numpy(a.values)
+
+
 def read_stream(path: str) -> pa.Table:
     """An Arrow IPC stream file as a table over a memory map."""
     try:
@@ -109,7 +139,7 @@ def read_lexicon(path: str) -> tuple[list[str], np.ndarray]:
         words = t.column("word").to_pylist()
     except (pa.ArrowException, UnicodeDecodeError) as e:
         raise TfreeError(f"{path}: damaged lexicon ({e})") from None
-    counts = t.column("count").to_numpy()
+    counts = column_numpy(t, "count")
     problem = check_lexicon(words)
     if problem:
         raise TfreeError(f"{path}: damaged lexicon ({problem})")
@@ -140,15 +170,15 @@ def check_documents(t: pa.Table, entry: dict, n_lexicon: int) -> str | None:
             b.validate(full=True)  # list offsets monotone and inside the ids
     except pa.ArrowException as e:
         return f"malformed arrays ({e})"
-    ids = t.column("id").to_numpy()
+    ids = column_numpy(t, "id")
     if not np.array_equal(ids, np.arange(entry["first_id"], entry["first_id"] + len(ids), dtype=np.uint64)):
         return "document ids out of sequence"
-    if int(t.column("n_bytes").to_numpy().sum(dtype=np.uint64)) != entry["utf8_bytes"]:
+    if int(column_numpy(t, "n_bytes").sum(dtype=np.uint64)) != entry["utf8_bytes"]:
         return "UTF-8 byte count differs"
     n_words = 0
     for b in t.to_batches():
-        w = b.column("words")
-        x = w.values.to_numpy()[w.offsets[0].as_py():w.offsets[-1].as_py()] if len(w) else np.zeros(0, np.uint16)
+        offsets, values = list_numpy(b.column("words"))
+        x = values[offsets[0]:offsets[-1]]
         if len(x) and int(x.max()) >= n_lexicon:
             return f"a word id is >= the lexicon's {n_lexicon} words"
         n_words += len(x)

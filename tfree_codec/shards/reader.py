@@ -22,8 +22,8 @@ import pyarrow as pa
 from ..codec import Codec
 from ..config import CodecConfig, TfreeError
 from ..text.words import join
-from .lexicon import (FORMAT, FORMAT_VERSION, LEXICON, Merger, check_documents, lexicon_name, read_lexicon,
-                      read_stream)
+from .lexicon import (FORMAT, FORMAT_VERSION, LEXICON, Merger, check_documents, column_numpy, lexicon_name,
+                      list_numpy, read_lexicon, read_stream)
 
 MANIFEST = "manifest.json"
 CODEC = "codec.json"
@@ -233,17 +233,17 @@ class ShardDataset:
                              f"{self.shards[k]['lexicon_words']}")
         batches = [b for b in t.to_batches() if b.num_rows]
         if len(batches) == 1:  # what tfree writes: zero-copy
-            w = batches[0].column("words")
-            offsets, values = w.offsets.to_numpy(), w.values.to_numpy()
+            offsets, values = list_numpy(batches[0].column("words"))
             word_ids = values[offsets[0]:offsets[-1]]
             offsets = offsets - offsets[0] if offsets[0] else offsets
         else:
             w = pa.chunked_array([b.column("words") for b in batches], t.schema.field("words").type).combine_chunks() \
                 if batches else pa.array([], t.schema.field("words").type)
-            word_ids = w.flatten().to_numpy()
-            offsets = (w.offsets.to_numpy() - (w.offsets[0].as_py() if len(w) else 0)).astype(np.int32)
-        col = lambda name: t.column(name).combine_chunks().to_numpy() if t.num_rows else np.zeros(0)  # noqa: E731
-        return FlatShard(col("id").astype(np.uint64, copy=False), col("n_bytes").astype(np.uint32, copy=False),
+            offsets, values = list_numpy(w)
+            word_ids = values[offsets[0]:offsets[-1]]
+            offsets = offsets - offsets[0]
+        return FlatShard(column_numpy(t, "id").astype(np.uint64, copy=False),
+                         column_numpy(t, "n_bytes").astype(np.uint32, copy=False),
                          offsets, word_ids, to_global)
 
     def locate(self, i: int) -> tuple[int, int]:
