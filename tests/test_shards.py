@@ -323,3 +323,44 @@ def test_input_that_changed_since_the_plan_is_refused(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["in.txt"]
     shard_writer.encode_shard(str(tmp_path), entry, ["one", "two"], CODEC.config)
     assert os.path.exists(tmp_path / entry["file"])
+
+
+def _same_files(a, b):
+    """The shard files and lexicon.arrow of two directories are byte-identical (manifests differ: no plan)."""
+    fa, fb = dir_bytes(a), dir_bytes(b)
+    keep = lambda names: sorted(n for n in names if n.endswith(".arrow"))  # noqa: E731
+    assert keep(fa) == keep(fb) and all(fa[n] == fb[n] for n in keep(fa))
+
+
+def test_parts_written_by_a_process_pool_equal_tfree_encode(encoded, tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tfree_codec.shards.parts import finish_parts, write_part
+
+    _, out, texts, _ = encoded
+    slices = [(texts[i:i + 15], str(tmp_path / "p"), i // 15, 3, CODEC.config.to_dict(), i) for i in range(0, 40, 15)]
+    with ProcessPoolExecutor(2) as pool:
+        entries = list(pool.map(write_part, *zip(*slices)))
+    finish_parts(str(tmp_path / "p"), entries[::-1], CODEC.config)
+    _same_files(out, tmp_path / "p")
+    ds = ShardDataset(tmp_path / "p")
+    assert [d.text() for d in ds] == texts and ds.verify()["documents"] == 40
+    with pytest.raises(TfreeError, match="gap or overlap"):
+        finish_parts(str(tmp_path / "p"), [entries[0], {**entries[1], "first_id": 14}, entries[2]], CODEC.config)
+
+
+def test_datasets_map_writes_v2_parts(encoded, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from tfree_codec.shards.parts import finish_parts, write_part
+
+    _, out, texts, _ = encoded
+    src = datasets.Dataset.from_dict({"text": texts})
+
+    def part(batch, indices, out_dir, config):
+        e = write_part(batch["text"], out_dir, indices[0] // 15, 3, config, indices[0])
+        return {"entry": [json.dumps(e)]}
+
+    made = src.map(part, batched=True, batch_size=15, with_indices=True, remove_columns=["text"],
+                   fn_kwargs={"out_dir": str(tmp_path / "hf"), "config": CODEC.config.to_dict()})
+    finish_parts(str(tmp_path / "hf"), [json.loads(e) for e in made["entry"]], CODEC.config)
+    _same_files(out, tmp_path / "hf")

@@ -1,0 +1,57 @@
+"""Shard directories written by engines that bring their own parallelism (Ray Data, Spark, Dask, ``datasets.map``,
+a process pool): each task encodes one slice of the documents into one whole shard on its own (``write_part``:
+its documents file and its lexicon file, as ``tfree encode`` writes them), and one last step (``finish_parts``)
+merges the shard lexicons into ``lexicon.arrow`` and writes ``manifest.json``. Given the same slices, the shard
+files and ``lexicon.arrow`` are byte-identical to ``tfree encode --docs-per-shard N``'s (tested).
+"""
+from __future__ import annotations
+
+import os
+
+from ..config import TfreeError, atomic_write
+from .lexicon import encode_documents, lexicon_name
+from .reader import CODEC, MANIFEST, shard_name
+from .rows import _codec_for, as_config
+from .writer import SHARD_KEYS, _batches, _canonical, _digest, _fsync, manifest_totals, merge_lexicons, write_shard
+
+
+def write_part(texts, out_dir: str, index: int, count: int, config, first_id: int) -> dict:
+    """Encode ``texts`` (one document each, ids from ``first_id``) as shard ``index`` of ``count`` in ``out_dir``;
+    returns its manifest entry (a small picklable dict: hand it to ``finish_parts``). ``config``: a CodecConfig,
+    its dict or its JSON."""
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TfreeError(f"document {first_id + i} is {type(t).__name__}, not a string")
+    if not 0 <= index < count:
+        raise TfreeError(f"shard index {index} is not in 0..{count - 1}")
+    config = as_config(config)
+    os.makedirs(out_dir, exist_ok=True)
+    file = shard_name(index, count)
+    docs, lexicon, n_bytes, digest = encode_documents(_codec_for(config), texts, first_id, _batches(texts))
+    stats = write_shard(out_dir, file, docs, lexicon, config)
+    return {"file": file, "documents": len(texts), "utf8_bytes": int(n_bytes.sum()), "first_id": int(first_id),
+            "input_sha256": _digest(digest, n_bytes), **stats}
+
+
+def finish_parts(out_dir: str, entries, config) -> dict:
+    """The merge step, once every part is written: ``codec.json``, ``lexicon.arrow`` and ``manifest.json``
+    (last). Refuses a set of parts with a gap, an overlap or a missing shard."""
+    config = as_config(config)
+    entries = sorted((dict(e) for e in entries), key=lambda e: e["file"])
+    count = len(entries)
+    next_id = 0
+    for i, e in enumerate(entries):
+        if e["file"] != shard_name(i, count):
+            raise TfreeError(f"expected {shard_name(i, count)} among the parts, got {e['file']}")
+        if e["first_id"] != next_id:
+            raise TfreeError(f"{e['file']} starts at document {e['first_id']}, expected {next_id} (a gap or overlap)")
+        next_id += e["documents"]
+        for name in (e["file"], lexicon_name(e["file"])):
+            _fsync(os.path.join(out_dir, name))
+    config.save(os.path.join(out_dir, CODEC))
+    lexicon = merge_lexicons(out_dir, [e["file"] for e in entries])
+    shards = [{k: e[k] for k in SHARD_KEYS + ("input_sha256",)} for e in entries]
+    manifest = {**manifest_totals(config.fingerprint(), shards, lexicon), "options": {}, "inputs": []}
+    atomic_write(os.path.join(out_dir, MANIFEST), _canonical(manifest))
+    return manifest
