@@ -4,8 +4,8 @@
 
 The first --mb MB of the input (cut at a line) are encoded with --split lines into small shards, twice cleanly;
 then --kills times into a fresh directory: start, SIGKILL the main process after a random delay drawn uniformly
-from [0, the shorter of two clean run times], rerun the same command to completion, and require every file (shards, codec.json,
-manifest.json, nothing else) to be byte-identical to the clean run. Workers of the killed run are left to notice
+from [0, the shorter of two clean run times], rerun the same command to completion, and require every file (shards, shard lexicons,
+lexicon.arrow, codec.json, manifest.json, nothing else) to be byte-identical to the clean run. Workers of the killed run are left to notice
 on their own (they stop between record batches), as after a real crash.
 """
 from __future__ import annotations

@@ -191,3 +191,38 @@ def test_two_process_ddp_on_cpu_matches_one_process_with_the_global_batch(shards
     assert r.exit_code == 0, r.output
     ld, l1 = losses(str(tmp_path / "ddp")), losses(str(tmp_path / "one"))
     assert ld[1] == pytest.approx(l1[1], rel=1e-5) and ld[2] == pytest.approx(l1[2], rel=1e-4)
+
+
+def test_a_batch_embeds_its_distinct_words_once_and_equals_the_per_occurrence_embedding():
+    import numpy as np
+    import torch
+
+    from tfree_codec import Codec, CodecConfig
+    from tfree_codec.model.transformer import Model, ModelConfig, Patterns, multi_hot
+    from tfree_codec.train.data import Corpus, Packer, PatternSource, make_units
+
+    codec = Codec(CodecConfig(vocab_size=512, num_activations=4))
+    corpus = Corpus.from_texts(["the cat sat on the mat . " * 9, "a dog , the log\n\nand the end"] * 3, codec)
+    units = make_units(corpus, 16)
+    source = PatternSource(corpus, units)
+    windows, _ = Packer(source.lengths, units.last, units.n_bytes, 12, seed=0).next_windows(4)
+    x, y = source.batch(windows, 12)
+    assert x.words is not None and len(x.offsets) - 1 < 4 * 12  # fewer distinct words than positions
+
+    def per_occurrence(segs_list, lo, hi):  # the old form: every position's own pattern
+        lens, rows = [], []
+        for segs in segs_list:
+            parts = [source.item_patterns(*s) for s in segs]
+            l, r = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            cut = np.concatenate([[0], np.cumsum(l)])
+            lens.append(l[lo:hi]), rows.append(r[cut[lo]:cut[hi]])
+        lens = np.concatenate(lens)
+        return Patterns(torch.from_numpy(np.concatenate(rows).astype(np.int64)),
+                        torch.from_numpy(np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)), (4, 12))
+
+    torch.manual_seed(0)
+    model = Model(ModelConfig(mode="tfree", vocab_size=512, seq_len=12, n_layer=1, n_head=2, n_embd=16))
+    old_x, old_y = per_occurrence(windows, 0, 12), per_occurrence(windows, 1, 13)
+    assert torch.allclose(model.embed_inputs(x), model.embed_inputs(old_x), atol=1e-6)
+    assert torch.equal(multi_hot(y, 512), multi_hot(old_y, 512))
+    assert torch.allclose(model(x, y)[1], model(old_x, old_y)[1], atol=1e-6)

@@ -104,10 +104,14 @@ class Patterns:
     indices: torch.Tensor  # (nnz,) int64, rows in [0, v)
     offsets: torch.Tensor  # (B*T + 1,) int64
     shape: tuple
+    # Optional (B*T,) int64: then indices/offsets hold each *distinct* word once and position i is word words[i]
+    # (the training loader's form: a batch embeds its distinct words once, then indexes them).
+    words: torch.Tensor | None = None
 
     def to(self, device, non_blocking: bool = False) -> "Patterns":
         return Patterns(self.indices.to(device, non_blocking=non_blocking),
-                        self.offsets.to(device, non_blocking=non_blocking), self.shape)
+                        self.offsets.to(device, non_blocking=non_blocking), self.shape,
+                        None if self.words is None else self.words.to(device, non_blocking=non_blocking))
 
     @classmethod
     def from_lists(cls, patterns, shape=None) -> "Patterns":
@@ -291,7 +295,8 @@ class Model(nn.Module):
             if not isinstance(inputs, Patterns):
                 raise TypeError("a T-FREE model takes Patterns")
             B, T = inputs.shape
-            return self.embed(inputs.indices, inputs.offsets).view(B, T, -1)  # (B, T, d)
+            e = self.embed(inputs.indices, inputs.offsets)
+            return (e if inputs.words is None else e[inputs.words]).view(B, T, -1)  # (B, T, d)
         return self.embed(inputs)  # (B, T, d)
 
     def forward(self, inputs, targets=None, mask=None, kv_cache: KVCache | None = None, last: bool = False):

@@ -235,29 +235,34 @@ class PatternSource:
         s = int(self.units.start[u])
         return self.corpus.patterns(int(self.units.doc[u]), s + a, s + b)
 
+    def item_ids(self, u: int, a: int, b: int) -> np.ndarray:
+        """Corpus lexicon ids of items a..b of unit u; <|endoftext|> is marker 0, id 0 of every lexicon."""
+        if u < 0:
+            return np.zeros(1, np.int64)
+        s = int(self.units.start[u])
+        return self.corpus.ids(int(self.units.doc[u]), s + a, s + b)
+
     def batch(self, windows, T: int):
-        """(inputs, targets) Patterns of shape (B, T) from windows of T+1 items, plus a (B, T) mask (all true:
-        training windows are never padded). Built in numpy; the trainer moves them to the device."""
+        """(inputs, targets) Patterns of shape (B, T) from windows of T+1 items. The inputs hold each distinct
+        word's pattern once (``Patterns.words`` indexes them: the model embeds a word once per batch); the
+        targets are per position, for the BCE. Both come from the lexicon's patterns. Built in numpy; the
+        trainer moves them to the device."""
         import torch  # noqa: PLC0415
 
         from ..model.transformer import Patterns  # noqa: PLC0415
 
-        xs_len, xs_idx, ys_len, ys_idx = [], [], [], []
-        for segs in windows:
-            parts = [self.item_patterns(u, a, b) for u, a, b in segs]
-            lens = np.concatenate([p[0] for p in parts])               # (T+1,)
-            idx = np.concatenate([p[1] for p in parts]).astype(np.int64)
-            cut_x, cut_y = int(lens[:T].sum()), int(lens[0])
-            xs_len.append(lens[:T]), xs_idx.append(idx[:cut_x]), ys_len.append(lens[1:]), ys_idx.append(idx[cut_y:])
+        ids = np.stack([np.concatenate([self.item_ids(*s) for s in segs]) for segs in windows])  # (B, T+1)
         B = len(windows)
+        distinct, inverse = np.unique(ids[:, :T], return_inverse=True)
 
-        def pats(lens, idx):
-            lens = np.concatenate(lens)
+        def pats(word_ids, words=None):
+            lens, rows = gather_patterns(self.corpus.indptr, self.corpus.indices, word_ids)
             offsets = np.zeros(len(lens) + 1, np.int64)
             np.cumsum(lens, out=offsets[1:])
-            return Patterns(torch.from_numpy(np.concatenate(idx)), torch.from_numpy(offsets), (B, T))
+            return Patterns(torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(offsets), (B, T),
+                            None if words is None else torch.from_numpy(words.reshape(-1).astype(np.int64)))
 
-        return pats(xs_len, xs_idx), pats(ys_len, ys_idx)
+        return pats(distinct, inverse), pats(ids[:, 1:].reshape(-1))
 
 
 class TokenSource:
