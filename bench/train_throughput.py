@@ -5,7 +5,9 @@
 Real batches (the first --mb MB of the text, packed by tfree_codec.train.data exactly as `tfree train` packs them; BPE
 tokenizers trained on the same text; BPE sequences as long in bytes as T-FREE's), full training steps (forward,
 loss, backward, AdamW). The models take turns, one step each, so that load from other work on the machine hits
-them alike; the figure is the median over the timed steps.
+them alike; the figure is the median over the timed steps. "tfree v=8192 per-occ" is the loader before shard format
+2 (every position's pattern embedded on its own) against "tfree v=8192" (each distinct word of a batch embedded
+once, then indexed); "batch ms" is the loader's time to build a batch (not in items/s).
 """
 from __future__ import annotations
 
@@ -19,11 +21,23 @@ import numpy as np
 import torch
 
 from tfree_codec import Codec, CodecConfig
-from tfree_codec.train.data import Corpus, Packer, PatternSource, TokenSource, make_units
+from tfree_codec.train.data import Corpus, Packer, PatternSource, TokenSource, gather_patterns, make_units
 from tfree_codec.model.transformer import Model, ModelConfig
 from tfree_codec.train.data import train_bpe
 from tfree_codec.model.device import autocast_for, resolve_device
 from tfree_codec.text.words import EOT
+
+
+class PerOccurrence(PatternSource):
+    """The loader before format 2: inputs carry every position's own pattern (same words, same embedding)."""
+
+    def batch(self, windows, T: int):
+        from tfree_codec.model.transformer import Patterns
+
+        x, y = super().batch(windows, T)
+        lens, rows = gather_patterns(x.offsets.numpy(), x.indices.numpy(), x.words.numpy())
+        offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        return Patterns(torch.from_numpy(rows), torch.from_numpy(offsets), x.shape), y
 
 
 def main() -> None:
@@ -52,7 +66,9 @@ def main() -> None:
     n_words = int((units.stop - units.start).sum())
     body = dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd)
     runs = {"tfree v=8192": (ModelConfig(mode="tfree", vocab_size=8192, seq_len=args.seq_len, **body),
-                             PatternSource(corpus, units))}
+                             PatternSource(corpus, units)),
+            "tfree v=8192 per-occ": (ModelConfig(mode="tfree", vocab_size=8192, seq_len=args.seq_len, **body),
+                                     PerOccurrence(corpus, units))}
     small = Corpus.from_texts(docs, Codec(CodecConfig(vocab_size=4096)))  # same words, rows < 4096
     runs["tfree v=4096"] = (ModelConfig(mode="tfree", vocab_size=4096, seq_len=args.seq_len, **body),
                             PatternSource(small, make_units(small)))
@@ -72,7 +88,9 @@ def main() -> None:
     for step in range(args.steps + 2):
         for name, (model, opt, packer, src, times) in state.items():
             wins, nbytes = packer.next_windows(args.batch_size)
+            tb = time.perf_counter()
             x, y = src.batch(wins, model.config.seq_len)
+            tb = time.perf_counter() - tb
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
@@ -84,17 +102,22 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if step >= 2:
-                times.append((time.perf_counter() - t0, nbytes, model.config.seq_len * args.batch_size))
+                times.append((time.perf_counter() - t0, nbytes, model.config.seq_len * args.batch_size, tb))
     print(f"# {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {device} {dtype}, "
           f"{torch.get_num_threads()} threads; body {args.n_layer} layers d={args.n_embd}; batch {args.batch_size}")
-    print(f"{'model':<14} {'seq':>5} {'params':>10} {'emb+head':>10} {'items/s':>9} {'kB/s':>8} {'vs bpe 32000':>12}")
+    print(f"{'model':<20} {'seq':>5} {'params':>10} {'emb+head':>10} {'items/s':>9} {'kB/s':>8} {'vs bpe 32000':>12} "
+          f"{'batch ms':>8}")
     rates = {}
     for name, (model, _, _, _, times) in state.items():
-        rates[name] = (statistics.median(b / t for t, b, _ in times), statistics.median(n / t for t, _, n in times))
+        rates[name] = (statistics.median(b / t for t, b, _, _ in times), statistics.median(n / t for t, _, n, _ in times),
+                       statistics.median(1e3 * tb for _, _, _, tb in times))
     for name, (model, _, _, _, _) in state.items():
         p = model.num_params()
-        print(f"{name:<14} {model.config.seq_len:>5} {p['total']:>10,} {p['embedding'] + p['head']:>10,} "
-              f"{rates[name][1]:>9,.0f} {rates[name][0] / 1e3:>8.1f} {rates[name][0] / rates['bpe 32000'][0]:>11.2f}x")
+        print(f"{name:<20} {model.config.seq_len:>5} {p['total']:>10,} {p['embedding'] + p['head']:>10,} "
+              f"{rates[name][1]:>9,.0f} {rates[name][0] / 1e3:>8.1f} {rates[name][0] / rates['bpe 32000'][0]:>11.2f}x "
+              f"{rates[name][2]:>8.1f}")
+    v2, v1 = rates["tfree v=8192"][1], rates["tfree v=8192 per-occ"][1]
+    print(f"format 2 loader / per-occurrence: {v2 / v1:.2f}x words/s ({'met' if v2 >= v1 else 'NOT MET'}: not below)")
 
 
 if __name__ == "__main__":
