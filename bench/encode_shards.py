@@ -1,9 +1,9 @@
 """The gates of shard format 2 (issue 17), measured in one run against tiktoken cl100k on the same documents.
 
-    python bench/encode_shards.py                          # every corpus in ../shared/data, first 4 MB of each
+    python bench/encode_shards.py                          # every corpus in ../shared/data, first 4M characters
     python bench/encode_shards.py --mb 8 --corpora english_prose mono_de
 
-For each corpus, a slice (the first --mb MB, cut at a line end) is written to a scratch file and cut into lines
+For each corpus, a slice (the first --mb million characters, cut at a line end) is written to a scratch file and cut into lines
 (``--split lines``), and:
 
 * on disk: ``tfree encode --num-proc 1`` output (shards + shard lexicons + lexicon.arrow + manifest + codec.json)
@@ -108,13 +108,13 @@ def main() -> None:
     names = sorted(n[:-len(".txt.xz")] for n in os.listdir(DATA) if n.endswith(".txt.xz")) if os.path.isdir(DATA) else []
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpora", nargs="+", default=names)
-    ap.add_argument("--mb", type=float, default=4.0, help="MB of each corpus (its first lines)")
+    ap.add_argument("--mb", type=float, default=4.0, help="million characters of each corpus (its first lines)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--num-proc-2", nargs="*", default=["english_prose"], help="corpora also run with --num-proc 2")
     args = ap.parse_args()
     tiktoken_cache()
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, "
-          f"load average {os.getloadavg()[0]:.2f} at start; first {args.mb:g} MB of each corpus, --split lines")
+          f"load average {os.getloadavg()[0]:.2f} at start; first {args.mb:g}M characters of each corpus, --split lines")
     scratch = tempfile.mkdtemp(prefix="tfree-bench-")
     print(f"{'corpus':14} {'MB':>5} {'disk/text':>9} {'tiktoken':>8} | {'encode MB/s':>11} {'tiktoken':>8} "
           f"{'ratio':>6} {'(wall)':>6} | {'ids MB/s':>8} {'tiktoken':>8} {'ratio':>6}")

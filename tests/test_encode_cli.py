@@ -167,3 +167,17 @@ def test_sigkill_then_rerun_gives_identical_files(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "resumed" in r.stderr
     assert dir_bytes(out) == dir_bytes(tmp_path / "clean")
+
+
+def test_shards_cat_writes_the_exact_text_back_in_order(tmp_path):
+    docs = DOCS + ["  spaces  around ", "Access2Base가 and 漢字"]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    assert run(tmp_path / "in.jsonl", "-o", tmp_path / "out", "--docs-per-shard", "3").exit_code == 0
+    r = CliRunner().invoke(main, ["shards", "cat", str(tmp_path / "out")])
+    assert r.exit_code == 0 and r.stdout_bytes == "".join(d + "\n" for d in docs).encode()
+    r = CliRunner().invoke(main, ["shards", "cat", str(tmp_path / "out"), "--sep", "\0"])
+    assert r.stdout_bytes.split(b"\0")[:-1] == [d.encode() for d in docs]
+    r = CliRunner().invoke(main, ["shards", "info", str(tmp_path / "out")])
+    assert "format 2" in r.output and "x the text" in r.output
+    r = CliRunner().invoke(main, ["shards", "cat", str(tmp_path / "nowhere")])
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
