@@ -111,8 +111,10 @@ def main() -> None:
     ap.add_argument("--mb", type=float, default=4.0, help="million characters of each corpus (its first lines)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--num-proc-2", nargs="*", default=["english_prose"], help="corpora also run with --num-proc 2")
+    ap.add_argument("--size-only", action="store_true", help="only the on-disk gate (e.g. whole corpora: --mb 100)")
     args = ap.parse_args()
-    tiktoken_cache()
+    if not args.size_only:
+        tiktoken_cache()
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, "
           f"load average {os.getloadavg()[0]:.2f} at start; first {args.mb:g}M characters of each corpus, --split lines")
     scratch = tempfile.mkdtemp(prefix="tfree-bench-")
@@ -124,6 +126,11 @@ def main() -> None:
             path = slice_corpus(name, args.mb, scratch)
             mb = os.path.getsize(path) / 1e6
             e_wall, e_cmd, size = tfree_encode(path, os.path.join(scratch, "out"), 1)
+            if args.size_only:
+                print(f"{name:14} {mb:5.1f} {size / (mb * 1e6):8.2f}x  ({mb / e_cmd:.2f} MB/s)", flush=True)
+                gates.append((f"{name}: shards + lexicon <= 1.2x text", size / (mb * 1e6) <= 1.2,
+                              f"{size / (mb * 1e6):.2f}x"))
+                continue
             k_wall, k_cmd, k_size = tiktoken_script(path, os.path.join(scratch, "tokens.u32"))
             docs = list(iter_documents(path, split="lines"))
             t_mem, k_mem = in_memory(docs, args.repeat)
