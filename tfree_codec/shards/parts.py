@@ -28,7 +28,7 @@ def write_part(texts, out_dir: str, index: int, count: int, config, first_id: in
     config = as_config(config)
     os.makedirs(out_dir, exist_ok=True)
     file = shard_name(index, count)
-    docs, lexicon, n_bytes, digest = encode_documents(_codec_for(config), texts, first_id, _batches(texts))
+    docs, lexicon, n_bytes, digest = encode_documents(_codec_for(config), texts, _batches(texts))
     stats = write_shard(out_dir, file, docs, lexicon, config)
     return {"file": file, "documents": len(texts), "utf8_bytes": int(n_bytes.sum()), "first_id": int(first_id),
             "input_sha256": _digest(digest, n_bytes), **stats}

@@ -67,7 +67,7 @@ class FlatShard:
     Document j's words are ``word_ids[doc_offsets[j]:doc_offsets[j+1]]``: ids into the *shard's* lexicon (uint16
     or uint32); ``to_global[word_ids]`` are their ids into the dataset lexicon (``ShardDataset.patterns``)."""
 
-    ids: np.ndarray          # (n_docs,) uint64
+    ids: np.ndarray          # (n_docs,) uint64: the shard's first_id + row (not stored)
     n_bytes: np.ndarray      # (n_docs,) uint32, UTF-8 bytes of each document
     doc_offsets: np.ndarray  # (n_docs + 1,) int32, document -> word offsets (from 0)
     word_ids: np.ndarray     # (n_words,) uint16/uint32, shard lexicon ids
@@ -242,8 +242,8 @@ class ShardDataset:
             offsets, values = list_numpy(w)
             word_ids = values[offsets[0]:offsets[-1]]
             offsets = offsets - offsets[0]
-        return FlatShard(column_numpy(t, "id").astype(np.uint64, copy=False),
-                         column_numpy(t, "n_bytes").astype(np.uint32, copy=False),
+        first = self.shards[k]["first_id"]
+        return FlatShard(np.arange(first, first + t.num_rows, dtype=np.uint64), column_numpy(t, "n_bytes").astype(np.uint32, copy=False),
                          offsets, word_ids, to_global)
 
     def locate(self, i: int) -> tuple[int, int]:

@@ -145,7 +145,7 @@ def encode_shard(out_dir: str, entry: dict, texts: list[str], config: CodecConfi
         if on_batch is not None:
             on_batch()
 
-    docs, lexicon, n_bytes, digest = encode_documents(_codec_for(config), texts, entry["first_id"], _batches(texts),
+    docs, lexicon, n_bytes, digest = encode_documents(_codec_for(config), texts, _batches(texts),
                                                       between_batches)
     if len(texts) != entry["documents"] or _digest(digest, n_bytes) != entry["input_sha256"]:
         raise TfreeError(f"the input changed while encoding ({entry['file']} differs from the plan): rerun the command")
@@ -310,7 +310,7 @@ def _worker_pool(n: int) -> ProcessPoolExecutor:
 
 def _warm_up(config: CodecConfig) -> None:
     # numba loads each kernel from its on-disk cache on the first call: make those calls before real work arrives
-    encode_documents(_codec_for(config), ["Warm-up text, long enough for the kernels: Grüße, naïve café. " * 6], 0)
+    encode_documents(_codec_for(config), ["Warm-up text, long enough for the kernels: Grüße, naïve café. " * 6])
 
 
 def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = "none", text_column: str = "text",
