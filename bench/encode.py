@@ -4,7 +4,8 @@
     python bench/encode.py --corpora english_prose --repeat 5
 
 Each corpus is cut into documents of about --doc-kb KB at line ends; every tool encodes the same documents and the
-results are dropped as they come (a streaming encoder's view). Times are the best of --repeat passes. Also checked:
+results are dropped as they come (a streaming encoder's view). "word ids" is ``Lexicon.add`` (text -> word ids,
+the path ``tfree encode`` stores; a fresh lexicon each pass). Times are the best of --repeat passes. Also checked:
 lossless splitting of every whole file, and the longest word against the configured limit.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ sys.path.insert(0, ROOT)
 
 from tfree_codec import MARKERS, Codec  # noqa: E402
 
-DATA = os.path.join(ROOT, "..", "shared", "data")
+DATA = "/work/shared/data" if os.path.isdir("/work/shared/data") else os.path.join(ROOT, "..", "shared", "data")
 
 
 def load(name: str) -> str:
@@ -100,27 +101,30 @@ def main() -> None:
         n_bpe = sum(len(e.ids) for e in bpe.encode_batch(docs))
 
         t_tf1 = best_time(lambda d: [codec.encode(x) for x in d], docs, args.repeat)
+        t_ids = best_time(lambda d: codec.lexicon().add(d), docs, args.repeat)  # text -> word ids, fresh lexicon
         t_tfn = best_time(lambda d: codec.encode_batch(d, num_threads=args.threads), docs, args.repeat)
         t_tk1 = best_time(lambda d: [enc.encode_ordinary(x) for x in d], docs, args.repeat)
         t_tkn = best_time(lambda d: enc.encode_ordinary_batch(d, num_threads=args.threads), docs, args.repeat)
         t_hf1 = best_time(lambda d: [bpe.encode(x) for x in d], docs, args.repeat)
         mb = nbytes / 1e6
         r = dict(name=name, mb=mb, lossless=lossless, longest=longest,
-                 tf1=mb / t_tf1, tfn=mb / t_tfn, tk1=mb / t_tk1, tkn=mb / t_tkn, hf1=mb / t_hf1,
+                 tf1=mb / t_tf1, ids=mb / t_ids, tfn=mb / t_tfn, tk1=mb / t_tk1, tkn=mb / t_tkn, hf1=mb / t_hf1,
                  fert=n_words / ws, fert_text=n_text_words / ws, tik_fert=n_tik / ws, bpe_fert=n_bpe / ws,
                  bpw=nbytes / n_words, wpb_vs_en=(n_words / nbytes) / english_words_per_byte if english_words_per_byte else float("nan"))
         rows.append(r)
         print(f"{name}: {mb:.1f} MB, lossless={lossless}, longest word {longest} chars | tfree {r['tf1']:.1f} MB/s "
               f"(x{r['tf1'] / r['tk1']:.2f} tiktoken, x{r['tf1'] / r['hf1']:.2f} HF BPE), {args.threads} threads "
-              f"{r['tfn']:.1f} MB/s (x{r['tfn'] / r['tf1']:.2f} one thread, x{r['tfn'] / r['tkn']:.2f} tiktoken's)", flush=True)
+              f"{r['tfn']:.1f} MB/s (x{r['tfn'] / r['tf1']:.2f} one thread, x{r['tfn'] / r['tkn']:.2f} tiktoken's) | word ids "
+              f"{r['ids']:.1f} MB/s (x{r['ids'] / r['tk1']:.2f} tiktoken)", flush=True)
 
     print("\n## Speed (MB/s; ratios measured in this run)\n")
     print(f"| corpus | MB | tfree 1 thread | tiktoken cl100k 1 thread | HF BPE-32k 1 thread | tfree / tiktoken | tfree / HF | "
-          f"tfree {args.threads} threads | / tfree 1 thread | tiktoken {args.threads} threads |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"tfree {args.threads} threads | / tfree 1 thread | tiktoken {args.threads} threads | word ids 1 thread | / tiktoken |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['name']} | {r['mb']:.1f} | {r['tf1']:.1f} | {r['tk1']:.1f} | {r['hf1']:.1f} | {r['tf1'] / r['tk1']:.2f}x | "
-              f"{r['tf1'] / r['hf1']:.2f}x | {r['tfn']:.1f} | {r['tfn'] / r['tf1']:.2f}x | {r['tkn']:.1f} |")
+              f"{r['tf1'] / r['hf1']:.2f}x | {r['tfn']:.1f} | {r['tfn'] / r['tf1']:.2f}x | {r['tkn']:.1f} | {r['ids']:.1f} | "
+              f"{r['ids'] / r['tk1']:.2f}x |")
     print("\n## Words (per whitespace-separated word) and bytes per word\n")
     print("| corpus | tfree words | of which non-marker | tiktoken cl100k tokens | HF BPE-32k tokens (own corpus) | "
           "bytes per tfree word | words/byte vs English | longest word | lossless |")
