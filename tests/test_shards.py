@@ -364,3 +364,46 @@ def test_datasets_map_writes_v2_parts(encoded, tmp_path):
                    fn_kwargs={"out_dir": str(tmp_path / "hf"), "config": CODEC.config.to_dict()})
     finish_parts(str(tmp_path / "hf"), [json.loads(e) for e in made["entry"]], CODEC.config)
     _same_files(out, tmp_path / "hf")
+
+
+def _naive_cuts(lengths, max_docs, max_bytes):
+    """Shard sizes by the rule, one document at a time (what make_plan computes in chunks)."""
+    out, n, b = [], 0, 0
+    for x in lengths:
+        n, b = n + 1, b + x
+        if n == max_docs or b >= max_bytes:
+            out.append(n)
+            n, b = 0, 0
+    return out + ([n] if n else [])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_plan_cuts_in_chunks_equal_the_per_document_rule(seed, monkeypatch):
+    import random
+
+    rng = random.Random(seed)
+    monkeypatch.setattr(shard_writer, "PLAN_CHUNK", rng.choice([1, 3, 7, 4096]))
+    files = {f"f{i}": ["é" * rng.randint(0, 20) for _ in range(rng.randint(0, 25))] for i in range(rng.randint(1, 3))}
+    files["last"] = ["x"]
+    dps, sb = rng.choice([(None, 1), (None, 15), (None, 60), (2, None), (5, None)])
+    plan = shard_writer.make_plan(list(files), lambda p: iter(files[p]), CODEC.config, {}, dps, sb)
+    lengths = [len(d.encode()) for p in files for d in files[p]]
+    assert [s["documents"] for s in plan["shards"]] == _naive_cuts(lengths, dps or 1 << 62, sb or 1 << 62)
+    assert sum(s["stop"] - s["start"] for sh in plan["shards"] for s in sh["sources"]) == len(lengths)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_record_batches_follow_their_rule(seed, monkeypatch):
+    import random
+
+    rng = random.Random(seed)
+    monkeypatch.setattr(shard_writer, "BATCH_CHARS", 20)
+    monkeypatch.setattr(shard_writer, "BATCH_DOCS", rng.choice([1, 3, 4096]))
+    texts = ["x" * rng.choice([0, 1, 5, 25]) for _ in range(rng.randint(0, 30))]
+    bounds = list(shard_writer._batches(texts))
+    assert bounds[0][0] == 0 and bounds[-1][1] == len(texts) and all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    for lo, hi in bounds:
+        size = sum(map(len, texts[lo:hi]))
+        assert hi - lo <= shard_writer.BATCH_DOCS and (hi - lo == 1 or all(len(t) < 20 for t in texts[lo:hi]))
+        assert hi == len(texts) or hi - lo == shard_writer.BATCH_DOCS or size >= 20 or len(texts[hi]) >= 20
+        assert sum(map(len, texts[lo:hi - 1])) < 20  # a batch ends as soon as it reaches BATCH_CHARS
