@@ -139,6 +139,26 @@ def test_spelling_fills_in_words_the_dictionary_lacks(codec, dictionary):
     assert dictionary.index("Westonbury") >= 0  # it joined the dictionary, so it could be read back
 
 
+def test_generate_then_train_then_generate(codec, dictionary):
+    """Generating runs under torch.inference_mode(); nothing it caches (the position tables) may break a later
+    forward pass with gradients."""
+    from tfree_codec.model.transformer import Patterns
+
+    m = tiny_model(seed=3)
+    first = generate(m, codec, dictionary, PROMPT, max_new_tokens=5, temperature=0, stop_at_eot=False)
+    m.train()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    x = Patterns.from_lists([dictionary.indices[dictionary.indptr[i]:dictionary.indptr[i + 1]] for i in range(2 * SEQ)],
+                            shape=(2, SEQ))
+    _, loss = m(x, x)
+    loss.backward()
+    opt.step()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+    m.eval()
+    again = generate(m, codec, dictionary, PROMPT, max_new_tokens=5, temperature=0, stop_at_eot=False)
+    assert first and again  # the step changed the weights; generation still runs
+
+
 def test_stop_strings_cut_the_output(model, codec, dictionary):
     words, text, _ = run(model, codec, dictionary, temperature=0)
     stop = text[len(text) // 2:len(text) // 2 + 3]
