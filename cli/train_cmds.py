@@ -48,8 +48,11 @@ def _size(ctx, param, value):
 @click.option("--eval-every", type=int, default=0, show_default=True, help="validation every N steps (0: at the end)")
 @click.option("--save-every", type=int, default=0, show_default=True, help="checkpoint every N steps (0: at the end)")
 @click.option("--log-every", type=int, default=10, show_default=True)
+@click.option("--keep-last", type=int, default=0, show_default=True,
+              help="keep only the newest N step-NNNNNN/ checkpoints (0: all; final/ is always kept)")
 @click.option("--val-bytes", callback=_size, default="64KB", show_default=True, help="held-out validation text")
-@click.option("--resume", help="'auto' (the newest checkpoint in the run directory) or a checkpoint directory")
+@click.option("--resume", help="'auto' (the newest checkpoint in the run directory) or a checkpoint directory; "
+              "the run's own settings are restored except those given again")
 @click.option("--baseline", type=click.Choice(["bpe"]), help="train the BPE baseline (same body, softmax head)")
 @click.option("--bpe-vocab", type=int, default=32000, show_default=True, help="BPE vocabulary of the baseline")
 @click.option("--pos-weight", type=float, default=100.0, show_default=True, help="BCE weight of active rows")
@@ -64,10 +67,29 @@ def train(data, out_dir, compile_, quiet, **kw):
     from tfree_codec.train.loop import TrainConfig
     from tfree_codec.train.loop import train as run_train
 
-    if kw["max_steps"] is None and kw["max_bytes"] is None:
-        raise TfreeError("give --max-steps or --max-bytes")
     cfg = TrainConfig(data=data, out_dir=out_dir, compile=compile_, progress=not quiet, **kw)
-    run_train(cfg, log=click.echo)
+    cfg, restored = _restore_settings(cfg)
+    if cfg.max_steps is None and cfg.max_bytes is None:
+        raise TfreeError("give --max-steps or --max-bytes")
+
+    def log(msg):
+        click.echo(msg)
+        if restored and str(msg).startswith("resumed from"):  # said once the checkpoint is accepted
+            click.echo("settings of the run restored: " + ", ".join(f"{k} {v}" for k, v in restored.items()))
+    run_train(cfg, log=log)
+
+
+def _restore_settings(cfg):
+    """--resume: the run's saved settings for every option not typed again on this command line."""
+    from click.core import ParameterSource
+
+    from tfree_codec.train.settings import resume_settings
+
+    ctx = click.get_current_context()
+    typed = {p.name for p in ctx.command.params
+             if ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    typed |= {"compile"} if "compile_" in typed else set()
+    return resume_settings(cfg, typed)
 
 
 @click.command(name="eval")

@@ -270,7 +270,7 @@ def test_export_drops_rare_words_and_can_halve_the_weights(tmp_path, checkpoint)
     for k, v in src.model.state_dict().items():  # float32 again, at float16's rounding
         w = small.model.state_dict()[k]
         assert w.dtype == torch.float32 and torch.equal(w, v.half().float())
-    assert os.path.getsize(tmp_path / "small" / "model.pt") < 0.6 * os.path.getsize(os.path.join(checkpoint, "model.pt"))
+    assert os.path.getsize(tmp_path / "small" / "model.safetensors") < 0.6 * os.path.getsize(os.path.join(checkpoint, "model.safetensors"))
     assert small.generate("Emma", max_new_tokens=5, seed=0, stop_at_eot=False)
     assert cli("export", checkpoint, "-o", str(tmp_path / "x"), "--min-count", "0").exit_code != 0
 

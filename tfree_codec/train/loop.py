@@ -64,6 +64,7 @@ class TrainConfig:
     chunk_words: int = 1024
     compile: bool = False
     progress: bool = True
+    keep_last: int = 0                # 0: keep every step-NNNNNN/ checkpoint; N: only the newest N
 
 
 # -- devices and processes ----------------------------------------------------------------------------------------
@@ -242,8 +243,7 @@ class Run:
         raise TfreeError("give --max-steps or --max-bytes")
 
     def _restore(self, state: dict) -> None:
-        ckpt.load_weights(self.model, torch.load(os.path.join(self.resume_from, "model.pt"), map_location="cpu",
-                                                 weights_only=True), self.resume_from)
+        ckpt.load_weights(self.model, ckpt.read_state_dict(self.resume_from), self.resume_from)
         with open(os.path.join(self.resume_from, "model_config.json"), encoding="utf-8") as f:
             if ModelConfig.from_json(f.read()) != self.model_config:
                 raise TfreeError(f"{self.resume_from}: its model config differs from this run's")
@@ -328,7 +328,10 @@ class Run:
         ckpt.save_checkpoint(path, self.model, self.codec, files=self.artifacts, train_state=state,
                              calibration=self.calibration.to_dict() if self.mode == "tfree" else None, step=self.step,
                              info={"bytes_seen": self.bytes_seen, "seed": self.seed, "params": self.model.num_params(),
-                                   "chunk_words": self.cfg.chunk_words})
+                                   "chunk_words": self.cfg.chunk_words},
+                             json_files={ckpt.SETTINGS_FILE: {**dataclasses.asdict(self.cfg), "seed": self.seed}})
+        if not final and self.cfg.keep_last:
+            ckpt.prune_checkpoints(self.out, self.cfg.keep_last)
 
 
 def _fmt_rate(x: float) -> str:
