@@ -9,6 +9,7 @@ import sys
 import click
 
 from tfree_codec import TfreeError
+from tfree_codec.decode.sampling import DEFAULT_MAX_NEW, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 
 from .common import friendly, read_text
 
@@ -21,12 +22,12 @@ def _out(text: str) -> None:
 @click.command()
 @click.argument("args", nargs=-1, metavar="[MODEL] [PROMPT|-]")
 @click.option("--prompt-file", type=click.Path(dir_okay=False), help="read the prompt from this UTF-8 file")
-@click.option("-n", "--max-new-tokens", type=int, default=100, show_default=True,
+@click.option("-n", "--max-new-tokens", type=int, default=DEFAULT_MAX_NEW, show_default=True,
               help="words to generate (tokens for a BPE model)")
-@click.option("-t", "--temperature", type=float, default=0.8, show_default=True,
+@click.option("-t", "--temperature", type=float, default=DEFAULT_TEMPERATURE, show_default=True,
               help="0: greedy; 1: the model's calibrated distribution")
 @click.option("--top-k", type=int, help="sample among the k likeliest words only")
-@click.option("--top-p", type=float, default=0.95, show_default=True, help="nucleus: the likeliest words up to this mass")
+@click.option("--top-p", type=float, default=DEFAULT_TOP_P, show_default=True, help="nucleus: the likeliest words up to this mass")
 @click.option("--seed", type=int, help="random (and printed) unless given")
 @click.option("--num-samples", type=int, default=1, show_default=True, help="continuations (sample i uses seed + i)")
 @click.option("--stop", multiple=True, help="stop before this string (repeatable)")

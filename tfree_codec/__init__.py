@@ -33,6 +33,9 @@ _LAZY = {
     "Decoder": "decode.decoder",
     "ShardDataset": "shards.reader",
     "encode_to_shards": "shards.writer",
+    "Batch": "model.batch",
+    "Collator": "model.batch",
+    "batch_encode": "model.batch",
     "LanguageModel": "generate",
     "load": "generate",
 }
