@@ -45,7 +45,8 @@ def _size(ctx, param, value):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True,
               help="auto: bf16 autocast on GPUs that support it, float32 elsewhere")
-@click.option("--eval-every", type=int, default=0, show_default=True, help="validation every N steps (0: at the end)")
+@click.option("--eval-every", type=int, help="validation (bits per byte, a sample, plot.png) every N steps; 0: at the "
+              "end  [default: about 10 times in runs of 1,000+ steps, else at the end]")
 @click.option("--save-every", type=int, default=0, show_default=True, help="checkpoint every N steps (0: at the end)")
 @click.option("--log-every", type=int, default=10, show_default=True)
 @click.option("--keep-last", type=int, default=0, show_default=True,
@@ -57,9 +58,14 @@ def _size(ctx, param, value):
 @click.option("--bpe-vocab", type=int, default=32000, show_default=True, help="BPE vocabulary of the baseline")
 @click.option("--pos-weight", type=float, default=100.0, show_default=True, help="BCE weight of active rows")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (GPU)")
+@click.option("--logger", type=click.Choice(["csv", "tensorboard"]), multiple=True,
+              help="also log to OUT/log.csv or OUT/tensorboard/ (beside log.jsonl; repeatable)")
+@click.option("--no-plot", is_flag=True, help="no OUT/plot.png (drawn at each evaluation when matplotlib is installed)")
+@click.option("--sample-words", type=int, default=24, show_default=True,
+              help="a greedy sample of this many words at each evaluation (0: none)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 @friendly
-def train(data, out_dir, compile_, quiet, **kw):
+def train(data, out_dir, compile_, quiet, no_plot, **kw):
     """Train a T-FREE model (or, with --baseline bpe, its BPE baseline) on DATA, a shard directory from
     `tfree encode` (or a text file); checkpoints go to OUT/step-NNNNNN/ and OUT/final/.
 
@@ -67,7 +73,8 @@ def train(data, out_dir, compile_, quiet, **kw):
     from tfree_codec.train.loop import TrainConfig
     from tfree_codec.train.loop import train as run_train
 
-    cfg = TrainConfig(data=data, out_dir=out_dir, compile=compile_, progress=not quiet, **kw)
+    kw["logger"] = tuple(kw["logger"])
+    cfg = TrainConfig(data=data, out_dir=out_dir, compile=compile_, progress=not quiet, plot=not no_plot, **kw)
     cfg, restored = _restore_settings(cfg)
     if cfg.max_steps is None and cfg.max_bytes is None:
         raise TfreeError("give --max-steps or --max-bytes")
@@ -89,7 +96,25 @@ def _restore_settings(cfg):
     typed = {p.name for p in ctx.command.params
              if ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
     typed |= {"compile"} if "compile_" in typed else set()
+    typed |= {"plot"} if "no_plot" in typed else set()
     return resume_settings(cfg, typed)
+
+
+@click.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--out", "out_file", required=True, type=click.Path(dir_okay=False), help="PNG to write")
+@click.option("--label", "labels", multiple=True, help="legend name of each run, in order (default: its folder)")
+@friendly
+def plot(runs, out_file, labels):
+    """Draw RUNS side by side: validation bits per byte against text seen (the figure T-FREE and BPE runs
+    share) and each run's training loss, from their log.jsonl."""
+    from tfree_codec.train.report import plot_runs
+
+    if labels and len(labels) != len(runs):
+        raise TfreeError(f"{len(labels)} --label for {len(runs)} runs")
+    if plot_runs(runs, out_file, labels or None) is None:
+        raise TfreeError("tfree plot needs matplotlib: pip install 'tfree-codec[plot]'")
+    click.echo(f"wrote {out_file}")
 
 
 @click.command(name="eval")
