@@ -11,7 +11,7 @@ import click
 from tfree_codec import TfreeError
 from tfree_codec.decode.sampling import DEFAULT_MAX_NEW, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 
-from .common import friendly, read_text
+from .common import friendly, read_text, show_progress
 
 
 def _out(text: str) -> None:
@@ -70,10 +70,11 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
         with torch_threads(threads or None):
             r = timed(pieces, lambda piece: _out(piece.text))
         _out("\n")
-        rate = r["items"] / max(r["seconds"], 1e-9)
-        click.echo(f"{r['items']} {unit}, {r['bytes']:,} bytes in {r['seconds']:.2f} s: {rate:.1f} {unit}/s, "
-                   f"{r['bytes'] / max(r['seconds'], 1e-9):,.0f} bytes/s | seed {seed + k} | stopped: {r['finish']}",
-                   err=True)
+        # the first word also reads the prompt and, once per process, compiles the kernels: the rate is the rest's
+        steady = max(r["seconds"] - r["first_seconds"], 1e-9)
+        rate = f"{(r['items'] - 1) / steady:.1f} {unit}/s after the first" if r["items"] > 1 else "-"
+        click.echo(f"{r['items']} {unit}, {r['bytes']:,} bytes in {r['seconds']:.2f} s (first {unit[:-1]} after "
+                   f"{r['first_seconds']:.2f} s): {rate} | seed {seed + k} | stopped: {r['finish']}", err=True)
 
 
 @click.command()
@@ -126,7 +127,7 @@ def quickstart(out_dir, steps, prompt, seed, device, overwrite):
 
     kw = {k: v for k, v in (("steps", steps), ("prompt", prompt)) if v is not None}
     r = qs.run(out_dir, seed=seed, device=device, overwrite=overwrite, log=lambda m: click.echo(m, err=True),
-               write=_out, **kw)
+               write=_out, progress=show_progress(False), **kw)
     click.echo("", err=True)
     click.echo(f"sample text: {r['sample']}\nshards:      {r['shards']}\nrun:         {r['run']}\n"
                f"checkpoint:  {r['checkpoint']}  (validation {r['val_bpb']:.3f} bits per byte)", err=True)

@@ -8,7 +8,7 @@ import click
 
 from tfree_codec import TfreeError
 
-from .common import friendly
+from .common import friendly, show_progress
 
 PRESETS = ["tiny", "small", "base", "large"]
 
@@ -57,7 +57,8 @@ def _size(ctx, param, value):
 @click.option("--baseline", type=click.Choice(["bpe"]), help="train the BPE baseline (same body, softmax head)")
 @click.option("--bpe-vocab", type=int, default=32000, show_default=True, help="BPE vocabulary of the baseline")
 @click.option("--pos-weight", type=float, default=100.0, show_default=True, help="BCE weight of active rows")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (GPU)")
+@click.option("--compile", "compile_", is_flag=True,
+              help="torch.compile the model (faster steps after a one-time compile; CPUs need a C compiler)")
 @click.option("--logger", type=click.Choice(["csv", "tensorboard"]), multiple=True,
               help="also log to OUT/log.csv or OUT/tensorboard/ (beside log.jsonl; repeatable)")
 @click.option("--no-plot", is_flag=True, help="no OUT/plot.png (drawn at each evaluation when matplotlib is installed)")
@@ -74,7 +75,7 @@ def train(data, out_dir, compile_, quiet, no_plot, **kw):
     from tfree_codec.train.loop import train as run_train
 
     kw["logger"] = tuple(kw["logger"])
-    cfg = TrainConfig(data=data, out_dir=out_dir, compile=compile_, progress=not quiet, plot=not no_plot, **kw)
+    cfg = TrainConfig(data=data, out_dir=out_dir, compile=compile_, progress=show_progress(quiet), plot=not no_plot, **kw)
     cfg, restored = _restore_settings(cfg)
     if cfg.max_steps is None and cfg.max_bytes is None:
         raise TfreeError("give --max-steps or --max-bytes")
@@ -130,7 +131,7 @@ def eval_(checkpoint, data, device, batch_size, as_json, quiet):
     parameter counts and, for T-FREE, the dictionary's coverage and the unseen-word convention used."""
     from tfree_codec.train.evaluate import evaluate_checkpoint
 
-    r = evaluate_checkpoint(checkpoint, data, device, batch_size, progress=not quiet)
+    r = evaluate_checkpoint(checkpoint, data, device, batch_size, progress=show_progress(quiet))
     if as_json:
         click.echo(json.dumps(r))
         return

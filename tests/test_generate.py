@@ -317,5 +317,6 @@ def test_quickstart_encodes_trains_generates_and_says_where(tmp_path):
     assert r["text"].startswith(quickstart.PROMPT) and len(r["text"]) > len(quickstart.PROMPT)
     assert (tmp_path / "qs" / "shards" / "manifest.json").is_file() and ckpt.read_meta(r["checkpoint"])["step"] == 2
     assert any(r["run"] in line for line in said)
+    assert any(line.startswith("step 2 | loss") for line in said)  # training's lines too go where log says
     with pytest.raises(TfreeError, match="already holds a quickstart run"):
         quickstart.run(str(tmp_path / "qs"), steps=2, sample_chars=40_000, progress=False, log=said.append)

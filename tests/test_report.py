@@ -48,9 +48,9 @@ def runs(shards, tmp_path_factory):
     r = run("train", shards, "-o", a, "--max-steps", 6, "--eval-every", 2, "--save-every", 2, "--logger", "csv",
             "--logger", "tensorboard", "--sample-words", 5, *TINY)
     assert r.exit_code == 0, r.output
-    rb = run("train", shards, "-o", b, "--max-steps", 6, "--eval-every", 2, "--baseline", "bpe", "--bpe-vocab", 300, *TINY)
+    rb = run("train", shards, "-o", b, "--max-steps", 6, "--eval-every", 2, "--baseline", "bpe", "--bpe-vocab", 2000, *TINY)
     assert rb.exit_code == 0, rb.output
-    return a, b, r.output
+    return a, b, r.output + rb.output
 
 
 def test_a_run_plots_logs_csv_and_samples_at_each_evaluation(runs):
@@ -61,7 +61,7 @@ def test_a_run_plots_logs_csv_and_samples_at_each_evaluation(runs):
     evals = [r for r in recs if "val_bpb" in r]
     assert [r["step"] for r in evals] == [2, 4, 6] and evals[-1].get("final")
     assert all(isinstance(r["sample"], str) and r["sample"].strip() for r in evals)
-    assert out.count("sample: ") == 3
+    assert out.count("sample: ") == 6  # 3 of the T-FREE run, 3 of the BPE run
     rows = list(csv.DictReader(open(os.path.join(a, "log.csv"))))
     assert [int(r["step"]) for r in rows] == [r["step"] for r in recs]
     assert [float(r["val_bpb"]) for r in rows if r["val_bpb"]] == [r["val_bpb"] for r in evals]
@@ -87,6 +87,16 @@ def test_the_csv_of_a_resumed_run_matches_its_json_log(runs, shards, tmp_path):
     recs = records(a)
     rows = list(csv.DictReader(open(os.path.join(a, "log.csv"))))
     assert [int(x["step"]) for x in rows] == [x["step"] for x in recs] and recs[-1]["step"] == 8
+
+
+def test_the_bpe_baseline_reports_the_vocabulary_it_learnt(runs):
+    import re
+
+    from tfree_codec.train.data import load_tokenizer
+
+    got = load_tokenizer(os.path.join(runs[1], "final", "tokenizer.json")).get_vocab_size()
+    assert got < 2000  # 15 distinct words run out of merges long before
+    assert re.search(rf"BPE tokenizer: {got:,} tokens learnt from the training text \(--bpe-vocab 2,000 asked\)", runs[2])
 
 
 def test_tfree_plot_draws_tfree_and_bpe_runs_side_by_side(runs, tmp_path):

@@ -461,12 +461,16 @@ def torch_threads(n: int | None):
 
 
 def timed(pieces: Iterator[Piece], on_piece: Callable[[Piece], None]) -> dict:
-    """Run a stream, calling ``on_piece`` on each piece; -> items, bytes, seconds and the finish reason."""
+    """Run a stream, calling ``on_piece`` on each piece; -> items, bytes, seconds and the finish reason, and
+    ``first_seconds``: until the first piece (it reads the prompt and, once per process, compiles the numba
+    kernels), so that a rate over the rest is the steady one."""
     t0 = time.perf_counter()
-    n, nbytes, finish = 0, 0, None
+    n, nbytes, finish, first = 0, 0, None, None
     for piece in pieces:
         on_piece(piece)
         n += 1
         nbytes += len(piece.text.encode("utf-8", "surrogatepass"))
         finish = piece.finish
-    return {"items": n, "bytes": nbytes, "seconds": time.perf_counter() - t0, "finish": finish}
+        first = time.perf_counter() - t0 if first is None else first
+    return {"items": n, "bytes": nbytes, "seconds": time.perf_counter() - t0, "finish": finish,
+            "first_seconds": first or 0.0}

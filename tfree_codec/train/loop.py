@@ -225,8 +225,11 @@ class Run:
             path = os.path.join(self.out, TOKENIZER_FILE)
             if self.dist.main and not os.path.isfile(path):
                 t0 = time.time()
-                train_bpe(self._unit_texts(self.train_units), self.cfg.bpe_vocab).save(path)
-                self.log(f"BPE tokenizer: {self.cfg.bpe_vocab:,} tokens trained on the training text ({time.time() - t0:.1f}s)")
+                tok = train_bpe(self._unit_texts(self.train_units), self.cfg.bpe_vocab)
+                tok.save(path)
+                got = tok.get_vocab_size()  # a small text runs out of merges before the size asked for
+                self.log(f"BPE tokenizer: {got:,} tokens learnt from the training text"
+                         f"{f' (--bpe-vocab {self.cfg.bpe_vocab:,} asked)' if got != self.cfg.bpe_vocab else ''} ({time.time() - t0:.1f}s)")
             self._barrier()
             self.tokenizer = load_tokenizer(path)
             self.vocab_size = self.tokenizer.get_vocab_size()
@@ -392,7 +395,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
                          f"{record['bytes_per_s'] / 1e6:.3f} MB/s")
             if "val_bpb" in record:
                 line += f" | val bpb {record['val_bpb']:.3f}"
-            bar.write(line)
+            with bar.external_write_mode():  # through the caller's log (quickstart: stderr), the bar kept intact
+                say(line)
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
             loggers.write(record)
