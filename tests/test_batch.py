@@ -160,3 +160,21 @@ def test_library_sampling_defaults_are_the_clis():
     opts = ctx.params
     for name in ("max_new_tokens", "temperature", "top_k", "top_p"):
         assert sig[name].default == opts[name], name
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_batches_weights_and_scores_on_cuda(codec, tmp_path):
+    from tfree_codec.model.weights import load_weights_file, save_weights
+
+    torch.manual_seed(0)
+    m = Model(ModelConfig(vocab_size=codec.vocab_size, n_layer=1, n_head=2, n_embd=32, seq_len=32)).eval()
+    b = batch_encode(codec, [t for t in TEXTS if t])
+    with torch.no_grad():
+        _, cpu = m(*b.lm_inputs())
+        _, gpu = m.cuda()(*b.to("cuda").lm_inputs())
+    assert float(gpu) == pytest.approx(float(cpu), rel=1e-4)
+    save_weights(m.state_dict(), tmp_path / "w.safetensors")  # CUDA tensors
+    back = load_weights_file(str(tmp_path / "w.safetensors"))
+    assert all(torch.equal(back[k], v.cpu()) for k, v in m.state_dict().items())
+    assert b.to("cuda").padded().is_cuda
