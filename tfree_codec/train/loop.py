@@ -364,7 +364,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         _truncate_log(log_path, run.step)
     loggers = report.Loggers(run.out, cfg.logger, run.step, say) if main else None
     eval_every = cfg.eval_every if cfg.eval_every is not None else (run.max_steps // 10 if run.max_steps >= 1000 else 0)
-    bar = tqdm(total=run.max_steps, initial=run.step, disable=not (main and cfg.progress), unit="step",
+    bar = tqdm(total=run.max_steps, initial=run.step, disable=None if main and cfg.progress else True, unit="step",
                dynamic_ncols=True, leave=False)
     t_last, b_last, i_last, busy = time.perf_counter(), run.bytes_seen, run.items_seen, 0.0
     record = {}
