@@ -79,6 +79,9 @@ def train(data, out_dir, compile_, quiet, no_plot, **kw):
     cfg, restored = _restore_settings(cfg)
     if cfg.max_steps is None and cfg.max_bytes is None:
         raise TfreeError("give --max-steps or --max-bytes")
+    for name in ("keep_last", "sample_words"):
+        if getattr(cfg, name) < 0:
+            raise TfreeError(f"--{name.replace('_', '-')} must be 0 or more, not {getattr(cfg, name)}")
 
     def log(msg):
         click.echo(msg)
