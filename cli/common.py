@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import click
@@ -14,17 +15,36 @@ def friendly(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            out = fn(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows up here, inside the handler below, not at exit
+            return out
         except TfreeError as e:
             raise click.ClickException(str(e)) from None
         except UnicodeDecodeError as e:
             raise click.ClickException(f"input is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+        except BrokenPipeError:  # before OSError, of which it is one
+            _stdout_gone()
         except OSError as e:
             raise click.ClickException(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)) from None
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
     return wrapper
+
+
+def _stdout_gone() -> None:
+    """The reader of stdout went away (``tfree ... | head``): stop quietly, as ``yes | head`` does. stdout is
+    pointed at /dev/null so that the interpreter's last flush does not raise again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (tests capture stdout)
+        pass
+    sys.exit(0)
+
+
+def show_progress(quiet: bool) -> bool:
+    """Progress bars only where someone watches: not with -q, and not when stderr is a file or a pipe."""
+    return not quiet and sys.stderr.isatty()
 
 
 def codec_options(fn):

@@ -9,7 +9,7 @@ import click
 
 from tfree_codec import TfreeError
 
-from .common import codec_options, friendly, make_codec
+from .common import codec_options, friendly, make_codec, show_progress
 
 
 @click.group("dict")
@@ -42,7 +42,7 @@ def build(inputs, out_path, min_count, max_words, quiet, **codec_kw):
             raise TfreeError(f"cannot read {p!r}: no such file or directory")
     codec = make_codec(**codec_kw) if _codec_given(codec_kw) or not any(os.path.isdir(p) for p in inputs) else None
     t0 = time.perf_counter()
-    d = Dictionary.from_files(inputs, codec, min_count=min_count, max_words=max_words, progress=not quiet)
+    d = Dictionary.from_files(inputs, codec, min_count=min_count, max_words=max_words, progress=show_progress(quiet))
     d.save(out_path)
     click.echo(f"{out_path}: {len(d):,} words ({len(d.indices):,} active rows), codec {d.fingerprint()}, "
                f"{time.perf_counter() - t0:.1f} s")

@@ -9,8 +9,9 @@ import sys
 import click
 
 from tfree_codec import TfreeError
+from tfree_codec.decode.sampling import DEFAULT_MAX_NEW, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 
-from .common import friendly, read_text
+from .common import friendly, read_text, show_progress
 
 
 def _out(text: str) -> None:
@@ -21,12 +22,12 @@ def _out(text: str) -> None:
 @click.command()
 @click.argument("args", nargs=-1, metavar="[MODEL] [PROMPT|-]")
 @click.option("--prompt-file", type=click.Path(dir_okay=False), help="read the prompt from this UTF-8 file")
-@click.option("-n", "--max-new-tokens", type=int, default=100, show_default=True,
+@click.option("-n", "--max-new-tokens", type=int, default=DEFAULT_MAX_NEW, show_default=True,
               help="words to generate (tokens for a BPE model)")
-@click.option("-t", "--temperature", type=float, default=0.8, show_default=True,
+@click.option("-t", "--temperature", type=float, default=DEFAULT_TEMPERATURE, show_default=True,
               help="0: greedy; 1: the model's calibrated distribution")
 @click.option("--top-k", type=int, help="sample among the k likeliest words only")
-@click.option("--top-p", type=float, default=0.95, show_default=True, help="nucleus: the likeliest words up to this mass")
+@click.option("--top-p", type=float, default=DEFAULT_TOP_P, show_default=True, help="nucleus: the likeliest words up to this mass")
 @click.option("--seed", type=int, help="random (and printed) unless given")
 @click.option("--num-samples", type=int, default=1, show_default=True, help="continuations (sample i uses seed + i)")
 @click.option("--stop", multiple=True, help="stop before this string (repeatable)")
@@ -69,10 +70,11 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
         with torch_threads(threads or None):
             r = timed(pieces, lambda piece: _out(piece.text))
         _out("\n")
-        rate = r["items"] / max(r["seconds"], 1e-9)
-        click.echo(f"{r['items']} {unit}, {r['bytes']:,} bytes in {r['seconds']:.2f} s: {rate:.1f} {unit}/s, "
-                   f"{r['bytes'] / max(r['seconds'], 1e-9):,.0f} bytes/s | seed {seed + k} | stopped: {r['finish']}",
-                   err=True)
+        # the first word also reads the prompt and, once per process, compiles the kernels: the rate is the rest's
+        steady = max(r["seconds"] - r["first_seconds"], 1e-9)
+        rate = f"{(r['items'] - 1) / steady:.1f} {unit}/s after the first" if r["items"] > 1 else "-"
+        click.echo(f"{r['items']} {unit}, {r['bytes']:,} bytes in {r['seconds']:.2f} s (first {unit[:-1]} after "
+                   f"{r['first_seconds']:.2f} s): {rate} | seed {seed + k} | stopped: {r['finish']}", err=True)
 
 
 @click.command()
@@ -125,7 +127,7 @@ def quickstart(out_dir, steps, prompt, seed, device, overwrite):
 
     kw = {k: v for k, v in (("steps", steps), ("prompt", prompt)) if v is not None}
     r = qs.run(out_dir, seed=seed, device=device, overwrite=overwrite, log=lambda m: click.echo(m, err=True),
-               write=_out, **kw)
+               write=_out, progress=show_progress(False), **kw)
     click.echo("", err=True)
     click.echo(f"sample text: {r['sample']}\nshards:      {r['shards']}\nrun:         {r['run']}\n"
                f"checkpoint:  {r['checkpoint']}  (validation {r['val_bpb']:.3f} bits per byte)", err=True)

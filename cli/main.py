@@ -12,7 +12,7 @@ from .codec_cmds import inspect, stats  # text -> words -> patterns
 from .dict_cmds import dict_group  # dictionaries: dict build|info|neighbours
 from .generate_cmds import export, generate, quickstart  # text from a model
 from .shards_cmds import encode, shards  # corpora -> Arrow shards: encode, shards info|verify
-from .train_cmds import eval_, train  # model: train, eval
+from .train_cmds import eval_, plot, train  # model: train, eval, plot
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,5 +21,5 @@ def main() -> None:
     """tfree: a tokenizer-free text codec (T-FREE) for language models."""
 
 
-for _command in (inspect, stats, encode, shards, dict_group, train, eval_, generate, export, quickstart):
+for _command in (inspect, stats, encode, shards, dict_group, train, eval_, plot, generate, export, quickstart):
     main.add_command(_command)

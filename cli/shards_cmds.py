@@ -10,7 +10,7 @@ import click
 
 from tfree_codec import TfreeError
 
-from .common import codec_options, friendly, make_codec
+from .common import codec_options, friendly, make_codec, show_progress
 
 _SIZE = re.compile(r"(?i)^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$")
 
@@ -54,7 +54,7 @@ def encode(inputs, out_dir, split, text_column, fmt, num_proc, docs_per_shard, s
     codec = make_codec(**codec_kw)
     s = encode_to_shards(inputs, out_dir, codec.config, split=split, text_column=text_column, fmt=fmt,
                          num_proc=num_proc, overwrite=overwrite, docs_per_shard=docs_per_shard,
-                         shard_bytes=parse_size(shard_bytes), progress=not quiet)
+                         shard_bytes=parse_size(shard_bytes), progress=show_progress(quiet))
     if s["up_to_date"]:
         click.echo(f"{out_dir} is up to date: {_n(s['documents'], 'document')}, {_n(s['shards'], 'shard')}", err=True)
         return

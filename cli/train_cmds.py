@@ -8,7 +8,7 @@ import click
 
 from tfree_codec import TfreeError
 
-from .common import friendly
+from .common import friendly, show_progress
 
 PRESETS = ["tiny", "small", "base", "large"]
 
@@ -45,18 +45,28 @@ def _size(ctx, param, value):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True,
               help="auto: bf16 autocast on GPUs that support it, float32 elsewhere")
-@click.option("--eval-every", type=int, default=0, show_default=True, help="validation every N steps (0: at the end)")
+@click.option("--eval-every", type=int, help="validation (bits per byte, a sample, plot.png) every N steps; 0: at the "
+              "end  [default: about 10 times in runs of 1,000+ steps, else at the end]")
 @click.option("--save-every", type=int, default=0, show_default=True, help="checkpoint every N steps (0: at the end)")
 @click.option("--log-every", type=int, default=10, show_default=True)
+@click.option("--keep-last", type=int, default=0, show_default=True,
+              help="keep only the newest N step-NNNNNN/ checkpoints (0: all; final/ is always kept)")
 @click.option("--val-bytes", callback=_size, default="64KB", show_default=True, help="held-out validation text")
-@click.option("--resume", help="'auto' (the newest checkpoint in the run directory) or a checkpoint directory")
+@click.option("--resume", help="'auto' (the newest checkpoint in the run directory) or a checkpoint directory; "
+              "the run's own settings are restored except those given again")
 @click.option("--baseline", type=click.Choice(["bpe"]), help="train the BPE baseline (same body, softmax head)")
 @click.option("--bpe-vocab", type=int, default=32000, show_default=True, help="BPE vocabulary of the baseline")
 @click.option("--pos-weight", type=float, default=100.0, show_default=True, help="BCE weight of active rows")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (GPU)")
+@click.option("--compile", "compile_", is_flag=True,
+              help="torch.compile the model (faster steps after a one-time compile; CPUs need a C compiler)")
+@click.option("--logger", type=click.Choice(["csv", "tensorboard"]), multiple=True,
+              help="also log to OUT/log.csv or OUT/tensorboard/ (beside log.jsonl; repeatable)")
+@click.option("--no-plot", is_flag=True, help="no OUT/plot.png (drawn at each evaluation when matplotlib is installed)")
+@click.option("--sample-words", type=int, default=24, show_default=True,
+              help="a greedy sample of this many words at each evaluation (0: none)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 @friendly
-def train(data, out_dir, compile_, quiet, **kw):
+def train(data, out_dir, compile_, quiet, no_plot, **kw):
     """Train a T-FREE model (or, with --baseline bpe, its BPE baseline) on DATA, a shard directory from
     `tfree encode` (or a text file); checkpoints go to OUT/step-NNNNNN/ and OUT/final/.
 
@@ -64,10 +74,51 @@ def train(data, out_dir, compile_, quiet, **kw):
     from tfree_codec.train.loop import TrainConfig
     from tfree_codec.train.loop import train as run_train
 
-    if kw["max_steps"] is None and kw["max_bytes"] is None:
+    kw["logger"] = tuple(kw["logger"])
+    cfg = TrainConfig(data=data, out_dir=out_dir, compile=compile_, progress=show_progress(quiet), plot=not no_plot, **kw)
+    cfg, restored = _restore_settings(cfg)
+    if cfg.max_steps is None and cfg.max_bytes is None:
         raise TfreeError("give --max-steps or --max-bytes")
-    cfg = TrainConfig(data=data, out_dir=out_dir, compile=compile_, progress=not quiet, **kw)
-    run_train(cfg, log=click.echo)
+    for name in ("keep_last", "sample_words"):
+        if getattr(cfg, name) < 0:
+            raise TfreeError(f"--{name.replace('_', '-')} must be 0 or more, not {getattr(cfg, name)}")
+
+    def log(msg):
+        click.echo(msg)
+        if restored and str(msg).startswith("resumed from"):  # said once the checkpoint is accepted
+            click.echo("settings of the run restored: " + ", ".join(f"{k} {v}" for k, v in restored.items()))
+    run_train(cfg, log=log)
+
+
+def _restore_settings(cfg):
+    """--resume: the run's saved settings for every option not typed again on this command line."""
+    from click.core import ParameterSource
+
+    from tfree_codec.train.settings import resume_settings
+
+    ctx = click.get_current_context()
+    typed = {p.name for p in ctx.command.params
+             if ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    typed |= {"compile"} if "compile_" in typed else set()
+    typed |= {"plot"} if "no_plot" in typed else set()
+    return resume_settings(cfg, typed)
+
+
+@click.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--out", "out_file", required=True, type=click.Path(dir_okay=False), help="PNG to write")
+@click.option("--label", "labels", multiple=True, help="legend name of each run, in order (default: its folder)")
+@friendly
+def plot(runs, out_file, labels):
+    """Draw RUNS side by side: validation bits per byte against text seen (the figure T-FREE and BPE runs
+    share) and each run's training loss, from their log.jsonl."""
+    from tfree_codec.train.report import plot_runs
+
+    if labels and len(labels) != len(runs):
+        raise TfreeError(f"{len(labels)} --label for {len(runs)} runs")
+    if plot_runs(runs, out_file, labels or None) is None:
+        raise TfreeError("tfree plot needs matplotlib: pip install 'tfree-codec[plot]'")
+    click.echo(f"wrote {out_file}")
 
 
 @click.command(name="eval")
@@ -83,7 +134,7 @@ def eval_(checkpoint, data, device, batch_size, as_json, quiet):
     parameter counts and, for T-FREE, the dictionary's coverage and the unseen-word convention used."""
     from tfree_codec.train.evaluate import evaluate_checkpoint
 
-    r = evaluate_checkpoint(checkpoint, data, device, batch_size, progress=not quiet)
+    r = evaluate_checkpoint(checkpoint, data, device, batch_size, progress=show_progress(quiet))
     if as_json:
         click.echo(json.dumps(r))
         return

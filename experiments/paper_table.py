@@ -115,7 +115,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100)
-    ap.add_argument("--evals", type=int, default=4, help="validation points per run")
+    ap.add_argument("--evals", type=int, default=10, help="validation points per run (curves to compare)")
     ap.add_argument("--pos-weight", type=float, default=300.0, help="T-FREE BCE positive weight")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--results", default=os.path.join(ROOT, "docs", "results.md"))

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from tfree_cli.main import main
 from tfree_codec import CodecConfig, TfreeError
-from tfree_codec.model.checkpoint import load_model
+from tfree_codec.model.checkpoint import load_model, read_state_dict
 from tfree_codec.shards.writer import encode_to_shards
 
 SMALL = {"preset": "tiny", "n-layer": 1, "n-head": 2, "n-embd": 32, "seq-len": 16, "batch-size": 4, "warmup": 2,
@@ -64,10 +64,11 @@ def finished(shards, tmp_path_factory):
 def test_checkpoints_are_self_describing(finished):
     for name in ("step-000004", "step-000008", "final"):
         files = set(os.listdir(os.path.join(finished, name)))
-        assert {"model.pt", "model_config.json", "codec.json", "dictionary.arrow", "calibration.json",
+        assert {"model.safetensors", "train_config.json", "model_config.json", "codec.json", "dictionary.arrow", "calibration.json",
                 "checkpoint.json"} <= files
     assert "train_state.pt" in os.listdir(os.path.join(finished, "step-000004"))
-    sd = torch.load(os.path.join(finished, "final", "model.pt"), weights_only=True)
+    assert "model.pt" not in files  # weights once, without pickle
+    sd = read_state_dict(os.path.join(finished, "final"))
     assert all(isinstance(v, torch.Tensor) for v in sd.values())
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in sd)
     state = torch.load(os.path.join(finished, "step-000004", "train_state.pt"), weights_only=True)
@@ -99,8 +100,8 @@ def test_resume_auto_continues_exactly(finished, tmp_path):
     assert "resumed from" in r.output and "step 4" in r.output
     la, lb = losses(finished), losses(b)
     assert [lb[s] for s in range(5, 9)] == [la[s] for s in range(5, 9)]  # bit-exact on CPU
-    wa = torch.load(os.path.join(finished, "final", "model.pt"), weights_only=True)
-    wb = torch.load(os.path.join(b, "final", "model.pt"), weights_only=True)
+    wa = read_state_dict(os.path.join(finished, "final"))
+    wb = read_state_dict(os.path.join(b, "final"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -127,11 +128,11 @@ def test_resume_with_other_settings_or_into_a_used_dir_is_refused(finished, tmp_
 def test_corrupt_or_mismatched_checkpoints_are_refused_in_one_line(finished, shards, tmp_path):
     bad = str(tmp_path / "bad")
     shutil.copytree(os.path.join(finished, "final"), bad)
-    with open(os.path.join(bad, "model.pt"), "r+b") as f:
+    with open(os.path.join(bad, "model.safetensors"), "r+b") as f:
         f.seek(200)
         f.write(b"\xff" * 16)
     r = run("eval", bad, shards, "-q")
-    assert r.exit_code == 1 and "corrupt: model.pt" in r.output and len(r.output.strip().splitlines()) == 1
+    assert r.exit_code == 1 and "corrupt: model.safetensors" in r.output and len(r.output.strip().splitlines()) == 1
     os.remove(os.path.join(bad, "checkpoint.json"))
     r = run("eval", bad, shards, "-q")
     assert r.exit_code == 1 and "not a tfree checkpoint" in r.output

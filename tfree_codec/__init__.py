@@ -8,6 +8,7 @@ The stages, one sub-package each, in the order the data flows through them:
     train/    shards -> a trained run: batches, the training loop, bits-per-byte evaluation
     decode/   scores -> words: dictionaries, the scorer, sampling, spelling
     generate  a trained model continues a prompt (``tfree_codec.load().generate(...)``)
+    score     how likely given texts are under a model (``tfree_codec.load().score([...])``)
 
 ``codec.py`` and ``config.py`` are the public face of the first stage. Importing this package never imports torch:
 the names below that need it (``load``, ``LanguageModel``) are resolved on first use.
@@ -34,6 +35,9 @@ _LAZY = {
     "Decoder": "decode.decoder",
     "ShardDataset": "shards.reader",
     "encode_to_shards": "shards.writer",
+    "Batch": "model.batch",
+    "Collator": "model.batch",
+    "batch_encode": "model.batch",
     "LanguageModel": "generate",
     "load": "generate",
 }

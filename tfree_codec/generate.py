@@ -30,7 +30,7 @@ from .model import checkpoint as ckpt
 from .config import TfreeError
 from .decode import _sample
 from .decode.decoder import Decoder
-from .decode.sampling import _TAIL, _check_sampling
+from .decode.sampling import _TAIL, DEFAULT_MAX_NEW, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, _check_sampling
 from .model.step import CpuStep
 from .decode.scorer import sigmoid
 from .text.words import EOT
@@ -102,6 +102,19 @@ class LanguageModel:
     def generate(self, prompt: str, **kw) -> str:
         kw.setdefault("calibration", self.calibration)
         return generate(self.model, self.codec, self.vocab, prompt, **kw)
+
+    def generate_batch(self, prompts, *, seed=None, **kw) -> list[str]:
+        """``generate`` for each of several prompts, one after another (prompt i is drawn with ``seed + i``, as
+        ``tfree generate --num-samples`` does; seed None: fresh entropy for each)."""
+        if isinstance(prompts, str):
+            raise TfreeError("generate_batch takes a list of prompts (generate takes one)")
+        return [self.generate(p, seed=None if seed is None else seed + i, **kw) for i, p in enumerate(prompts)]
+
+    def score(self, texts, batch_size: int = 16) -> list[dict]:
+        """Bits, bits per byte and log-probability of each text under this model (``score.score_texts``)."""
+        from .score import score_texts  # noqa: PLC0415
+
+        return score_texts(self.path, self.model, self.codec, texts, batch_size)
 
 
 def load(path: str | None = None, device: str = "auto") -> LanguageModel:
@@ -305,14 +318,16 @@ class _BpeText:
 
 
 # -- generation ---------------------------------------------------------------------------------------------------------
-def stream(model, codec, vocab, prompt: str, *, max_new_tokens: int = 64, temperature: float = 1.0,
-           top_k: int | None = None, top_p: float | None = None, seed=None, stop=(), spell: bool = False,
+def stream(model, codec, vocab, prompt: str, *, max_new_tokens: int = DEFAULT_MAX_NEW,
+           temperature: float = DEFAULT_TEMPERATURE, top_k: int | None = None, top_p: float | None = DEFAULT_TOP_P,
+           seed=None, stop=(), spell: bool = False,
            spell_below: float = SPELL_BELOW, use_cache: bool = True, calibration: dict | None = None,
            stop_at_eot: bool = True) -> Iterator[Piece]:
     """Generate after ``prompt``, one ``Piece`` per new word (T-FREE; ``vocab`` a Dictionary, which the prompt's
     words join) or token (BPE; ``vocab`` a tokenizers.Tokenizer). ``seed`` (int or numpy Generator; None: fresh
     entropy) fixes the draws. Stops after ``max_new_tokens`` items, at <|endoftext|>, or before a ``stop`` string
     (which is not emitted). ``calibration``: {"temperature": T_cal, "prior_weight": b} (default: T_cal 0.07, b 0).
+    The sampling defaults are ``tfree generate``'s (decode/sampling.py).
     The arguments are checked here, before the first piece is asked for."""
     if not isinstance(prompt, str) or not prompt:
         raise TfreeError("the prompt is empty")
@@ -446,12 +461,16 @@ def torch_threads(n: int | None):
 
 
 def timed(pieces: Iterator[Piece], on_piece: Callable[[Piece], None]) -> dict:
-    """Run a stream, calling ``on_piece`` on each piece; -> items, bytes, seconds and the finish reason."""
+    """Run a stream, calling ``on_piece`` on each piece; -> items, bytes, seconds and the finish reason, and
+    ``first_seconds``: until the first piece (it reads the prompt and, once per process, compiles the numba
+    kernels), so that a rate over the rest is the steady one."""
     t0 = time.perf_counter()
-    n, nbytes, finish = 0, 0, None
+    n, nbytes, finish, first = 0, 0, None, None
     for piece in pieces:
         on_piece(piece)
         n += 1
         nbytes += len(piece.text.encode("utf-8", "surrogatepass"))
         finish = piece.finish
-    return {"items": n, "bytes": nbytes, "seconds": time.perf_counter() - t0, "finish": finish}
+        first = time.perf_counter() - t0 if first is None else first
+    return {"items": n, "bytes": nbytes, "seconds": time.perf_counter() - t0, "finish": finish,
+            "first_seconds": first or 0.0}

@@ -12,6 +12,10 @@ import numpy as np
 
 from ..config import TfreeError
 
+# The sampling defaults of the library (``stream``, ``generate``) and of ``tfree generate`` alike.
+DEFAULT_MAX_NEW = 100
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_TOP_P = 0.95
 _TAIL = 40.0  # sampling ignores words whose probability is below e^-_TAIL times the best word's
 _LOW = -60.0  # below this (best - 1) / T the fused sum(exp((s - 1) / T)) may underflow: sum again around the best
 

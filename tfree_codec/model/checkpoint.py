@@ -1,10 +1,12 @@
 """Self-describing checkpoint directories: ``RUN_DIR/step-000500/`` and ``RUN_DIR/final/``.
 
-A checkpoint holds ``model.pt`` (the unwrapped state_dict: tensors only, ``torch.load(weights_only=True)``, no
-``module.``/``_orig_mod.`` prefixes), ``model_config.json``, ``codec.json``, the dictionary (T-FREE) or
+A checkpoint holds ``model.safetensors`` (the unwrapped state_dict: no ``module.``/``_orig_mod.`` prefixes, no
+pickle; checkpoints written before it hold ``model.pt`` instead, read with ``torch.load(weights_only=True)``),
+``model_config.json``, ``codec.json``, the dictionary (T-FREE) or
 ``tokenizer.json`` (BPE), ``calibration.json`` (dictionary-softmax temperature and unseen-word rate),
 ``train_state.pt`` (optimizer, step, RNG states, data cursor; tensors and plain containers only) and
-``checkpoint.json`` (format, step, and the sha256 of every other file). It is written to a temporary directory and
+``train_config.json`` (the run's settings, in training checkpoints and final/) and ``checkpoint.json`` (format,
+step, and the sha256 of every other file). It is written to a temporary directory and
 renamed into place, so a directory with a ``checkpoint.json`` is always complete; a file that does not match its
 checksum is refused in one line.
 """
@@ -21,10 +23,12 @@ import torch
 from ..codec import Codec
 from ..config import CodecConfig, TfreeError
 from .transformer import Model, ModelConfig
+from .weights import WEIGHTS_FILE, load_weights_file, save_weights
 
 FORMAT = "tfree-checkpoint"
 FORMAT_VERSION = 1
 META = "checkpoint.json"
+SETTINGS_FILE = "train_config.json"  # the run's settings (train/settings.py)
 STEP_RE = re.compile(r"^step-(\d{6,})$")
 
 
@@ -47,9 +51,11 @@ def clean_state_dict(sd: dict) -> dict:
 
 
 def save_checkpoint(path: str, model, codec: Codec, *, files: dict | None = None, train_state: dict | None = None,
-                    calibration: dict | None = None, step: int = 0, info: dict | None = None) -> str:
+                    calibration: dict | None = None, step: int = 0, info: dict | None = None,
+                    json_files: dict | None = None) -> str:
     """Write a checkpoint directory atomically. ``files``: name -> existing path to copy in (dictionary,
-    tokenizer.json). Replaces an existing checkpoint of the same name."""
+    tokenizer.json); ``json_files``: name -> a dict written as JSON (train_config.json). Replaces an existing
+    checkpoint of the same name."""
     path = os.path.abspath(path)
     parent, name = os.path.dirname(path), os.path.basename(path)
     tmp = os.path.join(parent, f".tmp-{name}-{os.getpid()}")
@@ -58,11 +64,13 @@ def save_checkpoint(path: str, model, codec: Codec, *, files: dict | None = None
     try:
         raw = getattr(model, "module", model)
         raw = getattr(raw, "_orig_mod", raw)
-        torch.save(clean_state_dict(raw.state_dict()), os.path.join(tmp, "model.pt"))
+        save_weights(clean_state_dict(raw.state_dict()), os.path.join(tmp, WEIGHTS_FILE), {"format": "pt"})
         _write(tmp, "model_config.json", raw.config.to_json() + "\n")
         codec.save(os.path.join(tmp, "codec.json"))
         for fname, src in (files or {}).items():
             shutil.copyfile(src, os.path.join(tmp, fname))
+        for fname, obj in (json_files or {}).items():
+            _write(tmp, fname, json.dumps(obj, indent=2, sort_keys=True) + "\n")
         if calibration is not None:
             _write(tmp, "calibration.json", json.dumps(calibration, indent=2, sort_keys=True) + "\n")
         if train_state is not None:
@@ -128,12 +136,20 @@ def load_model(path: str, device="cpu", verify: bool = True):
     if config.mode == "tfree" and config.vocab_size != codec.vocab_size:
         raise TfreeError(f"{path}: model has {config.vocab_size} activation rows but the codec has v = {codec.vocab_size}")
     model = Model(config)
+    load_weights(model, read_state_dict(path), path)
+    return model.to(device), codec, meta
+
+
+def read_state_dict(path: str) -> dict:
+    """The weights of checkpoint directory ``path``: model.safetensors, else (older checkpoints) model.pt."""
+    if os.path.isfile(os.path.join(path, WEIGHTS_FILE)):
+        return load_weights_file(os.path.join(path, WEIGHTS_FILE))
     try:
-        sd = torch.load(os.path.join(path, "model.pt"), map_location="cpu", weights_only=True)
+        return torch.load(os.path.join(path, "model.pt"), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise TfreeError(f"{path}: no {WEIGHTS_FILE} (nor an older model.pt)") from None
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged file
         raise TfreeError(f"{path}: cannot load model.pt ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
-    load_weights(model, sd, path)
-    return model.to(device), codec, meta
 
 
 def load_weights(model: Model, sd: dict, where: str) -> None:
@@ -168,3 +184,24 @@ def latest_checkpoint(run_dir: str) -> str | None:
 
 def step_dir(run_dir: str, step: int) -> str:
     return os.path.join(run_dir, f"step-{step:06d}")
+
+
+def prune_checkpoints(run_dir: str, keep_last: int) -> list[str]:
+    """Delete all but the newest ``keep_last`` complete ``step-NNNNNN`` checkpoints of a run (``--keep-last``);
+    -> the directories deleted. Only directories this module wrote are touched: a step name and a checkpoint.json
+    of this format; final/ is never one of them."""
+    if keep_last < 1 or not os.path.isdir(run_dir):
+        return []
+    steps = sorted((int(m.group(1)), d) for d in os.listdir(run_dir) if (m := STEP_RE.match(d)))
+    done = []
+    for _, d in steps:
+        try:
+            with open(os.path.join(run_dir, d, META), encoding="utf-8") as f:
+                if json.load(f).get("format") == FORMAT:
+                    done.append(d)
+        except (OSError, ValueError):
+            continue  # incomplete or not ours: left alone
+    gone = [os.path.join(run_dir, d) for d in done[:max(0, len(done) - keep_last)]]
+    for d in gone:
+        shutil.rmtree(d)
+    return gone

@@ -285,7 +285,10 @@ class Model(nn.Module):
         cos, sin = self._rope
         if cos is None or cos.shape[0] < start + T or cos.device != device:
             n = max(start + T, self.config.seq_len)
-            cos, sin = rope_tables(self.config.n_embd // self.config.n_head, n, self.config.rope_base, device)
+            # made as ordinary tensors even under torch.inference_mode() (generation): an inference tensor kept in
+            # this cache would break every later forward pass with gradients (training after generating)
+            with torch.inference_mode(False), torch.no_grad():
+                cos, sin = rope_tables(self.config.n_embd // self.config.n_head, n, self.config.rope_base, device)
             self._rope = cos[:, None, None], sin[:, None, None]  # (n, 1, 1, hd): broadcast over (B, T, 2, H, hd)
             cos, sin = self._rope
         return cos[start:start + T], sin[start:start + T]

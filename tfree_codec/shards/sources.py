@@ -30,10 +30,13 @@ BLOCK = 1 << 24  # bytes read at a time when splitting plain text
 
 def expand_inputs(inputs) -> list[str]:
     """Files named by ``inputs``: files as given, directories walked recursively (sorted, hidden entries
-    skipped), globs expanded (sorted), ``-`` for stdin. Duplicates are kept once, in first-seen order."""
+    skipped), globs expanded (sorted), ``-`` for stdin, URLs (``s3://``, ``gs://``, ``hf://``, ``https://``, ...)
+    through fsspec the same way. Duplicates are kept once, in first-seen order."""
     out: list[str] = []
     for spec in inputs:
-        if spec == "-" or os.path.isfile(spec):
+        if is_url(spec):
+            found = expand_url(spec)
+        elif spec == "-" or os.path.isfile(spec):
             found = [spec]
         elif os.path.isdir(spec):
             found = sorted(os.path.join(root, f) for root, dirs, files in os.walk(spec)
@@ -54,6 +57,51 @@ def expand_inputs(inputs) -> list[str]:
     return out
 
 
+# -- remote inputs (fsspec, the optional [remote] extra) ----------------------------------------------------------
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(spec: str) -> bool:
+    return bool(_URL.match(spec))
+
+
+def _filesystem(url: str):
+    """(fsspec filesystem, path within it) of ``url``; one line when fsspec or the scheme's package is missing."""
+    try:
+        import fsspec  # noqa: PLC0415
+    except ImportError:
+        raise TfreeError(f"{url}: reading URLs needs fsspec (pip install 'tfree-codec[remote]')") from None
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as e:  # e.g. s3fs or gcsfs not installed, an unknown scheme
+        raise TfreeError(f"{url}: {str(e).splitlines()[0]}") from None
+
+
+def expand_url(url: str) -> list[str]:
+    """The files a URL names: itself, every non-hidden file below it (a directory), or a glob's matches; sorted."""
+    fs, path = _filesystem(url)
+    try:
+        if glob.has_magic(path):
+            found = [p for p in fs.glob(path) if fs.isfile(p)]
+        elif fs.isdir(path):
+            found = [p for p in fs.find(path) if not any(part.startswith(".") for part in p[len(path):].split("/"))]
+        elif fs.exists(path):
+            return [url]
+        else:
+            raise TfreeError(f"cannot read {url!r}: no such file or directory")
+    except OSError as e:
+        raise TfreeError(f"cannot read {url!r}: {e.strerror or e}") from None
+    if not found:
+        raise TfreeError(f"no files match {url!r}")
+    return [fs.unstrip_protocol(p) for p in sorted(found)]
+
+
+def open_url(url: str):
+    """A binary file object over the bytes at ``url`` (fsspec)."""
+    fs, path = _filesystem(url)
+    return fs.open(path, "rb")
+
+
 def detect_format(path: str, fmt: str = "auto") -> tuple[str, str | None]:
     """(format, compression) of ``path`` from its extensions; ``fmt`` other than "auto" forces the format."""
     root, ext = os.path.splitext(path.lower())
@@ -69,6 +117,8 @@ def open_binary(path: str, comp: str | None, stdin: bytes | None = None):
     """A binary file object over the (decompressed) bytes of ``path`` (``-``: ``stdin``, or the real stdin)."""
     if path == "-":
         raw = io.BytesIO(stdin) if stdin is not None else sys.stdin.buffer
+    elif is_url(path):
+        raw = open_url(path)
     else:
         raw = open(path, "rb")
     if comp == "gzip":
@@ -189,7 +239,7 @@ def iter_documents(path: str, *, fmt: str = "auto", split: str = "none", text_co
         if fmt in ("parquet", "arrow"):
             import pyarrow as pa
 
-            if comp or path == "-":
+            if comp or path == "-" or is_url(path):
                 with open_binary(path, comp, stdin) as f:
                     source = pa.BufferReader(f.read())
             else:

@@ -23,6 +23,7 @@ from ..config import TfreeError
 from .data import (TOKENIZER_FILE, Corpus, Packer, PatternSource, TokenSource, load_tokenizer, make_units,
                    split_units, train_bpe)
 from ..decode.dictionary import Dictionary
+from . import report
 from .evaluate import (DICT_FILE, Calibration, SpellingModel, calibrate, dictionary_scorer, evaluate_bpe,
                        evaluate_tfree, tfree_bpb)
 from ..model.device import autocast_for, resolve_device  # noqa: F401  (re-exported)
@@ -53,7 +54,7 @@ class TrainConfig:
     seed: int | None = None           # random (and printed) unless given
     device: str = "auto"
     dtype: str = "auto"
-    eval_every: int = 0               # 0: only at the end
+    eval_every: int | None = None     # 0: only at the end; None: about 10 times in runs of 1,000+ steps
     save_every: int = 0               # 0: only final/
     log_every: int = 10
     val_bytes: int = 65536            # held-out validation text (bytes), chosen independently of the seed
@@ -64,6 +65,10 @@ class TrainConfig:
     chunk_words: int = 1024
     compile: bool = False
     progress: bool = True
+    keep_last: int = 0                # 0: keep every step-NNNNNN/ checkpoint; N: only the newest N
+    logger: tuple = ()                # extra logs beside log.jsonl: "csv", "tensorboard" (report.py)
+    plot: bool = True                 # plot.png at each evaluation (needs matplotlib)
+    sample_words: int = 24            # a greedy sample of this many words at each evaluation (0: none)
 
 
 # -- devices and processes ----------------------------------------------------------------------------------------
@@ -141,6 +146,7 @@ class Run:
         self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, device_type=self.device.type)
         self.step, self.bytes_seen, self.items_seen = 0, 0.0, 0
         self.calibration = Calibration()
+        self.said_no_plot = False
         if state:
             self._restore(state)
         self.train_model = self.model
@@ -219,8 +225,11 @@ class Run:
             path = os.path.join(self.out, TOKENIZER_FILE)
             if self.dist.main and not os.path.isfile(path):
                 t0 = time.time()
-                train_bpe(self._unit_texts(self.train_units), self.cfg.bpe_vocab).save(path)
-                self.log(f"BPE tokenizer: {self.cfg.bpe_vocab:,} tokens trained on the training text ({time.time() - t0:.1f}s)")
+                tok = train_bpe(self._unit_texts(self.train_units), self.cfg.bpe_vocab)
+                tok.save(path)
+                got = tok.get_vocab_size()  # a small text runs out of merges before the size asked for
+                self.log(f"BPE tokenizer: {got:,} tokens learnt from the training text"
+                         f"{f' (--bpe-vocab {self.cfg.bpe_vocab:,} asked)' if got != self.cfg.bpe_vocab else ''} ({time.time() - t0:.1f}s)")
             self._barrier()
             self.tokenizer = load_tokenizer(path)
             self.vocab_size = self.tokenizer.get_vocab_size()
@@ -242,8 +251,7 @@ class Run:
         raise TfreeError("give --max-steps or --max-bytes")
 
     def _restore(self, state: dict) -> None:
-        ckpt.load_weights(self.model, torch.load(os.path.join(self.resume_from, "model.pt"), map_location="cpu",
-                                                 weights_only=True), self.resume_from)
+        ckpt.load_weights(self.model, ckpt.read_state_dict(self.resume_from), self.resume_from)
         with open(os.path.join(self.resume_from, "model_config.json"), encoding="utf-8") as f:
             if ModelConfig.from_json(f.read()) != self.model_config:
                 raise TfreeError(f"{self.resume_from}: its model config differs from this run's")
@@ -328,7 +336,10 @@ class Run:
         ckpt.save_checkpoint(path, self.model, self.codec, files=self.artifacts, train_state=state,
                              calibration=self.calibration.to_dict() if self.mode == "tfree" else None, step=self.step,
                              info={"bytes_seen": self.bytes_seen, "seed": self.seed, "params": self.model.num_params(),
-                                   "chunk_words": self.cfg.chunk_words})
+                                   "chunk_words": self.cfg.chunk_words},
+                             json_files={ckpt.SETTINGS_FILE: {**dataclasses.asdict(self.cfg), "seed": self.seed}})
+        if not final and self.cfg.keep_last:
+            ckpt.prune_checkpoints(self.out, self.cfg.keep_last)
 
 
 def _fmt_rate(x: float) -> str:
@@ -351,7 +362,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
     log_path = os.path.join(run.out, "log.jsonl")
     if main:
         _truncate_log(log_path, run.step)
-    bar = tqdm(total=run.max_steps, initial=run.step, disable=not (main and cfg.progress), unit="step",
+    loggers = report.Loggers(run.out, cfg.logger, run.step, say) if main else None
+    eval_every = cfg.eval_every if cfg.eval_every is not None else (run.max_steps // 10 if run.max_steps >= 1000 else 0)
+    bar = tqdm(total=run.max_steps, initial=run.step, disable=None if main and cfg.progress else True, unit="step",
                dynamic_ncols=True, leave=False)
     t_last, b_last, i_last, busy = time.perf_counter(), run.bytes_seen, run.items_seen, 0.0
     record = {}
@@ -369,8 +382,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
                       "bytes_seen": run.bytes_seen}
             t_last, b_last, i_last, busy = now, run.bytes_seen, run.items_seen, 0.0
         t0 = time.perf_counter()
-        if main and cfg.eval_every and s % cfg.eval_every == 0 and s < run.max_steps:
+        if main and eval_every and s % eval_every == 0 and s < run.max_steps:
             record.update({"step": s, "bytes_seen": run.bytes_seen, **run.evaluate()})
+            record.update(_show(run, cfg, say))
         if main and cfg.save_every and s % cfg.save_every == 0 and s < run.max_steps:
             run.save(ckpt.step_dir(run.out, s))
         busy += time.perf_counter() - t0
@@ -381,25 +395,48 @@ def train(cfg: TrainConfig, log=print) -> dict:
                          f"{record['bytes_per_s'] / 1e6:.3f} MB/s")
             if "val_bpb" in record:
                 line += f" | val bpb {record['val_bpb']:.3f}"
-            bar.write(line)
+            with bar.external_write_mode():  # through the caller's log (quickstart: stderr), the bar kept intact
+                say(line)
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+            loggers.write(record)
+            if "val_bpb" in record:
+                _plot(run, cfg, say)
     bar.close()
     summary = {"steps": run.step, "bytes_seen": run.bytes_seen, "params": p, "seed": run.seed, "mode": run.mode}
     if main:
         final = run.evaluate()
         summary.update(final)
         if final:
+            final_record = {"step": run.step, "bytes_seen": run.bytes_seen, "final": True, **final, **_show(run, cfg, say)}
             with open(log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"step": run.step, "bytes_seen": run.bytes_seen, "final": True, **final}) + "\n")
+                f.write(json.dumps(final_record) + "\n")
+            loggers.write(final_record)
+            _plot(run, cfg, say)
             extra = (f" (temperature {final['temperature']:.4f}, prior weight {final['prior_weight']:.3f}, p_unk "
                      f"{final['p_unk']:.4f}; plain score: {final['val_bpb_plain']:.4f})") if "temperature" in final else ""
             say(f"final | step {run.step} | {run.bytes_seen / 1e6:.2f} MB seen | val bpb {final['val_bpb']:.4f}{extra}")
         run.save(ckpt.step_dir(run.out, run.step))
         run.save(os.path.join(run.out, "final"), final=True)
         say(f"saved {os.path.join(run.out, 'final')}")
+        loggers.close()
     run._barrier()
     return summary
+
+
+def _show(run: Run, cfg: TrainConfig, say) -> dict:
+    """A greedy sample of the model at an evaluation, printed and logged."""
+    if not cfg.sample_words:
+        return {}
+    text = report.greedy_sample(run, cfg.sample_words)
+    say(f"sample: {text!r}")
+    return {"sample": text}
+
+
+def _plot(run: Run, cfg: TrainConfig, say) -> None:
+    if cfg.plot and report.plot_runs([run.out], os.path.join(run.out, report.PLOT_FILE)) is None and not run.said_no_plot:
+        say("matplotlib is not installed (pip install 'tfree-codec[plot]'): no plot.png")
+        run.said_no_plot = True
 
 
 def _truncate_log(path: str, step: int) -> None:

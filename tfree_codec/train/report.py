@@ -1,0 +1,162 @@
+"""What a run shows while it trains, beside ``log.jsonl``: a CSV or TensorBoard log (``--logger``), a PNG of its
+loss and validation bits per byte (``plot.png``, redrawn at each evaluation), ``tfree plot RUN...`` (several runs
+side by side), and a short greedy sample at each evaluation (as litgpt prints one).
+
+matplotlib and tensorboard are optional (``pip install tfree-codec[plot]``): without them the run says so in one
+line and goes on. Greedy sampling draws no random numbers, so a resumed run stays bit-exact.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import torch
+
+from ..config import TfreeError
+
+LOG_FILE, CSV_FILE, PLOT_FILE, TB_DIR = "log.jsonl", "log.csv", "plot.png", "tensorboard"
+CSV_COLUMNS = ("step", "bytes_seen", "loss", "lr", "bytes_per_s", "val_bpb", "sample")
+LOGGERS = ("csv", "tensorboard")
+
+
+def read_log(run_dir: str) -> list[dict]:
+    """The records of a run's log.jsonl (a run directory or the file itself)."""
+    path = run_dir if run_dir.endswith(".jsonl") else os.path.join(run_dir, LOG_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(ln) for ln in f if ln.strip()]
+    except FileNotFoundError:
+        raise TfreeError(f"{run_dir}: no {LOG_FILE} (not a tfree run directory)") from None
+    except ValueError as e:
+        raise TfreeError(f"{path}: a line is not JSON ({e})") from None
+
+
+class Loggers:
+    """The extra logs of a run (``names`` from LOGGERS). log.csv is rebuilt from log.jsonl when the run starts, so a
+    resumed run's CSV holds exactly its JSON log's records."""
+
+    def __init__(self, run_dir: str, names=(), step: int = 0, say=print):
+        self.csv = self.tb = None
+        unknown = set(names) - set(LOGGERS)
+        if unknown:
+            raise TfreeError(f"unknown logger {sorted(unknown)[0]!r} (choose from {', '.join(LOGGERS)})")
+        if "csv" in names:
+            old = read_log(run_dir) if os.path.isfile(os.path.join(run_dir, LOG_FILE)) else []
+            self._csv_file = open(os.path.join(run_dir, CSV_FILE), "w", newline="", encoding="utf-8")
+            self.csv = csv.DictWriter(self._csv_file, CSV_COLUMNS, extrasaction="ignore")
+            self.csv.writeheader()
+            for r in old:
+                self.csv.writerow(r)
+            self._csv_file.flush()
+        if "tensorboard" in names:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415
+            except ImportError:
+                say("--logger tensorboard: the tensorboard package is not installed (pip install tensorboard); skipped")
+            else:
+                self.tb = SummaryWriter(os.path.join(run_dir, TB_DIR), purge_step=step or None)
+
+    def write(self, record: dict) -> None:
+        if self.csv is not None:
+            self.csv.writerow(record)
+            self._csv_file.flush()
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step":
+                    self.tb.add_scalar(k, v, record["step"])
+            if "sample" in record:
+                self.tb.add_text("sample", record["sample"], record["step"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.csv is not None:
+            self._csv_file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _pyplot():
+    try:
+        import matplotlib  # noqa: PLC0415
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def plot_runs(run_dirs, out: str, labels=None) -> str | None:
+    """A PNG of validation bits per byte against bytes of text seen (the figure T-FREE and BPE runs share) and of
+    each run's training loss against steps; -> ``out``, or None when matplotlib is not installed."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    logs = [read_log(d) for d in run_dirs]
+    labels = list(labels or [os.path.basename(os.path.normpath(d)) or d for d in run_dirs])
+    fig, (ax_bpb, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for log, label in zip(logs, labels):
+        val = [(r["bytes_seen"] / 1e6, r["val_bpb"]) for r in log if "val_bpb" in r]
+        if val:
+            ax_bpb.plot(*zip(*val), marker="o", ms=3, label=label)
+        loss = [(r["step"], r["loss"]) for r in log if "loss" in r]
+        if loss:
+            ax_loss.plot(*zip(*loss), lw=1, label=label)
+    ax_bpb.set(xlabel="MB of text seen", ylabel="validation bits per byte", title="validation bits per byte")
+    ax_loss.set(xlabel="step", ylabel="training loss", title="training loss (T-FREE: BCE, BPE: cross-entropy)")
+    for ax in (ax_bpb, ax_loss):
+        ax.grid(alpha=0.3)
+        if ax.get_lines():
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = f"{out}.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+@torch.no_grad()
+def greedy_sample(run, n_words: int = 24, prompt_words: int = 8) -> str:
+    """The first ``prompt_words`` words of the first validation unit, then ``n_words`` greedy ones: the model's
+    argmax (T-FREE: of the calibrated dictionary softmax) with the whole context re-read each step."""
+    from ..text.words import EOT  # noqa: PLC0415
+
+    if len(run.val_units) == 0:
+        return ""
+    u = run.val_units
+    d, a, b = int(u.doc[0]), int(u.start[0]), int(u.stop[0])
+    words = run.corpus.words(d, a, min(b, a + prompt_words))
+    T = run.model_config.seq_len
+    run.model.eval()
+    if run.mode == "bpe":
+        tok = run.tokenizer
+        ids = [tok.token_to_id(EOT), *tok.encode(run.codec.join(words), add_special_tokens=False).ids]
+        n0 = len(ids)
+        for _ in range(n_words):
+            logits, _ = run.model(torch.tensor([ids[-T:]], device=run.device), last=True)
+            ids.append(int(logits[0, -1].argmax()))
+        return run.codec.join(words) + tok.decode(ids[n0:])
+    from ..model.transformer import Patterns  # noqa: PLC0415
+    from .evaluate import log_counts  # noqa: PLC0415
+
+    dic, cal = run.dictionary, run.calibration
+    scorer = run.scorer if hasattr(run, "scorer") else None
+    if scorer is None:
+        from .evaluate import dictionary_scorer  # noqa: PLC0415
+
+        scorer = run.scorer = dictionary_scorer(dic)
+    prior = cal.prior_weight * log_counts(dic, run.device)
+    out = [EOT, *words]
+    for _ in range(n_words):
+        ctx = out[-T:]
+        ptr, idx = run.codec.encode_words(ctx)
+        x = Patterns.from_lists([idx[ptr[i]:ptr[i + 1]].astype("int64") for i in range(len(ctx))]).to(run.device)
+        logits, _ = run.model(x, last=True)
+        z = scorer.scores(logits[0, -1:].float())[0] / cal.temperature + prior
+        w = dic.words[int(z.argmax())]
+        if w == EOT:
+            break
+        out.append(w)
+    return run.codec.join(out[1:])
