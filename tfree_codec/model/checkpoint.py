@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 
 import torch
 
@@ -25,6 +26,7 @@ from .transformer import Model, ModelConfig
 FORMAT = "tfree-checkpoint"
 FORMAT_VERSION = 1
 META = "checkpoint.json"
+PARTIAL = ".tfree-partial"  # inside a checkpoint folder being written; gone once it is complete
 STEP_RE = re.compile(r"^step-(\d{6,})$")
 
 
@@ -52,9 +54,10 @@ def save_checkpoint(path: str, model, codec: Codec, *, files: dict | None = None
     tokenizer.json). Replaces an existing checkpoint of the same name."""
     path = os.path.abspath(path)
     parent, name = os.path.dirname(path), os.path.basename(path)
-    tmp = os.path.join(parent, f".tmp-{name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    check_replaceable(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=parent)  # a new name: nothing of anyone else's is in it
+    _write(tmp, PARTIAL, f"{os.getpid()}\n")  # proves the folder ours if we die before the rename
     try:
         raw = getattr(model, "module", model)
         raw = getattr(raw, "_orig_mod", raw)
@@ -67,21 +70,62 @@ def save_checkpoint(path: str, model, codec: Codec, *, files: dict | None = None
             _write(tmp, "calibration.json", json.dumps(calibration, indent=2, sort_keys=True) + "\n")
         if train_state is not None:
             torch.save(train_state, os.path.join(tmp, "train_state.pt"))
+        os.unlink(os.path.join(tmp, PARTIAL))
         sums = {f: _sha256(os.path.join(tmp, f)) for f in sorted(os.listdir(tmp))}
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": step, "mode": raw.config.mode,
                 "files": sums, **(info or {})}
         _write(tmp, META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
         if os.path.exists(path):  # a directory can't be renamed over a non-empty one: move the old one aside first
-            old = os.path.join(parent, f".old-{name}-{os.getpid()}")
+            old = tempfile.mkdtemp(prefix=f".old-{name}-", dir=parent)  # empty: the rename may replace it
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, RuntimeError) and "write" in str(e):  # torch's writer reports a full disk this way
+            raise TfreeError(f"{path}: cannot write the checkpoint ({str(e).splitlines()[0][:120]}); "
+                             "nothing was changed") from None
         raise
     return path
+
+
+def check_replaceable(path: str) -> None:
+    """Refuse to write a checkpoint over anything but a checkpoint whose checkpoint.json names every file in it:
+    replacing deletes the old folder, and a command only deletes what it can prove it wrote."""
+    if not os.path.lexists(path):
+        return
+    if (os.getcwd() + os.sep).startswith(path.rstrip(os.sep) + os.sep):
+        raise TfreeError(f"{path} is the current directory or holds it: choose a new output directory")
+    if not os.path.isdir(path) or os.path.islink(path):
+        raise TfreeError(f"{path} exists and is not a checkpoint directory: choose another output")
+    here = set(os.listdir(path))
+    if not here:
+        return
+    try:
+        with open(os.path.join(path, META), encoding="utf-8") as f:
+            meta = json.load(f)
+        ours = set(meta["files"]) | {META} if meta.get("format") == FORMAT else set()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        ours = set()
+    if not ours or here - ours:
+        extra = sorted(here - ours)
+        raise TfreeError(f"{path} is not empty and holds files tfree did not write ({', '.join(extra[:3])}"
+                         f"{', ...' if len(extra) > 3 else ''}): choose a new or empty output directory")
+
+
+def clean_partial(run_dir: str) -> list[str]:
+    """Remove the temporary checkpoint folders a killed save left in ``run_dir``: only those that still hold our
+    marker file (any other ``.tmp-*`` is left alone)."""
+    gone = []
+    for d in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else ():
+        p = os.path.join(run_dir, d)
+        if d.startswith((".tmp-", ".old-")) and os.path.isdir(p) and not os.path.islink(p) and (
+                os.path.isfile(os.path.join(p, PARTIAL)) or os.path.isfile(os.path.join(p, META))):
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(d)
+    return gone
 
 
 def _write(d: str, name: str, text: str) -> None:

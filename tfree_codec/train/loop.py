@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..model import checkpoint as ckpt
@@ -106,6 +107,7 @@ class Run:
     """Everything a training run holds: data, artifacts (dictionary or tokenizer), model, optimizer, cursor."""
 
     def __init__(self, cfg: TrainConfig, log=print):
+        validate(cfg)
         self.cfg, self.log = cfg, log
         self.dist = init_dist(cfg.device)
         self.device = resolve_device(cfg.device, self.dist.local_rank)
@@ -121,9 +123,17 @@ class Run:
         self.corpus = Corpus.from_path(cfg.data)
         self.codec = self.corpus.codec
         units = make_units(self.corpus, cfg.chunk_words)
+        if not float(units.n_bytes.sum()):
+            raise TfreeError(f"{cfg.data}: no text to train on (it is empty)")
+        self.data_fingerprint = _data_fingerprint(units)
+        if state and state.get("data_fingerprint", self.data_fingerprint) != self.data_fingerprint:
+            raise TfreeError(f"{cfg.data} is not the data {self.resume_from} was trained on (re-encoded or changed "
+                             "since): resume with the same data, or start a new run directory")
         self.train_units, self.val_units = split_units(units, cfg.val_bytes)
         if self.dist.main:
             os.makedirs(self.out, exist_ok=True)
+            if cfg.resume:
+                ckpt.clean_partial(self.out)  # temp folders of a save that was killed (only those marked ours)
         self._barrier()
         self.mode = "bpe" if cfg.baseline else "tfree"
         self._prepare_artifacts()
@@ -161,6 +171,11 @@ class Run:
                                  "or choose another -o")
             return None
         if cfg.resume == "auto":
+            if existing is None and os.path.isdir(os.path.join(self.out, "final")):
+                # final/ keeps no optimizer state or data cursor: continuing from it would not be this run, and
+                # starting fresh would overwrite the trained final/ and log.jsonl
+                raise TfreeError(f"{self.out} holds a finished run (final/) and no step-NNNNNN/ checkpoint to resume "
+                                 "from: it is complete; to train further, start a new run directory")
             if existing is None:
                 self.log(f"--resume auto: no checkpoint in {self.out}, starting fresh")
             return existing
@@ -322,13 +337,61 @@ class Run:
             state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "cursor": self.packer.state_dict(),
                      "bytes_seen": float(self.bytes_seen), "items_seen": int(self.items_seen), "seed": self.seed,
                      "world_size": self.dist.world, "rng_cpu": torch.get_rng_state(),
-                     "calibration": self.calibration.to_dict(), "train_config": dataclasses.asdict(self.cfg)}
+                     "calibration": self.calibration.to_dict(), "train_config": dataclasses.asdict(self.cfg),
+                     "data_fingerprint": self.data_fingerprint}
             if self.device.type == "cuda":
                 state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         ckpt.save_checkpoint(path, self.model, self.codec, files=self.artifacts, train_state=state,
                              calibration=self.calibration.to_dict() if self.mode == "tfree" else None, step=self.step,
                              info={"bytes_seen": self.bytes_seen, "seed": self.seed, "params": self.model.num_params(),
                                    "chunk_words": self.cfg.chunk_words})
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Refuse nonsense options in one line before any work (reading data, writing the run directory)."""
+    def bad(name, value, want):
+        raise TfreeError(f"--{name.replace('_', '-')} must be {want}, not {value!r}")
+
+    for name in ("lr", "pos_weight"):
+        v = getattr(cfg, name)
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            bad(name, v, "a positive number")
+    for name in ("weight_decay", "grad_clip"):
+        v = getattr(cfg, name)
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            bad(name, v, "a non-negative number")
+    for name in ("batch_size", "chunk_words", "bpe_vocab"):
+        if getattr(cfg, name) < 1:
+            bad(name, getattr(cfg, name), "at least 1")
+    for name in ("max_steps", "seq_len", "n_layer", "n_head", "n_embd"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
+            bad(name, getattr(cfg, name), "at least 1")
+    if cfg.max_bytes is not None and not cfg.max_bytes > 0:
+        bad("max_bytes", cfg.max_bytes, "positive")
+    for name in ("warmup", "eval_every", "save_every", "log_every", "val_bytes"):
+        if getattr(cfg, name) < 0:
+            bad(name, getattr(cfg, name), "at least 0")
+    # the model's shape (heads dividing the width, ...) before a dictionary or tokenizer is written for it
+    ModelConfig.from_preset(cfg.preset, mode="bpe" if cfg.baseline else "tfree", vocab_size=16, seq_len=cfg.seq_len,
+                            n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight)
+
+
+def _data_fingerprint(units) -> str:
+    """What the data cursor indexes into: a re-encoded or edited data folder changes it."""
+    import hashlib  # noqa: PLC0415
+
+    h = hashlib.sha256()
+    for a in (units.doc, units.start, units.stop, units.last, units.n_bytes):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _check_finite(run: "Run", loss=None) -> None:
+    """A diverged model (nan/inf loss or weights) is not saved: the last good checkpoint stays the newest."""
+    if (loss is not None and not math.isfinite(float(loss))) or not all(
+            bool(torch.isfinite(p).all()) for p in run.model.parameters()):
+        raise TfreeError(f"training diverged at step {run.step} (the loss or the weights are nan/inf): nothing was "
+                         "saved for it; lower --lr or raise --warmup")
 
 
 def _fmt_rate(x: float) -> str:
@@ -354,7 +417,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     bar = tqdm(total=run.max_steps, initial=run.step, disable=not (main and cfg.progress), unit="step",
                dynamic_ncols=True, leave=False)
     t_last, b_last, i_last, busy = time.perf_counter(), run.bytes_seen, run.items_seen, 0.0
-    record = {}
+    record, loss = {}, None
     while run.step < run.max_steps:
         loss = run.train_step()
         bar.update(1)
@@ -368,10 +431,13 @@ def train(cfg: TrainConfig, log=print) -> dict:
                       f"{unit}_per_s": (run.items_seen - i_last) / dt, "bytes_per_s": (run.bytes_seen - b_last) / dt,
                       "bytes_seen": run.bytes_seen}
             t_last, b_last, i_last, busy = now, run.bytes_seen, run.items_seen, 0.0
+        if "loss" in record and not math.isfinite(record["loss"]):
+            _check_finite(run, record["loss"])
         t0 = time.perf_counter()
         if main and cfg.eval_every and s % cfg.eval_every == 0 and s < run.max_steps:
             record.update({"step": s, "bytes_seen": run.bytes_seen, **run.evaluate()})
         if main and cfg.save_every and s % cfg.save_every == 0 and s < run.max_steps:
+            _check_finite(run, loss)
             run.save(ckpt.step_dir(run.out, s))
         busy += time.perf_counter() - t0
         if main and record:
@@ -387,6 +453,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     bar.close()
     summary = {"steps": run.step, "bytes_seen": run.bytes_seen, "params": p, "seed": run.seed, "mode": run.mode}
     if main:
+        _check_finite(run, loss)
         final = run.evaluate()
         summary.update(final)
         if final:
