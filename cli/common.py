@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 
 import click
@@ -22,9 +23,36 @@ def friendly(fn):
         except OSError as e:
             raise click.ClickException(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)) from None
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+            _interrupted()
+        except SystemError as e:  # Ctrl-C inside a numba kernel surfaces as "returned a result with an exception set"
+            if not _from_interrupt(e):
+                raise
+            _interrupted()
     return wrapper
+
+
+# What to say after Ctrl-C, by command: where a rerun picks up the work, say how.
+RESUME_HINT = {"train": "interrupted; rerun the same command with --resume auto to resume from the last checkpoint",
+               "encode": "interrupted; rerun the same command to resume"}
+
+
+def _from_interrupt(e: BaseException) -> bool:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _interrupted():
+    """One line and exit 130; a second Ctrl-C while exiting changes nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ctx = click.get_current_context(silent=True)
+    sys.stderr.write("\n" if getattr(sys.stderr, "isatty", lambda: False)() else "")
+    click.echo(RESUME_HINT.get(ctx.info_name if ctx else "", "interrupted"), err=True)
+    sys.exit(130)
 
 
 def codec_options(fn):
