@@ -72,3 +72,26 @@ def tmpfs(tmp_path):
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A folder holding one user file that cannot be written to: chmod where we are not root (root ignores
+    permissions), else a tmpfs remounted read-only."""
+    d = tmp_path / "readonly"
+    d.mkdir()
+    if os.geteuid() != 0:
+        (d / "mine.txt").write_text("keep\n")
+        d.chmod(0o555)
+        yield d
+        d.chmod(0o755)
+        return
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(d)], capture_output=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        (d / "mine.txt").write_text("keep\n")
+        subprocess.run(["mount", "-o", "remount,ro", str(d)], check=True, capture_output=True)
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)

@@ -57,8 +57,8 @@ def save_checkpoint(path: str, model, codec: Codec, *, files: dict | None = None
     check_replaceable(path)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=parent)  # a new name: nothing of anyone else's is in it
-    _write(tmp, PARTIAL, f"{os.getpid()}\n")  # proves the folder ours if we die before the rename
     try:
+        _write(tmp, PARTIAL, f"{os.getpid()}\n")  # proves the folder ours if we die before the rename
         raw = getattr(model, "module", model)
         raw = getattr(raw, "_orig_mod", raw)
         torch.save(clean_state_dict(raw.state_dict()), os.path.join(tmp, "model.pt"))
@@ -70,11 +70,11 @@ def save_checkpoint(path: str, model, codec: Codec, *, files: dict | None = None
             _write(tmp, "calibration.json", json.dumps(calibration, indent=2, sort_keys=True) + "\n")
         if train_state is not None:
             torch.save(train_state, os.path.join(tmp, "train_state.pt"))
-        os.unlink(os.path.join(tmp, PARTIAL))
-        sums = {f: _sha256(os.path.join(tmp, f)) for f in sorted(os.listdir(tmp))}
+        sums = {f: _sha256(os.path.join(tmp, f)) for f in sorted(os.listdir(tmp)) if f != PARTIAL}
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": step, "mode": raw.config.mode,
                 "files": sums, **(info or {})}
         _write(tmp, META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        os.unlink(os.path.join(tmp, PARTIAL))  # complete: from here on its checkpoint.json names every file
         if os.path.exists(path):  # a directory can't be renamed over a non-empty one: move the old one aside first
             old = tempfile.mkdtemp(prefix=f".old-{name}-", dir=parent)  # empty: the rename may replace it
             os.replace(path, old)
@@ -83,12 +83,21 @@ def save_checkpoint(path: str, model, codec: Codec, *, files: dict | None = None
         else:
             os.replace(tmp, path)
     except BaseException as e:
+        full = isinstance(e, RuntimeError) and _nearly_full(parent)  # measured before the partial files go
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, RuntimeError) and "write" in str(e):  # torch's writer reports a full disk this way
-            raise TfreeError(f"{path}: cannot write the checkpoint ({str(e).splitlines()[0][:120]}); "
-                             "nothing was changed") from None
+        if isinstance(e, RuntimeError):  # torch's zip writer reports a full disk as "unexpected pos", "write failed"
+            why = "No space left on device" if full else "torch: " + str(e).splitlines()[0][:100]
+            raise TfreeError(f"{path}: cannot write the checkpoint ({why}); nothing was changed") from None
         raise
     return path
+
+
+def _nearly_full(d: str) -> bool:
+    try:
+        st = os.statvfs(d)
+    except (OSError, AttributeError):
+        return False
+    return st.f_bavail * st.f_frsize < 1 << 20
 
 
 def check_replaceable(path: str) -> None:
