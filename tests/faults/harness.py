@@ -22,12 +22,17 @@ def cli(*args, input=None):
 
 
 def tfree(*args, timeout=60, cwd=None, sigint_after=None):
-    """Run ``tfree ARGS`` in a subprocess; with ``sigint_after`` seconds, send it SIGINT then and time how long it
-    takes to exit. -> (returncode, stdout, stderr, seconds from the SIGINT to the exit)."""
+    """Run ``tfree ARGS`` in a subprocess; with ``sigint_after`` seconds (or a function that says when), send it
+    SIGINT then and time how long it takes to exit. -> (returncode, stdout, stderr, seconds from the SIGINT to the exit)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     p = subprocess.Popen([sys.executable, "-m", "tfree_cli", *map(str, args)], cwd=cwd, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lag = None
+    if callable(sigint_after):  # wait for a moment the test names (e.g. a checkpoint exists), then a little more
+        t_end = time.monotonic() + timeout
+        while not sigint_after() and p.poll() is None and time.monotonic() < t_end:
+            time.sleep(0.05)
+        sigint_after = 0.3
     if sigint_after is not None:
         try:
             p.wait(sigint_after)
