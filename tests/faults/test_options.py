@@ -90,7 +90,7 @@ def test_nan_check_sees_weights(finished_run):
     """The divergence check itself: a model with one nan weight is refused, a finite one passes."""
     from tfree_codec.config import TfreeError
     from tfree_codec.model.checkpoint import load_model
-    from tfree_codec.train.loop import _check_finite
+    from tfree_codec.train.checks import check_finite as _check_finite
 
     model, _, _ = load_model(str(finished_run / "final"))
 

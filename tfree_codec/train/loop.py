@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from ..model import checkpoint as ckpt
@@ -29,6 +28,9 @@ from .evaluate import (DICT_FILE, Calibration, SpellingModel, calibrate, diction
 from ..model.device import autocast_for, resolve_device  # noqa: F401  (re-exported)
 from ..model.transformer import Model, ModelConfig
 from ..text.words import EOT
+from .checks import check_finite as _check_finite
+from .checks import data_fingerprint as _data_fingerprint
+from .checks import validate
 
 # Changing these on resume would silently train another model or read another stream.
 RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "batch_size", "baseline", "bpe_vocab",
@@ -345,53 +347,6 @@ class Run:
                              calibration=self.calibration.to_dict() if self.mode == "tfree" else None, step=self.step,
                              info={"bytes_seen": self.bytes_seen, "seed": self.seed, "params": self.model.num_params(),
                                    "chunk_words": self.cfg.chunk_words})
-
-
-def validate(cfg: TrainConfig) -> None:
-    """Refuse nonsense options in one line before any work (reading data, writing the run directory)."""
-    def bad(name, value, want):
-        raise TfreeError(f"--{name.replace('_', '-')} must be {want}, not {value!r}")
-
-    for name in ("lr", "pos_weight"):
-        v = getattr(cfg, name)
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            bad(name, v, "a positive number")
-    for name in ("weight_decay", "grad_clip"):
-        v = getattr(cfg, name)
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-            bad(name, v, "a non-negative number")
-    for name in ("batch_size", "chunk_words", "bpe_vocab"):
-        if getattr(cfg, name) < 1:
-            bad(name, getattr(cfg, name), "at least 1")
-    for name in ("max_steps", "seq_len", "n_layer", "n_head", "n_embd"):
-        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
-            bad(name, getattr(cfg, name), "at least 1")
-    if cfg.max_bytes is not None and not cfg.max_bytes > 0:
-        bad("max_bytes", cfg.max_bytes, "positive")
-    for name in ("warmup", "eval_every", "save_every", "log_every", "val_bytes"):
-        if getattr(cfg, name) < 0:
-            bad(name, getattr(cfg, name), "at least 0")
-    # the model's shape (heads dividing the width, ...) before a dictionary or tokenizer is written for it
-    ModelConfig.from_preset(cfg.preset, mode="bpe" if cfg.baseline else "tfree", vocab_size=16, seq_len=cfg.seq_len,
-                            n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight)
-
-
-def _data_fingerprint(units) -> str:
-    """What the data cursor indexes into: a re-encoded or edited data folder changes it."""
-    import hashlib  # noqa: PLC0415
-
-    h = hashlib.sha256()
-    for a in (units.doc, units.start, units.stop, units.last, units.n_bytes):
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
-
-
-def _check_finite(run: "Run", loss=None) -> None:
-    """A diverged model (nan/inf loss or weights) is not saved: the last good checkpoint stays the newest."""
-    if (loss is not None and not math.isfinite(float(loss))) or not all(
-            bool(torch.isfinite(p).all()) for p in run.model.parameters()):
-        raise TfreeError(f"training diverged at step {run.step} (the loss or the weights are nan/inf): nothing was "
-                         "saved for it; lower --lr or raise --warmup")
 
 
 def _fmt_rate(x: float) -> str:
