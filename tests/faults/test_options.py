@@ -102,3 +102,12 @@ def test_nan_check_sees_weights(finished_run):
         next(model.parameters()).view(-1)[0] = math.nan
     with pytest.raises(TfreeError, match="diverged"):
         _check_finite(R, 0.5)
+
+
+def test_progress_is_quiet_off_a_terminal_so_a_failure_is_one_line(finished_run, text_file, tmp_path):
+    """No -q: the bars of eval and dict build stay off a non-terminal stderr, so an error is still one line."""
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(text_file.read_bytes()[:5000] + b"\xff\xfe not utf-8")
+    assert_refused(cli("eval", finished_run / "final", bad, "--device", "cpu"), "UTF-8")
+    assert_refused(cli("dict", "build", bad, "-o", tmp_path / "d.arrow"), "UTF-8")
+    assert not (tmp_path / "d.arrow").exists()

@@ -329,7 +329,7 @@ def count_words(codec: Codec, texts_or_paths, *, progress: bool = False) -> coll
     if progress:
         from tqdm import tqdm  # noqa: PLC0415
 
-        bar = tqdm(unit="B", unit_scale=True, desc="counting words")
+        bar = tqdm(unit="B", unit_scale=True, desc="counting words", disable=None)  # None: quiet off a terminal
     for item in texts_or_paths:
         if isinstance(item, str):
             counts.update(codec.split(item))

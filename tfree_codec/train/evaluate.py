@@ -443,7 +443,7 @@ class _Progress:
     def __init__(self, total: int):
         from tqdm import tqdm  # noqa: PLC0415
 
-        self.bar = tqdm(total=total, unit="unit", dynamic_ncols=True, leave=False)
+        self.bar = tqdm(total=total, unit="unit", dynamic_ncols=True, leave=False, disable=None)  # quiet off a terminal
 
     def __call__(self, u: int) -> None:
         self.bar.update(1)

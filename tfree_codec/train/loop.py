@@ -369,7 +369,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     log_path = os.path.join(run.out, "log.jsonl")
     if main:
         _truncate_log(log_path, run.step)
-    bar = tqdm(total=run.max_steps, initial=run.step, disable=not (main and cfg.progress), unit="step",
+    bar = tqdm(total=run.max_steps, initial=run.step, disable=None if main and cfg.progress else True, unit="step",
                dynamic_ncols=True, leave=False)
     t_last, b_last, i_last, busy = time.perf_counter(), run.bytes_seen, run.items_seen, 0.0
     record, loss = {}, None
