@@ -106,3 +106,12 @@ def test_quickstart_never_overwrites_a_users_sample(tmp_path):
     assert_refused(cli("quickstart", "-o", user, "--steps", 1), "sample.txt")
     assert_kept(before, user)
     assert sorted(os.listdir(user)) == ["sample.txt"]
+
+
+def test_a_new_run_refuses_a_folder_of_user_files(text_file, tmp_path):
+    user = _user_folder(tmp_path / "work")
+    (user / "log.jsonl").write_text('{"mine": 1}\n')
+    before = snapshot(user)
+    assert_refused(cli("train", text_file, "-o", user, "--max-steps", 2, *TINY), "notes.txt")
+    assert_kept(before, user)
+    assert sorted(os.listdir(user)) == ["log.jsonl", "notes.txt", "sub"]

@@ -171,6 +171,12 @@ class Run:
             if existing or os.path.isdir(os.path.join(self.out, "final")):
                 raise TfreeError(f"{self.out} already holds checkpoints: pass --resume auto to continue it, "
                                  "or choose another -o")
+            # a new run writes log.jsonl and the dictionary here: only over those of a run that died early
+            theirs = sorted(set(os.listdir(self.out)) - {DICT_FILE, TOKENIZER_FILE, "log.jsonl"}) \
+                if os.path.isdir(self.out) else []
+            if theirs:
+                raise TfreeError(f"{self.out} is not empty ({', '.join(theirs[:3])}{', ...' if len(theirs) > 3 else ''}"
+                                 "): train into a new or empty run directory")
             return None
         if cfg.resume == "auto":
             if existing is None and os.path.isdir(os.path.join(self.out, "final")):
