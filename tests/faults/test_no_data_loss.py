@@ -115,3 +115,15 @@ def test_a_new_run_refuses_a_folder_of_user_files(text_file, tmp_path):
     assert_refused(cli("train", text_file, "-o", user, "--max-steps", 2, *TINY), "notes.txt")
     assert_kept(before, user)
     assert sorted(os.listdir(user)) == ["log.jsonl", "notes.txt", "sub"]
+
+
+def test_resume_after_a_log_line_cut_short(run_copy, text_file):
+    """A disk that filled (or a kill) in the middle of a log.jsonl line: resume drops the broken line, no crash."""
+    with open(run_copy / "log.jsonl", "a") as f:
+        f.write('{"step": 5, "loss": 0.12')
+    shutil.rmtree(run_copy / "final")
+    r = cli("train", text_file, "-o", run_copy, "--max-steps", 5, "--resume", "auto", "--seed", 1, *TINY)
+    assert r.exit_code == 0, r.output
+    lines = (run_copy / "log.jsonl").read_text().splitlines()
+    assert all(json.loads(ln) for ln in lines) and '"loss": 0.12' not in "".join(lines)
+    assert_no_leftovers(run_copy)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import checkpoint as ckpt
-from ..config import TfreeError
+from ..config import TfreeError, atomic_write
 from .data import (TOKENIZER_FILE, Corpus, Packer, PatternSource, TokenSource, load_tokenizer, make_units,
                    split_units, train_bpe)
 from ..decode.dictionary import Dictionary
@@ -434,7 +434,15 @@ def _truncate_log(path: str, step: int) -> None:
     """Drop log records past ``step`` (left by a run that died after its last checkpoint)."""
     if not os.path.isfile(path):
         return
-    with open(path, encoding="utf-8") as f:
-        keep = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= step and not (step == 0)]
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(keep)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        keep = [ln for ln in f if step and _record_step(ln) <= step]
+    atomic_write(path, "".join(keep).encode("utf-8"))
+
+
+def _record_step(line: str) -> float:
+    """A log line's step; inf for a line that is not a whole record (a write cut short by a full disk or a kill)."""
+    try:
+        r = json.loads(line)
+        return r.get("step", 0) if isinstance(r, dict) and line.endswith("\n") else math.inf
+    except ValueError:
+        return math.inf
