@@ -65,3 +65,14 @@ def test_sigint_during_eval(finished_run, text_file, tmp_path):
     big.write_text(text_file.read_text() * 40)
     r = tfree("eval", finished_run / "final", big, "--device", "cpu", "--batch-size", 1, "-q", sigint_after=4.0)
     _interrupted(r)
+
+
+@pytest.mark.parametrize("at", [round(RNG.uniform(0.8, 1.8), 2)])
+def test_sigint_during_dict_build(text_file, tmp_path, at):
+    """Counting words runs in numba kernels (no torch): Ctrl-C there is an interrupt too, and no dictionary or
+    temporary file is left."""
+    big = tmp_path / "big.txt"
+    big.write_text(text_file.read_text() * 300)
+    r = tfree("dict", "build", big, "-o", tmp_path / "d.arrow", "-q", sigint_after=at)
+    _interrupted(r)
+    assert sorted(os.listdir(tmp_path)) == ["big.txt"]
