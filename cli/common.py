@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 
 import click
@@ -14,6 +15,7 @@ def friendly(fn):
     """Turn library errors into click's one-line ``Error: ...`` and a non-zero exit, never a traceback."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        old = _watch_sigint()
         try:
             out = fn(*args, **kwargs)
             sys.stdout.flush()  # a closed pipe shows up here, inside the handler below, not at exit
@@ -27,8 +29,14 @@ def friendly(fn):
         except OSError as e:
             raise click.ClickException(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)) from None
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+            _interrupted()
+        except SystemError as e:  # Ctrl-C inside a numba kernel surfaces as "returned a result with an exception set"
+            if not _from_interrupt(e):
+                raise
+            _interrupted()
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
     return wrapper
 
 
@@ -45,6 +53,80 @@ def _stdout_gone() -> None:
 def show_progress(quiet: bool) -> bool:
     """Progress bars only where someone watches: not with -q, and not when stderr is a file or a pipe."""
     return not quiet and sys.stderr.isatty()
+
+
+# What to say after Ctrl-C, by command: where a rerun picks up the work, say how.
+RESUME_HINT = {"train": "interrupted; rerun the same command with --resume auto to resume from the last checkpoint",
+               "encode": "interrupted; rerun the same command to resume"}
+
+
+def _from_interrupt(e: BaseException) -> bool:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+_said: list = []   # the interrupt line is written once
+_fired: list = []  # a real SIGINT arrived (not a KeyboardInterrupt raised in-process)
+
+
+def _interrupted():
+    """One line and exit 130; a second Ctrl-C while exiting changes nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not _said:
+        _said.append(True)
+        ctx = click.get_current_context(silent=True)
+        sys.stderr.write("\n" if getattr(sys.stderr, "isatty", lambda: False)() else "")
+        click.echo(RESUME_HINT.get(ctx.info_name if ctx else "", "interrupted"), err=True)
+    ctx = click.get_current_context(silent=True)
+    if _fired and getattr(ctx, "info_name", "") != "encode":  # encode's workers need the normal exit's cleanup
+        # a real Ctrl-C, and every cleanup has run on the way here: skip the interpreter's slow teardown (torch)
+        for f in (sys.stdout, sys.stderr):
+            try:
+                f.flush()
+            except Exception:  # noqa: BLE001 - exiting anyway
+                pass
+        os._exit(130)
+    sys.exit(130)
+
+
+def _watch_sigint():
+    """Ctrl-C raises KeyboardInterrupt as usual (so cleanups run) and also starts a watchdog (0.8 s): a library
+    that swallows the exception (a bare ``except`` in a JIT cache loader) or slow interpreter teardown cannot keep
+    the process alive. Returns the handler to put back (None where Ctrl-C is ignored or this is not the main thread)."""
+    try:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return None  # ignored on purpose (nohup, a background job) or someone else's handler: leave it be
+        return signal.signal(signal.SIGINT, _on_sigint)
+    except ValueError:  # not the main thread
+        return None
+
+
+def _on_sigint(signum, frame):
+    import threading  # noqa: PLC0415
+
+    _fired.append(True)
+
+    hint = RESUME_HINT.get(getattr(click.get_current_context(silent=True), "info_name", ""), "interrupted")
+
+    def stop():
+        if not _said:
+            _said.append(True)
+            os.write(2, (hint + "\n").encode())
+        try:
+            sys.stdout.flush()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
+        os._exit(130)
+
+    t = threading.Timer(0.8, stop)
+    t.daemon = True
+    t.start()
+    raise KeyboardInterrupt
 
 
 def codec_options(fn):

@@ -53,6 +53,8 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
     model, prompt = _model_and_prompt(args, prompt_file)
     if num_samples < 1:
         raise TfreeError("--num-samples must be at least 1")
+    if threads < 0:
+        raise TfreeError(f"--threads must be at least 0 (0: torch's default), not {threads}")
     lm = LanguageModel.load(model, device)
     p = lm.model.num_params()
     vocab = f"dictionary {len(lm.vocab):,} words" if lm.mode == "tfree" else f"BPE {lm.vocab.get_vocab_size():,} tokens"

@@ -82,11 +82,15 @@ def shards(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pruned(shards, tmp_path_factory):
-    """6 steps, a checkpoint every 2, only the newest 2 kept; a user's own step-000001/ beside them."""
+    """6 steps, a checkpoint every 2, only the newest 2 kept; a user's own step-000001/ beside them (put there
+    between a first run of 4 steps and its resume: a new run refuses a folder that holds someone else's files)."""
     out = tmp_path_factory.mktemp("runs") / "a"
+    r = run("train", shards, "-o", out, "--max-steps", 4, "--save-every", 2, "--keep-last", 2, *TINY)
+    assert r.exit_code == 0, r.output
+    shutil.rmtree(out / "final")
     os.makedirs(out / "step-000001")
     (out / "step-000001" / "notes.txt").write_text("mine")
-    r = run("train", shards, "-o", out, "--max-steps", 6, "--save-every", 2, "--keep-last", 2, *TINY)
+    r = run("train", shards, "-o", out, "--resume", "auto", "--max-steps", 6, "-q")
     assert r.exit_code == 0, r.output
     return str(out)
 

@@ -53,6 +53,11 @@ class CodecConfig:
 
     def __post_init__(self) -> None:
         problems = []
+        for name in ("vocab_size", "num_activations", "k_lower", "seed", "max_word_chars", "format_version"):
+            if isinstance(getattr(self, name), bool):  # JSON true is not the integer 1
+                problems.append(f"{name} must be an integer, not {getattr(self, name)!r}")
+        if problems:
+            raise TfreeError("invalid codec config: " + "; ".join(problems))
         if self.format_version != FORMAT_VERSION:
             problems.append(f"format_version {self.format_version} is not supported (this tfree reads {FORMAT_VERSION})")
         if self.hash not in ("tfree", "aleph"):
@@ -86,12 +91,15 @@ class CodecConfig:
     def from_dict(cls, d: dict) -> "CodecConfig":
         if not isinstance(d, dict):
             raise TfreeError("invalid codec config: expected a JSON object")
-        if d.get("format_version") != FORMAT_VERSION:
+        if type(d.get("format_version")) is not int or d["format_version"] != FORMAT_VERSION:
             raise TfreeError(f"codec config format_version {d.get('format_version')!r} is not supported "
                              f"(this tfree reads {FORMAT_VERSION})")
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise TfreeError(f"invalid codec config: unknown fields {sorted(unknown)}")
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in d]
+        if missing:  # a file states every field: a default would silently make other patterns
+            raise TfreeError(f"invalid codec config: missing fields {missing}")
         return cls(**d)
 
     @classmethod
@@ -117,7 +125,10 @@ class CodecConfig:
                 text = f.read()
         except (OSError, UnicodeDecodeError) as e:
             raise TfreeError(f"cannot read codec config {os.fspath(path)!r}: {e}") from None
-        return cls.from_json(text)
+        try:
+            return cls.from_json(text)
+        except TfreeError as e:
+            raise TfreeError(f"{os.fspath(path)}: {e}") from None
 
 
 _UMASK = os.umask(0)  # read once, at import (single-threaded), and put back

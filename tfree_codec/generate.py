@@ -149,6 +149,10 @@ def export(src: str, dst: str, *, min_count: int = 1, half: bool = False) -> str
     from .train.data import TOKENIZER_FILE  # noqa: PLC0415
 
     path = find_checkpoint(src)
+    dst_abs = os.path.abspath(dst)
+    if (os.path.abspath(path) + os.sep).startswith(dst_abs.rstrip(os.sep) + os.sep):
+        raise TfreeError(f"cannot export {path} into {dst}: the output would replace the checkpoint it reads")
+    ckpt.check_replaceable(dst_abs)  # before any work: refuse a folder of someone else's files in one line
     model, codec, meta = ckpt.load_model(path, "cpu")
     vocab, _ = _load_vocab(path, codec, model.config.mode)
     if min_count < 1:

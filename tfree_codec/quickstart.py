@@ -16,6 +16,7 @@ SAMPLE_CHARS = 600_000   # more words (146k) than STEPS x BATCH x SEQ_LEN (102k)
 STEPS = 100              # about a minute and a half of training on 2 CPU cores (docs/generate.md)
 BATCH, SEQ_LEN = 16, 64
 PROMPT = "Emma"
+MARKER = ".tfree-quickstart"
 
 
 def run(out_dir: str = "tfree-quickstart", *, steps: int = STEPS, sample_chars: int = SAMPLE_CHARS,
@@ -31,11 +32,17 @@ def run(out_dir: str = "tfree-quickstart", *, steps: int = STEPS, sample_chars: 
         raise TfreeError(f"steps must be at least 1, not {steps}")
     out = os.path.abspath(out_dir)
     text_path, shards, run_dir = (os.path.join(out, p) for p in ("sample.txt", "shards", "run"))
+    marker = os.path.join(out, MARKER)
+    theirs = [p for p in ("sample.txt", "shards", "run") if os.path.lexists(os.path.join(out, p))]
+    if theirs and not os.path.isfile(marker):  # only a folder quickstart made (its marker says so) is rewritten
+        raise TfreeError(f"{out_dir} already holds {', '.join(theirs)}, not written by tfree quickstart: "
+                         "choose another -o")
     if os.path.exists(run_dir):
         if not overwrite:
             raise TfreeError(f"{out_dir} already holds a quickstart run: pass --overwrite, or another -o")
         shutil.rmtree(run_dir)
     os.makedirs(out, exist_ok=True)
+    atomic_write(marker, b"written by tfree quickstart: it may replace sample.txt, shards/ and run/ here\n")
 
     text = sample_text(sample_chars)
     atomic_write(text_path, text.encode("utf-8"))

@@ -271,13 +271,17 @@ class Dictionary:
         if meta.get("tfree.format_version") != str(FORMAT_VERSION):
             raise TfreeError(f"{path}: dictionary format_version {meta.get('tfree.format_version')!r} is not "
                              f"supported (this tfree reads {FORMAT_VERSION})")
-        config = CodecConfig.from_json(meta.get("tfree.codec", ""))
+        try:
+            config = CodecConfig.from_json(meta.get("tfree.codec", ""))
+        except TfreeError as e:
+            raise TfreeError(f"{path}: {e}") from None
         if config.fingerprint() != meta.get("tfree.fingerprint"):
             raise TfreeError(f"{path}: the stored codec config does not match its fingerprint (corrupt file?)")
         if codec is not None and codec.fingerprint() != config.fingerprint():
             raise TfreeError(f"{path} was built with codec {config.fingerprint()}, not this codec "
                              f"{codec.fingerprint()}: rebuild it with `tfree dict build`")
         try:
+            table.validate(full=True)  # offsets in range, valid UTF-8: before any decoding reads them
             col = table.column("word").combine_chunks()
             words = ([b.decode("utf-8", "surrogatepass") for b in col.to_pylist()] if pa.types.is_binary(col.type)
                      else col.to_pylist())
@@ -286,12 +290,27 @@ class Dictionary:
             indptr = pat.offsets.to_numpy().astype(np.int64)
             indices = pat.values.to_numpy()[indptr[0]:indptr[-1]]
             indptr -= indptr[0]
-        except (KeyError, pa.ArrowException, AttributeError) as e:
-            raise TfreeError(f"{path}: missing or malformed dictionary columns ({e})") from None
-        d = cls(codec or Codec(config), words, counts, indptr, indices)
+        except (KeyError, pa.ArrowException, AttributeError, UnicodeDecodeError, ValueError, SystemError) as e:
+            raise TfreeError(f"{path}: missing or malformed dictionary columns (the file is corrupt: "
+                             f"{str(e).splitlines()[0][:100] if str(e) else type(e).__name__})") from None
+        _check_arrays(path, config.vocab_size, counts, indptr, indices)
+        try:
+            d = cls(codec or Codec(config), words, counts, indptr, indices)
+        except TfreeError as e:
+            raise TfreeError(f"{path}: {e} (the file is corrupt)") from None
         if d._checksum() != meta.get("tfree.checksum"):
             raise TfreeError(f"{path}: checksum mismatch (the file is corrupt)")
         return d
+
+
+def _check_arrays(path: str, v: int, counts: np.ndarray, indptr: np.ndarray, indices: np.ndarray) -> None:
+    """Refuse arrays no kernel may index with: rows >= v, offsets that fall or leave the rows, negative counts."""
+    if counts.dtype.kind not in "iu" or (len(counts) and counts.min() < 0):
+        raise TfreeError(f"{path}: negative or non-integer word counts (the file is corrupt)")
+    if len(indptr) == 0 or indptr[0] != 0 or (np.diff(indptr) < 0).any() or indptr[-1] != len(indices):
+        raise TfreeError(f"{path}: pattern offsets are not increasing within the rows (the file is corrupt)")
+    if len(indices) and int(indices.max()) >= v:
+        raise TfreeError(f"{path}: a pattern row is >= v = {v} (the file is corrupt)")
 
 
 def _fit(a: np.ndarray, n: int) -> np.ndarray:
@@ -327,7 +346,7 @@ def count_words(codec: Codec, texts_or_paths, *, progress: bool = False) -> coll
     if progress:
         from tqdm import tqdm  # noqa: PLC0415
 
-        bar = tqdm(unit="B", unit_scale=True, desc="counting words")
+        bar = tqdm(unit="B", unit_scale=True, desc="counting words", disable=None)  # None: quiet off a terminal
     for item in texts_or_paths:
         if isinstance(item, str):
             counts.update(codec.split(item))

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 
 import torch
 
@@ -29,6 +30,7 @@ FORMAT = "tfree-checkpoint"
 FORMAT_VERSION = 1
 META = "checkpoint.json"
 SETTINGS_FILE = "train_config.json"  # the run's settings (train/settings.py)
+PARTIAL = ".tfree-partial"  # inside a checkpoint folder being written; gone once it is complete
 STEP_RE = re.compile(r"^step-(\d{6,})$")
 
 
@@ -58,10 +60,11 @@ def save_checkpoint(path: str, model, codec: Codec, *, files: dict | None = None
     checkpoint of the same name."""
     path = os.path.abspath(path)
     parent, name = os.path.dirname(path), os.path.basename(path)
-    tmp = os.path.join(parent, f".tmp-{name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    check_replaceable(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=parent)  # a new name: nothing of anyone else's is in it
     try:
+        _write(tmp, PARTIAL, f"{os.getpid()}\n")  # proves the folder ours if we die before the rename
         raw = getattr(model, "module", model)
         raw = getattr(raw, "_orig_mod", raw)
         save_weights(clean_state_dict(raw.state_dict()), os.path.join(tmp, WEIGHTS_FILE), {"format": "pt"})
@@ -75,21 +78,71 @@ def save_checkpoint(path: str, model, codec: Codec, *, files: dict | None = None
             _write(tmp, "calibration.json", json.dumps(calibration, indent=2, sort_keys=True) + "\n")
         if train_state is not None:
             torch.save(train_state, os.path.join(tmp, "train_state.pt"))
-        sums = {f: _sha256(os.path.join(tmp, f)) for f in sorted(os.listdir(tmp))}
+        sums = {f: _sha256(os.path.join(tmp, f)) for f in sorted(os.listdir(tmp)) if f != PARTIAL}
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": step, "mode": raw.config.mode,
                 "files": sums, **(info or {})}
         _write(tmp, META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        os.unlink(os.path.join(tmp, PARTIAL))  # complete: from here on its checkpoint.json names every file
         if os.path.exists(path):  # a directory can't be renamed over a non-empty one: move the old one aside first
-            old = os.path.join(parent, f".old-{name}-{os.getpid()}")
+            old = tempfile.mkdtemp(prefix=f".old-{name}-", dir=parent)  # empty: the rename may replace it
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = isinstance(e, RuntimeError) and _nearly_full(parent)  # measured before the partial files go
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, RuntimeError):  # torch's zip writer reports a full disk as "unexpected pos", "write failed"
+            why = "No space left on device" if full else "torch: " + str(e).splitlines()[0][:100]
+            raise TfreeError(f"{path}: cannot write the checkpoint ({why}); nothing was changed") from None
         raise
     return path
+
+
+def _nearly_full(d: str) -> bool:
+    try:
+        st = os.statvfs(d)
+    except (OSError, AttributeError):
+        return False
+    return st.f_bavail * st.f_frsize < 1 << 20
+
+
+def check_replaceable(path: str) -> None:
+    """Refuse to write a checkpoint over anything but a checkpoint whose checkpoint.json names every file in it:
+    replacing deletes the old folder, and a command only deletes what it can prove it wrote."""
+    if not os.path.lexists(path):
+        return
+    if (os.getcwd() + os.sep).startswith(path.rstrip(os.sep) + os.sep):
+        raise TfreeError(f"{path} is the current directory or holds it: choose a new output directory")
+    if not os.path.isdir(path) or os.path.islink(path):
+        raise TfreeError(f"{path} exists and is not a checkpoint directory: choose another output")
+    here = set(os.listdir(path))
+    if not here:
+        return
+    try:
+        with open(os.path.join(path, META), encoding="utf-8") as f:
+            meta = json.load(f)
+        ours = set(meta["files"]) | {META} if meta.get("format") == FORMAT else set()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        ours = set()
+    if not ours or here - ours:
+        extra = sorted(here - ours)
+        raise TfreeError(f"{path} is not empty and holds files tfree did not write ({', '.join(extra[:3])}"
+                         f"{', ...' if len(extra) > 3 else ''}): choose a new or empty output directory")
+
+
+def clean_partial(run_dir: str) -> list[str]:
+    """Remove the temporary checkpoint folders a killed save left in ``run_dir``: only those that still hold our
+    marker file (any other ``.tmp-*`` is left alone)."""
+    gone = []
+    for d in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else ():
+        p = os.path.join(run_dir, d)
+        if d.startswith((".tmp-", ".old-")) and os.path.isdir(p) and not os.path.islink(p) and (
+                os.path.isfile(os.path.join(p, PARTIAL)) or os.path.isfile(os.path.join(p, META))):
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(d)
+    return gone
 
 
 def _write(d: str, name: str, text: str) -> None:

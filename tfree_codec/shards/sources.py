@@ -129,8 +129,39 @@ def open_binary(path: str, comp: str | None, stdin: bytes | None = None):
         import zstandard
 
         # buffered, so that JSONL can iterate its lines
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True))
+        return io.BufferedReader(_ZstdReader(raw, zstandard))
     return raw
+
+
+class _ZstdReader(io.RawIOBase):
+    """Every frame of a .zst stream, in order; a stream that ends inside a frame raises EOFError (zstandard's own
+    stream_reader just stops there, which would half-encode a truncated file)."""
+
+    def __init__(self, raw, zstandard):
+        self._raw, self._z, self._obj, self._left, self._started = raw, zstandard, None, b"", False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self._left:
+            chunk = self._raw.read(1 << 16)
+            if not chunk:
+                if self._obj is not None and not self._obj.eof:
+                    raise EOFError("compressed stream ended before the end of its frame (truncated file?)")
+                return 0
+            while chunk:
+                if self._obj is None or self._obj.eof:
+                    self._obj = self._z.ZstdDecompressor().decompressobj()
+                self._left += self._obj.decompress(chunk)
+                chunk = self._obj.unused_data if self._obj.eof else b""
+        n = min(len(b), len(self._left))
+        b[:n], self._left = self._left[:n], self._left[n:]
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 def _decode_error(path: str, e: UnicodeError, base: int = 0) -> TfreeError:

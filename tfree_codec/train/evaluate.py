@@ -394,6 +394,8 @@ def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: 
     from .data import TOKENIZER_FILE, load_tokenizer  # noqa: PLC0415
     from ..model.device import autocast_for, resolve_device  # noqa: PLC0415
 
+    if batch_size < 1:
+        raise TfreeError(f"--batch-size must be at least 1, not {batch_size}")
     dev = resolve_device(device)
     model, codec, meta = ckpt.load_model(path, dev)
     model.eval()
@@ -401,6 +403,8 @@ def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: 
     mode = model.config.mode
     corpus = Corpus.from_path(data, codec if mode == "tfree" else None)
     units = make_units(corpus, int(meta.get("chunk_words", 1024)))
+    if not float(units.n_bytes.sum()):
+        raise TfreeError(f"{data}: no text to evaluate on (it is empty)")
     bar = _bar(len(units), progress)
     report = {"checkpoint": path, "data": data, "mode": mode, "params": model.num_params(), "bytes": float(units.n_bytes.sum())}
     if mode == "bpe":

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import checkpoint as ckpt
-from ..config import TfreeError
+from ..config import TfreeError, atomic_write
 from .data import (TOKENIZER_FILE, Corpus, Packer, PatternSource, TokenSource, load_tokenizer, make_units,
                    split_units, train_bpe)
 from ..decode.dictionary import Dictionary
@@ -29,6 +29,9 @@ from .evaluate import (DICT_FILE, Calibration, SpellingModel, calibrate, diction
 from ..model.device import autocast_for, resolve_device  # noqa: F401  (re-exported)
 from ..model.transformer import Model, ModelConfig
 from ..text.words import EOT
+from .checks import check_finite as _check_finite
+from .checks import data_fingerprint as _data_fingerprint
+from .checks import validate
 
 # Changing these on resume would silently train another model or read another stream.
 RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "batch_size", "baseline", "bpe_vocab",
@@ -111,6 +114,7 @@ class Run:
     """Everything a training run holds: data, artifacts (dictionary or tokenizer), model, optimizer, cursor."""
 
     def __init__(self, cfg: TrainConfig, log=print):
+        validate(cfg)
         self.cfg, self.log = cfg, log
         self.dist = init_dist(cfg.device)
         self.device = resolve_device(cfg.device, self.dist.local_rank)
@@ -126,9 +130,17 @@ class Run:
         self.corpus = Corpus.from_path(cfg.data)
         self.codec = self.corpus.codec
         units = make_units(self.corpus, cfg.chunk_words)
+        if not float(units.n_bytes.sum()):
+            raise TfreeError(f"{cfg.data}: no text to train on (it is empty)")
+        self.data_fingerprint = _data_fingerprint(units)
+        if state and state.get("data_fingerprint", self.data_fingerprint) != self.data_fingerprint:
+            raise TfreeError(f"{cfg.data} is not the data {self.resume_from} was trained on (re-encoded or changed "
+                             "since): resume with the same data, or start a new run directory")
         self.train_units, self.val_units = split_units(units, cfg.val_bytes)
         if self.dist.main:
             os.makedirs(self.out, exist_ok=True)
+            if cfg.resume:
+                ckpt.clean_partial(self.out)  # temp folders of a save that was killed (only those marked ours)
         self._barrier()
         self.mode = "bpe" if cfg.baseline else "tfree"
         self._prepare_artifacts()
@@ -165,8 +177,19 @@ class Run:
             if existing or os.path.isdir(os.path.join(self.out, "final")):
                 raise TfreeError(f"{self.out} already holds checkpoints: pass --resume auto to continue it, "
                                  "or choose another -o")
+            # a new run writes log.jsonl and the dictionary here: only over those of a run that died early
+            theirs = sorted(set(os.listdir(self.out)) - {DICT_FILE, TOKENIZER_FILE, "log.jsonl"}) \
+                if os.path.isdir(self.out) else []
+            if theirs:
+                raise TfreeError(f"{self.out} is not empty ({', '.join(theirs[:3])}{', ...' if len(theirs) > 3 else ''}"
+                                 "): train into a new or empty run directory")
             return None
         if cfg.resume == "auto":
+            if existing is None and os.path.isdir(os.path.join(self.out, "final")):
+                # final/ keeps no optimizer state or data cursor: continuing from it would not be this run, and
+                # starting fresh would overwrite the trained final/ and log.jsonl
+                raise TfreeError(f"{self.out} holds a finished run (final/) and no step-NNNNNN/ checkpoint to resume "
+                                 "from: it is complete; to train further, start a new run directory")
             if existing is None:
                 self.log(f"--resume auto: no checkpoint in {self.out}, starting fresh")
             return existing
@@ -330,7 +353,8 @@ class Run:
             state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "cursor": self.packer.state_dict(),
                      "bytes_seen": float(self.bytes_seen), "items_seen": int(self.items_seen), "seed": self.seed,
                      "world_size": self.dist.world, "rng_cpu": torch.get_rng_state(),
-                     "calibration": self.calibration.to_dict(), "train_config": dataclasses.asdict(self.cfg)}
+                     "calibration": self.calibration.to_dict(), "train_config": dataclasses.asdict(self.cfg),
+                     "data_fingerprint": self.data_fingerprint}
             if self.device.type == "cuda":
                 state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         ckpt.save_checkpoint(path, self.model, self.codec, files=self.artifacts, train_state=state,
@@ -367,7 +391,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     bar = tqdm(total=run.max_steps, initial=run.step, disable=None if main and cfg.progress else True, unit="step",
                dynamic_ncols=True, leave=False)
     t_last, b_last, i_last, busy = time.perf_counter(), run.bytes_seen, run.items_seen, 0.0
-    record = {}
+    record, loss = {}, None
     while run.step < run.max_steps:
         loss = run.train_step()
         bar.update(1)
@@ -381,11 +405,14 @@ def train(cfg: TrainConfig, log=print) -> dict:
                       f"{unit}_per_s": (run.items_seen - i_last) / dt, "bytes_per_s": (run.bytes_seen - b_last) / dt,
                       "bytes_seen": run.bytes_seen}
             t_last, b_last, i_last, busy = now, run.bytes_seen, run.items_seen, 0.0
+        if "loss" in record and not math.isfinite(record["loss"]):
+            _check_finite(run, record["loss"])
         t0 = time.perf_counter()
         if main and eval_every and s % eval_every == 0 and s < run.max_steps:
             record.update({"step": s, "bytes_seen": run.bytes_seen, **run.evaluate()})
             record.update(_show(run, cfg, say))
         if main and cfg.save_every and s % cfg.save_every == 0 and s < run.max_steps:
+            _check_finite(run, loss)
             run.save(ckpt.step_dir(run.out, s))
         busy += time.perf_counter() - t0
         if main and record:
@@ -405,6 +432,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     bar.close()
     summary = {"steps": run.step, "bytes_seen": run.bytes_seen, "params": p, "seed": run.seed, "mode": run.mode}
     if main:
+        _check_finite(run, loss)
         final = run.evaluate()
         summary.update(final)
         if final:
@@ -443,7 +471,15 @@ def _truncate_log(path: str, step: int) -> None:
     """Drop log records past ``step`` (left by a run that died after its last checkpoint)."""
     if not os.path.isfile(path):
         return
-    with open(path, encoding="utf-8") as f:
-        keep = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= step and not (step == 0)]
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(keep)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        keep = [ln for ln in f if step and _record_step(ln) <= step]
+    atomic_write(path, "".join(keep).encode("utf-8"))
+
+
+def _record_step(line: str) -> float:
+    """A log line's step; inf for a line that is not a whole record (a write cut short by a full disk or a kill)."""
+    try:
+        r = json.loads(line)
+        return r.get("step", 0) if isinstance(r, dict) and line.endswith("\n") else math.inf
+    except ValueError:
+        return math.inf
