@@ -2,7 +2,6 @@
 truncation), a collate_fn for a DataLoader (texts, word lists, `datasets` rows; 2 workers), scoring texts (bits per
 byte, log-probability), several prompts at once, and the library's sampling defaults equal the CLI's."""
 import inspect
-import os
 
 import numpy as np
 import pytest

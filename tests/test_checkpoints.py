@@ -3,7 +3,6 @@ refused in one line), older model.pt checkpoints still load, train_config.json i
 --resume auto restoring the run's own settings."""
 import json
 import os
-import random
 import shutil
 
 import pytest
@@ -11,10 +10,9 @@ import torch
 from click.testing import CliRunner
 
 from tfree_cli.main import main
-from tfree_codec import CodecConfig, TfreeError
+from tfree_codec import TfreeError
 from tfree_codec.model import checkpoint as ckpt
 from tfree_codec.model.weights import load_weights_file, save_weights
-from tfree_codec.shards.writer import encode_to_shards
 
 TINY = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--seq-len", "16", "--batch-size", "4",
         "--warmup", "2", "--val-bytes", "400", "--log-every", "1", "--seed", "3", "-q"]
@@ -68,16 +66,8 @@ def test_a_damaged_safetensors_file_is_one_line(tmp_path, damage):
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    rng = random.Random(1)
-    words = "the a cat dog sat ran on under mat log big small red and then".split()
-    with open(d / "docs.jsonl", "w") as f:
-        for _ in range(40):
-            f.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(40)) + "."}) + "\n")
-    encode_to_shards([str(d / "docs.jsonl")], str(d / "shards"), CodecConfig(vocab_size=1024, num_activations=4),
-                     num_proc=1, progress=False)
-    return str(d / "shards")
+def shards(make_tiny_shards):
+    return make_tiny_shards(seed=1)
 
 
 @pytest.fixture(scope="module")

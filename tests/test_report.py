@@ -4,15 +4,12 @@ failure) where matplotlib or tensorboard is missing."""
 import csv
 import json
 import os
-import random
 import shutil
 
 import pytest
 from click.testing import CliRunner
 
 from tfree_cli.main import main
-from tfree_codec import CodecConfig
-from tfree_codec.shards.writer import encode_to_shards
 from tfree_codec.train import report
 
 TINY = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--seq-len", "16", "--batch-size", "4",
@@ -29,16 +26,8 @@ def records(d):
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    rng = random.Random(2)
-    words = "the a cat dog sat ran on under mat log big small red and then".split()
-    with open(d / "docs.jsonl", "w") as f:
-        for _ in range(40):
-            f.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(40)) + "."}) + "\n")
-    encode_to_shards([str(d / "docs.jsonl")], str(d / "shards"), CodecConfig(vocab_size=1024, num_activations=4),
-                     num_proc=1, progress=False)
-    return str(d / "shards")
+def shards(make_tiny_shards):
+    return make_tiny_shards(seed=2)
 
 
 @pytest.fixture(scope="module")
