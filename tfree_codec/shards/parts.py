@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from ..config import TfreeError, atomic_write
+from .hf import write_card
 from .lexicon import encode_documents, lexicon_name
 from .reader import CODEC, MANIFEST, shard_name
 from .rows import _codec_for, as_config
@@ -53,5 +54,6 @@ def finish_parts(out_dir: str, entries, config) -> dict:
     lexicon = merge_lexicons(out_dir, [e["file"] for e in entries])
     shards = [{k: e[k] for k in SHARD_KEYS + ("input_sha256",)} for e in entries]
     manifest = {**manifest_totals(config.fingerprint(), shards, lexicon), "options": {}, "inputs": []}
+    write_card(out_dir, shards)
     atomic_write(os.path.join(out_dir, MANIFEST), _canonical(manifest))
     return manifest
