@@ -95,7 +95,9 @@ def index_shards(out_dir, config: CodecConfig | None = None, progress=None) -> d
     foreign = [n for n in names if n not in (CODEC, MANIFEST, LEXICON, CARD) and not _DOCS.fullmatch(n)
                and not _LEX.fullmatch(n)]
     if foreign:
-        raise TfreeError(f"{out_dir} holds {foreign[0]!r}, which is not a tfree shard file; move it away first")
+        why = (" (a datasets cache file: .map on Dataset.from_file writes one beside its input unless "
+               "keep_in_memory=True)") if re.fullmatch(r"cache-.*\.arrow", foreign[0]) else ""
+        raise TfreeError(f"{out_dir} holds {foreign[0]!r}, which is not a tfree shard file{why}; move it away first")
     docs = [n for n in names if _DOCS.fullmatch(n)]
     if not docs:
         raise TfreeError(f"{out_dir} holds no shards (shard-NNNNN-of-NNNNN.arrow)")
