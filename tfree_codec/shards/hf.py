@@ -12,6 +12,7 @@ turns them into the words themselves (and dataset-lexicon ids, whose patterns ``
 from __future__ import annotations
 
 import os
+from itertools import chain
 
 import numpy as np
 
@@ -129,22 +130,45 @@ class AddWords:
 
     def __call__(self, batch, indices):
         ds = self._dataset()
-        words, ids, doc_ids = [], [], []
-        for row, i, n_bytes in zip(batch["words"], indices, batch["n_bytes"]):
-            if self.shard is not None:
-                k, r = self.shard, int(i)
-                if not 0 <= r < ds.shards[k]["documents"]:
-                    raise TfreeError(f"row {i} is past the end of {ds.shards[k]['file']}")
-            else:
-                k, r = ds.locate(int(i))
+        idx = np.asarray(indices, np.int64)
+        lens = np.fromiter(map(len, batch["words"]), np.int64, count=len(idx))
+        local = np.fromiter(chain.from_iterable(batch["words"]), np.int64, count=int(lens.sum()))
+        n_bytes = np.asarray(batch["n_bytes"], np.int64)
+        starts = np.zeros(len(idx) + 1, np.int64)
+        np.cumsum(lens, out=starts[1:])
+        if self.shard is not None:
+            ks, rows, limit = np.full(len(idx), self.shard), idx, ds.shards[self.shard]["documents"]
+        else:
+            ks, rows, limit = np.searchsorted(ds._starts, idx, side="right") - 1, idx, len(ds)
+            rows = idx - ds._starts[np.clip(ks, 0, ds.num_shards - 1)]
+        if len(idx) and (idx.min() < 0 or idx.max() >= limit):
+            raise TfreeError(f"row {int(idx[(idx < 0) | (idx >= limit)][0])} is past the end of the "
+                             f"{'shard' if self.shard is not None else 'directory'} ({limit} documents)")
+        gids = np.empty(len(local), np.int64)
+        bad = np.zeros(len(idx), bool)
+        for k in np.unique(ks).tolist():  # rows of one shard at a time, vectorised
+            sel = np.flatnonzero(ks == k)
             f = ds.flat(k)
-            local = np.asarray(row, np.int64)
-            stored = f.word_ids[f.doc_offsets[r]:f.doc_offsets[r + 1]]
-            if int(n_bytes) != int(f.n_bytes[r]) or not np.array_equal(local, stored):
-                raise TfreeError(f"row {i} is not document {int(f.ids[r])} of {self.shard_dir} (were the rows "
-                                 "shuffled or filtered, or is shard= missing for one shard's file?)")
-            g = f.to_global[stored]
-            ids.append(g.tolist())
-            words.append([ds.lexicon_words[w] for w in ids[-1]])
-            doc_ids.append(int(f.ids[r]))
-        return {"words": words, "word_ids": ids, "id": doc_ids}
+            r = rows[sel]
+            lo, hi = f.doc_offsets[r].astype(np.int64), f.doc_offsets[r + 1].astype(np.int64)
+            bad[sel] = (hi - lo != lens[sel]) | (f.n_bytes[r] != n_bytes[sel])
+            ok = sel[~bad[sel]]
+            if not len(ok):
+                continue
+            n = lens[ok]
+            src = np.repeat(f.doc_offsets[rows[ok]].astype(np.int64) - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+            dst = np.repeat(starts[ok] - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+            stored = f.word_ids[src].astype(np.int64)
+            wrong = stored != local[dst]
+            if wrong.any():
+                bad[ok[np.searchsorted(np.cumsum(n), np.flatnonzero(wrong)[0], side="right")]] = True
+            gids[dst] = f.to_global[stored]
+        if bad.any():
+            i = int(idx[np.flatnonzero(bad)[0]])
+            raise TfreeError(f"row {i} does not match its document in {self.shard_dir} (were the rows shuffled or "
+                             "filtered, or is shard= missing for one shard's file?)")
+        lex, flat, bounds = ds.lexicon_words, gids.tolist(), starts.tolist()
+        words = [lex[g] for g in flat]
+        doc_ids = (idx + (ds.shards[self.shard]["first_id"] if self.shard is not None else 0)).tolist()
+        return {"words": [words[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
+                "word_ids": [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])], "id": doc_ids}
