@@ -55,7 +55,7 @@ def shard_words(out):
 
 
 # -- the card ---------------------------------------------------------------------------------------------------------
-def test_the_card_names_the_documents_files_and_carries_the_marker(shards):
+def test_the_card_names_the_documents_files_and_carries_the_marker(shards, tmp_path):
     card = (shards / "README.md").read_text(encoding="utf-8")
     m = json.loads((shards / "manifest.json").read_text())
     assert hf.MARKER in card and hf.card_is_ours(str(shards / "README.md"))
@@ -64,6 +64,12 @@ def test_the_card_names_the_documents_files_and_carries_the_marker(shards):
     assert [line.strip()[2:] for line in yaml.splitlines() if line.strip().startswith("- shard-")] == \
         [s["file"] for s in m["shards"]]  # the documents files only, never a lexicon file
     assert "list: uint16" in yaml and "list: uint32" in hf.card_text([{**m["shards"][0], "lexicon_words": 1 << 16}])
+    many = tmp_path / "many"  # the marker is found however many shards the card lists
+    many.mkdir()
+    hf.write_card(str(many), [{"file": f"shard-{i:05d}-of-05000.arrow", "lexicon_words": 99} for i in range(5000)])
+    assert hf.card_is_ours(str(many / "README.md")) and os.path.getsize(many / "README.md") > 100_000
+    (many / "README.md").write_text(card.replace(hf.MARKER + "\n", ""))  # without the marker it is the user's
+    assert not hf.card_is_ours(str(many / "README.md")) and not hf.write_card(str(many), m["shards"])
 
 
 def test_load_dataset_on_the_directory_yields_shard_dataset_words(shards, datasets, tmp_path):
@@ -77,6 +83,8 @@ def test_load_dataset_on_the_directory_yields_shard_dataset_words(shards, datase
     assert lex["word"] == ds.lexicon_words and lex["count"] == ds.lexicon_counts.tolist()
     with pytest.raises(TfreeError, match="shuffled or filtered"):
         rows.shuffle(seed=1).map(hf.AddWords(shards), batched=True, with_indices=True)
+    with pytest.raises(TfreeError, match="past the end of the shard"):
+        hf.AddWords(shards, shard=2)(rows[:3], [5, 6, 40])
 
 
 def test_streaming_yields_the_same_words(shards, datasets):

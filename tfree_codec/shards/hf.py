@@ -21,7 +21,8 @@ from .lexicon import LEXICON, UINT16_WORDS
 from .reader import ShardDataset
 
 CARD = "README.md"
-MARKER = "<!-- tfree-shards dataset card: written by tfree, which rewrites or removes it with the shards -->"
+# The marker is a YAML comment on the card's second line: found in its first bytes however many shards it lists.
+MARKER = "# tfree-shards dataset card: written by tfree, which rewrites or removes it with the shards"
 
 
 def card_text(shards: list[dict]) -> str:
@@ -32,6 +33,7 @@ def card_text(shards: list[dict]) -> str:
     ids = "uint32" if any(s["lexicon_words"] >= UINT16_WORDS for s in shards) else "uint16"
     files = "".join(f"    - {s['file']}\n" for s in shards)
     return f"""---
+{MARKER}
 configs:
 - config_name: default
   default: true
@@ -58,7 +60,6 @@ dataset_info:
 tags:
 - tfree
 ---
-{MARKER}
 
 # tfree shards
 
@@ -81,7 +82,7 @@ def card_is_ours(path: str) -> bool:
     """Whether the file at ``path`` is a card tfree wrote (it holds MARKER)."""
     try:
         with open(path, "rb") as f:
-            return MARKER.encode() in f.read(1 << 16)
+            return MARKER.encode() in f.read(4096)
     except OSError:
         return False
 
