@@ -131,6 +131,8 @@ def test_a_dataloader_with_two_workers_and_the_collator_yields_the_same_words(sh
     mapped = rows.map(hf.AddWords(shards), batched=True, with_indices=True)
     got = [w for b in torch.utils.data.DataLoader(mapped, batch_size=8, collate_fn=Collator(CODEC)) for w in b.words]
     assert got == shard_words(shards)
+    with pytest.raises(TfreeError, match="without streaming"):  # streamed into 2 workers: each counts rows from 0
+        list(torch.utils.data.DataLoader(mapped, batch_size=8, collate_fn=Collator(CODEC), num_workers=2))
 
 
 # -- tfree encode and finish_parts with a card ------------------------------------------------------------------

@@ -12,6 +12,7 @@ turns them into the words themselves (and dataset-lexicon ids, whose patterns ``
 from __future__ import annotations
 
 import os
+import sys
 from itertools import chain
 
 import numpy as np
@@ -108,8 +109,9 @@ class AddWords:
     dataset-lexicon ids: ``ShardDataset.patterns()`` holds their patterns) and ``id`` (the document's number).
 
     Row indices must be document ids, as ``load_dataset(SHARD_DIR)`` reads them (all shards, in order); for one
-    shard's file (``Dataset.from_file``) pass ``shard`` (its number or file name). A row that does not match its
-    document (rows shuffled or filtered first) is an error, not wrong words. Picklable (``num_proc``)."""
+    shard's file (``Dataset.from_file``) pass ``shard`` (its number or file name). Each row's byte count and ids
+    are checked against its document, which catches rows shuffled or filtered first (short rows at the start of
+    shards can look alike, so map first, then shuffle). Picklable (``num_proc``)."""
 
     def __init__(self, shard_dir, shard: int | str | None = None):
         self.shard_dir, self.shard = os.fspath(shard_dir), shard
@@ -130,6 +132,11 @@ class AddWords:
         return self._ds
 
     def __call__(self, batch, indices):
+        worker = sys.modules["torch"].utils.data.get_worker_info() if "torch" in sys.modules else None
+        if worker is not None and worker.num_workers > 1:
+            # a streamed dataset in DataLoader workers: each worker numbers its own rows from 0
+            raise TfreeError("AddWords in DataLoader workers sees each worker's row numbers, not document ids: map "
+                             "load_dataset(DIR) without streaming (then any number of workers), or use num_workers=1")
         ds = self._dataset()
         idx = np.asarray(indices, np.int64)
         lens = np.fromiter(map(len, batch["words"]), np.int64, count=len(idx))
