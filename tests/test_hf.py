@@ -85,6 +85,9 @@ def test_load_dataset_on_the_directory_yields_shard_dataset_words(shards, datase
         rows.shuffle(seed=1).map(hf.AddWords(shards), batched=True, with_indices=True)
     with pytest.raises(TfreeError, match="past the end of the shard"):
         hf.AddWords(shards, shard=2)(rows[:3], [5, 6, 40])
+    for bad in (3, "shard-00009-of-00009.arrow"):
+        with pytest.raises(TfreeError, match="no shard"):
+            hf.AddWords(shards, shard=bad)(rows[:1], [0])
 
 
 def test_streaming_yields_the_same_words(shards, datasets):

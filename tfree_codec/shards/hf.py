@@ -129,10 +129,13 @@ class AddWords:
                 if name not in files:
                     raise TfreeError(f"{self.shard_dir}: no shard {name!r}")
                 self.shard = files.index(name)
+            elif self.shard is not None and not 0 <= self.shard < self._ds.num_shards:
+                raise TfreeError(f"{self.shard_dir}: no shard {self.shard} (it has {self._ds.num_shards})")
         return self._ds
 
     def __call__(self, batch, indices):
-        worker = sys.modules["torch"].utils.data.get_worker_info() if "torch" in sys.modules else None
+        loader = sys.modules.get("torch.utils.data")  # never imported here: only a DataLoader worker has it
+        worker = loader.get_worker_info() if loader is not None else None
         if worker is not None and worker.num_workers > 1:
             # a streamed dataset in DataLoader workers: each worker numbers its own rows from 0
             raise TfreeError("AddWords in DataLoader workers sees each worker's row numbers, not document ids: map "
