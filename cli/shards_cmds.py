@@ -45,8 +45,8 @@ def parse_size(text: str) -> int:
 @friendly
 def encode(inputs, out_dir, split, text_column, fmt, num_proc, docs_per_shard, shard_bytes, overwrite, quiet,
            **codec_kw):
-    """Encode INPUTS (files, directories, globs, - for stdin; .txt/.jsonl/.parquet/.arrow, optionally .gz/.xz/.zst)
-    into Arrow shards in OUT. Rerun the same command to resume after an interruption."""
+    """Encode INPUTS (files, directories, globs, - for stdin; .txt/.jsonl/.parquet/.arrow, optionally .gz/.xz/.zst;
+    datasets save_to_disk folders) into Arrow shards in OUT. Rerun the same command to resume after an interruption."""
     from tfree_codec.shards.writer import encode_to_shards
 
     if num_proc is not None and num_proc < 1:
