@@ -1,4 +1,4 @@
-"""``tfree encode`` (datasets -> Arrow shards) and ``tfree shards info|verify|cat`` (format: docs/shards.md)."""
+"""``tfree encode`` (datasets -> Arrow shards) and ``tfree shards info|verify|cat|index`` (format: docs/shards.md)."""
 from __future__ import annotations
 
 import json
@@ -45,8 +45,8 @@ def parse_size(text: str) -> int:
 @friendly
 def encode(inputs, out_dir, split, text_column, fmt, num_proc, docs_per_shard, shard_bytes, overwrite, quiet,
            **codec_kw):
-    """Encode INPUTS (files, directories, globs, - for stdin; .txt/.jsonl/.parquet/.arrow, optionally .gz/.xz/.zst)
-    into Arrow shards in OUT. Rerun the same command to resume after an interruption."""
+    """Encode INPUTS (files, directories, globs, - for stdin; .txt/.jsonl/.parquet/.arrow, optionally .gz/.xz/.zst;
+    datasets save_to_disk folders) into Arrow shards in OUT. Rerun the same command to resume after an interruption."""
     from tfree_codec.shards.writer import encode_to_shards
 
     if num_proc is not None and num_proc < 1:
@@ -129,3 +129,27 @@ def cat(directory, sep):
         out.flush()
     except BrokenPipeError:  # `tfree shards cat DIR | head`: the reader had enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@shards.command()
+@click.argument("directory", type=click.Path())
+@codec_options
+@friendly
+def index(directory, **codec_kw):
+    """Write the manifest (and lexicon.arrow, codec.json, README.md) of the shards in DIRECTORY, written by
+    write_part from Ray, Spark or datasets.map without finish_parts, or whose manifest was lost. Every shard is
+    checked in full; foreign or damaged files are refused. The codec flags are needed only without codec.json."""
+    from tqdm.auto import tqdm
+
+    from tfree_codec.shards.index import index_shards
+
+    ctx = click.get_current_context()
+    given = any(ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT for k in codec_kw)
+    config = make_codec(**codec_kw).config if given or not os.path.isfile(os.path.join(directory, "codec.json")) \
+        else None
+    with tqdm(desc="index", unit="shard", leave=False, disable=None) as bar:
+        r = index_shards(directory, config, progress=lambda k: bar.update(1))
+    m = r["manifest"]
+    state = "up to date" if r["up_to_date"] else "indexed"
+    click.echo(f"{os.path.normpath(directory)}: {state}, {_n(len(m['shards']), 'shard')}, "
+               f"{_n(m['documents'], 'document')}, {_n(m['words'], 'word')}, lexicon {_n(m['lexicon']['words'], 'word')}")

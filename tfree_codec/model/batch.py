@@ -8,8 +8,8 @@
 Rows are padded on the right with empty patterns (a padding word embeds to zero): the model is causal, so a real
 word never sees the padding after it, and ``attention_mask`` keeps padding out of the loss. The patterns come as
 CSR (``Patterns``, what the model reads) or padded to the widest word (``padded()``, a dense (B, T, R) grid).
-The collate core takes plain texts, word lists, or dict rows (``datasets``: a "text" or "words" column) and knows
-nothing of where they are stored, so any reader can feed it.
+The collate core takes plain texts, word lists, ``ShardDataset`` documents (their patterns as they are), or dict
+rows (``datasets``: a "text" or "words" column), so any reader can feed it.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..config import TfreeError
+from ..shards.reader import Document
 from ..text.words import EOT
 from .transformer import Patterns
 
@@ -86,11 +87,16 @@ def batch_encode(codec, texts, *, padding=True, truncation: bool = False, max_le
         if isinstance(t, str):
             e = next(encoded)
             rows.append((list(e.words), e.indptr, e.indices))
+        elif isinstance(t, Document):  # a ShardDataset item: its patterns come with it, hashed once per lexicon
+            rows.append((list(t.words), t.indptr, t.indices))
         elif isinstance(t, (list, tuple)):
+            if t and not isinstance(t[0], str):
+                raise TfreeError(f"a word list holds {type(t[0]).__name__}s, not words (rows read from a shard "
+                                 "directory by datasets hold word ids: map them with tfree_codec.shards.hf.AddWords)")
             indptr, indices = codec.encode_words(t)
             rows.append((list(t), indptr, indices))
         else:
-            raise TfreeError(f"batch_encode takes texts or word lists, not {type(t).__name__}")
+            raise TfreeError(f"batch_encode takes texts, word lists or ShardDataset documents, not {type(t).__name__}")
     return _from_rows(codec, rows, padding, truncation, max_length, add_eot)
 
 
@@ -142,8 +148,10 @@ def _from_rows(codec, rows, padding, truncation, max_length, add_eot) -> Batch:
 
 class Collator:
     """``collate_fn`` for a ``torch.utils.data.DataLoader``: a list of rows -> a ``Batch``. A row is a text, a word
-    list, or a dict with a ``text_key`` (or "words") column, as ``datasets`` yields. Picklable (the codec travels
-    as its config), so it works with ``num_workers > 0``."""
+    list, a ``ShardDataset`` document (``DataLoader(ShardDataset(dir), collate_fn=Collator(ds.codec))``: its
+    patterns are used as they are), or a dict with a ``text_key`` (or "words") column, as ``datasets`` yields
+    (from a shard directory, after ``.map(AddWords(dir), ...)``). Picklable (the codec travels as its config),
+    so it works with ``num_workers > 0``."""
 
     def __init__(self, codec, *, text_key: str = "text", max_length: int | None = None, padding=True,
                  add_eot: bool = False):

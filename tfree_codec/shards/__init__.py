@@ -1,6 +1,7 @@
-"""Stage 2, corpora -> shards: takes text, JSONL, Parquet or Arrow inputs (``sources``); hands on a directory of
-Arrow shards in format 2 (``lexicon``: documents as word ids into per-shard lexicons, merged into the dataset's
-``lexicon.arrow``), written by the resumable job in ``writer`` (or by other engines: ``parts``) and read back by
+"""Stage 2, corpora -> shards: takes text, JSONL, Parquet or Arrow inputs (``sources``; ``datasets`` folders too);
+hands on a directory of Arrow shards in format 2 (``lexicon``: documents as word ids into per-shard lexicons, merged
+into the dataset's ``lexicon.arrow``), written by the resumable job in ``writer`` (or by other engines: ``parts``,
+indexed after the fact by ``index``), with a dataset card for Hugging Face ``datasets`` (``hf``), and read back by
 ``reader`` (``ShardDataset``) for training, dictionaries and other tools. ``rows`` keeps the in-memory row
 transform with patterns (``encode_record_batch``)."""
 from .reader import ShardDataset

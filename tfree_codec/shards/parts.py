@@ -1,14 +1,16 @@
 """Shard directories written by engines that bring their own parallelism (Ray Data, Spark, Dask, ``datasets.map``,
 a process pool): each task encodes one slice of the documents into one whole shard on its own (``write_part``:
 its documents file and its lexicon file, as ``tfree encode`` writes them), and one last step (``finish_parts``)
-merges the shard lexicons into ``lexicon.arrow`` and writes ``manifest.json``. Given the same slices, the shard
-files and ``lexicon.arrow`` are byte-identical to ``tfree encode --docs-per-shard N``'s (tested).
+merges the shard lexicons into ``lexicon.arrow`` and writes the dataset card (``hf``) and ``manifest.json``. Given
+the same slices, the shard files and ``lexicon.arrow`` are byte-identical to ``tfree encode --docs-per-shard N``'s
+(tested). A job that never reached ``finish_parts`` is indexed after the fact by ``tfree shards index`` (``index``).
 """
 from __future__ import annotations
 
 import os
 
 from ..config import TfreeError, atomic_write
+from .hf import write_card
 from .lexicon import encode_documents, lexicon_name
 from .reader import CODEC, MANIFEST, shard_name
 from .rows import _codec_for, as_config
@@ -35,8 +37,8 @@ def write_part(texts, out_dir: str, index: int, count: int, config, first_id: in
 
 
 def finish_parts(out_dir: str, entries, config) -> dict:
-    """The merge step, once every part is written: ``codec.json``, ``lexicon.arrow`` and ``manifest.json``
-    (last). Refuses a set of parts with a gap, an overlap or a missing shard."""
+    """The merge step, once every part is written: ``codec.json``, ``lexicon.arrow``, ``README.md`` (the dataset
+    card) and ``manifest.json`` (last). Refuses a set of parts with a gap, an overlap or a missing shard."""
     config = as_config(config)
     entries = sorted((dict(e) for e in entries), key=lambda e: e["file"])
     count = len(entries)
@@ -53,5 +55,6 @@ def finish_parts(out_dir: str, entries, config) -> dict:
     lexicon = merge_lexicons(out_dir, [e["file"] for e in entries])
     shards = [{k: e[k] for k in SHARD_KEYS + ("input_sha256",)} for e in entries]
     manifest = {**manifest_totals(config.fingerprint(), shards, lexicon), "options": {}, "inputs": []}
+    write_card(out_dir, shards)
     atomic_write(os.path.join(out_dir, MANIFEST), _canonical(manifest))
     return manifest

@@ -30,8 +30,9 @@ BLOCK = 1 << 24  # bytes read at a time when splitting plain text
 
 def expand_inputs(inputs) -> list[str]:
     """Files named by ``inputs``: files as given, directories walked recursively (sorted, hidden entries
-    skipped), globs expanded (sorted), ``-`` for stdin, URLs (``s3://``, ``gs://``, ``hf://``, ``https://``, ...)
-    through fsspec the same way. Duplicates are kept once, in first-seen order."""
+    skipped; a ``datasets`` ``save_to_disk`` folder gives its Arrow files), globs expanded (sorted), ``-`` for
+    stdin, URLs (``s3://``, ``gs://``, ``hf://``, ``https://``, ...) through fsspec the same way. Duplicates are
+    kept once, in first-seen order."""
     out: list[str] = []
     for spec in inputs:
         if is_url(spec):
@@ -39,8 +40,7 @@ def expand_inputs(inputs) -> list[str]:
         elif spec == "-" or os.path.isfile(spec):
             found = [spec]
         elif os.path.isdir(spec):
-            found = sorted(os.path.join(root, f) for root, dirs, files in os.walk(spec)
-                           for f in files if not f.startswith("."))
+            found = _walk(spec)
             if not found:
                 raise TfreeError(f"directory {spec!r} holds no files")
         elif glob.has_magic(spec):
@@ -55,6 +55,48 @@ def expand_inputs(inputs) -> list[str]:
     if not out:
         raise TfreeError("no inputs given")
     return out
+
+
+def _walk(top: str) -> list[str]:
+    """Every non-hidden file below ``top`` in sorted order, except that a ``save_to_disk`` folder stands for its
+    Arrow files, in the order its state.json lists them."""
+    keyed = []
+    for root, dirs, files in os.walk(top):
+        saved = saved_dataset_files(root)
+        if saved is not None:
+            dirs[:] = []
+            keyed += [((os.path.join(root, ""), i), p) for i, p in enumerate(saved)]
+        else:
+            keyed += [((os.path.join(root, f), 0), os.path.join(root, f)) for f in files if not f.startswith(".")]
+    return [p for _, p in sorted(keyed)]
+
+
+def saved_dataset_files(folder: str) -> list[str] | None:
+    """The data files of a Hugging Face ``Dataset.save_to_disk`` folder (state.json + dataset_info.json + Arrow
+    IPC stream files), in order; None if ``folder`` is not one. A saved ``DatasetDict`` is refused: which split
+    to encode is the user's choice."""
+    state = os.path.join(folder, "state.json")
+    if os.path.isfile(os.path.join(folder, "dataset_dict.json")):
+        try:
+            with open(os.path.join(folder, "dataset_dict.json"), encoding="utf-8") as f:
+                splits = ", ".join(map(str, json.load(f).get("splits", [])))
+        except (OSError, ValueError, AttributeError):
+            splits = "?"
+        raise TfreeError(f"{folder} is a saved DatasetDict (splits {splits}): give one split's folder, "
+                         f"e.g. {os.path.join(folder, splits.split(', ')[0])}")
+    if not (os.path.isfile(state) and os.path.isfile(os.path.join(folder, "dataset_info.json"))):
+        return None
+    try:
+        with open(state, encoding="utf-8") as f:
+            names = [d["filename"] for d in json.load(f)["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TfreeError(f"{state}: not a readable datasets state.json ({type(e).__name__}: {e})") from None
+    for n in names:
+        if not isinstance(n, str) or os.path.basename(n) != n or n.startswith("."):
+            raise TfreeError(f"{state}: unexpected data file name {n!r}")
+        if not os.path.isfile(os.path.join(folder, n)):
+            raise TfreeError(f"{state} lists {n}, which is missing")
+    return [os.path.join(folder, n) for n in names]
 
 
 # -- remote inputs (fsspec, the optional [remote] extra) ----------------------------------------------------------

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import CodecConfig, TfreeError, atomic_write
+from .hf import CARD, card_is_ours, write_card
 from .lexicon import (FORMAT, FORMAT_VERSION, LEXICON, Merger, encode_documents, lexicon_batch, lexicon_name,
                       read_lexicon, read_stream, stream_bytes)
 from .reader import CODEC, MANIFEST, check_shard_files, file_sha256, shard_name
@@ -260,10 +261,10 @@ def prepare_dir(out_dir: str, plan_bytes: bytes, config: CodecConfig, overwrite:
         check_codec(out_dir, config)
     if overwrite:
         for n in names:
-            if _ours(n):
+            if _ours(n) or (n == CARD and card_is_ours(os.path.join(out_dir, n))):
                 os.remove(os.path.join(out_dir, n))
     elif names:
-        foreign = [n for n in names if not _ours(n)]
+        foreign = [n for n in names if not _ours(n) and n != CARD]  # a README.md not ours is the user's: kept
         if foreign:
             raise TfreeError(f"{out_dir} is not empty and is not a tfree shard directory (it holds {foreign[0]!r}); "
                              "choose another directory or pass --overwrite")
@@ -403,9 +404,11 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
         for e in entries:
             _fsync(os.path.join(out_dir, e["file"]))
             _fsync(os.path.join(out_dir, lexicon_name(e["file"])))
+        write_card(out_dir, manifest["shards"])
         atomic_write(os.path.join(out_dir, MANIFEST), _canonical(manifest))
     else:
         manifest = json.loads(_read(os.path.join(out_dir, MANIFEST)))
+        write_card(out_dir, manifest["shards"])  # directories made before cards existed get one
     if os.path.exists(os.path.join(out_dir, PLAN)):
         os.remove(os.path.join(out_dir, PLAN))
     return {"out_dir": out_dir, "documents": manifest["documents"], "words": manifest["words"],
