@@ -68,3 +68,21 @@ def test_installed_console_script_reports_errors_without_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tfree_cli", "stats", str(bad)], capture_output=True, text=True)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == ["Error: input is not valid UTF-8 (invalid continuation byte at byte 0)"]
+
+
+def test_ctrl_c_while_the_commands_load_is_one_line():
+    # Ctrl-C arrives just as the entry point starts importing the commands (numba, a second or more when busy)
+    script = """
+import builtins, os, signal, sys
+import tfree_cli.entry as entry
+sys.argv = ["tfree", "--version"]
+real_import = builtins.__import__
+def interrupting_import(name, *args, **kwargs):
+    if name == "main":  # `from .main import main` in entry.run
+        os.kill(os.getpid(), signal.SIGINT)
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = interrupting_import
+entry.run()
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (p.returncode, p.stdout, p.stderr) == (130, "", "interrupted\n")
