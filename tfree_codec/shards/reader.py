@@ -393,5 +393,6 @@ class ShardDataset:
         if file_sha256(self.shard_path(k)) != s["sha256"]:
             return "sha256 mismatch (the file is corrupt or was modified)"
         if file_sha256(self.lexicon_path(k)) != s["lexicon_sha256"]:
-            return "its lexicon's sha256 does not match (the file is corrupt or was modified)"
+            return (f"its lexicon {os.path.basename(self.lexicon_path(k))}: sha256 mismatch (the file is corrupt or "
+                    "was modified)")
         return check_shard_files(self.shard_path(k), self.lexicon_path(k), s, self.config)

@@ -1,6 +1,6 @@
 """The worker processes of ``tfree encode``.
 
-They are spawned with Ctrl-C blocked, so a Ctrl-C at the terminal reaches only the main process, which stops them
+They are spawned with Ctrl-C blocked and with stdout and stderr pointed at /dev/null, so a Ctrl-C at the terminal reaches only the main process, which stops them
 itself (no worker prints a traceback); they die with the main process (``PR_SET_PDEATHSIG`` on Linux, and a thread
 that watches the parent everywhere), so a killed ``tfree encode`` leaves nothing behind that holds the caller's
 stdout and stderr (``tfree encode ... | cat`` ends); and a job that stops early kills them mid-shard rather than
@@ -8,6 +8,7 @@ waiting for their shards (their temporary files go; finished shards are whole an
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -56,14 +57,39 @@ def start_pool(n: int, config: CodecConfig) -> ProcessPoolExecutor:
     block = hasattr(signal, "pthread_sigmask")
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if block else None
     try:
-        pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
-                                   initargs=(os.getpid(),))
-        for _ in range(n):  # a spawn pool starts one process per submit while none is idle: all n start here
-            pool.submit(_warm_up, config)
+        with _quiet_stdio():
+            pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
+                                       initargs=(os.getpid(),))
+            for _ in range(n):  # a spawn pool starts one process per submit while none is idle: all n start here
+                pool.submit(_warm_up, config)
     finally:
         if block:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
     return pool
+
+
+@contextlib.contextmanager
+def _quiet_stdio():
+    """Point fds 1 and 2 at /dev/null while the workers (and multiprocessing's resource tracker) are spawned: they
+    inherit them, and a child that holds the caller's stdout or stderr keeps a pipeline (``tfree encode ... |
+    cat``) waiting after this process is killed. Workers print nothing (errors travel back as exceptions)."""
+    try:
+        for f in (sys.stdout, sys.stderr):
+            f.flush()
+        saved = [os.dup(1), os.dup(2)]
+    except (OSError, ValueError, AttributeError):  # no real descriptors: nothing to hide
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (null, *saved):
+            os.close(fd)
 
 
 def stop_pool(pool: ProcessPoolExecutor, finished: bool) -> list[int]:
