@@ -313,3 +313,19 @@ def test_changes_no_content_check_sees_are_refused_by_sha256(shard_dir, clean_ou
         outs = _readers(d, finished_run, work)
         _refused_or_same(outs, clean_outputs, name, name)
         assert {n for n, r, _ in outs if r.exit_code} == {"verify", "cat", "eval", "train"}
+
+
+@pytest.mark.parametrize("at", [0.2, 0.6])
+def test_sigint_while_the_cli_starts_is_one_line(big_input, tmp_path, at):
+    """Ctrl-C while Python still imports the CLI (before any command runs): one line, no KeyboardInterrupt
+    traceback from inside an import, nothing written."""
+    p = _encode_proc(big_input, tmp_path / "s")
+    time.sleep(at)
+    p.send_signal(signal.SIGINT)
+    o, e = p.communicate(timeout=10)
+    if p.returncode == 0:
+        pytest.fail("the run ended before the SIGINT")
+    assert "Traceback" not in e and p.returncode == 130, e
+    lines = [ln for ln in e.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted"), e
+    assert_no_leftovers(tmp_path)
