@@ -10,8 +10,6 @@ import click
 
 from tfree_codec import Codec, CodecConfig, TfreeError
 
-from . import _interrupted_while_starting
-
 
 def friendly(fn):
     """Turn library errors into click's one-line ``Error: ...`` and a non-zero exit, never a traceback."""
@@ -102,7 +100,7 @@ def _watch_sigint():
     that swallows the exception (a bare ``except`` in a JIT cache loader) or slow interpreter teardown cannot keep
     the process alive. Returns the handler to put back (None where Ctrl-C is ignored or this is not the main thread)."""
     try:
-        if signal.getsignal(signal.SIGINT) not in (signal.default_int_handler, _interrupted_while_starting):
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
             return None  # ignored on purpose (nohup, a background job) or someone else's handler: leave it be
         return signal.signal(signal.SIGINT, _on_sigint)
     except ValueError:  # not the main thread

@@ -8,7 +8,6 @@ import click
 
 import tfree_codec
 
-from . import _started
 from .codec_cmds import inspect, stats  # text -> words -> patterns
 from .dict_cmds import dict_group  # dictionaries: dict build|info|neighbours
 from .generate_cmds import export, generate, quickstart  # text from a model
@@ -24,5 +23,3 @@ def main() -> None:
 
 for _command in (inspect, stats, encode, shards, dict_group, train, eval_, plot, generate, export, quickstart):
     main.add_command(_command)
-
-_started()  # imports done: Ctrl-C is friendly's from here on
