@@ -11,10 +11,11 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
-from ..config import CodecConfig, TfreeError
+from ..config import CodecConfig, TfreeError, atomic_write
 from .lexicon import FORMAT_VERSION, LEXICON, lexicon_name
 from .reader import MANIFEST, MANIFEST_SUM, check_manifest, check_shard_files, file_sha256, manifest_digest
 
@@ -121,11 +122,12 @@ def kept_shard(out_dir: str, entry: dict, config: CodecConfig, rec: dict | None)
     return None, rec is not None
 
 
-def reuse_manifest(out_dir: str, data: bytes, plan_id: str) -> str:
+def reuse_manifest(out_dir: str, data: bytes, plan_bytes: bytes, plan_name: str) -> str:
     """What to do with a directory whose ``manifest.json`` (``data``) a finished run wrote: "complete" when it is
     this plan's and every file is still the one it records (sha256: hashing is far cheaper than encoding), else
-    "resume" (its shard entries go to the record, so the good shards are kept, and it is removed). A damaged
-    manifest, another plan's, or another format's is refused in one line."""
+    "resume" (its shard entries go to the record, so the good shards are kept, the plan is written as
+    ``plan_name``, and only then is the manifest removed: a kill in between leaves a resumable directory). A
+    damaged manifest, another plan's, or another format's is refused in one line."""
     mpath = os.path.join(out_dir, MANIFEST)
     try:
         m = json.loads(data)
@@ -141,7 +143,7 @@ def reuse_manifest(out_dir: str, data: bytes, plan_id: str) -> str:
         else check_manifest(m)
     if problem:
         raise TfreeError(f"{mpath}: damaged manifest ({problem}); pass --overwrite to re-encode")
-    if m.get("plan_sha256") != plan_id:
+    if m.get("plan_sha256") != hashlib.sha256(plan_bytes).hexdigest():
         raise TfreeError(f"{out_dir} holds shards of other inputs or options; pass --overwrite to replace them")
     files = [(s["file"], s["size"], s["sha256"]) for s in m["shards"]]
     files += [(lexicon_name(s["file"]), s["lexicon_size"], s["lexicon_sha256"]) for s in m["shards"]]
@@ -151,6 +153,7 @@ def reuse_manifest(out_dir: str, data: bytes, plan_id: str) -> str:
     # A file went missing or changed since (or the manifest predates its checksum): redo what does not match.
     for s in m["shards"]:
         record(out_dir, s["file"], s)
+    atomic_write(os.path.join(out_dir, plan_name), plan_bytes)
     os.remove(mpath)
     return "resume"
 

@@ -228,7 +228,6 @@ def prepare_dir(out_dir: str, plan_bytes: bytes, config: CodecConfig, overwrite:
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise TfreeError(f"{out_dir} exists and is not a directory")
     names = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
-    plan_id = hashlib.sha256(plan_bytes).hexdigest()
     state = "fresh"
     if not overwrite:
         check_codec(out_dir, config)
@@ -243,7 +242,7 @@ def prepare_dir(out_dir: str, plan_bytes: bytes, config: CodecConfig, overwrite:
                              "choose another directory or pass --overwrite")
         manifest = _read(os.path.join(out_dir, MANIFEST))
         if manifest is not None:
-            state = reuse_manifest(out_dir, manifest, plan_id)
+            state = reuse_manifest(out_dir, manifest, plan_bytes, PLAN)
         elif PLAN in names:
             if _read(os.path.join(out_dir, PLAN)) != plan_bytes:
                 raise TfreeError(f"{out_dir} holds an unfinished encode of other inputs or options; rerun that "
