@@ -5,8 +5,8 @@
 The first --mb MB of the input (cut at a line) are encoded with --split lines into small shards, twice cleanly;
 then --kills times into a fresh directory: start, SIGKILL the main process after a random delay drawn uniformly
 from [0, the shorter of two clean run times], rerun the same command to completion, and require every file (shards, shard lexicons,
-lexicon.arrow, codec.json, manifest.json, nothing else) to be byte-identical to the clean run. Workers of the killed run are left to notice
-on their own (they stop between record batches), as after a real crash.
+lexicon.arrow, codec.json, manifest.json, nothing else) to be byte-identical to the clean run. Workers of the killed run die
+with it (as after a real crash); the rerun keeps only shards whose sha256 matches the record of finished shards.
 """
 from __future__ import annotations
 

@@ -83,8 +83,9 @@ def _interrupted():
         sys.stderr.write("\n" if getattr(sys.stderr, "isatty", lambda: False)() else "")
         click.echo(RESUME_HINT.get(ctx.info_name if ctx else "", "interrupted"), err=True)
     ctx = click.get_current_context(silent=True)
-    if _fired and getattr(ctx, "info_name", "") != "encode":  # encode's workers need the normal exit's cleanup
-        # a real Ctrl-C, and every cleanup has run on the way here: skip the interpreter's slow teardown (torch)
+    if _fired:
+        # a real Ctrl-C, and every cleanup has run on the way here (encode's workers are killed in its finally):
+        # skip the interpreter's slow teardown (torch)
         for f in (sys.stdout, sys.stderr):
             try:
                 f.flush()

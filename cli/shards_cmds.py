@@ -60,6 +60,7 @@ def encode(inputs, out_dir, split, text_column, fmt, num_proc, docs_per_shard, s
         return
     mb, dt = s["utf8_bytes"] / 1e6, s["seconds"]
     resumed = f", {s['resumed']} resumed" if s["resumed"] else ""
+    resumed += f", {_n(s['damaged'], 'damaged shard')} re-encoded" if s.get("damaged") else ""
     click.echo(f"encoded {_n(s['documents'], 'document')} ({_n(s['words'], 'word')}, {mb:,.1f} MB) into "
                f"{_n(s['shards'], 'shard')} in {out_dir}{resumed}: {dt:.1f} s, {s['documents'] / dt:,.0f} docs/s, {mb / dt:.2f} MB/s", err=True)
 

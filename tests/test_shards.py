@@ -13,7 +13,7 @@ from tfree_codec import MARKERS, Codec, CodecConfig, TfreeError
 from tfree_codec.shards import lexicon
 from tfree_codec.shards import writer as shard_writer
 from tfree_codec.shards.rows import encode_record_batch, encode_texts, schema
-from tfree_codec.shards.reader import ShardDataset
+from tfree_codec.shards.reader import ShardDataset, seal
 
 CODEC = Codec()
 TEXTS = ["Hello world", "", "  two  spaces \n\n and\tnewlines\r\n", "Grüße aus Köln: 3.14 € 😀", "日本語の文章です。",
@@ -228,7 +228,7 @@ def test_resume_reuses_valid_shards_and_replaces_bad_ones(encoded, tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         shard_writer.encode_to_shards([str(tmp / "in.txt")], tmp_path / "r", CODEC.config, **kw)
     r = tmp_path / "r"
-    assert sorted(os.listdir(r)) == [".plan.json", "codec.json", "shard-00000-of-00003.arrow",
+    assert sorted(os.listdir(r)) == [".done.jsonl", ".plan.json", "codec.json", "shard-00000-of-00003.arrow",
                                      "shard-00000-of-00003.lexicon.arrow", "shard-00001-of-00003.arrow",
                                      "shard-00001-of-00003.lexicon.arrow"]
     (r / "shard-00001-of-00003.arrow").write_bytes(b"not arrow")  # a damaged shard is encoded again
@@ -265,7 +265,7 @@ def _rewrite_shard(path, change):
     for s in m["shards"]:
         if s["file"] == path.name:
             s["size"], s["sha256"] = len(data), hashlib.sha256(data).hexdigest()
-    (path.parent / "manifest.json").write_text(json.dumps(m))
+    (path.parent / "manifest.json").write_text(json.dumps(seal(m)))
 
 
 def test_word_ids_past_the_lexicon_are_one_line_before_any_kernel(encoded, tmp_path):

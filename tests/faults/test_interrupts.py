@@ -1,4 +1,4 @@
-"""Issue 13, item 7 (every command but encode, whose workers come with the shard format's rewrite): Ctrl-C stops
+"""Issue 13, item 7 (encode, with its workers, is in test_shards.py): Ctrl-C stops
 within a second with one line, no numba SystemError, no traceback; an interrupted run resumes."""
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ from ..text.words import join
 from .hf import CARD, write_card
 from .lexicon import LEXICON, check_documents, column_numpy, lexicon_name, list_numpy, read_lexicon, read_stream
 from .parts import finish_parts
-from .reader import CODEC, MANIFEST, file_sha256, shard_name
+from .reader import CODEC, MANIFEST, MANIFEST_SUM, file_sha256, manifest_digest, shard_name
+from .resume import JOURNAL
 from .writer import PLAN, SHARD_KEYS, TMP_PREFIX, _digest
 
 _DOCS = re.compile(r"shard-(\d{5})-of-(\d{5})\.arrow")
@@ -88,7 +89,7 @@ def index_shards(out_dir, config: CodecConfig | None = None, progress=None) -> d
     if not os.path.isdir(out_dir):
         raise TfreeError(f"{out_dir!r} is not a directory")
     names = sorted(os.listdir(out_dir))
-    unfinished = [n for n in names if n == PLAN or n.startswith(TMP_PREFIX)]
+    unfinished = [n for n in names if n in (PLAN, JOURNAL) or n.startswith(TMP_PREFIX)]
     if unfinished:
         raise TfreeError(f"{out_dir} holds {unfinished[0]}: a tfree encode is running or was interrupted there; "
                          "rerun that command to finish it")
@@ -118,7 +119,8 @@ def index_shards(out_dir, config: CodecConfig | None = None, progress=None) -> d
             progress(i)
     old = _old_manifest(out_dir)
     keys = SHARD_KEYS + ("input_sha256",)
-    if (old is not None and old.get("codec_fingerprint") == config.fingerprint()
+    if (old is not None and old.get(MANIFEST_SUM) == manifest_digest(old)  # sealed: readers would refuse it else
+            and old.get("codec_fingerprint") == config.fingerprint()
             and [{k: s.get(k) for k in keys} for s in old.get("shards", [])] == [{k: e[k] for k in keys} for e in entries]
             and os.path.isfile(os.path.join(out_dir, LEXICON))
             and file_sha256(os.path.join(out_dir, LEXICON)) == old.get("lexicon", {}).get("sha256")):

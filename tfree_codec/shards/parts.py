@@ -12,7 +12,7 @@ import os
 from ..config import TfreeError, atomic_write
 from .hf import write_card
 from .lexicon import encode_documents, lexicon_name
-from .reader import CODEC, MANIFEST, shard_name
+from .reader import CODEC, MANIFEST, seal, shard_name
 from .rows import _codec_for, as_config
 from .writer import SHARD_KEYS, _batches, _canonical, _digest, _fsync, manifest_totals, merge_lexicons, write_shard
 
@@ -54,7 +54,7 @@ def finish_parts(out_dir: str, entries, config) -> dict:
     config.save(os.path.join(out_dir, CODEC))
     lexicon = merge_lexicons(out_dir, [e["file"] for e in entries])
     shards = [{k: e[k] for k in SHARD_KEYS + ("input_sha256",)} for e in entries]
-    manifest = {**manifest_totals(config.fingerprint(), shards, lexicon), "options": {}, "inputs": []}
+    manifest = seal({**manifest_totals(config.fingerprint(), shards, lexicon), "options": {}, "inputs": []})
     write_card(out_dir, shards)
     atomic_write(os.path.join(out_dir, MANIFEST), _canonical(manifest))
     return manifest

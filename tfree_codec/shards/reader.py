@@ -27,6 +27,7 @@ from .lexicon import (FORMAT, FORMAT_VERSION, LEXICON, Merger, check_documents, 
 
 MANIFEST = "manifest.json"
 CODEC = "codec.json"
+MANIFEST_SUM = "manifest_sha256"  # the manifest's own checksum: every other key, as compact sorted JSON
 __all__ = ["ShardDataset", "FlatShard", "Document", "read_stream", "FORMAT", "FORMAT_VERSION"]
 
 
@@ -40,6 +41,11 @@ def file_sha256(path: str) -> str:
         while chunk := f.read(1 << 22):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _check_sha256(path: str, expected: str) -> None:
+    if file_sha256(path) != expected:
+        raise TfreeError(f"{path}: sha256 mismatch (the file is corrupt or was modified)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,12 +91,60 @@ class FlatShard:
         return self.to_global[self.word_ids]
 
 
+def manifest_digest(m: dict) -> str:
+    """sha256 of a manifest's keys but ``manifest_sha256``: it covers what no file check can (sources, options,
+    recorded hashes), so one flipped bit anywhere in manifest.json is found on open."""
+    body = json.dumps({k: v for k, v in m.items() if k != MANIFEST_SUM}, sort_keys=True, ensure_ascii=False,
+                      separators=(",", ":"))
+    return hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def seal(m: dict) -> dict:
+    """The manifest with its checksum (``manifest_sha256``) added: what writers save."""
+    return {**m, MANIFEST_SUM: manifest_digest(m)}
+
+
+def _count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+_SHARD_INTS = ("documents", "words", "utf8_bytes", "first_id", "size", "lexicon_words", "lexicon_size")
+
+
+def check_manifest(m: dict) -> str | None:
+    """What is wrong with a manifest's structure (the keys readers index with), or None."""
+    shards, lex = m.get("shards"), m.get("lexicon")
+    if not isinstance(m.get("codec_fingerprint"), str):
+        return "no codec_fingerprint"
+    if not isinstance(shards, list) or not shards or not all(isinstance(s, dict) for s in shards):
+        return "no list of shards"
+    if not isinstance(lex, dict) or lex.get("file") != LEXICON or not all(_count(lex.get(k)) for k in ("words", "size")) \
+            or not isinstance(lex.get("sha256"), str):
+        return "bad lexicon entry"
+    first = 0
+    for i, s in enumerate(shards):
+        if s.get("file") != shard_name(i, len(shards)):
+            return f"shard {i} is {s.get('file')!r}, expected {shard_name(i, len(shards))}"
+        if not all(_count(s.get(k)) for k in _SHARD_INTS) or not all(isinstance(s.get(k), str)
+                                                                     for k in ("sha256", "lexicon_sha256")):
+            return f"bad entry for {s['file']}"
+        if s["first_id"] != first:
+            return f"{s['file']} starts at document {s['first_id']}, expected {first}"
+        first += s["documents"]
+    for key in ("documents", "words", "utf8_bytes"):
+        if m.get(key) != sum(s[key] for s in shards):
+            return f"{key} is not the sum over its shards"
+    return None
+
+
 def check_shard_files(path: str, lex_path: str, entry: dict, config: CodecConfig) -> str | None:
     """What is wrong with a shard's two files against its manifest/plan entry, or None."""
     try:
         words, _ = read_lexicon(lex_path) if os.path.isfile(lex_path) else (None, None)
         if words is None:
             return f"its lexicon {os.path.basename(lex_path)} is missing"
+        if "lexicon_words" in entry and len(words) != entry["lexicon_words"]:
+            return f"its lexicon has {len(words)} words, expected {entry['lexicon_words']}"
         t = read_stream(path)
     except TfreeError as e:
         return str(e)
@@ -115,8 +169,16 @@ def _load_manifest(path: str) -> dict:
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise TfreeError(f"{mpath}: not a {FORMAT} manifest")
     if m.get("format_version") != FORMAT_VERSION:
-        raise TfreeError(f"{path}: shard format {m.get('format_version')!r}, this tfree reads {FORMAT_VERSION}: "
+        raise TfreeError(f"{mpath}: shard format {m.get('format_version')!r}, this tfree reads {FORMAT_VERSION}: "
                          "re-encode it (the same tfree encode command with --overwrite)")
+    if MANIFEST_SUM not in m:
+        raise TfreeError(f"{mpath}: no {MANIFEST_SUM} (damaged, or written by an earlier tfree: rerun the tfree "
+                         "encode command that made it)")
+    if m[MANIFEST_SUM] != manifest_digest(m):
+        raise TfreeError(f"{mpath}: damaged manifest (its {MANIFEST_SUM} does not match its contents)")
+    problem = check_manifest(m)
+    if problem:
+        raise TfreeError(f"{mpath}: malformed manifest ({problem})")
     return m
 
 
@@ -143,6 +205,8 @@ class ShardDataset:
         if file_sha256(lex_path) != m["lexicon"]["sha256"]:  # small, and everything is looked up in it
             raise TfreeError(f"{lex_path}: sha256 mismatch (the file is corrupt or was modified)")
         self.lexicon_words, self.lexicon_counts = read_lexicon(lex_path)
+        if len(self.lexicon_words) != m["lexicon"]["words"]:
+            raise TfreeError(f"{lex_path}: {len(self.lexicon_words)} words, the manifest says {m['lexicon']['words']}")
         self._starts = np.cumsum([0] + [s["documents"] for s in self.shards])
         self._cache: OrderedDict = OrderedDict()  # (kind, k) -> open table or FlatShard, a few at a time
         self._merger = None
@@ -194,12 +258,20 @@ class ShardDataset:
             if self._merger is None:
                 self._merger = Merger()
                 self._merger.add(self.lexicon_words)
-            words, _ = read_lexicon(self.lexicon_path(k))
+            words = self.shard_lexicon(k)
             gids = self._merger.add(words)
             if len(self._merger) != len(self.lexicon_words):
                 raise TfreeError(f"{self.lexicon_path(k)}: holds words that {LEXICON} does not (damaged directory)")
             return gids
         return self._cached(("map", k), make)
+
+    def shard_lexicon(self, k: int) -> list[str]:
+        """Shard k's lexicon words, its sha256 checked against the manifest on first use."""
+        def make():
+            path = self.lexicon_path(k)
+            _check_sha256(path, self.shards[k]["lexicon_sha256"])
+            return read_lexicon(path)[0]
+        return self._cached(("lex", k), make)
 
     # -- access -----------------------------------------------------------------------------------------------
     def shard_path(self, k: int) -> str:
@@ -214,6 +286,9 @@ class ShardDataset:
             raise IndexError(f"shard {k} out of range (0..{self.num_shards - 1})")
 
         def make():
+            # One sequential read of a few MB: it finds what no content check can (a flipped word id still
+            # inside the lexicon), and the file is read for the table anyway.
+            _check_sha256(self.shard_path(k), self.shards[k]["sha256"])
             t = read_stream(self.shard_path(k))
             problem = check_documents(t, self.shards[k], self.shards[k]["lexicon_words"])
             if problem:
@@ -277,7 +352,7 @@ class ShardDataset:
     def texts(self, k: int):
         """The exact texts of shard k's documents, in order (``tfree shards cat``)."""
         f = self.flat(k)
-        words, _ = read_lexicon(self.lexicon_path(k))
+        words = self.shard_lexicon(k)
         offsets = f.doc_offsets.tolist()
         ids = f.word_ids.tolist()
         for j in range(len(f)):
@@ -318,5 +393,6 @@ class ShardDataset:
         if file_sha256(self.shard_path(k)) != s["sha256"]:
             return "sha256 mismatch (the file is corrupt or was modified)"
         if file_sha256(self.lexicon_path(k)) != s["lexicon_sha256"]:
-            return "its lexicon's sha256 does not match (the file is corrupt or was modified)"
+            return (f"its lexicon {os.path.basename(self.lexicon_path(k))}: sha256 mismatch (the file is corrupt or "
+                    "was modified)")
         return check_shard_files(self.shard_path(k), self.lexicon_path(k), s, self.config)

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import re
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from itertools import chain, islice
 
 import numpy as np
@@ -31,10 +30,12 @@ import pyarrow as pa
 from ..config import CodecConfig, TfreeError, atomic_write
 from .hf import CARD, card_is_ours, write_card
 from .lexicon import (FORMAT, FORMAT_VERSION, LEXICON, Merger, encode_documents, lexicon_batch, lexicon_name,
-                      read_lexicon, read_stream, stream_bytes)
-from .reader import CODEC, MANIFEST, check_shard_files, file_sha256, shard_name
+                      read_lexicon, stream_bytes)
+from .reader import CODEC, MANIFEST, seal, shard_name
+from .resume import JOURNAL, DirLock, drop_temporaries, kept_shard, record, records, reuse_manifest
 from .rows import _codec_for
 from .sources import SPLITS, expand_inputs, iter_documents
+from .workers import start_pool, stop_pool
 
 PLAN = ".plan.json"
 TMP_PREFIX = ".tmp-"
@@ -192,28 +193,12 @@ def _batches(texts):
         lo = hi
 
 
-def existing_shard(out_dir: str, entry: dict, config: CodecConfig) -> dict | None:
-    """Stats of a shard a previous run finished, or None (and its files removed) if it does not check out."""
-    path = os.path.join(out_dir, entry["file"])
-    lex_path = os.path.join(out_dir, lexicon_name(entry["file"]))
-    problem = check_shard_files(path, lex_path, entry, config)
-    if problem is not None:
-        for p in (path, lex_path):
-            if os.path.exists(p):
-                os.remove(p)
-        return None
-    n_lex = read_stream(lex_path).num_rows
-    return {"words": int(sum(len(b.column("words").values) for b in read_stream(path).to_batches())),
-            "lexicon_words": n_lex, "size": os.path.getsize(path), "sha256": file_sha256(path),
-            "lexicon_size": os.path.getsize(lex_path), "lexicon_sha256": file_sha256(lex_path)}
-
-
 # -- the directory protocol ---------------------------------------------------------------------------------------
 _SHARD_RE = re.compile(r"shard-\d{5}-of-\d{5}(\.lexicon)?\.arrow")
 
 
 def _ours(name: str) -> bool:
-    return name in (CODEC, MANIFEST, PLAN, LEXICON) or name.startswith(TMP_PREFIX) or bool(_SHARD_RE.fullmatch(name))
+    return name in (CODEC, MANIFEST, PLAN, LEXICON, JOURNAL) or name.startswith(TMP_PREFIX) or bool(_SHARD_RE.fullmatch(name))
 
 
 def _read(path: str) -> bytes | None:
@@ -222,17 +207,6 @@ def _read(path: str) -> bytes | None:
             return f.read()
     except FileNotFoundError:
         return None
-
-
-def _sizes_match(out_dir: str, manifest: dict) -> bool:
-    files = [(s["file"], s["size"]) for s in manifest["shards"]]
-    files += [(lexicon_name(s["file"]), s["lexicon_size"]) for s in manifest["shards"]]
-    files.append((LEXICON, manifest["lexicon"]["size"]))
-    for name, size in files:
-        p = os.path.join(out_dir, name)
-        if not os.path.isfile(p) or os.path.getsize(p) != size:
-            return False
-    return True
 
 
 def check_codec(out_dir: str, config: CodecConfig) -> None:
@@ -255,7 +229,6 @@ def prepare_dir(out_dir: str, plan_bytes: bytes, config: CodecConfig, overwrite:
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise TfreeError(f"{out_dir} exists and is not a directory")
     names = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
-    plan_id = hashlib.sha256(plan_bytes).hexdigest()
     state = "fresh"
     if not overwrite:
         check_codec(out_dir, config)
@@ -270,19 +243,7 @@ def prepare_dir(out_dir: str, plan_bytes: bytes, config: CodecConfig, overwrite:
                              "choose another directory or pass --overwrite")
         manifest = _read(os.path.join(out_dir, MANIFEST))
         if manifest is not None:
-            try:
-                done = json.loads(manifest).get("plan_sha256") == plan_id
-                old_version = json.loads(manifest).get("format_version")
-            except ValueError:
-                done, old_version = False, FORMAT_VERSION
-            if old_version != FORMAT_VERSION:
-                raise TfreeError(f"{out_dir} holds shards of format {old_version!r} (this tfree writes "
-                                 f"{FORMAT_VERSION}): pass --overwrite to re-encode it")
-            if not done:
-                raise TfreeError(f"{out_dir} holds shards of other inputs or options; pass --overwrite to replace them")
-            state = "complete" if _sizes_match(out_dir, json.loads(manifest)) else "resume"
-            if state == "resume":  # a shard went missing or changed size since: check them all, redo the bad ones
-                os.remove(os.path.join(out_dir, MANIFEST))
+            state = reuse_manifest(out_dir, manifest, plan_bytes, PLAN)
         elif PLAN in names:
             if _read(os.path.join(out_dir, PLAN)) != plan_bytes:
                 raise TfreeError(f"{out_dir} holds an unfinished encode of other inputs or options; rerun that "
@@ -322,21 +283,6 @@ class _Progress:
         self.bar.close()
 
 
-def _worker_init() -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C; finished shards stay valid
-
-
-def _worker_pool(n: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
-
-
-def _warm_up(config: CodecConfig) -> None:
-    # numba loads each kernel from its on-disk cache on the first call: make those calls before real work arrives
-    encode_documents(_codec_for(config), ["Warm-up text, long enough for the kernels: Grüße, naïve café. " * 6])
-
-
 def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = "none", text_column: str = "text",
                      fmt: str = "auto", num_proc: int | None = None, overwrite: bool = False,
                      docs_per_shard: int | None = None, shard_bytes: int | None = DEFAULT_SHARD_BYTES,
@@ -358,14 +304,13 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
     def read(path):
         return iter_documents(path, fmt=fmt, split=split, text_column=text_column, stdin=stdin)
 
-    pool = None
+    lock = DirLock(out_dir)  # a second run into out_dir stops here, in one line
+    pool, encoded, damaged = None, False, 0
     bars: list[_Progress] = []
     try:
         if num_proc > 1 and not os.path.exists(os.path.join(out_dir, MANIFEST)):
             # Workers start now, so their imports and kernel loading overlap the plan pass.
-            pool = _worker_pool(num_proc - 1)
-            for _ in range(num_proc - 1):
-                pool.submit(_warm_up, config)
+            pool = start_pool(num_proc - 1, config)
         bars.append(_Progress(None, "plan", progress))
         kept: list[str] = []
         plan = make_plan(files, read, config, options, docs_per_shard, shard_bytes, bars[-1].update, kept)
@@ -377,27 +322,33 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
         if state == "complete":
             manifest = json.loads(_read(os.path.join(out_dir, MANIFEST)))
             results = dict(enumerate(manifest["shards"]))
-        elif state == "resume":
+        elif state == "resume":  # keep a shard only if its files are the ones recorded when it was finished
+            done = records(out_dir)
             for i, e in enumerate(entries):
-                if os.path.exists(os.path.join(out_dir, e["file"])):
-                    r = existing_shard(out_dir, e, config)
-                    if r is not None:
-                        results[i] = r
+                r, bad = kept_shard(out_dir, e, config, done.get(e["file"]))
+                damaged += bad
+                if r is not None:
+                    results[i] = r
         resumed = len(results)
         total = sum(e["utf8_bytes"] for i, e in enumerate(entries) if i not in results)
         bars.append(_Progress(total, "encode", progress and total > 0))
         todo = len(entries) - len(results)
         workers = min(num_proc, todo) - 1  # this process encodes too, while the workers start (imports, kernels)
         if workers > 0 and pool is None:
-            pool = _worker_pool(workers)
+            pool = start_pool(workers, config)
         if todo:
             docs = iter(kept) if kept else chain.from_iterable(map(read, files))
             _encode_missing(out_dir, docs, entries, results, config, pool, workers, bars[-1])
+        encoded = True
     finally:
         for bar in bars:
             bar.close()
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        if not encoded:  # an error or Ctrl-C: stop the workers mid-shard, drop the files they were writing
+            pids = stop_pool(pool, False) if pool is not None else []
+            drop_temporaries(out_dir, TMP_PREFIX, [os.getpid(), *pids])
+            lock.release(failed=True)
+        elif pool is not None:
+            stop_pool(pool, True)
     if state != "complete":
         lexicon = merge_lexicons(out_dir, [e["file"] for e in entries])
         manifest = _manifest(plan, plan_bytes, results, lexicon)
@@ -409,11 +360,13 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
     else:
         manifest = json.loads(_read(os.path.join(out_dir, MANIFEST)))
         write_card(out_dir, manifest["shards"])  # directories made before cards existed get one
-    if os.path.exists(os.path.join(out_dir, PLAN)):
-        os.remove(os.path.join(out_dir, PLAN))
+    for name in (PLAN, JOURNAL):
+        if os.path.exists(os.path.join(out_dir, name)):
+            os.remove(os.path.join(out_dir, name))
+    lock.release(failed=False)
     return {"out_dir": out_dir, "documents": manifest["documents"], "words": manifest["words"],
             "utf8_bytes": manifest["utf8_bytes"], "shards": len(entries), "resumed": resumed,
-            "seconds": time.perf_counter() - t0, "up_to_date": state == "complete"}
+            "seconds": time.perf_counter() - t0, "up_to_date": state == "complete", "damaged": damaged}
 
 
 def _encode_missing(out_dir, docs, entries, results, config, pool, slots, bar) -> None:
@@ -437,6 +390,7 @@ def _encode_missing(out_dir, docs, entries, results, config, pool, slots, bar) -
 
     def finish(i: int, stats: dict) -> None:
         results[i] = stats
+        record(out_dir, entries[i]["file"], stats)  # a rerun keeps the shard only if its files are these
         bar.update(entries[i]["utf8_bytes"], entries[i]["documents"])
 
     def dispatch() -> None:
@@ -482,8 +436,9 @@ SHARD_KEYS = ("file", "documents", "words", "utf8_bytes", "first_id", "size", "s
 def _manifest(plan: dict, plan_bytes: bytes, results: dict, lexicon: dict) -> dict:
     keep = SHARD_KEYS + ("sources", "input_sha256")
     shards = [{k: {**e, **results[i]}[k] for k in keep} for i, e in enumerate(plan["shards"])]
-    return {**manifest_totals(plan["codec_fingerprint"], shards, lexicon),
-            "plan_sha256": hashlib.sha256(plan_bytes).hexdigest(), "options": plan["options"], "inputs": plan["inputs"]}
+    return seal({**manifest_totals(plan["codec_fingerprint"], shards, lexicon),
+                 "plan_sha256": hashlib.sha256(plan_bytes).hexdigest(), "options": plan["options"],
+                 "inputs": plan["inputs"]})
 
 
 def manifest_totals(fingerprint: str, shards: list[dict], lexicon: dict) -> dict:
