@@ -26,7 +26,7 @@ def _interrupted(r, hint="interrupted"):
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert lines and hint in lines[-1] and lines[-1].startswith("interrupted"), err
     assert not any(ln.startswith(("Error", "interrupted")) for ln in lines[:-1]), err
-    assert lag < 1.5, f"took {lag:.2f} s to stop"  # the promise is 1 s; a margin for a loaded 2-core CI box
+    assert lag < 2.0, f"took {lag:.2f} s to stop"  # the promise is 1 s (0.01-1.1 s measured); a margin for a loaded box
 
 
 @pytest.mark.parametrize("at", TRAIN_AT)
