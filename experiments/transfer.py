@@ -109,6 +109,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/tfree_transfer")
     ap.add_argument("--models", default="tfree-8k,bpe-8k,tfree-4k,bpe-32k")
     ap.add_argument("--langs", default="de,ru")
+    ap.add_argument("--scratch", default=None, help="models also trained from scratch (default: all of --models)")
     ap.add_argument("--english-bytes", type=size, default=size("1MB"), help="English text each model trains on")
     ap.add_argument("--new-bytes", type=size, default=size("1MB"), help="new-language text, continued or scratch")
     ap.add_argument("--n-layer", type=int, default=2)
@@ -170,14 +171,15 @@ def main() -> None:
             res["curves"][f"{lang}/{name}/continued"] = train_run(
                 os.path.join(args.work, f"{lang}-{name}-continued"), new, common, args.new_bytes, every,
                 ["--init-from", src])
-            scratch = os.path.join(args.work, f"{lang}-{name}-scratch")
-            s_seq = seq if kind == "tfree" else bpe_seq_len(new, scratch, size_, args.seq_len, args.val_bytes)[0]
-            s_ppb = ppb[lang] if kind == "tfree" else positions_per_byte(new, args.val_bytes,
-                                                                          os.path.join(scratch, "tokenizer.json"))
-            ppb[f"{lang}-own"] = s_ppb
-            res["curves"][f"{lang}/{name}/scratch"] = train_run(
-                scratch, new, common + shape, args.new_bytes, steps_every(args.new_bytes, s_ppb, s_seq),
-                ["--seq-len", s_seq, *extra])
+            if name in (args.scratch or args.models).split(","):
+                scratch = os.path.join(args.work, f"{lang}-{name}-scratch")
+                s_seq = seq if kind == "tfree" else bpe_seq_len(new, scratch, size_, args.seq_len, args.val_bytes)[0]
+                s_ppb = ppb[lang] if kind == "tfree" else positions_per_byte(new, args.val_bytes,
+                                                                              os.path.join(scratch, "tokenizer.json"))
+                ppb[f"{lang}-own"] = s_ppb
+                res["curves"][f"{lang}/{name}/scratch"] = train_run(
+                    scratch, new, common + shape, args.new_bytes, steps_every(args.new_bytes, s_ppb, s_seq),
+                    ["--seq-len", s_seq, *extra])
             res["minutes"] = res.get("minutes", 0) + (time.time() - t_start) / 60
             t_start = time.time()
             with open(out_json, "w", encoding="utf-8") as f:
