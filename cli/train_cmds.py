@@ -54,6 +54,8 @@ def _size(ctx, param, value):
 @click.option("--val-bytes", callback=_size, default="64KB", show_default=True, help="held-out validation text")
 @click.option("--resume", help="'auto' (the newest checkpoint in the run directory) or a checkpoint directory; "
               "the run's own settings are restored except those given again")
+@click.option("--init-from", help="continue a trained model (a run directory or checkpoint) on DATA: its weights and "
+              "shape, a fresh optimizer and schedule; T-FREE adds DATA's words to its dictionary, BPE keeps its tokenizer")
 @click.option("--baseline", type=click.Choice(["bpe"]), help="train the BPE baseline (same body, softmax head)")
 @click.option("--bpe-vocab", type=int, default=32000, show_default=True, help="BPE vocabulary of the baseline")
 @click.option("--pos-weight", type=float, default=100.0, show_default=True, help="BCE weight of active rows")
@@ -71,12 +73,14 @@ def train(data, out_dir, compile_, quiet, no_plot, **kw):
     `tfree encode` (or a text file); checkpoints go to OUT/step-NNNNNN/ and OUT/final/.
 
     Several processes: torchrun --nproc_per_node N -m tfree_cli train DATA -o OUT ..."""
+    from tfree_codec.train.init_from import settings as init_settings
     from tfree_codec.train.loop import TrainConfig
     from tfree_codec.train.loop import train as run_train
 
     kw["logger"] = tuple(kw["logger"])
     cfg = TrainConfig(data=data, out_dir=out_dir, compile=compile_, progress=show_progress(quiet), plot=not no_plot, **kw)
     cfg, restored = _restore_settings(cfg)
+    cfg = init_settings(cfg, _typed())
     if cfg.max_steps is None and cfg.max_bytes is None:
         raise TfreeError("give --max-steps or --max-bytes")
     for name in ("keep_last", "sample_words"):
@@ -92,16 +96,21 @@ def train(data, out_dir, compile_, quiet, no_plot, **kw):
 
 def _restore_settings(cfg):
     """--resume: the run's saved settings for every option not typed again on this command line."""
-    from click.core import ParameterSource
-
     from tfree_codec.train.settings import resume_settings
+
+    return resume_settings(cfg, _typed())
+
+
+def _typed() -> set[str]:
+    """The options typed on this command line (the others may come from a resumed run or an --init-from source)."""
+    from click.core import ParameterSource
 
     ctx = click.get_current_context()
     typed = {p.name for p in ctx.command.params
              if ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
     typed |= {"compile"} if "compile_" in typed else set()
     typed |= {"plot"} if "no_plot" in typed else set()
-    return resume_settings(cfg, typed)
+    return typed
 
 
 @click.command()

@@ -226,8 +226,10 @@ def write_report(args, info, results, seconds) -> None:
     for name, r in results.items():
         lines.append(f"- {name}: " + ", ".join(f"{b / 1e6:.1f} MB: {x:.3f}" for b, x in r["curve"]))
     lines.append("")
+    old = open(args.results, encoding="utf-8").read() if os.path.isfile(args.results) else ""
+    keep = old[old.index("<!-- transfer:begin -->"):] if "<!-- transfer:begin -->" in old else ""  # transfer.py's
     with open(args.results, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines))
+        f.write("\n".join(lines) + (f"\n{keep}" if keep else ""))
     print("\n".join(lines))
 
 

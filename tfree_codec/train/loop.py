@@ -23,7 +23,7 @@ from ..config import TfreeError, atomic_write
 from .data import (TOKENIZER_FILE, Corpus, Packer, PatternSource, TokenSource, load_tokenizer, make_units,
                    split_units, train_bpe)
 from ..decode.dictionary import Dictionary
-from . import report
+from . import init_from, report
 from .evaluate import (DICT_FILE, Calibration, SpellingModel, calibrate, dictionary_scorer, evaluate_bpe,
                        evaluate_tfree, tfree_bpb)
 from ..model.device import autocast_for, resolve_device  # noqa: F401  (re-exported)
@@ -72,6 +72,7 @@ class TrainConfig:
     logger: tuple = ()                # extra logs beside log.jsonl: "csv", "tensorboard" (report.py)
     plot: bool = True                 # plot.png at each evaluation (needs matplotlib)
     sample_words: int = 24            # a greedy sample of this many words at each evaluation (0: none)
+    init_from: str | None = None      # continue a trained model (run or checkpoint) on this data: init_from.py
 
 
 # -- devices and processes ----------------------------------------------------------------------------------------
@@ -125,10 +126,15 @@ class Run:
             ckpt.read_meta(self.resume_from)  # refuses a damaged checkpoint (sha256 of every file)
         state = ckpt.load_train_state(self.resume_from) if self.resume_from else None
         self._check_resume(state)
+        self.init_src = init_from.open_source(cfg.init_from) if cfg.init_from and not state else None
+        if self.init_src:
+            init_from.check_shape(self.init_src, cfg)
         self.seed = int(state["seed"]) if state else self._agree(cfg.seed if cfg.seed is not None else secrets.randbits(31))
 
         self.corpus = Corpus.from_path(cfg.data)
         self.codec = self.corpus.codec
+        if self.init_src:
+            init_from.check_codec(self.init_src, self.codec, cfg.data)
         units = make_units(self.corpus, cfg.chunk_words)
         if not float(units.n_bytes.sum()):
             raise TfreeError(f"{cfg.data}: no text to train on (it is empty)")
@@ -151,6 +157,9 @@ class Run:
             n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight)
         torch.manual_seed(self.seed)
         self.model = Model(self.model_config).to(self.device)
+        if self.init_src:
+            init_from.load_weights(self.model, self.init_src)
+            self.log(init_from.describe(self.init_src))
         self.packer = Packer(self.source.lengths, self.train_units.last, self.train_units.n_bytes, T, self.seed)
         span = self.source.lengths.sum() + self.train_units.last.sum()
         self.bytes_per_item = float(self.train_units.n_bytes.sum()) / max(1, int(span))
@@ -235,7 +244,8 @@ class Run:
                 for d, a, b in zip(u.doc.tolist(), u.start.tolist(), u.stop.tolist()):
                     counts.update(self.corpus.words(d, a, b))
                 counts[EOT] += int(u.last.sum())
-                Dictionary.from_counts(self.codec, counts).save(path)
+                (init_from.grown_dictionary(self.init_src, counts, self.codec) if self.init_src
+                 else Dictionary.from_counts(self.codec, counts)).save(path)
                 self.log(f"dictionary: {len(counts):,} words from the training text ({time.time() - t0:.1f}s)")
             self._barrier()
             self.dictionary = Dictionary.load(path, self.codec)
@@ -246,6 +256,8 @@ class Run:
             if self.cfg.baseline != "bpe":
                 raise TfreeError(f"unknown baseline {self.cfg.baseline!r} (bpe)")
             path = os.path.join(self.out, TOKENIZER_FILE)
+            if self.init_src and self.dist.main and not os.path.isfile(path):
+                init_from.copy_tokenizer(self.init_src, path)  # the source's, as its users have it
             if self.dist.main and not os.path.isfile(path):
                 t0 = time.time()
                 tok = train_bpe(self._unit_texts(self.train_units), self.cfg.bpe_vocab)
