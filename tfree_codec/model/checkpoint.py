@@ -12,7 +12,6 @@ checksum is refused in one line.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -23,6 +22,7 @@ import torch
 
 from ..codec import Codec
 from ..config import CodecConfig, TfreeError
+from ..config import file_sha256 as _sha256
 from .transformer import Model, ModelConfig
 from .weights import WEIGHTS_FILE, load_weights_file, save_weights
 
@@ -32,14 +32,6 @@ META = "checkpoint.json"
 SETTINGS_FILE = "train_config.json"  # the run's settings (train/settings.py)
 PARTIAL = ".tfree-partial"  # inside a checkpoint folder being written; gone once it is complete
 STEP_RE = re.compile(r"^step-(\d{6,})$")
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def clean_state_dict(sd: dict) -> dict:

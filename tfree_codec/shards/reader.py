@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..codec import Codec
-from ..config import CodecConfig, TfreeError
+from ..config import CodecConfig, TfreeError, file_sha256
 from ..text.words import join
 from .lexicon import (FORMAT, FORMAT_VERSION, LEXICON, Merger, check_documents, column_numpy, lexicon_name,
                       list_numpy, read_lexicon, read_stream)
@@ -33,14 +33,6 @@ __all__ = ["ShardDataset", "FlatShard", "Document", "read_stream", "FORMAT", "FO
 
 def shard_name(i: int, n: int) -> str:
     return f"shard-{i:05d}-of-{n:05d}.arrow"
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_sha256(path: str, expected: str) -> None:
