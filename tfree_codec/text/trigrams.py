@@ -6,8 +6,9 @@ of ``[0, v)`` and the word's pattern is the sorted union (uint32). Marker words 
 Two hash families:
 - ``tfree`` (default): splitmix64 of the trigram, one splitmix64 per row, case sharing for every cased
   script. The hot path lives in ``_kernels.hash_new``.
-- ``aleph``: the T-FREE reference's md5 rule, reproducing its patterns (and its ASCII-only case sharing) so the
-  released checkpoints can be used. md5 rows are computed lazily per trigram and cached, never the 16.7M table.
+- ``aleph``: the T-FREE reference's md5 rule, reproducing its patterns (and its ASCII-only case sharing) for every
+  word that both split alike; their words differ in places and the reference sums repeated rows, so its checkpoints
+  do not load as they are (docs/codec.md). md5 rows are computed lazily per trigram and cached, never the 16.7M table.
 """
 from __future__ import annotations
 
