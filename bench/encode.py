@@ -23,7 +23,7 @@ sys.path.insert(0, ROOT)
 
 from tfree_codec import MARKERS, Codec  # noqa: E402
 
-DATA = "/work/shared/data" if os.path.isdir("/work/shared/data") else os.path.join(ROOT, "..", "shared", "data")
+DATA = os.environ.get("TFREE_DATA", os.path.join(ROOT, "..", "shared", "data"))  # ../shared beside the clone
 
 
 def load(name: str) -> str:

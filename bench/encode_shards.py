@@ -29,7 +29,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = "/work/shared/data" if os.path.isdir("/work/shared/data") else os.path.join(ROOT, "..", "shared", "data")
+DATA = os.environ.get("TFREE_DATA", os.path.join(ROOT, "..", "shared", "data"))  # ../shared beside the clone
 sys.path.insert(0, ROOT)
 
 from tfree_codec import Codec  # noqa: E402
@@ -39,7 +39,7 @@ from tfree_codec.shards.sources import iter_documents  # noqa: E402
 def tiktoken_cache() -> str:
     cache = os.environ.setdefault("TIKTOKEN_CACHE_DIR", os.path.join(ROOT, "bench", ".cache", "tiktoken"))
     if not os.path.isdir(cache) or not os.listdir(cache):
-        subprocess.run(["bash", "/work/shared/tools/tiktoken_offline.sh", cache], check=True,
+        subprocess.run(["bash", os.path.join(ROOT, "..", "shared", "tools", "tiktoken_offline.sh"), cache], check=True,
                        env={**os.environ, "PYTHON": sys.executable})
     return cache
 

@@ -1,6 +1,6 @@
 """Throughput of the Hugging Face route and of ``tfree shards index`` beside ``tfree encode`` and ``ShardDataset``.
 
-    python bench/hf_index.py [--input /work/shared/data/english_prose.txt.xz] [--mb 8]
+    python bench/hf_index.py [--input ../shared/data/english_prose.txt.xz] [--mb 8]
 
 The first --mb MB of the input (cut at a line) are encoded with --split lines on one process (timed); then, on
 that directory: ``index_shards`` after the manifest and lexicon.arrow are removed (reads every shard in full and
@@ -19,7 +19,7 @@ import time
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--input", default="/work/shared/data/english_prose.txt.xz")
+    ap.add_argument("--input", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "english_prose.txt.xz"))
     ap.add_argument("--mb", type=float, default=8.0)
     args = ap.parse_args()
 

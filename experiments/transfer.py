@@ -11,7 +11,7 @@ the same models also train from scratch on each new language alone (the BPE ones
 language, as anyone starting there would). Held-out bits per byte of the new language (``tfree train``'s own
 validation slice of it, never trained on, nor seen by the dictionary or a tokenizer) are logged ``--evals`` times
 per run. Every run has the same body, batch, schedule and seed; BPE sequences are as long in English bytes as
-T-FREE's. The corpora are /work/shared/data/*.txt.xz (decompressed into --work; nothing is committed). Writes
+T-FREE's. The corpora are ../shared/data/*.txt.xz (decompressed into --work; nothing is committed). Writes
 docs/transfer.json (the curves), docs/transfer_bpb.png and the "Cross-lingual transfer" section of docs/results.md;
 ``--docs-only`` redraws them from docs/transfer.json.
 """
@@ -25,13 +25,14 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from paper_table import bpe_seq_len, encode  # noqa: E402  (the same encoding and BPE length rule)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = "/work/shared/data"
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 MODELS = {"tfree-8k": ("tfree", 8192), "bpe-8k": ("bpe", 8192), "tfree-4k": ("tfree", 4096), "bpe-32k": ("bpe", 32000)}
 LANGS = {"en": "english_prose", "de": "mono_de", "ru": "mono_ru"}
 BEGIN, END = "<!-- transfer:begin -->", "<!-- transfer:end -->"
@@ -106,7 +107,7 @@ def train_run(run_dir, data, common, max_bytes, eval_every, extra) -> list:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", default="/tmp/tfree_transfer")
+    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "tfree_transfer"))
     ap.add_argument("--models", default="tfree-8k,bpe-8k,tfree-4k,bpe-32k")
     ap.add_argument("--langs", default="de,ru")
     ap.add_argument("--scratch", default=None, help="models also trained from scratch (default: all of --models)")

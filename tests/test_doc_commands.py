@@ -7,7 +7,7 @@ Covered: README.md, docs/generate.md, docs/training.md, docs/shards.md (and any 
 command runs unless SKIP names it). docs/shards.md is being rewritten with the new shard format (issue 13's
 sibling work): if its commands change, this test says which one fails.
 
-What is not run is listed in SKIP, each with why (a venv and a network install, /work/shared data, minutes of
+What is not run is listed in SKIP, each with why (a venv and a network install, ../shared data, minutes of
 training, several processes). Training commands of docs/training.md run SHRUNK: the same command with a few steps
 of a tiny model (the replacements are listed), so that every option they use is checked.
 """
@@ -30,9 +30,9 @@ SKIP = {
     ("README.md", "python3 -m venv .venv"): "makes a venv and installs torch from the network (minutes); the suite runs in one",
     ("docs/generate.md", "tfree generate runs/austen"): "needs runs/austen, a run trained for minutes (the recipe below)",
     ("docs/generate.md", "tfree quickstart"): "about 2 minutes of training; tests/test_generate.py runs quickstart.run with 2 steps",
-    ("docs/generate.md", "mkdir -p austen"): "the bundled model's recipe: /work/shared data and ~30 CPU minutes of training",
-    ("docs/generate.md", "/work/shared/data/english_prose.txt.xz"): "the recipe: reads /work/shared (not in a clone)",
-    ("docs/generate.md", "austen-shards"): "the recipe: trains for minutes on the /work/shared text",
+    ("docs/generate.md", "mkdir -p austen"): "the bundled model's recipe: ../shared data and ~30 CPU minutes of training",
+    ("docs/generate.md", "../../shared/data/english_prose.txt.xz"): "the recipe: reads ../shared (the corpora beside a clone, not in it)",
+    ("docs/generate.md", "austen-shards"): "the recipe: trains for minutes on the ../shared text",
     ("docs/generate.md", "tfree export run-tfree"): "the recipe: needs its trained run",
     ("docs/generate.md", "tfree eval bundled-model"): "the recipe: needs its trained run and held-out text",
     ("docs/generate.md", "tfree eval run-bpe/final"): "the recipe: needs its trained run and held-out text",
