@@ -34,6 +34,7 @@ def expand_inputs(inputs) -> list[str]:
     stdin, URLs (``s3://``, ``gs://``, ``hf://``, ``https://``, ...) through fsspec the same way. Duplicates are
     kept once, in first-seen order."""
     out: list[str] = []
+    seen: set[str] = set()  # a list scan per file would be quadratic in a folder of many files
     for spec in inputs:
         if is_url(spec):
             found = expand_url(spec)
@@ -50,7 +51,8 @@ def expand_inputs(inputs) -> list[str]:
         else:
             raise TfreeError(f"cannot read {spec!r}: no such file or directory")
         for p in found:
-            if p not in out:
+            if p not in seen:
+                seen.add(p)
                 out.append(p)
     if not out:
         raise TfreeError("no inputs given")
