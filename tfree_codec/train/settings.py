@@ -1,15 +1,96 @@
-"""A run's own settings: saved as ``train_config.json`` in each checkpoint (final/ included), and restored by
-``tfree train --resume`` for every option not given again on the command line (``--save-every``, ``--eval-every``,
-``--max-steps``, ...), as ``git commit --amend`` keeps what you don't change."""
+"""A run's settings (TrainConfig, the learning-rate schedule, the process group) and how they persist: saved as
+``train_config.json`` in each checkpoint (final/ included), and restored by ``tfree train --resume`` for every
+option not given again on the command line (``--save-every``, ``--eval-every``, ``--max-steps``, ...), as
+``git commit --amend`` keeps what you don't change."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+from dataclasses import dataclass
+
+import torch
 
 from ..config import TfreeError
 from ..model import checkpoint as ckpt
-from .loop import TrainConfig
+
+# Changing these on resume would silently train another model or read another stream.
+RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "batch_size", "baseline", "bpe_vocab",
+                "pos_weight", "chunk_words", "val_bytes", "lr", "warmup", "weight_decay")
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out_dir: str
+    preset: str = "small"
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    seq_len: int | None = None
+    batch_size: int = 16              # per process; the global batch is batch_size * world size
+    max_steps: int | None = None
+    max_bytes: float | None = None    # alternative to max_steps: stop after about this many bytes of text
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int | None = None           # random (and printed) unless given
+    device: str = "auto"
+    dtype: str = "auto"
+    eval_every: int | None = None     # 0: only at the end; None: about 10 times in runs of 1,000+ steps
+    save_every: int = 0               # 0: only final/
+    log_every: int = 10
+    val_bytes: int = 65536            # held-out validation text (bytes), chosen independently of the seed
+    resume: str | None = None         # "auto" or a checkpoint directory
+    baseline: str | None = None       # None (T-FREE) or "bpe"
+    bpe_vocab: int = 32000
+    pos_weight: float = 100.0
+    chunk_words: int = 1024
+    compile: bool = False
+    progress: bool = True
+    keep_last: int = 0                # 0: keep every step-NNNNNN/ checkpoint; N: only the newest N
+    logger: tuple = ()                # extra logs beside log.jsonl: "csv", "tensorboard" (report.py)
+    plot: bool = True                 # plot.png at each evaluation (needs matplotlib)
+    sample_words: int = 24            # a greedy sample of this many words at each evaluation (0: none)
+    init_from: str | None = None      # continue a trained model (run or checkpoint) on this data: init_from.py
+
+
+# -- devices and processes ----------------------------------------------------------------------------------------
+@dataclass
+class Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_dist(device_name: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist  # noqa: PLC0415
+
+    d = Dist(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world)
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(d.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return d
+
+
+def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
+    """Linear warmup, then cosine decay to a tenth of ``lr`` at ``max_steps`` (step counts from 0)."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = min(1.0, (step - cfg.warmup) / max(1, max_steps - cfg.warmup))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
 
 SETTINGS_FILE = ckpt.SETTINGS_FILE
 # Where the run is and how this invocation looks are this command's, never the saved run's: the data path
