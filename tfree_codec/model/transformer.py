@@ -44,6 +44,13 @@ class ModelConfig:
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
     pos_weight: float = 100.0  # BCE weight of the ~0.6% positive rows (reference: 100-300; 100 beat 10 by 6.6%)
+    # Over-Encoding (text/ngrams.py): hashed word n-gram tables added to the T-FREE word embedding; () = none
+    oe_orders: tuple = ()
+    oe_rows: int = 0           # rows per table (each slice's modulus is near this)
+    oe_slices: int = 1         # tables per order, each n_embd // (orders * slices) wide
+    oe_distinct: bool = True   # each slice its own hash and modulus (False: the paper's shared-modulus control)
+    oe_unigram: bool = True    # False: the n-gram tables alone (ablation: the paper found it worse)
+    od: bool = False           # Over-Decoding: a second head predicting the word after next
     format_version: int = MODEL_FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -57,6 +64,18 @@ class ModelConfig:
             problems.append(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
         elif not problems and (self.n_embd // self.n_head) % 2:
             problems.append(f"head size {self.n_embd // self.n_head} must be even for RoPE")
+        self.oe_orders = tuple(self.oe_orders)
+        if self.oe_orders or self.od:
+            if self.mode != "tfree":
+                problems.append("Over-Encoding and Over-Decoding need a T-FREE model")
+        if self.oe_orders:
+            s = len(self.oe_orders) * self.oe_slices
+            if not all(isinstance(n, int) and 2 <= n <= 8 for n in self.oe_orders) or len(set(self.oe_orders)) != len(self.oe_orders):
+                problems.append(f"oe_orders must be distinct n-gram orders in 2..8, not {list(self.oe_orders)}")
+            if not isinstance(self.oe_rows, int) or self.oe_rows < 2:
+                problems.append(f"oe_rows must be an integer >= 2, not {self.oe_rows!r}")
+            if not isinstance(self.oe_slices, int) or not 1 <= s <= 64 or (isinstance(self.n_embd, int) and self.n_embd < s):
+                problems.append(f"oe_slices {self.oe_slices!r}: need 1 <= orders x slices <= min(64, n_embd)")
         if self.format_version != MODEL_FORMAT_VERSION:
             problems.append(f"format_version {self.format_version} is not supported (this tfree reads {MODEL_FORMAT_VERSION})")
         if problems:
@@ -107,11 +126,13 @@ class Patterns:
     # Optional (B*T,) int64: then indices/offsets hold each *distinct* word once and position i is word words[i]
     # (the training loader's form: a batch embeds its distinct words once, then indexes them).
     words: torch.Tensor | None = None
+    # Over-Encoding models: (B*T, S) int64, each position's row in each of the S n-gram tables (text/ngrams.py)
+    oe_rows: torch.Tensor | None = None
 
     def to(self, device, non_blocking: bool = False) -> "Patterns":
-        return Patterns(self.indices.to(device, non_blocking=non_blocking),
-                        self.offsets.to(device, non_blocking=non_blocking), self.shape,
-                        None if self.words is None else self.words.to(device, non_blocking=non_blocking))
+        def move(t):
+            return None if t is None else t.to(device, non_blocking=non_blocking)
+        return Patterns(move(self.indices), move(self.offsets), self.shape, move(self.words), move(self.oe_rows))
 
     @classmethod
     def from_lists(cls, patterns, shape=None) -> "Patterns":
@@ -249,8 +270,21 @@ class Model(nn.Module):
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
         self.norm = RMSNorm(c.n_embd, c.norm_eps)
         self.head = nn.Linear(c.n_embd, c.vocab_size, bias=False)  # untied in both modes
+        if c.oe_orders:
+            from ..text.ngrams import moduli  # noqa: PLC0415
+
+            s = len(c.oe_orders) * c.oe_slices
+            width = c.n_embd // s
+            self.oe_tables = nn.ModuleList(nn.Embedding(m, width) for m in moduli(c.oe_orders, c.oe_slices,
+                                                                                 c.oe_rows, c.oe_distinct))
+            # the S slices' projections back to d as one (d, S * width) matrix: one matmul instead of S
+            self.oe_proj = nn.Linear(s * width, c.n_embd, bias=False)
+        if c.od:
+            self.head2 = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         self._rope = (None, None)
         self.apply(self._init_weights)
+        if c.oe_orders:  # a new table starts as the plain model: its projection is zero
+            nn.init.zeros_(self.oe_proj.weight)
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
             if name.endswith(("attn.proj.weight", "mlp.down.weight")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
@@ -266,13 +300,17 @@ class Model(nn.Module):
         """Parameter counts split into the input embedding, the output head and the body (everything else)."""
         emb = self.embed.weight.numel()
         head = self.head.weight.numel()
+        oe = sum(p.numel() for n, p in self.named_parameters() if n.startswith("oe_"))
+        od = self.head2.weight.numel() if self.config.od else 0
         total = sum(p.numel() for p in self.parameters())
-        return {"embedding": emb, "head": head, "body": total - emb - head, "total": total}
+        return {"embedding": emb, "head": head, "oe": oe, "od": od, "body": total - emb - head - oe - od,
+                "total": total}
 
     def configure_optimizer(self, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95), device_type: str = "cpu"):
-        """AdamW; matrices (and embedding tables) decay, norms' gains don't (nanoGPT)."""
-        decay = [p for p in self.parameters() if p.dim() >= 2]
-        no_decay = [p for p in self.parameters() if p.dim() < 2]
+        """AdamW; matrices (and the word embedding) decay, norms' gains and n-gram tables don't (nanoGPT; a rare
+        n-gram's row would decay between its few updates)."""
+        decay = [p for n, p in self.named_parameters() if p.dim() >= 2 and not n.startswith("oe_tables.")]
+        no_decay = [p for n, p in self.named_parameters() if p.dim() < 2 or n.startswith("oe_tables.")]
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
 
@@ -299,12 +337,25 @@ class Model(nn.Module):
                 raise TypeError("a T-FREE model takes Patterns")
             B, T = inputs.shape
             e = self.embed(inputs.indices, inputs.offsets)
-            return (e if inputs.words is None else e[inputs.words]).view(B, T, -1)  # (B, T, d)
+            e = (e if inputs.words is None else e[inputs.words]).view(B, T, -1)  # (B, T, d)
+            return self._over_encode(e, inputs) if self.config.oe_orders else e
         return self.embed(inputs)  # (B, T, d)
 
-    def forward(self, inputs, targets=None, mask=None, kv_cache: KVCache | None = None, last: bool = False):
-        if last and targets is not None:
-            raise ValueError("last=True gives no loss: the loss needs every position's logits")
+    def _over_encode(self, e, inputs: Patterns):
+        """``e + W [E_1[r_1] .. E_S[r_S]] / S``: the slices averaged as the paper averages its tables, the word
+        embedding itself unscaled so that a zero ``W`` is exactly the plain model."""
+        rows = inputs.oe_rows
+        B, T, d = e.shape
+        S = len(self.oe_tables)
+        if rows is None or tuple(rows.shape) != (B * T, S):
+            raise TfreeError(f"this model over-encodes with {S} n-gram tables: its inputs need oe_rows of shape "
+                             f"({B * T}, {S}), not {None if rows is None else tuple(rows.shape)}")
+        parts = torch.cat([table(rows[:, i]) for i, table in enumerate(self.oe_tables)], dim=-1)
+        oe = self.oe_proj(parts).view(B, T, d) * (1.0 / S)
+        return e + oe if self.config.oe_unigram else oe
+
+    def trunk(self, inputs, kv_cache: KVCache | None = None, last: bool = False):
+        """The final-norm hidden states the heads read: (B, T, d), or (B, 1, d) of the last position."""
         x = self.embed_inputs(inputs)
         B, T, _ = x.shape
         start = kv_cache.pos if kv_cache is not None else 0
@@ -315,11 +366,28 @@ class Model(nn.Module):
             x = block(x, cos, sin, kv_cache, i, start)
         if kv_cache is not None:
             kv_cache.pos = start + T
-        logits = self.head(self.norm(x[:, -1:] if last else x))  # (B, T or 1, V)
+        return self.norm(x[:, -1:] if last else x)
+
+    def forward(self, inputs, targets=None, mask=None, kv_cache: KVCache | None = None, last: bool = False,
+                targets2=None, mask2=None, od_weight: float = 0.0):
+        """``targets2``/``mask2`` (Over-Decoding): the word after next of each position and where it counts; the
+        loss is then ``next + od_weight * next_next``, and ``self.loss_parts`` holds both (detached)."""
+        if last and targets is not None:
+            raise ValueError("last=True gives no loss: the loss needs every position's logits")
+        h = self.trunk(inputs, kv_cache, last)
+        logits = self.head(h)  # (B, T or 1, V)
+        B, T = logits.shape[:2]
         if targets is None:
             return logits, None
         if self.config.mode == "tfree":
-            return logits, pattern_bce(logits, targets, mask, self.config.pos_weight)
+            loss = pattern_bce(logits, targets, mask, self.config.pos_weight)
+            if targets2 is None:
+                return logits, loss
+            if not self.config.od:
+                raise TfreeError("targets2 given to a model without an Over-Decoding head (od=False)")
+            loss2 = pattern_bce(self.head2(h), targets2, mask2, self.config.pos_weight)
+            self.loss_parts = (loss.detach(), loss2.detach())
+            return logits, loss + od_weight * loss2
         if mask is not None:
             targets = targets.masked_fill(~mask, -1)
         return logits, F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(-1), ignore_index=-1)
