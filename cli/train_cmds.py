@@ -59,6 +59,9 @@ def _size(ctx, param, value):
 @click.option("--baseline", type=click.Choice(["bpe"]), help="train the BPE baseline (same body, softmax head)")
 @click.option("--bpe-vocab", type=int, default=32000, show_default=True, help="BPE vocabulary of the baseline")
 @click.option("--pos-weight", type=float, default=100.0, show_default=True, help="BCE weight of active rows")
+@click.option("--od-weight", type=float, default=0.0, show_default=True,
+              help="Over-Decoding: a second head learns the word after next, its loss weighted W (0: none; ~0.1)")
+@click.option("--od-anneal", is_flag=True, help="the --od-weight falls linearly to 0 over the run")
 @click.option("--compile", "compile_", is_flag=True,
               help="torch.compile the model (faster steps after a one-time compile; CPUs need a C compiler)")
 @click.option("--logger", type=click.Choice(["csv", "tensorboard"]), multiple=True,
