@@ -152,7 +152,7 @@ def eval_(checkpoint, data, device, batch_size, as_json, quiet):
         return
     p = r["params"]
     click.echo(f"{r['mode']} model {checkpoint}: {p['total']:,} parameters = embedding {p['embedding']:,} + head "
-               f"{p['head']:,} + body {p['body']:,}")
+               f"{p['head']:,} + body {p['body']:,}" + (f" + word-after-next head {p['od']:,}" if p.get("od") else ""))
     click.echo(f"bits per byte {r['bpb']:.4f} on {r['bytes'] / 1e3:,.1f} kB of {data}")
     if r["mode"] == "tfree":
         click.echo(f"dictionary {r['dictionary_words']:,} words covers {r['coverage_words']:.2%} of the words and "

@@ -86,8 +86,12 @@ class Drafter:
         from .decode.decoder import Decoder  # noqa: PLC0415
         from .decode.dictionary import Dictionary  # noqa: PLC0415
 
-        n = len(dictionary)
-        keep = np.sort(np.argsort(-dictionary.counts, kind="stable")[:size]) if size and size < n else np.arange(n)
+        from .text.words import MARKERS  # noqa: PLC0415
+
+        n, k = len(dictionary), len(MARKERS)  # a dictionary starts with its markers: they stay, and first
+        keep = np.arange(n)
+        if size and size < n:
+            keep = np.concatenate([keep[:k], k + np.sort(np.argsort(-dictionary.counts[k:], kind="stable")[:size])])
         ptr, idx = dictionary.indptr, dictionary.indices
         lens = ptr[keep + 1] - ptr[keep]
         sub_ptr = np.zeros(len(keep) + 1, np.int64)

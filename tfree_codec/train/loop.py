@@ -322,8 +322,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
     say = run.log
     p = run.model.num_params()
     unit = "words" if run.mode == "tfree" else "tokens"
+    od_head = f", word-after-next head {p['od'] / 1e6:.2f}M" if p.get("od") else ""
     say(f"{run.mode} model: {p['total'] / 1e6:.2f}M parameters (embedding {p['embedding'] / 1e6:.2f}M, head "
-        f"{p['head'] / 1e6:.2f}M, body {p['body'] / 1e6:.2f}M) | seed {run.seed} | device {run.device} {run.dtype} | "
+        f"{p['head'] / 1e6:.2f}M, body {p['body'] / 1e6:.2f}M{od_head}) | seed {run.seed} | device {run.device} {run.dtype} | "
         f"{run.dist.world} process(es) | {run.max_steps} steps of {cfg.batch_size * run.dist.world}x"
         f"{run.model_config.seq_len} {unit} (~{run.max_steps * cfg.batch_size * run.dist.world * run.model_config.seq_len * run.bytes_per_item / 1e6:.1f} MB)")
     log_path = os.path.join(run.out, "log.jsonl")
