@@ -59,6 +59,8 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
     if threads < 0:
         raise TfreeError(f"--threads must be at least 0 (0: torch's default), not {threads}")
     lm = LanguageModel.load(model, device)
+    if draft and not getattr(lm.model.config, "od", False):
+        raise TfreeError(f"--draft needs a model with an Over-Decoding head (trained with --od-weight); {lm.path} has none")
     p = lm.model.num_params()
     vocab = f"dictionary {len(lm.vocab):,} words" if lm.mode == "tfree" else f"BPE {lm.vocab.get_vocab_size():,} tokens"
     click.echo(f"model {lm.path}: {lm.mode}, {p['total'] / 1e6:.2f}M parameters, {vocab}, "

@@ -55,6 +55,12 @@ def test_generate_threads_negative_is_refused_before_the_prompt(finished_run):
     assert r.stdout == ""  # the prompt was not echoed first
 
 
+def test_generate_draft_without_an_over_decoding_head_is_refused_before_the_prompt(finished_run):
+    r = cli("generate", finished_run, "Emma", "--draft", "-n", 3)
+    assert_refused(r, "--draft", "--od-weight")
+    assert r.stdout == ""
+
+
 @pytest.mark.parametrize("change, word", [({"format_version": True}, "format_version"),
                                           ({"k_lower": True}, "k_lower"),
                                           ({"vocab_size": True}, "vocab_size"),
