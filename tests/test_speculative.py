@@ -268,3 +268,25 @@ def test_cuda_over_encoding_cache_and_speculative_greedy(codec, od_run):
     for prompt in PROMPTS[:2]:
         kw = dict(max_new_tokens=30, temperature=0, stop_at_eot=False)
         assert [p.word for p in lm.stream(prompt, draft=True, **kw)] == [p.word for p in lm.stream(prompt, **kw)]
+
+
+def test_the_training_sample_of_an_over_encoding_model_is_its_greedy_generation(codec):
+    """report.greedy_sample (the sample printed at each evaluation) feeds the n-gram rows as generation does."""
+    from types import SimpleNamespace
+
+    from tfree_codec.generate import generate
+    from tfree_codec.train.data import Corpus, make_units
+    from tfree_codec.train.evaluate import Calibration
+    from tfree_codec.train.report import greedy_sample
+
+    model = oe_model(codec, od=False)
+    corpus = Corpus.from_texts([TEXT], codec)
+    dictionary = Dictionary.from_texts(codec, [TEXT])
+    cal = Calibration()
+    run = SimpleNamespace(val_units=make_units(corpus), corpus=corpus, model_config=model.config, model=model,
+                          mode="tfree", dictionary=dictionary, calibration=cal, codec=codec, device="cpu")
+    got = greedy_sample(run, n_words=12, prompt_words=8)
+    prompt = codec.join(codec.split(TEXT)[:8])
+    want = generate(model, codec, dictionary, prompt, temperature=0, max_new_tokens=12,
+                    calibration={"temperature": cal.temperature, "prior_weight": cal.prior_weight})
+    assert got == prompt + want
