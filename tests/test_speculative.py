@@ -39,11 +39,11 @@ def codec():
     return Codec(CodecConfig(vocab_size=1024, num_activations=4))
 
 
-def oe_model(codec, od=True, seed=0, dtype=torch.float32):
+def oe_model(codec, od=True, seed=0, dtype=torch.float32, unigram=True):
     """A tiny model with bigram and trigram tables (two slices each) and random, non-zero projections."""
     torch.manual_seed(seed)
     c = ModelConfig(vocab_size=codec.vocab_size, n_layer=2, n_head=2, n_embd=32, seq_len=24, oe_orders=(2, 3),
-                    oe_rows=61, oe_slices=2, od=od)
+                    oe_rows=61, oe_slices=2, od=od, oe_unigram=unigram)
     m = Model(c)
     with torch.no_grad():
         m.oe_proj.weight.normal_(0, 0.3)
@@ -72,9 +72,10 @@ def _full(model, dictionary, ids):
     return logits[0].double().numpy(), rows
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # float32: the numba step; float64: torch's cache
-def test_over_encoding_generation_reads_the_rows_a_full_forward_reads(codec, dtype):
-    model = oe_model(codec, dtype=dtype)
+@pytest.mark.parametrize("dtype, unigram", [(torch.float32, True), (torch.float64, True), (torch.float32, False)])
+def test_over_encoding_generation_reads_the_rows_a_full_forward_reads(codec, dtype, unigram):
+    # float32: the numba step; float64: torch's cache; unigram False: the n-gram tables alone (an ablation)
+    model = oe_model(codec, dtype=dtype, unigram=unigram)
     dictionary = Dictionary.from_texts(codec, [TEXT])
     words = [EOT, *codec.split(TEXT)[:9], EOT, *codec.split("Emma Woodhouse, handsome, clever")]
     ids = _ids(codec, dictionary, words)
