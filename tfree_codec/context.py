@@ -120,8 +120,7 @@ class Window:
     def logits(self, h, second: bool = False) -> np.ndarray:
         """(V,) float32 logits of one hidden state (d,) through the head, or the word-after-next head."""
         if isinstance(h, np.ndarray):
-            w = self.step.head2 if second else self.step.head
-            return w @ h
+            return self.step.logits(h, second)
         with torch.inference_mode():
             head = self.model.head2 if second else self.model.head
             return head(h).float().cpu().numpy()

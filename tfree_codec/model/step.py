@@ -3,8 +3,9 @@
 Generating reads one position at a time, and at this size torch spends most of a step on dispatch: a 128-vector's
 rms_norm took 10-20 us, a 128 x 384 matrix-vector product 6-11 us and the 8192 x 128 head 130-170 us, where the
 arithmetic is a few us. Here a layer is one numba call (rms_norm, QKV, RoPE, the cache write, attention over the
-cached positions, the projection, SwiGLU: 19 us for a 128-wide block) and the head is one BLAS matrix-vector
-product (numpy's: 45-55 us for 8192 x 128). A step of the bundled model (4 x 256): 0.65 ms, against 3.5 ms through
+cached positions, the projection, SwiGLU: 19 us for a 128-wide block) and the head is one numba matrix-vector
+product on this thread (``head_matvec``; numpy's BLAS took 45-55 us for 8192 x 128 on an idle machine, and
+milliseconds on a busy one, its threads waiting on each other). A step of the bundled model (4 x 256): 0.65 ms, against 3.5 ms through
 ``Model.forward``; of a 4 x 128 model, 0.12 against 1.1-2.7 ms (bench/generate.py, docs/generate.md).
 
 It computes what ``model(x, kv_cache=cache, last=True)`` computes (tests check the logits), on numpy views of the
@@ -52,6 +53,16 @@ def _matvecs(w, xs, out):
             for c in range(w.shape[1]):
                 s += w[r, c] * xs[i, c]
             out[i, r] = s
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def head_matvec(w, x):
+    """``w @ x`` on this thread: numpy's BLAS would spread one matrix-vector product over its own threads, which
+    on a busy machine wait on each other (an 8,192 x 256 head: 0.26 ms on one OpenBLAS thread, 8 ms on two while
+    another job ran; 0.17 ms here)."""
+    out = np.empty(w.shape[0], np.float32)
+    _matvec(w, x, out)
+    return out
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
@@ -174,5 +185,10 @@ class CpuStep:
         self.cache.pos = t + n
         return xs * (self.norm / np.sqrt((xs * xs).sum(1, keepdims=True) / np.float32(xs.shape[1]) + self.eps))
 
+    def logits(self, h: np.ndarray, second: bool = False) -> np.ndarray:
+        """(V,) float32 logits of one final-norm hidden state through the head (``second``: the word-after-next
+        head of an Over-Decoding model)."""
+        return head_matvec(self.head2 if second else self.head, np.ascontiguousarray(h, np.float32))
+
     def step(self, rows, oe_rows=None) -> np.ndarray:
-        return self.head @ self.hidden([rows], None if oe_rows is None else [oe_rows])[0]
+        return self.logits(self.hidden([rows], None if oe_rows is None else [oe_rows])[0])
