@@ -155,6 +155,46 @@ def measure_draft(lm: LanguageModel, new: int, repeats: int) -> dict:
             for key, v in out.items()}
 
 
+def draft_parts(lm: LanguageModel, rounds: int = 7, calls: int = 40) -> None:
+    """What a plain word and a drafting pass are made of on the CPU (medians of ``rounds``): the body for one and
+    for two positions (step.CpuStep), a head, the main dictionary decode and the draft's; and the words/s ratio
+    those predict for a given acceptance (Python's own cost per pass not counted)."""
+    import numpy as np  # noqa: PLC0415
+
+    from tfree_codec.generate import _WordSampler  # noqa: PLC0415
+    from tfree_codec.model.step import CpuStep  # noqa: PLC0415
+    from tfree_codec.speculative import Drafter  # noqa: PLC0415
+
+    cache = lm.model.new_kv_cache(1)
+    step = CpuStep(lm.model, cache)
+    rows = lm.vocab.indices[lm.vocab.indptr[50]:lm.vocab.indptr[51]]
+    cal, rng = lm.calibration, np.random.default_rng(0)
+    sampler = _WordSampler(lm.vocab, cal["temperature"], cal["prior_weight"], None)
+    drafter = Drafter(lm.vocab, cal["temperature"], cal["prior_weight"])
+    h = step.hidden([rows])[0]
+    logits = step.logits(h)
+    parts = {"body, 1 position": lambda: step.hidden([rows]), "body, 2 positions in one pass": lambda: step.hidden([rows, rows]),
+             "one head": lambda: step.logits(h), f"main dictionary decode ({len(lm.vocab):,} words)":
+             lambda: sampler(logits, 0, None, None, rng), f"draft decode ({len(drafter.ids):,} words)": lambda: drafter.greedy(logits)}
+    times = {k: [] for k in parts}
+    for _ in range(rounds):
+        for k, f in parts.items():
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                cache.pos = 100
+                f()
+            times[k].append((time.perf_counter() - t0) / calls * 1e3)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print("\n| piece of a step (CPU) | ms |\n|---|---|")
+    for k, v in med.items():
+        print(f"| {k} | {v:.3f} |")
+    b1, b2, head, dec, draft = med.values()
+    plain, kept, rejected = b1 + head + dec, b2 + 3 * head + 2 * dec + draft, b2 + 2 * head + dec + draft
+    print(f"\nplain word {plain:.3f} ms; a drafting pass: {kept:.3f} ms when the draft is kept (2 words), {rejected:.3f} "
+          f"ms when not (1 word); predicted drafting / plain: " + ", ".join(
+              f"{(1 + a) * plain / (a * kept + (1 - a) * rejected):.2f}x at {a:.0%}" for a in (0.25, 0.5, 0.75, 1.0)))
+
+
 def draft_report(path: str | None, new: int, repeats: int) -> None:
     import torch  # noqa: PLC0415
 
@@ -176,6 +216,8 @@ def draft_report(path: str | None, new: int, repeats: int) -> None:
         print(f"\n{device}: greedy text identical with and without drafting: {same}; drafting / plain greedy "
               f"{r['greedy', True]['words_s'] / r['greedy', False]['words_s']:.2f}x (gate on the CPU: >= 1.3x, "
               f"acceptance >= 50%)")
+        if device == "cpu":
+            draft_parts(lm)
 
 
 def main() -> None:
