@@ -168,3 +168,20 @@ def test_resume_with_od_continues_exactly_and_keeps_its_settings(od_run, tmp_pat
     r = run("train", od_run / "austen.txt", "-o", b, "--max-steps", 9, "--resume", "auto", *TINY,
             "--od-weight", "0.1")
     assert r.exit_code == 1 and "does not match this run" in r.output and "od_weight 0.3 -> 0.1" in r.output
+
+
+@pytest.mark.cuda
+def test_cuda_od_loss_matches_the_cpu():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    c = ModelConfig(vocab_size=64, n_layer=1, n_head=2, n_embd=16, seq_len=8, od=True)
+    torch.manual_seed(0)
+    model = Model(c)
+    x, y, y2 = _grid(64, 2, 8, 1), _grid(64, 2, 8, 2), _grid(64, 2, 8, 3)
+    m2 = torch.rand(2, 8, generator=torch.Generator().manual_seed(4)) > 0.3
+    _, cpu = model(x, y, targets2=y2, mask2=m2, od_weight=0.3)
+    gpu_model = model.cuda()
+    _, gpu = gpu_model(x.to("cuda"), y.to("cuda"), targets2=y2.to("cuda"), mask2=m2.cuda(), od_weight=0.3)
+    assert torch.allclose(gpu.cpu(), cpu, rtol=1e-4, atol=1e-5)
+    gpu.backward()
+    assert gpu_model.head2.weight.grad.abs().sum() > 0
