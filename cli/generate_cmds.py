@@ -58,6 +58,8 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
         raise TfreeError("--num-samples must be at least 1")
     if threads < 0:
         raise TfreeError(f"--threads must be at least 0 (0: torch's default), not {threads}")
+    if draft and spell and temperature != 0 and top_k != 1:
+        raise TfreeError("--draft samples from the dictionary alone: it does not combine with --spell (greedy does)")
     lm = LanguageModel.load(model, device)
     if draft and not getattr(lm.model.config, "od", False):
         raise TfreeError(f"--draft needs a model with an Over-Decoding head (trained with --od-weight); {lm.path} has none")

@@ -67,7 +67,6 @@ def _full(model, dictionary, ids):
     rows = ngram_rows_reference(word_keys(words), starts, c.oe_orders, c.oe_slices, c.oe_rows, c.oe_distinct)
     x = pattern_inputs(dictionary, "cpu")(ids, rows)
     with torch.no_grad():
-        x.indices, x.offsets = x.indices, x.offsets
         logits, _ = model(x)
     return logits[0].double().numpy(), rows
 

@@ -59,6 +59,7 @@ def test_generate_draft_without_an_over_decoding_head_is_refused_before_the_prom
     r = cli("generate", finished_run, "Emma", "--draft", "-n", 3)
     assert_refused(r, "--draft", "--od-weight")
     assert r.stdout == ""
+    assert_refused(cli("generate", finished_run, "Emma", "--draft", "--spell", "-n", 3), "--draft", "--spell")
 
 
 @pytest.mark.parametrize("change, word", [({"format_version": True}, "format_version"),
