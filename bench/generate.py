@@ -11,6 +11,13 @@ setting once per round, with and without the KV cache, so load changes on a shar
 with ``--bpe``, BPE (the baseline's tokenizer), cached and not: speed does not depend on the weights, and the
 items/s of the two show how the heads' cost moves with the width (bytes per item of random text mean nothing). ``--profile`` adds where a cached greedy word's time goes, and the step's matrix-vector products timed with
 their weights in the CPU's caches and from memory.
+
+``--draft`` (a model trained with ``--od-weight``) measures self-speculative generation instead (speculative.py):
+words/s with and without ``draft=True``, greedy and sampled, on the same model and the same prompts, round-robin
+in this run; the ratios, the second-word acceptance and whether the greedy texts are identical. On the CPU with
+``--threads`` torch threads (1, as ``tfree generate``), and on CUDA too when a GPU is present.
+
+    python bench/generate.py --draft --tfree RUN_OD/final [--new 256] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -116,6 +123,103 @@ def profile(lm: LanguageModel, new: int, rounds: int = 30) -> None:
           f"writes")
 
 
+DRAFT_PROMPTS = [PROMPT, "Emma Woodhouse, handsome, clever, and rich,", "\"My dear Mr. Bennet,\" said his lady"]
+
+
+def measure_draft(lm: LanguageModel, new: int, repeats: int) -> dict:
+    """{(setting, drafting): {"words_s", "accept", "texts"}}: each repeat runs every prompt under every setting,
+    plain then drafting, so load changes hit both alike."""
+    from tfree_codec.speculative import DraftStats  # noqa: PLC0415
+
+    lm.generate(PROMPT, max_new_tokens=8, seed=0, stop_at_eot=False)  # warm-up: numba, the scorer, torch
+    lm.generate(PROMPT, max_new_tokens=8, seed=0, stop_at_eot=False, draft=True)
+    out = {(name, d): {"s": [], "words": 0, "drafted": 0, "accepted": 0, "texts": []}
+           for name in SETTINGS for d in (False, True)}
+    for r in range(repeats):
+        for name, kw in SETTINGS.items():
+            for d in (False, True):
+                acc, stats, t = out[name, d], DraftStats(), 0.0
+                for k, prompt in enumerate(DRAFT_PROMPTS):
+                    t0 = time.perf_counter()
+                    pieces = list(lm.stream(prompt, max_new_tokens=new, seed=r * 100 + k, stop_at_eot=False,
+                                            draft=d, draft_stats=stats, **kw))
+                    t += time.perf_counter() - t0
+                    if r == 0:
+                        acc["texts"].append("".join(p.text for p in pieces))
+                    acc["words"] += len(pieces) if r == 0 else 0
+                acc["s"].append(t)
+                acc["drafted"] += stats.drafted
+                acc["accepted"] += stats.accepted
+    return {key: {"words_s": v["words"] / statistics.median(v["s"]),
+                  "accept": v["accepted"] / v["drafted"] if v["drafted"] else float("nan"), "texts": v["texts"]}
+            for key, v in out.items()}
+
+
+def draft_parts(lm: LanguageModel, rounds: int = 7, calls: int = 40) -> None:
+    """What a plain word and a drafting pass are made of on the CPU (medians of ``rounds``): the body for one and
+    for two positions (step.CpuStep), a head, the main dictionary decode and the draft's; and the words/s ratio
+    those predict for a given acceptance (Python's own cost per pass not counted)."""
+    import numpy as np  # noqa: PLC0415
+
+    from tfree_codec.generate import _WordSampler  # noqa: PLC0415
+    from tfree_codec.model.step import CpuStep  # noqa: PLC0415
+    from tfree_codec.speculative import Drafter  # noqa: PLC0415
+
+    cache = lm.model.new_kv_cache(1)
+    step = CpuStep(lm.model, cache)
+    rows = lm.vocab.indices[lm.vocab.indptr[50]:lm.vocab.indptr[51]]
+    cal, rng = lm.calibration, np.random.default_rng(0)
+    sampler = _WordSampler(lm.vocab, cal["temperature"], cal["prior_weight"], None)
+    drafter = Drafter(lm.vocab, cal["temperature"], cal["prior_weight"])
+    h = step.hidden([rows])[0]
+    logits = step.logits(h)
+    parts = {"body, 1 position": lambda: step.hidden([rows]), "body, 2 positions in one pass": lambda: step.hidden([rows, rows]),
+             "one head": lambda: step.logits(h), f"main dictionary decode ({len(lm.vocab):,} words)":
+             lambda: sampler(logits, 0, None, None, rng), f"draft decode ({len(drafter.ids):,} words)": lambda: drafter.greedy(logits)}
+    times = {k: [] for k in parts}
+    for _ in range(rounds):
+        for k, f in parts.items():
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                cache.pos = 100
+                f()
+            times[k].append((time.perf_counter() - t0) / calls * 1e3)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print("\n| piece of a step (CPU) | ms |\n|---|---|")
+    for k, v in med.items():
+        print(f"| {k} | {v:.3f} |")
+    b1, b2, head, dec, draft = med.values()
+    plain, kept, rejected = b1 + head + dec, b2 + 3 * head + 2 * dec + draft, b2 + 2 * head + dec + draft
+    print(f"\nplain word {plain:.3f} ms; a drafting pass: {kept:.3f} ms when the draft is kept (2 words), {rejected:.3f} "
+          f"ms when not (1 word); predicted drafting / plain: " + ", ".join(
+              f"{(1 + a) * plain / (a * kept + (1 - a) * rejected):.2f}x at {a:.0%}" for a in (0.25, 0.5, 0.75, 1.0)))
+
+
+def draft_report(path: str | None, new: int, repeats: int) -> None:
+    import torch  # noqa: PLC0415
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        lm = LanguageModel.load(path, device)
+        if not lm.model.config.od:
+            raise SystemExit(f"{lm.path} has no Over-Decoding head: train it with --od-weight")
+        r = measure_draft(lm, new, repeats)
+        print(f"\n{device}: {new} new words after each of {len(DRAFT_PROMPTS)} prompts; median of {repeats} "
+              "round-robin runs\n")
+        print("| device | decoding | plain words/s | drafting words/s | ratio | second-word acceptance |")
+        print("|---|---|---|---|---|---|")
+        for name in SETTINGS:
+            a, b = r[name, False], r[name, True]
+            print(f"| {device} | {name} | {a['words_s']:.1f} | {b['words_s']:.1f} | {b['words_s'] / a['words_s']:.2f}x "
+                  f"| {b['accept']:.1%} |")
+        same = r["greedy", False]["texts"] == r["greedy", True]["texts"]
+        print(f"\n{device}: greedy text identical with and without drafting: {same}; drafting / plain greedy "
+              f"{r['greedy', True]['words_s'] / r['greedy', False]['words_s']:.2f}x (gate on the CPU: >= 1.3x, "
+              f"acceptance >= 50%)")
+        if device == "cpu":
+            draft_parts(lm)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tfree", default=None, help="T-FREE checkpoint or run directory (default: the bundled model)")
@@ -125,6 +229,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (as tfree generate; 0: torch's default)")
     ap.add_argument("--shapes", default="", help="presets to time with random weights too, e.g. small")
     ap.add_argument("--profile", action="store_true", help="where a cached word's time goes (see the module doc)")
+    ap.add_argument("--draft", action="store_true", help="self-speculative generation against plain (module doc)")
     args = ap.parse_args()
 
     import torch  # noqa: PLC0415
@@ -133,6 +238,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} "
           f"threads), load average {os.getloadavg()[0]:.1f} at start")
+    if args.draft:
+        draft_report(args.tfree, args.new, args.repeats)
+        return
     models = {"tfree": LanguageModel.load(args.tfree, "cpu")}
     if args.bpe:
         models["bpe"] = LanguageModel.load(args.bpe, "cpu")

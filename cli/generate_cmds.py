@@ -37,25 +37,32 @@ def _out(text: str) -> None:
 @click.option("--ignore-eot", is_flag=True, help="go on past <|endoftext|> (the end of a document)")
 @click.option("--no-cache", is_flag=True, help="re-read the whole context each step (slow; for checks)")
 @click.option("--no-echo", is_flag=True, help="print only the continuation, not the prompt")
+@click.option("--draft", is_flag=True, help="self-speculative: draft the word after next with the Over-Decoding head "
+              "(a model trained with --od-weight) and verify it in the next pass; the same text when greedy")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True,
               help="CPU threads for the model (one word at a time: 1 is usually fastest; 0: torch's default)")
 @friendly
 def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed, num_samples, stop, spell, spell_below,
-             ignore_eot, no_cache, no_echo, device, threads):
+             ignore_eot, no_cache, no_echo, draft, device, threads):
     """Continue a prompt with a trained model, streaming the text to stdout.
 
     MODEL is a run directory (its final/ checkpoint, else its newest), a checkpoint directory, or left out for the
     bundled model; PROMPT is text, or - for stdin (or --prompt-file). One argument is the prompt unless
     --prompt-file is given. Progress, the seed and the words/s go to stderr."""
     from tfree_codec.generate import LanguageModel, timed, torch_threads
+    from tfree_codec.speculative import DraftStats
 
     model, prompt = _model_and_prompt(args, prompt_file)
     if num_samples < 1:
         raise TfreeError("--num-samples must be at least 1")
     if threads < 0:
         raise TfreeError(f"--threads must be at least 0 (0: torch's default), not {threads}")
+    if draft and spell and temperature != 0 and top_k != 1:
+        raise TfreeError("--draft samples from the dictionary alone: it does not combine with --spell (greedy does)")
     lm = LanguageModel.load(model, device)
+    if draft and not getattr(lm.model.config, "od", False):
+        raise TfreeError(f"--draft needs a model with an Over-Decoding head (trained with --od-weight); {lm.path} has none")
     p = lm.model.num_params()
     vocab = f"dictionary {len(lm.vocab):,} words" if lm.mode == "tfree" else f"BPE {lm.vocab.get_vocab_size():,} tokens"
     click.echo(f"model {lm.path}: {lm.mode}, {p['total'] / 1e6:.2f}M parameters, {vocab}, "
@@ -66,7 +73,8 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
         if num_samples > 1:
             click.echo(f"--- sample {k + 1}/{num_samples} (seed {seed + k})", err=True)
         pieces = lm.stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                           seed=seed + k, stop=stop, spell=spell, spell_below=spell_below, use_cache=not no_cache, stop_at_eot=not ignore_eot)
+                           seed=seed + k, stop=stop, spell=spell, spell_below=spell_below, use_cache=not no_cache, stop_at_eot=not ignore_eot,
+                           draft=draft, draft_stats=(stats := DraftStats()))
         if not no_echo:
             _out(prompt)
         with torch_threads(threads or None):
@@ -77,6 +85,9 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
         rate = f"{(r['items'] - 1) / steady:.1f} {unit}/s after the first" if r["items"] > 1 else "-"
         click.echo(f"{r['items']} {unit}, {r['bytes']:,} bytes in {r['seconds']:.2f} s (first {unit[:-1]} after "
                    f"{r['first_seconds']:.2f} s): {rate} | seed {seed + k} | stopped: {r['finish']}", err=True)
+        if draft:
+            click.echo(f"drafts: {stats.accepted} of {stats.drafted} kept ({stats.rate:.1%} second-word acceptance)"
+                       if stats.drafted else "drafts: none judged", err=True)
 
 
 @click.command()

@@ -59,6 +59,9 @@ def _size(ctx, param, value):
 @click.option("--baseline", type=click.Choice(["bpe"]), help="train the BPE baseline (same body, softmax head)")
 @click.option("--bpe-vocab", type=int, default=32000, show_default=True, help="BPE vocabulary of the baseline")
 @click.option("--pos-weight", type=float, default=100.0, show_default=True, help="BCE weight of active rows")
+@click.option("--od-weight", type=float, default=0.0, show_default=True,
+              help="Over-Decoding: a second head learns the word after next, its loss weighted W (0: none; ~0.1)")
+@click.option("--od-anneal", is_flag=True, help="the --od-weight falls linearly to 0 over the run")
 @click.option("--compile", "compile_", is_flag=True,
               help="torch.compile the model (faster steps after a one-time compile; CPUs need a C compiler)")
 @click.option("--logger", type=click.Choice(["csv", "tensorboard"]), multiple=True,
@@ -149,7 +152,7 @@ def eval_(checkpoint, data, device, batch_size, as_json, quiet):
         return
     p = r["params"]
     click.echo(f"{r['mode']} model {checkpoint}: {p['total']:,} parameters = embedding {p['embedding']:,} + head "
-               f"{p['head']:,} + body {p['body']:,}")
+               f"{p['head']:,} + body {p['body']:,}" + (f" + word-after-next head {p['od']:,}" if p.get("od") else ""))
     click.echo(f"bits per byte {r['bpb']:.4f} on {r['bytes'] / 1e3:,.1f} kB of {data}")
     if r["mode"] == "tfree":
         click.echo(f"dictionary {r['dictionary_words']:,} words covers {r['coverage_words']:.2%} of the words and "

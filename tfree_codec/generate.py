@@ -31,7 +31,10 @@ from .config import TfreeError
 from .decode import _sample
 from .decode.decoder import Decoder
 from .decode.sampling import _TAIL, DEFAULT_MAX_NEW, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, _check_sampling
-from .model.step import CpuStep
+from .context import Window as _Window
+from .context import pattern_inputs as _pattern_inputs
+from .context import pattern_rows as _pattern_rows
+from .context import token_inputs as _token_inputs
 from .decode.scorer import sigmoid
 from .text.words import EOT
 
@@ -180,70 +183,6 @@ def export(src: str, dst: str, *, min_count: int = 1, half: bool = False) -> str
                                     step=int(meta.get("step", 0)), info=info)
 
 
-# -- the context window ---------------------------------------------------------------------------------------------
-class _Window:
-    """The items the model reads (at most seq_len) and, with a KV cache, how many of them it has read already."""
-
-    def __init__(self, model, items: list[int], inputs: Callable, rows: Callable, use_cache: bool):
-        self.model, self.inputs, self.rows = model, inputs, rows
-        self.T = model.config.seq_len
-        self.items = list(items)
-        self.start = max(0, len(self.items) - self.T)
-        self.cache = model.new_kv_cache(1, self.T) if use_cache else None
-        # one new item at a time on a CPU: numba on the same cache (step.py: ~10x torch here)
-        self.step = CpuStep(model, self.cache) if use_cache and CpuStep.fits(model) else None
-        self.fed = 0  # items[start:start + fed] are in the cache
-
-    def append(self, item: int) -> None:
-        self.items.append(item)
-        if len(self.items) - self.start > self.T:  # full: keep the newest half and read it again
-            self.start = len(self.items) - max(1, self.T // 2)
-            self.fed = 0
-            if self.cache is not None:
-                self.cache.reset()
-
-    def next_logits(self) -> torch.Tensor:
-        """(V,) logits of the item after the current ones."""
-        if self.cache is not None and self.fed == len(self.items) - self.start:
-            return self.last  # nothing new since the last call
-        with torch.inference_mode():
-            if self.cache is None:
-                out, _ = self.model(self.inputs(self.items[self.start:]), last=True)
-            elif self.step is not None and self.fed == len(self.items) - self.start - 1:
-                out = torch.from_numpy(self.step.step(self.rows(self.items[-1])))[None, None]
-            else:
-                out, _ = self.model(self.inputs(self.items[self.start + self.fed:]), kv_cache=self.cache, last=True)
-            self.fed = len(self.items) - self.start
-        self.last = out[0, -1]
-        return self.last
-
-
-def _pattern_inputs(dictionary, device):
-    """ids -> a (1, n) Patterns grid of those dictionary words."""
-    from .model.transformer import Patterns  # noqa: PLC0415
-
-    def inputs(ids):
-        ids = np.asarray(ids, np.int64)
-        indptr, indices = dictionary.indptr, dictionary.indices
-        lo = indptr[ids]
-        lens = indptr[ids + 1] - lo
-        offsets = np.zeros(len(ids) + 1, np.int64)
-        np.cumsum(lens, out=offsets[1:])
-        flat = np.arange(offsets[-1]) + np.repeat(lo - offsets[:-1], lens)  # positions in indices, word by word
-        x = Patterns(torch.from_numpy(indices[flat].astype(np.int64)), torch.from_numpy(offsets), (1, len(ids)))
-        return x.to(device)
-    return inputs
-
-
-def _pattern_rows(dictionary):
-    """id -> that dictionary word's rows (CpuStep's input)."""
-    return lambda i: dictionary.indices[dictionary.indptr[i]:dictionary.indptr[i + 1]]
-
-
-def _token_inputs(device):
-    return lambda ids: torch.tensor([ids], dtype=torch.int64, device=device)
-
-
 # -- sampling and text --------------------------------------------------------------------------------------------------
 def sample_logits(logits: np.ndarray, temperature: float, top_k, top_p, rng: np.random.Generator) -> tuple[int, float]:
     """(id, probability) drawn from softmax(logits / temperature) over the top_k ids, then over the smallest set
@@ -326,12 +265,14 @@ def stream(model, codec, vocab, prompt: str, *, max_new_tokens: int = DEFAULT_MA
            temperature: float = DEFAULT_TEMPERATURE, top_k: int | None = None, top_p: float | None = DEFAULT_TOP_P,
            seed=None, stop=(), spell: bool = False,
            spell_below: float = SPELL_BELOW, use_cache: bool = True, calibration: dict | None = None,
-           stop_at_eot: bool = True) -> Iterator[Piece]:
+           stop_at_eot: bool = True, draft: bool = False, draft_stats=None) -> Iterator[Piece]:
     """Generate after ``prompt``, one ``Piece`` per new word (T-FREE; ``vocab`` a Dictionary, which the prompt's
     words join) or token (BPE; ``vocab`` a tokenizers.Tokenizer). ``seed`` (int or numpy Generator; None: fresh
     entropy) fixes the draws. Stops after ``max_new_tokens`` items, at <|endoftext|>, or before a ``stop`` string
     (which is not emitted). ``calibration``: {"temperature": T_cal, "prior_weight": b} (default: T_cal 0.07, b 0).
-    The sampling defaults are ``tfree generate``'s (decode/sampling.py).
+    The sampling defaults are ``tfree generate``'s (decode/sampling.py). ``draft`` (a model trained with
+    ``--od-weight``): self-speculative generation (speculative.py), the same words when greedy and the same
+    distribution when sampling; ``draft_stats`` (a ``speculative.DraftStats``) then counts the drafts kept.
     The arguments are checked here, before the first piece is asked for."""
     if not isinstance(prompt, str) or not prompt:
         raise TfreeError("the prompt is empty")
@@ -342,6 +283,11 @@ def stream(model, codec, vocab, prompt: str, *, max_new_tokens: int = DEFAULT_MA
         stop = [stop]
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     device = next(model.parameters()).device
+    if draft:
+        if not getattr(model.config, "od", False):
+            raise TfreeError("--draft needs a model with an Over-Decoding head (trained with --od-weight)")
+        if spell and temperature != 0 and top_k != 1:
+            raise TfreeError("--draft samples from the dictionary alone: it does not combine with --spell (greedy does)")
     if model.config.mode == "bpe":
         return _run_bpe(model, vocab, prompt, device, max_new_tokens, temperature, top_k, top_p, rng, stop,
                         use_cache, stop_at_eot)
@@ -355,7 +301,7 @@ def stream(model, codec, vocab, prompt: str, *, max_new_tokens: int = DEFAULT_MA
     cal = {"temperature": Calibration().temperature, "prior_weight": 0.0, **(calibration or {})}
     words = _WordSampler(vocab, cal["temperature"], cal["prior_weight"], spell_below if spell else None)
     return _run_tfree(model, codec, vocab, prompt, device, max_new_tokens, temperature, top_k, top_p, rng, stop,
-                      words, use_cache, stop_at_eot)
+                      words, use_cache, stop_at_eot, draft, draft_stats)
 
 
 class _WordSampler:
@@ -388,30 +334,62 @@ class _WordSampler:
                 return got[0], self.dictionary.index(got[0]), float("nan")
         return self.dictionary.words[i], i, p
 
+    def probs(self, logits: np.ndarray, temperature, top_k, top_p) -> np.ndarray:
+        """The distribution ``__call__`` draws dictionary words from, over dictionary ids (speculative.py)."""
+        from .speculative import distribution  # noqa: PLC0415
+
+        sc = self.decoder.scorer()
+        s = sc.score_one(np.ascontiguousarray(logits, np.float32))
+        z = s * self.scale + self.prior(sc.order) if self.b else s * self.scale
+        p = np.empty(len(z))
+        p[sc.order] = distribution(z, temperature, top_k, top_p)
+        return p
+
 
 def _run_tfree(model, codec, dictionary, prompt, device, n_new, temperature, top_k, top_p, rng, stop, sampler,
-               use_cache, stop_at_eot) -> Iterator[Piece]:
+               use_cache, stop_at_eot, draft=False, draft_stats=None) -> Iterator[Piece]:
     words = codec.split(prompt)
     new = [w for w in dict.fromkeys(words) if w not in dictionary]
     dictionary.extend(new, counts=np.ones(len(new), np.int64))  # seen once: in the prompt
     ids = dictionary.extend([EOT, *words])
     sampler.decoder.scorer()  # grown by the prompt's words now, not inside the first step
-    window = _Window(model, ids.tolist(), _pattern_inputs(dictionary, device), _pattern_rows(dictionary), use_cache)
+    window = _Window(model, ids.tolist(), _pattern_inputs(dictionary, device), _pattern_rows(dictionary), use_cache,
+                     words=dictionary.words.__getitem__)
+
+    def pick(logits):
+        word, i, prob = sampler(logits, temperature, top_k, top_p, rng)
+        if i < 0:  # a spelled word: it joins the dictionary, so it can be read back
+            i = int(dictionary.extend([word])[0])
+        return word, i, prob
+
+    if draft:
+        from .speculative import DraftStats, Drafter, draft_words  # noqa: PLC0415
+
+        drafter = Drafter(dictionary, 1.0 / float(sampler.scale), sampler.b)
+        source = draft_words(window, dictionary.words, pick,
+                             lambda lg: sampler.probs(lg, temperature, top_k, top_p), drafter,
+                             draft_stats if draft_stats is not None else DraftStats(),
+                             temperature == 0 or top_k == 1, temperature, top_k, top_p, rng)
+    else:
+        source = _plain_words(window, pick)
     stops, last = _Stops(stop), words[-1]
-    for n in range(1, n_new + 1):
-        logits = window.next_logits().float().cpu().numpy()[None]               # (1, v)
-        word, i, prob = sampler(logits[0], temperature, top_k, top_p, rng)
+    for n, (word, i, prob) in zip(range(1, n_new + 1), source):
         if stop_at_eot and word == EOT:
             yield Piece(word, stops.flush(), prob, "eot")
             return
-        if i < 0:  # a spelled word: it joins the dictionary, so it can be read back
-            i = int(dictionary.extend([word])[0])
         text, hit = stops.feed(codec.join([last, word])[len(codec.join([last])):])  # join's rule: the pair decides
         last = word
         if hit or n == n_new:
             yield Piece(word, text + ("" if hit else stops.flush()), prob, "stop" if hit else "length")
             return
         yield Piece(word, text, prob)
+
+
+def _plain_words(window, pick):
+    """(word, id, probability) a word at a time: the next word's logits, a draw, the word read back."""
+    while True:
+        word, i, prob = pick(window.next_logits())
+        yield word, i, prob
         window.append(i)
 
 
@@ -423,7 +401,7 @@ def _run_bpe(model, tok, prompt, device, n_new, temperature, top_k, top_p, rng, 
     window = _Window(model, [eot, *tok.encode(prompt).ids], _token_inputs(device), lambda i: [i], use_cache)
     stops, text_of = _Stops(stop), _BpeText(tok)
     for n in range(1, n_new + 1):
-        logits = window.next_logits().float().cpu().numpy()                     # (V,)
+        logits = window.next_logits()                                           # (V,)
         i, p = sample_logits(logits, temperature, top_k, top_p, rng)
         if stop_at_eot and i == eot:
             yield Piece(EOT, stops.feed(text_of.flush())[0] + stops.flush(), p, "eot")

@@ -23,6 +23,15 @@ def test_train_refuses_bad_options_before_any_work(text_file, tmp_path, flag, va
     assert not out.exists()
 
 
+@pytest.mark.parametrize("flags, word", [(["--od-weight", "-0.1"], "--od-weight"), (["--od-weight", "nan"], "--od-weight"),
+                                         (["--od-anneal"], "--od-weight"),
+                                         (["--od-weight", "0.1", "--baseline", "bpe"], "T-FREE")])
+def test_train_refuses_bad_over_decoding_options_before_any_work(text_file, tmp_path, flags, word):
+    out = tmp_path / "run"
+    assert_refused(cli("train", text_file, "-o", out, "--max-steps", 3, *TINY, *flags), word)
+    assert not out.exists()
+
+
 def test_train_on_an_empty_file_is_refused(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
@@ -44,6 +53,13 @@ def test_generate_threads_negative_is_refused_before_the_prompt(finished_run):
     r = cli("generate", finished_run, "Emma", "--threads", -1, "-n", 3)
     assert_refused(r, "--threads")
     assert r.stdout == ""  # the prompt was not echoed first
+
+
+def test_generate_draft_without_an_over_decoding_head_is_refused_before_the_prompt(finished_run):
+    r = cli("generate", finished_run, "Emma", "--draft", "-n", 3)
+    assert_refused(r, "--draft", "--od-weight")
+    assert r.stdout == ""
+    assert_refused(cli("generate", finished_run, "Emma", "--draft", "--spell", "-n", 3), "--draft", "--spell")
 
 
 @pytest.mark.parametrize("change, word", [({"format_version": True}, "format_version"),

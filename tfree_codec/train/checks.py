@@ -36,9 +36,17 @@ def validate(cfg) -> None:
     for name in ("warmup", "eval_every", "save_every", "log_every", "val_bytes"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 0:  # eval_every None: chosen from the length
             bad(name, getattr(cfg, name), "at least 0")
+    od = cfg.od_weight
+    if not (isinstance(od, (int, float)) and math.isfinite(od) and od >= 0):
+        bad("od_weight", od, "a non-negative number")
+    if cfg.od_anneal and not od:
+        raise TfreeError("--od-anneal anneals the Over-Decoding loss: give --od-weight W > 0 with it")
+    if od and cfg.baseline:
+        raise TfreeError("--od-weight: Over-Decoding needs a T-FREE model, not --baseline bpe")
     # the model's shape (heads dividing the width, ...) before a dictionary or tokenizer is written for it
     ModelConfig.from_preset(cfg.preset, mode="bpe" if cfg.baseline else "tfree", vocab_size=16, seq_len=cfg.seq_len,
-                            n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight)
+                            n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight,
+                            od=od > 0)
 
 
 def data_fingerprint(units) -> str:

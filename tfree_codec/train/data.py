@@ -242,11 +242,33 @@ class PatternSource:
         s = int(self.units.start[u])
         return self.corpus.ids(int(self.units.doc[u]), s + a, s + b)
 
-    def batch(self, windows, T: int):
+    def starts(self, segs) -> np.ndarray:
+        """(n,) bool over a window's items (``Packer`` segments): True where an item starts a document (nothing
+        before it in the window is its history). <|endoftext|> ends the words before it (it follows only a
+        document's last unit) and starts nothing itself, unless it is the window's first item or follows another
+        (an empty document); a unit's first item starts one unless the shuffle happened to put the chunk just
+        before it in its document right before it."""
+        out, prev = [], (-1, 0)
+        units = self.units
+        for k, (u, a, b) in enumerate(segs):
+            pu, pb = prev
+            if u < 0:
+                first = k == 0 or pu < 0
+            else:
+                first = k == 0 or pu < 0 or not (a == 0 and pb == self.lengths[pu] and units.doc[pu] == units.doc[u]
+                                                  and units.stop[pu] == units.start[u])
+            out.append(np.concatenate([[first], np.zeros(b - a - 1, bool)]))
+            prev = (u, b)
+        return np.concatenate(out)
+
+    def batch(self, windows, T: int, od: bool = False):
         """(inputs, targets) Patterns of shape (B, T) from windows of T+1 items. The inputs hold each distinct
         word's pattern once (``Patterns.words`` indexes them: the model embeds a word once per batch); the
         targets are per position, for the BCE. Both come from the lexicon's patterns. Built in numpy; the
-        trainer moves them to the device."""
+        trainer moves them to the device. ``od`` (Over-Decoding) adds ``targets2`` (B, T), each position's word
+        after next, and ``mask2`` (B, T) bool: False at the window's last position (its word after next is not in
+        the window) and where the word after next starts a document (the next word is <|endoftext|>, or the next
+        unit in the stream is another document's), so the head never predicts across a document boundary."""
         import torch  # noqa: PLC0415
 
         from ..model.transformer import Patterns  # noqa: PLC0415
@@ -262,7 +284,14 @@ class PatternSource:
             return Patterns(torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(offsets), (B, T),
                             None if words is None else torch.from_numpy(words.reshape(-1).astype(np.int64)))
 
-        return pats(distinct, inverse), pats(ids[:, 1:].reshape(-1))
+        if not od:
+            return pats(distinct, inverse), pats(ids[:, 1:].reshape(-1))
+        starts = np.stack([self.starts(segs) for segs in windows])                     # (B, T+1)
+        mask2 = np.zeros((B, T), bool)
+        mask2[:, :-1] = ~starts[:, 2:]
+        ids2 = np.concatenate([ids[:, 2:], ids[:, -1:]], axis=1)  # the last column is a masked stand-in
+        return (pats(distinct, inverse), pats(ids[:, 1:].reshape(-1)), pats(ids2.reshape(-1)),
+                torch.from_numpy(mask2))
 
 
 class TokenSource:

@@ -31,7 +31,7 @@ from ..text.words import EOT
 from .checks import check_finite as _check_finite
 from .checks import data_fingerprint as _data_fingerprint
 from .checks import validate
-from .settings import RESUME_FIXED, TrainConfig, init_dist, lr_at  # noqa: F401  (TrainConfig re-exported)
+from .settings import RESUME_FIXED, TrainConfig, init_dist, lr_at, od_weight_at  # noqa: F401  (TrainConfig re-exported)
 
 # -- the run ------------------------------------------------------------------------------------------------------
 class Run:
@@ -77,7 +77,7 @@ class Run:
         T = cfg.seq_len or ModelConfig.from_preset(cfg.preset).seq_len
         self.model_config = ModelConfig.from_preset(
             cfg.preset, mode=self.mode, vocab_size=self.vocab_size, seq_len=T, n_layer=cfg.n_layer,
-            n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight)
+            n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight, od=cfg.od_weight > 0)
         torch.manual_seed(self.seed)
         self.model = Model(self.model_config).to(self.device)
         if self.init_src:
@@ -224,10 +224,14 @@ class Run:
 
     # -- the loop -------------------------------------------------------------------------------------------------
     def batch(self):
-        """This rank's (inputs, targets) for the next global batch, and the global batch's bytes and items."""
+        """This rank's (inputs, targets) for the next global batch, and the global batch's bytes and items; with
+        Over-Decoding the targets are (targets, targets2, mask2)."""
         T, B = self.model_config.seq_len, self.cfg.batch_size
         wins, nbytes = self.packer.next_windows(B * self.dist.world)
         mine = wins[self.dist.rank * B:(self.dist.rank + 1) * B]
+        if self.model_config.od:
+            x, *y = self.source.batch(mine, T, od=True)
+            return x.to(self.device), tuple(t.to(self.device) for t in y), nbytes, B * self.dist.world * T
         x, y = self.source.batch(mine, T)
         return x.to(self.device), y.to(self.device), nbytes, B * self.dist.world * T
 
@@ -238,7 +242,11 @@ class Run:
         x, y, nbytes, nitems = self.batch()
         self.model.train()
         with self.autocast():
-            _, loss = self.train_model(x, y)
+            if self.model_config.od:
+                _, loss = self.train_model(x, y[0], targets2=y[1], mask2=y[2],
+                                           od_weight=od_weight_at(self.step, self.cfg, self.max_steps))
+            else:
+                _, loss = self.train_model(x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip:
@@ -314,8 +322,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
     say = run.log
     p = run.model.num_params()
     unit = "words" if run.mode == "tfree" else "tokens"
+    od_head = f", word-after-next head {p['od'] / 1e6:.2f}M" if p.get("od") else ""
     say(f"{run.mode} model: {p['total'] / 1e6:.2f}M parameters (embedding {p['embedding'] / 1e6:.2f}M, head "
-        f"{p['head'] / 1e6:.2f}M, body {p['body'] / 1e6:.2f}M) | seed {run.seed} | device {run.device} {run.dtype} | "
+        f"{p['head'] / 1e6:.2f}M, body {p['body'] / 1e6:.2f}M{od_head}) | seed {run.seed} | device {run.device} {run.dtype} | "
         f"{run.dist.world} process(es) | {run.max_steps} steps of {cfg.batch_size * run.dist.world}x"
         f"{run.model_config.seq_len} {unit} (~{run.max_steps * cfg.batch_size * run.dist.world * run.model_config.seq_len * run.bytes_per_item / 1e6:.1f} MB)")
     log_path = os.path.join(run.out, "log.jsonl")
@@ -339,6 +348,10 @@ def train(cfg: TrainConfig, log=print) -> dict:
             record = {"step": s, "loss": run.mean_over_ranks(loss), "lr": lr_at(s - 1, cfg, run.max_steps),
                       f"{unit}_per_s": (run.items_seen - i_last) / dt, "bytes_per_s": (run.bytes_seen - b_last) / dt,
                       "bytes_seen": run.bytes_seen}
+            if run.model_config.od:  # both parts of the loss: the next word's, and the word after next's
+                record.update(loss_next=run.mean_over_ranks(run.model.loss_parts[0]),
+                              loss_od=run.mean_over_ranks(run.model.loss_parts[1]),
+                              od_weight=od_weight_at(s - 1, cfg, run.max_steps))
             t_last, b_last, i_last, busy = now, run.bytes_seen, run.items_seen, 0.0
         if "loss" in record and not math.isfinite(record["loss"]):
             _check_finite(run, record["loss"])
@@ -353,7 +366,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
         if main and record:
             line = f"step {s}"
             if "loss" in record:
-                line += (f" | loss {record['loss']:.4f} | {_fmt_rate(record[f'{unit}_per_s'])} {unit}/s | "
+                line += f" | loss {record['loss']:.4f}" + (f" (next {record['loss_next']:.4f}, after next "
+                                                           f"{record['loss_od']:.4f})" if "loss_od" in record else "")
+                line += (f" | {_fmt_rate(record[f'{unit}_per_s'])} {unit}/s | "
                          f"{record['bytes_per_s'] / 1e6:.3f} MB/s")
             if "val_bpb" in record:
                 line += f" | val bpb {record['val_bpb']:.3f}"

@@ -17,7 +17,7 @@ from ..model import checkpoint as ckpt
 
 # Changing these on resume would silently train another model or read another stream.
 RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "batch_size", "baseline", "bpe_vocab",
-                "pos_weight", "chunk_words", "val_bytes", "lr", "warmup", "weight_decay")
+                "pos_weight", "chunk_words", "val_bytes", "lr", "warmup", "weight_decay", "od_weight", "od_anneal")
 
 
 @dataclass
@@ -55,6 +55,8 @@ class TrainConfig:
     plot: bool = True                 # plot.png at each evaluation (needs matplotlib)
     sample_words: int = 24            # a greedy sample of this many words at each evaluation (0: none)
     init_from: str | None = None      # continue a trained model (run or checkpoint) on this data: init_from.py
+    od_weight: float = 0.0            # Over-Decoding: > 0 adds a head for the word after next, its loss this weight
+    od_anneal: bool = False           # ... the weight falling linearly to 0 over the run (od_weight_at)
 
 
 # -- devices and processes ----------------------------------------------------------------------------------------
@@ -90,6 +92,14 @@ def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
         return cfg.lr * (step + 1) / cfg.warmup
     frac = min(1.0, (step - cfg.warmup) / max(1, max_steps - cfg.warmup))
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def od_weight_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
+    """The Over-Decoding loss weight at ``step``: ``od_weight``, or with ``od_anneal`` falling linearly from it at
+    step 0 to 0 at ``max_steps`` (small models' next-word loss suffers from a constant extra-token weight)."""
+    if not cfg.od_anneal:
+        return float(cfg.od_weight)
+    return float(cfg.od_weight) * max(0.0, 1.0 - step / max(1, max_steps))
 
 
 SETTINGS_FILE = ckpt.SETTINGS_FILE
