@@ -152,7 +152,12 @@ def greedy_sample(run, n_words: int = 24, prompt_words: int = 8) -> str:
     for _ in range(n_words):
         ctx = out[-T:]
         ptr, idx = run.codec.encode_words(ctx)
-        x = Patterns.from_lists([idx[ptr[i]:ptr[i + 1]].astype("int64") for i in range(len(ctx))]).to(run.device)
+        x = Patterns.from_lists([idx[ptr[i]:ptr[i + 1]].astype("int64") for i in range(len(ctx))])
+        if run.model_config.oe_orders:  # the rows of the whole text, so the window's first words keep their history
+            from .evaluate import unit_ngram_rows  # noqa: PLC0415
+
+            x.oe_rows = torch.from_numpy(unit_ngram_rows(run.model_config, out)[-len(ctx):])
+        x = x.to(run.device)
         logits, _ = run.model(x, last=True)
         z = scorer.scores(logits[0, -1:].float())[0] / cal.temperature + prior
         w = dic.words[int(z.argmax())]
