@@ -22,6 +22,8 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -64,7 +66,10 @@ def main() -> None:
     ap.add_argument("--oe-orders", default="2,3")
     ap.add_argument("--oe-slices", type=int, default=2)
     ap.add_argument("--oe-only", action="store_true", help="only the plain and the Over-Encoding T-FREE models")
+    ap.add_argument("--rss-of", type=int, help=argparse.SUPPRESS)  # internal: one process's memory for --oe-rows
     args = ap.parse_args()
+    if args.rss_of is not None:
+        return print(rss_after_a_step(args, args.rss_of))
     device = resolve_device(args.device)
     autocast, dtype = autocast_for(device, args.dtype)
     with open(args.text, encoding="utf-8") as f:
@@ -147,9 +152,35 @@ def main() -> None:
         rows = args.oe_rows
         print(f"Over-Encoding {args.oe_orders} x {args.oe_slices} slices of {rows:,} rows: {floats:,} table floats, "
               f"{floats * 12 / 1e9:.2f} GB with the two Adam moments ({floats * 12 / rows:,.0f} bytes per row index)")
+        small = 16384
+        rss = [int(subprocess.run([sys.executable, __file__, "--rss-of", str(n), "--oe-orders", args.oe_orders,
+                                   "--oe-slices", str(args.oe_slices), "--n-embd", str(args.n_embd), "--n-layer",
+                                   str(args.n_layer), "--n-head", str(args.n_head)], capture_output=True, text=True,
+                                  check=True).stdout.split()[-1]) for n in (small, rows)]
+        print(f"measured: a process that trained one step of the {rows:,}-row model holds {(rss[1] - rss[0]) / 1e9:.2f}"
+              f" GB more than with {small:,} rows: {(rss[1] - rss[0]) / (rows - small):,.0f} bytes per row index")
         r_step, r_all = oe[1] / plain[1], oe[3] / plain[3]
         print(f"OE / plain words/s: {r_step:.1%} per step, {r_all:.1%} with the loader's time "
               f"({'met' if r_all >= 0.85 else 'NOT MET'}: >= 85%)")
+
+
+def rss_after_a_step(args, rows: int) -> int:
+    """Resident bytes of this process after one sparse training step of an Over-Encoding model (weights, gradients
+    and both optimizers' moments allocated)."""
+    from tfree_codec.model.transformer import Patterns
+
+    cfg = ModelConfig(mode="tfree", vocab_size=8192, seq_len=8, n_layer=args.n_layer, n_head=args.n_head,
+                      n_embd=args.n_embd, oe_rows=rows, oe_orders=tuple(int(n) for n in args.oe_orders.split(",")),
+                      oe_slices=args.oe_slices)
+    model = Model(cfg).sparse_tables()
+    opt = model.configure_optimizer(1e-3)
+    x = Patterns.from_lists([[1, 2]] * 8, (1, 8))
+    x.oe_rows = torch.randint(0, rows, (8, len(model.oe_tables)))
+    _, loss = model(x, Patterns.from_lists([[3]] * 8, (1, 8)))
+    loss.backward()
+    opt.step()
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 
 
 if __name__ == "__main__":
