@@ -247,3 +247,19 @@ def test_a_training_step_with_over_encoding_on_cuda():
         opt.step()
     assert torch.isfinite(loss) and gpu.oe_tables[0].weight.grad.is_sparse
     assert not torch.equal(gpu.oe_proj.weight.cpu(), cpu.oe_proj.weight)  # it trained
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_tfree_train_with_over_encoding_on_cuda_resumes_and_evaluates(make_tiny_shards, tmp_path):
+    shards, out = make_tiny_shards(12), str(tmp_path / "gpu")
+    r = run("train", shards, "-o", out, "--max-steps", 4, "--save-every", 2, "--seed", 3, *TINY, *OE_FLAGS,
+            "--device", "cuda")
+    assert r.exit_code == 0, r.output
+    assert "device cuda" in r.output
+    shutil.rmtree(os.path.join(out, "step-000004"))
+    shutil.rmtree(os.path.join(out, "final"))
+    r = run("train", shards, "-o", out, "--max-steps", 4, "--resume", "auto", *TINY, "--device", "cuda")
+    assert r.exit_code == 0 and "resumed from" in r.output, r.output
+    r = run("eval", os.path.join(out, "final"), shards, "--json", "-q", "--device", "cuda")
+    assert r.exit_code == 0 and 0 < json.loads(r.output)["bpb"] < 20, r.output
