@@ -1,6 +1,6 @@
 """Over-Encoding at small scale: held-out bits per byte against the n-gram table size, and the paper's ablations.
 
-    python experiments/overtok.py --corpus ../shared/data/english_prose.txt.xz            # every arm, ~40 min
+    python experiments/overtok.py --corpus ../shared/data/english_prose.txt.xz            # every arm, ~25 min on 2 cores
     python experiments/overtok.py --arms plain,oe-16k                                     # some arms (resumable)
     python experiments/overtok.py --report-only                                           # the report of what is done
 
@@ -237,14 +237,14 @@ def main() -> None:
     ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, from {', '.join(ARMS)}")
     ap.add_argument("--report-only", action="store_true", help="write the report from the finished arms")
     ap.add_argument("--train-bytes", type=float, default=3.0e6, help="training pool (incl. the validation slice)")
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--n-layer", type=int, default=2)
     ap.add_argument("--n-embd", type=int, default=128)
     ap.add_argument("--n-head", type=int, default=4)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=40)
     ap.add_argument("--pos-weight", type=float, default=300.0)
     ap.add_argument("--val-bytes", type=int, default=32000)
     ap.add_argument("--eval-every", type=int, default=50, help="validation points of the curve arms")
