@@ -70,6 +70,8 @@ def _size(ctx, param, value):
               "tables of these orders to the input (e.g. 2,3; docs/training.md)")
 @click.option("--oe-rows", type=int, default=0, help="rows per n-gram table (e.g. 262144)")
 @click.option("--oe-slices", type=int, default=1, show_default=True, help="tables per n-gram order")
+@click.option("--oe-lr-scale", type=float, default=1.0, show_default=True,
+              help="the n-gram tables' learning rate, as a multiple of --lr")
 @click.option("--oe-distinct-moduli/--oe-shared-moduli", "oe_distinct", default=True,
               help="each table its own hash and size (default), or the paper's shared-modulus control")
 @click.option("--oe-unigram/--oe-no-unigram", "oe_unigram", default=True,

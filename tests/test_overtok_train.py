@@ -138,8 +138,10 @@ def test_sparse_tables_update_only_the_rows_read_and_clip_like_torch():
     assert float(n_sparse) == pytest.approx(float(n_dense), rel=1e-5)
     for (name, p), q in zip(dense.named_parameters(), sparse.parameters()):
         assert torch.allclose(p.grad, q.grad.to_dense(), atol=1e-7), name
-    opt = sparse.configure_optimizer(1e-2)
+    opt = sparse.configure_optimizer(1e-2, table_lr_scale=3.0)
     assert isinstance(opt, SplitAdam) and isinstance(dense.configure_optimizer(1e-2), torch.optim.AdamW)
+    assert [g["lr"] for g in opt.param_groups] == [1e-2, 1e-2, 3e-2]  # the tables' group learns 3x faster
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(sparse.parameters()))
     before = sparse.oe_tables[0].weight.detach().clone()
     opt.step()
     read = np.unique(x.oe_rows[:, 0].numpy())

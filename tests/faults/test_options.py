@@ -29,7 +29,8 @@ def test_train_refuses_bad_options_before_any_work(text_file, tmp_path, flag, va
     (["--oe-orders", "2,3", "--oe-rows", 1], "--oe-rows"), (["--oe-orders", "2,3", "--oe-rows", 2**40], "--oe-rows"),
     (["--oe-orders", "2,3", "--oe-rows", 100, "--oe-slices", 0], "--oe-slices"),
     (["--oe-orders", "2,3", "--oe-rows", 100, "--oe-slices", 17], "--oe-slices"),  # 2 x 17 slices of d = 32
-    (["--oe-rows", 100], "--oe-orders"), (["--oe-no-unigram"], "--oe-orders"),
+    (["--oe-rows", 100], "--oe-orders"), (["--oe-no-unigram"], "--oe-orders"), (["--oe-lr-scale", 5], "--oe-orders"),
+    (["--oe-orders", "2", "--oe-rows", 100, "--oe-lr-scale", 0], "--oe-lr-scale"),
     (["--oe-orders", "2", "--oe-rows", 100, "--baseline", "bpe"], "--baseline bpe")])
 def test_train_refuses_bad_over_encoding_options_before_any_work(text_file, tmp_path, flags, word):
     out = tmp_path / "run"

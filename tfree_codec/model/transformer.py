@@ -314,23 +314,26 @@ class Model(nn.Module):
         return {"embedding": emb, "head": head, "oe": oe, "od": od, "body": total - emb - head - oe - od,
                 "total": total}
 
-    def configure_optimizer(self, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95), device_type: str = "cpu"):
+    def configure_optimizer(self, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95), device_type: str = "cpu",
+                            table_lr_scale: float = 1.0):
         """AdamW; matrices (and the word embedding) decay, norms' gains and n-gram tables don't (nanoGPT; a rare
-        n-gram's row would decay between its few updates). Sparse n-gram tables (``sparse_tables``) get
-        SparseAdam instead, in one ``optim.SplitAdam`` with the AdamW."""
-        sparse = [p for n, p in self.named_parameters() if n.startswith("oe_tables.")] \
-            if self.config.oe_orders and self.oe_tables[0].sparse else []
-        ids = {id(p) for p in sparse}
+        n-gram's row would decay between its few updates). The n-gram tables' group learns at ``table_lr_scale``
+        times ``lr`` (its ``lr_scale``, which a schedule multiplies in); sparse tables (``sparse_tables``) get
+        SparseAdam instead of AdamW, in one ``optim.SplitAdam`` with the AdamW."""
+        tables = [p for n, p in self.named_parameters() if n.startswith("oe_tables.")]
         decay = [p for n, p in self.named_parameters() if p.dim() >= 2 and not n.startswith("oe_tables.")]
-        no_decay = [p for n, p in self.named_parameters() if (p.dim() < 2 or n.startswith("oe_tables."))
-                    and id(p) not in ids]
+        no_decay = [p for n, p in self.named_parameters() if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        table_group = {"params": tables, "lr": lr * table_lr_scale, "lr_scale": table_lr_scale}
+        sparse = bool(tables) and self.oe_tables[0].sparse
+        if tables and not sparse:
+            groups.append({**table_group, "weight_decay": 0.0})
         dense = torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
         if not sparse:
             return dense
         from .optim import SplitAdam  # noqa: PLC0415
 
-        return SplitAdam(dense, torch.optim.SparseAdam(sparse, lr=lr, betas=betas))
+        return SplitAdam(dense, torch.optim.SparseAdam([table_group], lr=lr, betas=betas))
 
     def sparse_tables(self, on: bool = True) -> "Model":
         """Give the n-gram tables sparse gradients (only the rows a batch reads), for ``configure_optimizer``'s

@@ -48,10 +48,12 @@ def validate_oe(cfg) -> None:
     """The Over-Encoding options, named as the CLI spells them."""
     orders = tuple(cfg.oe_orders)
     if not orders:
-        if cfg.oe_rows or cfg.oe_slices != 1 or not cfg.oe_distinct or not cfg.oe_unigram:
-            raise TfreeError("--oe-rows, --oe-slices, --oe-shared-moduli and --oe-no-unigram need --oe-orders "
-                             "(the n-gram orders, e.g. 2,3)")
+        if cfg.oe_rows or cfg.oe_slices != 1 or not cfg.oe_distinct or not cfg.oe_unigram or cfg.oe_lr_scale != 1:
+            raise TfreeError("--oe-rows, --oe-slices, --oe-lr-scale, --oe-shared-moduli and --oe-no-unigram need "
+                             "--oe-orders (the n-gram orders, e.g. 2,3)")
         return
+    if not (isinstance(cfg.oe_lr_scale, (int, float)) and math.isfinite(cfg.oe_lr_scale) and cfg.oe_lr_scale > 0):
+        raise TfreeError(f"--oe-lr-scale must be a positive number, not {cfg.oe_lr_scale!r}")
     if cfg.baseline:
         raise TfreeError("--oe-orders needs a T-FREE model, not --baseline bpe")
     if not all(isinstance(n, int) and 2 <= n <= 8 for n in orders) or len(set(orders)) != len(orders):

@@ -92,7 +92,8 @@ class Run:
         span = self.source.lengths.sum() + self.train_units.last.sum()
         self.bytes_per_item = float(self.train_units.n_bytes.sum()) / max(1, int(span))
         self.max_steps = self._max_steps()
-        self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, device_type=self.device.type)
+        self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, device_type=self.device.type,
+                                                        table_lr_scale=cfg.oe_lr_scale)
         self.step, self.bytes_seen, self.items_seen = 0, 0.0, 0
         self.calibration = Calibration()
         self.said_no_plot = False
@@ -239,7 +240,7 @@ class Run:
     def train_step(self) -> float:
         lr = lr_at(self.step, self.cfg, self.max_steps)
         for g in self.optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)  # the n-gram tables' group: --oe-lr-scale
         x, y, nbytes, nitems = self.batch()
         self.model.train()
         with self.autocast():

@@ -18,7 +18,7 @@ from ..model import checkpoint as ckpt
 # Changing these on resume would silently train another model or read another stream.
 RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "batch_size", "baseline", "bpe_vocab",
                 "pos_weight", "chunk_words", "val_bytes", "lr", "warmup", "weight_decay",
-                "oe_orders", "oe_rows", "oe_slices", "oe_distinct", "oe_unigram")
+                "oe_orders", "oe_rows", "oe_slices", "oe_distinct", "oe_unigram", "oe_lr_scale")
 
 
 @dataclass
@@ -62,6 +62,7 @@ class TrainConfig:
     oe_slices: int = 1
     oe_distinct: bool = True
     oe_unigram: bool = True
+    oe_lr_scale: float = 1.0          # the tables' learning rate, as a multiple of lr
 
     def __post_init__(self) -> None:
         self.oe_orders = tuple(self.oe_orders)  # a list when read back from train_config.json
