@@ -142,7 +142,8 @@ def report(args, info: dict, results: dict) -> str:
               f"{args.steps * args.batch_size * args.seq_len / 1e3:.0f}k words), AdamW lr {args.lr} (SparseAdam "
               f"for the tables), seed {args.seed}, float32: the same body, data order and initial weights; OE "
               "arms add orders 2 and 3 with 2 slices each (4 tables of width d/4, one zero-initialised projection) "
-              "unless the name says otherwise. Test bits per byte follow `tfree eval`'s convention.", "",
+              "unless the name says otherwise (`-lr10`: the tables learn at 10 x lr, `--oe-lr-scale 10`). Test bits per "
+              "byte follow `tfree eval`'s convention.", "",
               "| arm | table rows (each) | n-gram params | test bpb | vs plain | final val bpb | train words/s (log) |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     plain = results.get("plain")
