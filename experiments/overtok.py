@@ -184,6 +184,10 @@ def report(args, info: dict, results: dict) -> str:
         for n in ("plain", *oes):
             lines.append(f"- {n}: " + ", ".join(f"{s}: {b:.3f}" for s, b in results[n]["curve"]))
         lines.append("")
+    missing = [n for n in ARMS if n not in results]
+    if missing:
+        lines += [f"Not run yet (arms of the script without a finished run in this report): {', '.join(missing)}; "
+                  "`python experiments/overtok.py --arms " + ",".join(missing) + "` adds them.", ""]
     lines += ["Training words/s above are each run's median from its own log, taken at different times on a shared "
               "machine; the gate (1M rows >= 85% of the plain model) is measured by `bench/train_throughput.py "
               "--oe-rows 1048576`, which alternates the models step by step (docs/training.md, Over-Encoding).", ""]
