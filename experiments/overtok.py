@@ -166,7 +166,9 @@ def report(args, info: dict, results: dict) -> str:
                   "(OLMo2, 151M-1B parameters, 500B tokens). The units differ (bits per byte of a word-level model "
                   "against nats per BPE token), and so do the scale and the training length by orders of "
                   f"magnitude. Bits per byte {'falls' if mono else 'does NOT fall'} monotonically with the table "
-                  f"size ({', '.join(f'{b:.4f}' for _, b in sweep)}): gate {'met' if mono else 'NOT met'}.", ""]
+                  f"size ({', '.join(f'{b:.4f}' for _, b in sweep)}): gate "
+                  f"{('met' if mono else 'NOT met') if len(sweep) >= 4 else f'not judged (only {len(sweep)} of the 4 sizes measured)'}.",
+                  ""]
     oes = [n for n in (*SIZES, *FAST) if n in results and results[n]["curve"]]
     if plain and oes and plain["curve"]:
         best = min(oes, key=lambda n: results[n]["val_bpb"])
