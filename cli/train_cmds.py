@@ -69,6 +69,16 @@ def _size(ctx, param, value):
 @click.option("--no-plot", is_flag=True, help="no OUT/plot.png (drawn at each evaluation when matplotlib is installed)")
 @click.option("--sample-words", type=int, default=24, show_default=True,
               help="a greedy sample of this many words at each evaluation (0: none)")
+@click.option("--oe-orders", callback=lambda c, p, v: _orders(v), help="Over-Encoding: add hashed word n-gram "
+              "tables of these orders to the input (e.g. 2,3; docs/training.md)")
+@click.option("--oe-rows", type=int, default=0, help="rows per n-gram table (e.g. 262144)")
+@click.option("--oe-slices", type=int, default=1, show_default=True, help="tables per n-gram order")
+@click.option("--oe-lr-scale", type=float, default=1.0, show_default=True,
+              help="the n-gram tables' learning rate, as a multiple of --lr")
+@click.option("--oe-distinct-moduli/--oe-shared-moduli", "oe_distinct", default=True,
+              help="each table its own hash and size (default), or the paper's shared-modulus control")
+@click.option("--oe-unigram/--oe-no-unigram", "oe_unigram", default=True,
+              help="keep the word's own embedding (default), or the n-gram tables alone (an ablation)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 @friendly
 def train(data, out_dir, compile_, quiet, no_plot, **kw):
@@ -95,6 +105,14 @@ def train(data, out_dir, compile_, quiet, no_plot, **kw):
         if restored and str(msg).startswith("resumed from"):  # said once the checkpoint is accepted
             click.echo("settings of the run restored: " + ", ".join(f"{k} {v}" for k, v in restored.items()))
     run_train(cfg, log=log)
+
+
+def _orders(value):
+    """``2,3`` -> (2, 3); their range is checked with the other options (train/checks.py)."""
+    try:
+        return tuple(int(x) for x in value.split(",")) if value else ()
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a list of n-gram orders (e.g. 2,3)") from None
 
 
 def _restore_settings(cfg):
@@ -152,7 +170,8 @@ def eval_(checkpoint, data, device, batch_size, as_json, quiet):
         return
     p = r["params"]
     click.echo(f"{r['mode']} model {checkpoint}: {p['total']:,} parameters = embedding {p['embedding']:,} + head "
-               f"{p['head']:,} + body {p['body']:,}" + (f" + word-after-next head {p['od']:,}" if p.get("od") else ""))
+               f"{p['head']:,} + body {p['body']:,}" + (f" + n-gram tables {p['oe']:,}" if p.get("oe") else "")
+               + (f" + word-after-next head {p['od']:,}" if p.get("od") else ""))
     click.echo(f"bits per byte {r['bpb']:.4f} on {r['bytes'] / 1e3:,.1f} kB of {data}")
     if r["mode"] == "tfree":
         click.echo(f"dictionary {r['dictionary_words']:,} words covers {r['coverage_words']:.2%} of the words and "

@@ -32,6 +32,21 @@ def test_train_refuses_bad_over_decoding_options_before_any_work(text_file, tmp_
     assert not out.exists()
 
 
+@pytest.mark.parametrize("flags, word", [
+    (["--oe-orders", "1,2", "--oe-rows", 100], "--oe-orders"), (["--oe-orders", "2,2", "--oe-rows", 100], "--oe-orders"),
+    (["--oe-orders", "2,x", "--oe-rows", 100], "--oe-orders"), (["--oe-orders", "2,3"], "--oe-rows"),
+    (["--oe-orders", "2,3", "--oe-rows", 1], "--oe-rows"), (["--oe-orders", "2,3", "--oe-rows", 2**40], "--oe-rows"),
+    (["--oe-orders", "2,3", "--oe-rows", 100, "--oe-slices", 0], "--oe-slices"),
+    (["--oe-orders", "2,3", "--oe-rows", 100, "--oe-slices", 17], "--oe-slices"),  # 2 x 17 slices of d = 32
+    (["--oe-rows", 100], "--oe-orders"), (["--oe-no-unigram"], "--oe-orders"), (["--oe-lr-scale", 5], "--oe-orders"),
+    (["--oe-orders", "2", "--oe-rows", 100, "--oe-lr-scale", 0], "--oe-lr-scale"),
+    (["--oe-orders", "2", "--oe-rows", 100, "--baseline", "bpe"], "--baseline bpe")])
+def test_train_refuses_bad_over_encoding_options_before_any_work(text_file, tmp_path, flags, word):
+    out = tmp_path / "run"
+    assert_refused(cli("train", text_file, "-o", out, "--max-steps", 3, *TINY, *flags), word)
+    assert not out.exists()
+
+
 def test_train_on_an_empty_file_is_refused(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("")

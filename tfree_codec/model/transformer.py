@@ -89,6 +89,13 @@ class ModelConfig:
             raise TfreeError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
         return cls(**{**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}})
 
+    def ngram_rows(self, keys, boundary):
+        """``Patterns.oe_rows`` of a stream of items: each position's row in each n-gram table, from the items'
+        ``word_key`` and where documents start (text/ngrams.py: the history rule). -> (n, S) int64 numpy."""
+        from ..text.ngrams import ngram_rows  # noqa: PLC0415
+
+        return ngram_rows(keys, boundary, self.oe_orders, self.oe_slices, self.oe_rows, self.oe_distinct)
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
@@ -270,24 +277,25 @@ class Model(nn.Module):
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
         self.norm = RMSNorm(c.n_embd, c.norm_eps)
         self.head = nn.Linear(c.n_embd, c.vocab_size, bias=False)  # untied in both modes
-        if c.oe_orders:
-            from ..text.ngrams import moduli  # noqa: PLC0415
-
-            s = len(c.oe_orders) * c.oe_slices
-            width = c.n_embd // s
-            self.oe_tables = nn.ModuleList(nn.Embedding(m, width) for m in moduli(c.oe_orders, c.oe_slices,
-                                                                                 c.oe_rows, c.oe_distinct))
-            # the S slices' projections back to d as one (d, S * width) matrix: one matmul instead of S
-            self.oe_proj = nn.Linear(s * width, c.n_embd, bias=False)
         if c.od:
             self.head2 = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         self._rope = (None, None)
         self.apply(self._init_weights)
-        if c.oe_orders:  # a new table starts as the plain model: its projection is zero
-            nn.init.zeros_(self.oe_proj.weight)
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
             if name.endswith(("attn.proj.weight", "mlp.down.weight")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+        if c.oe_orders:  # made last, so that the rest draws the plain model's initial weights from the same seed
+            from ..text.ngrams import moduli  # noqa: PLC0415
+
+            s = len(c.oe_orders) * c.oe_slices
+            width = c.n_embd // s
+            # _weight: skip nn.Embedding's own N(0, 1) fill of what may be a 1M-row table; N(0, 0.02) like E
+            self.oe_tables = nn.ModuleList(nn.Embedding(m, width, _weight=torch.empty(m, width).normal_(0.0, 0.02))
+                                           for m in moduli(c.oe_orders, c.oe_slices, c.oe_rows, c.oe_distinct))
+            # the S slices' projections back to d as one (d, S * width) matrix: one matmul instead of S; zero, so
+            # that a new table starts as the plain model
+            self.oe_proj = nn.Linear(s * width, c.n_embd, bias=False)
+            nn.init.zeros_(self.oe_proj.weight)
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -306,13 +314,33 @@ class Model(nn.Module):
         return {"embedding": emb, "head": head, "oe": oe, "od": od, "body": total - emb - head - oe - od,
                 "total": total}
 
-    def configure_optimizer(self, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95), device_type: str = "cpu"):
+    def configure_optimizer(self, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95), device_type: str = "cpu",
+                            table_lr_scale: float = 1.0):
         """AdamW; matrices (and the word embedding) decay, norms' gains and n-gram tables don't (nanoGPT; a rare
-        n-gram's row would decay between its few updates)."""
+        n-gram's row would decay between its few updates). The n-gram tables' group learns at ``table_lr_scale``
+        times ``lr`` (its ``lr_scale``, which a schedule multiplies in); sparse tables (``sparse_tables``) get
+        SparseAdam instead of AdamW, in one ``optim.SplitAdam`` with the AdamW."""
+        tables = [p for n, p in self.named_parameters() if n.startswith("oe_tables.")]
         decay = [p for n, p in self.named_parameters() if p.dim() >= 2 and not n.startswith("oe_tables.")]
-        no_decay = [p for n, p in self.named_parameters() if p.dim() < 2 or n.startswith("oe_tables.")]
+        no_decay = [p for n, p in self.named_parameters() if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+        table_group = {"params": tables, "lr": lr * table_lr_scale, "lr_scale": table_lr_scale}
+        sparse = bool(tables) and self.oe_tables[0].sparse
+        if tables and not sparse:
+            groups.append({**table_group, "weight_decay": 0.0})
+        dense = torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+        if not sparse:
+            return dense
+        from .optim import SplitAdam  # noqa: PLC0415
+
+        return SplitAdam(dense, torch.optim.SparseAdam([table_group], lr=lr, betas=betas))
+
+    def sparse_tables(self, on: bool = True) -> "Model":
+        """Give the n-gram tables sparse gradients (only the rows a batch reads), for ``configure_optimizer``'s
+        SparseAdam: a dense AdamW step would read and write every row of a table of millions each step."""
+        for t in getattr(self, "oe_tables", ()):
+            t.sparse = on
+        return self
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None, dtype=None) -> KVCache:
         p = self.head.weight

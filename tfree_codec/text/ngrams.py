@@ -11,6 +11,15 @@ Words before a document's start read as the fixed key ``BOS_KEY``, so no n-gram 
 position whose ``boundary`` is set starts a new document (the word after an end-of-text marker, or the first word
 a caller has no history for).
 
+**The history rule** (training, evaluation and generation follow it alike, so a model reads at generation the
+rows it was trained on): a position's history is the items before it in the stream the model reads, back to the
+nearest document start, and a cut of the context window never cuts it (a window's first item keeps its true
+history: the loader and the generator keep the last ``n - 1`` keys). A document starts at the stream's first item
+and at the item after every ``<|endoftext|>`` (``stream_boundary``); the ``<|endoftext|>`` itself belongs to the
+document it ends (its history is that document's last words). Training streams also start a document at each
+*unit* (train/data.py cuts long documents into units of ``chunk_words``): in evaluation and generation every unit
+or prompt follows an ``<|endoftext|>``, so a unit's first word has no history there either.
+
 Slice ``j`` of order ``n`` reads row ``splitmix64(g ^ seed_j) % m_j`` of its own table. With ``distinct`` slices
 (the default) each slice has its own seed and its own odd modulus ``m_j = (rows | 1) + 2 * idx`` (the paper's
 ``m + 2 idx``), so two n-grams that collide in one slice rarely collide in another; otherwise every slice of an
@@ -22,6 +31,7 @@ import numpy as np
 from numba import njit
 
 from ._kernels import splitmix64
+from .markers import EOT
 
 FNV_OFFSET = 0xCBF29CE484222325
 FNV_PRIME = 0x100000001B3
@@ -64,6 +74,17 @@ def word_keys(words) -> np.ndarray:
     data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
     out = np.empty(len(encoded), dtype=np.uint64)
     _fnv_many(data, offsets, out)
+    return out
+
+
+def stream_boundary(keys: np.ndarray) -> np.ndarray:
+    """The history rule for one stream of items (generation, evaluation): a document starts at the first item and
+    after every ``<|endoftext|>``. -> (n,) bool, for ``ngram_rows``."""
+    keys = np.asarray(keys, dtype=np.uint64)
+    out = np.zeros(keys.shape[0], dtype=np.bool_)
+    if keys.shape[0]:
+        out[0] = True
+        out[1:] = keys[:-1] == np.uint64(EOT_KEY)
     return out
 
 
@@ -137,3 +158,6 @@ def ngram_rows_reference(keys, boundary, orders, slices, rows, distinct=True) ->
                 seed = int(_SLICE_SEEDS[idx if distinct else oi * slices])
                 out[t, idx] = _mix(g ^ seed) % mods[idx]
     return out
+
+
+EOT_KEY = word_key(EOT)  # the key of <|endoftext|>, the word that ends a document

@@ -10,6 +10,7 @@ import torch
 
 from ..config import TfreeError
 from ..model.transformer import ModelConfig
+from .settings import oe_options
 
 
 def validate(cfg) -> None:
@@ -36,6 +37,7 @@ def validate(cfg) -> None:
     for name in ("warmup", "eval_every", "save_every", "log_every", "val_bytes"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 0:  # eval_every None: chosen from the length
             bad(name, getattr(cfg, name), "at least 0")
+    validate_oe(cfg)
     od = cfg.od_weight
     if not (isinstance(od, (int, float)) and math.isfinite(od) and od >= 0):
         bad("od_weight", od, "a non-negative number")
@@ -46,7 +48,31 @@ def validate(cfg) -> None:
     # the model's shape (heads dividing the width, ...) before a dictionary or tokenizer is written for it
     ModelConfig.from_preset(cfg.preset, mode="bpe" if cfg.baseline else "tfree", vocab_size=16, seq_len=cfg.seq_len,
                             n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight,
-                            od=od > 0)
+                            od=od > 0, **oe_options(cfg))
+
+
+def validate_oe(cfg) -> None:
+    """The Over-Encoding options, named as the CLI spells them."""
+    orders = tuple(cfg.oe_orders)
+    if not orders:
+        if cfg.oe_rows or cfg.oe_slices != 1 or not cfg.oe_distinct or not cfg.oe_unigram or cfg.oe_lr_scale != 1:
+            raise TfreeError("--oe-rows, --oe-slices, --oe-lr-scale, --oe-shared-moduli and --oe-no-unigram need "
+                             "--oe-orders (the n-gram orders, e.g. 2,3)")
+        return
+    if not (isinstance(cfg.oe_lr_scale, (int, float)) and math.isfinite(cfg.oe_lr_scale) and cfg.oe_lr_scale > 0):
+        raise TfreeError(f"--oe-lr-scale must be a positive number, not {cfg.oe_lr_scale!r}")
+    if cfg.baseline:
+        raise TfreeError("--oe-orders needs a T-FREE model, not --baseline bpe")
+    if not all(isinstance(n, int) and 2 <= n <= 8 for n in orders) or len(set(orders)) != len(orders):
+        raise TfreeError(f"--oe-orders must be distinct n-gram orders from 2 to 8 (e.g. 2,3), not {list(orders)}")
+    if not (isinstance(cfg.oe_rows, int) and 2 <= cfg.oe_rows <= 2**31 - 1):
+        raise TfreeError(f"--oe-rows must be a table size from 2 to 2^31 - 1 (e.g. 262144), not {cfg.oe_rows!r}"
+                         if cfg.oe_rows else "--oe-orders needs --oe-rows (rows per n-gram table, e.g. 262144)")
+    width = cfg.n_embd or ModelConfig.from_preset(cfg.preset).n_embd
+    most = min(64, width) // len(orders)
+    if not (isinstance(cfg.oe_slices, int) and 1 <= cfg.oe_slices <= most):
+        raise TfreeError(f"--oe-slices must be from 1 to {most} with {len(orders)} order(s) and width {width} "
+                         f"(each slice is width / (orders x slices) wide), not {cfg.oe_slices!r}")
 
 
 def data_fingerprint(units) -> str:

@@ -8,6 +8,10 @@ text. Training units are shuffled per epoch from the seed and packed into sequen
 ``<|endoftext|>`` after each document's last unit; consecutive sequences overlap by one item, so every item is a
 target exactly once. The ``Packer``'s cursor (epoch, unit, offset) is all the state there is: saving it and
 restoring it continues the exact same stream.
+
+Over-Encoding models also get each input position's n-gram table rows (``Patterns.oe_rows``), from the lexicon
+words' keys (hashed once per lexicon) under text/ngrams.py's history rule: a unit starts a document, and a window's
+first item keeps its true history (the words of its unit before it), so a window cut never changes a row.
 """
 from __future__ import annotations
 
@@ -48,6 +52,15 @@ class Corpus:
         self.doc_bytes = np.concatenate([np.asarray(p["n_bytes"], np.int64) for p in parts] or [np.zeros(0, np.int64)])
         eot_ptr, eot_idx = codec.encode_words([EOT])
         self.eot_pattern = eot_idx[eot_ptr[0]:eot_ptr[1]].astype(np.int64)
+        self._keys = None
+
+    def word_keys(self) -> np.ndarray:
+        """``text.ngrams.word_key`` of every lexicon word (uint64, id order), hashed once: Over-Encoding's keys."""
+        if self._keys is None:
+            from ..text.ngrams import word_keys  # noqa: PLC0415
+
+            self._keys = word_keys(self.lexicon_words)
+        return self._keys
 
     def __len__(self) -> int:
         return len(self.doc_words)
@@ -188,9 +201,11 @@ class Packer:
             span = int(self.span[u])
             take = min(n, span - o)
             a, b = o, o + take
-            words_end = min(b, int(self.lengths[u]))
+            words_end = max(a, min(b, int(self.lengths[u])))
+            # also when empty (a window that starts at an <|endoftext|>, a unit without words): every segment
+            # list then says which unit each <|endoftext|> ends, and where a window starts in its unit
+            segs.append((u, a, words_end))
             if words_end > a:
-                segs.append((u, a, words_end))
                 nbytes += float(self.n_bytes[u]) * (words_end - a) / int(self.lengths[u])
             if b > self.lengths[u]:
                 segs.append((-1, 0, 1))
@@ -225,9 +240,10 @@ class PatternSource:
 
     mode = "tfree"
 
-    def __init__(self, corpus: Corpus, units: Units):
+    def __init__(self, corpus: Corpus, units: Units, oe=None):
         self.corpus, self.units = corpus, units
         self.lengths = units.stop - units.start
+        self.oe = oe  # the ModelConfig of an Over-Encoding model: batches then carry its n-gram rows
 
     def item_patterns(self, u: int, a: int, b: int):
         if u < 0:
@@ -252,6 +268,9 @@ class PatternSource:
         units = self.units
         for k, (u, a, b) in enumerate(segs):
             pu, pb = prev
+            if b == a:  # an empty segment only says which unit the window starts in (Packer._walk)
+                prev = (u, b)
+                continue
             if u < 0:
                 first = k == 0 or pu < 0
             else:
@@ -284,14 +303,38 @@ class PatternSource:
             return Patterns(torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(offsets), (B, T),
                             None if words is None else torch.from_numpy(words.reshape(-1).astype(np.int64)))
 
+        x = pats(distinct, inverse)
+        if self.oe is not None and self.oe.oe_orders:
+            x.oe_rows = torch.from_numpy(self.oe_rows(windows, T))
         if not od:
-            return pats(distinct, inverse), pats(ids[:, 1:].reshape(-1))
+            return x, pats(ids[:, 1:].reshape(-1))
         starts = np.stack([self.starts(segs) for segs in windows])                     # (B, T+1)
         mask2 = np.zeros((B, T), bool)
         mask2[:, :-1] = ~starts[:, 2:]
         ids2 = np.concatenate([ids[:, 2:], ids[:, -1:]], axis=1)  # the last column is a masked stand-in
-        return (pats(distinct, inverse), pats(ids[:, 1:].reshape(-1)), pats(ids2.reshape(-1)),
-                torch.from_numpy(mask2))
+        return x, pats(ids[:, 1:].reshape(-1)), pats(ids2.reshape(-1)), torch.from_numpy(mask2)
+
+    def oe_rows(self, windows, T: int) -> np.ndarray:
+        """(B*T, S) n-gram rows of the windows' first T items: one ``ngram_rows`` pass over the windows laid end to
+        end, each preceded by its true history (up to max order - 1 words of its unit) and starting a document
+        there, and a document starting at each unit's first item."""
+        keys, h = self.corpus.word_keys(), max(self.oe.oe_orders) - 1
+        ids, starts, take, n = [], [], [], 0
+        for segs in windows:
+            u0, a0, _ = segs[0]
+            hist = [(u0, max(0, a0 - h), a0)] if u0 >= 0 and a0 > 0 else []
+            take.append(np.arange(T) + n + (a0 - max(0, a0 - h) if hist else 0))
+            start = True
+            for u, a, b in hist + list(segs):
+                start = start or (u >= 0 and a == 0)
+                i = self.item_ids(u, a, b)
+                if len(i):
+                    f = np.zeros(len(i), np.bool_)
+                    f[0], start = start, False
+                    ids.append(i), starts.append(f)
+                    n += len(i)
+        rows = self.oe.ngram_rows(keys[np.concatenate(ids)], np.concatenate(starts))
+        return rows[np.concatenate(take)]
 
 
 class TokenSource:

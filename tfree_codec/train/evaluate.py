@@ -244,6 +244,16 @@ def _unit_items(corpus: Corpus, units: Units, u: int):
     return words, lens, idx
 
 
+def unit_ngram_rows(config, words) -> np.ndarray:
+    """n-gram rows (``Patterns.oe_rows``) of a stream of words read as one context, under the history rule of
+    text/ngrams.py (a document starts at the first item and after each <|endoftext|>), for an Over-Encoding model:
+    every window cut of the stream keeps its true history."""
+    from ..text.ngrams import stream_boundary, word_keys  # noqa: PLC0415
+
+    keys = word_keys(words)
+    return config.ngram_rows(keys, stream_boundary(keys))
+
+
 @torch.no_grad()
 def evaluate_tfree(model, corpus: Corpus, units: Units, dictionary, scorer, spelling, params, batch_size: int = 16,
                    device="cpu", autocast=None, progress=None, keep_scores: int = 0) -> dict:
@@ -258,17 +268,22 @@ def evaluate_tfree(model, corpus: Corpus, units: Units, dictionary, scorer, spel
     kept_s, kept_t = [], []
     acc = {"items": 0, "in_dict": 0, "unseen": 0, "spell_bits": 0.0, "unseen_bytes": 0, "word_bytes": 0,
            "words": 0, "covered_words": 0, "covered_bytes": 0, "bytes": float(units.n_bytes.sum())}
-    pending = []  # (lens (<=T,), idx, target ids (<=T,))
+    pending = []  # (lens (<=T,), idx, target ids (<=T,), n-gram rows (<=T, S) or None)
+    oe = model.config if model.config.oe_orders else None
 
     def flush():
         B = len(pending)
         lens = np.zeros((B, T), np.int64)
         tgt = np.full((B, T), -2, np.int64)   # -2: padding, -1: unseen word, else the dictionary id
-        for i, (ln, _, tid) in enumerate(pending):
+        rows = np.zeros((B, T, pending[0][3].shape[1]), np.int64) if oe else None
+        for i, (ln, _, tid, r) in enumerate(pending):
             lens[i, :len(ln)] = ln
             tgt[i, :len(tid)] = tid
+            if oe:
+                rows[i, :len(r)] = r
         offsets = np.concatenate([[0], np.cumsum(lens.reshape(-1))])
-        x = Patterns(torch.from_numpy(np.concatenate([p[1] for p in pending])), torch.from_numpy(offsets), (B, T))
+        x = Patterns(torch.from_numpy(np.concatenate([p[1] for p in pending])), torch.from_numpy(offsets), (B, T),
+                     oe_rows=torch.from_numpy(rows.reshape(B * T, -1)) if oe else None)
         with (autocast or contextlib.nullcontext)():
             logits, _ = model(x.to(device))
         tgt_t = torch.from_numpy(tgt.reshape(-1)).to(device)
@@ -298,8 +313,9 @@ def evaluate_tfree(model, corpus: Corpus, units: Units, dictionary, scorer, spel
         acc["covered_words"] += sum(1 for _, i in plain if i >= 0)
         acc["covered_bytes"] += sum(n for n, (_, i) in zip(nb, plain) if i >= 0)
         offs = np.concatenate([[0], np.cumsum(lens)])
+        rows = unit_ngram_rows(oe, words) if oe else None
         for s, e in windows(len(words), T):
-            pending.append((lens[s:e - 1], idx[offs[s]:offs[e - 1]], ids[s + 1:e]))
+            pending.append((lens[s:e - 1], idx[offs[s]:offs[e - 1]], ids[s + 1:e], rows[s:e - 1] if oe else None))
             if len(pending) == batch_size:
                 flush()
         if progress:

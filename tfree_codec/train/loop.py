@@ -31,7 +31,8 @@ from ..text.words import EOT
 from .checks import check_finite as _check_finite
 from .checks import data_fingerprint as _data_fingerprint
 from .checks import validate
-from .settings import RESUME_FIXED, TrainConfig, init_dist, lr_at, od_weight_at  # noqa: F401  (TrainConfig re-exported)
+from ..model.optim import clip_grad_norm
+from .settings import RESUME_FIXED, TrainConfig, init_dist, lr_at, od_weight_at, oe_options  # noqa: F401  (TrainConfig re-exported)
 
 # -- the run ------------------------------------------------------------------------------------------------------
 class Run:
@@ -77,9 +78,13 @@ class Run:
         T = cfg.seq_len or ModelConfig.from_preset(cfg.preset).seq_len
         self.model_config = ModelConfig.from_preset(
             cfg.preset, mode=self.mode, vocab_size=self.vocab_size, seq_len=T, n_layer=cfg.n_layer,
-            n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight, od=cfg.od_weight > 0)
+            n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight, od=cfg.od_weight > 0, **oe_options(cfg))
         torch.manual_seed(self.seed)
         self.model = Model(self.model_config).to(self.device)
+        if self.model_config.oe_orders:
+            self.source.oe = self.model_config
+            # sparse table gradients and SparseAdam; DDP over NCCL cannot all-reduce sparse gradients
+            self.model.sparse_tables(not (self.dist.world > 1 and self.device.type == "cuda"))
         if self.init_src:
             init_from.load_weights(self.model, self.init_src)
             self.log(init_from.describe(self.init_src))
@@ -87,7 +92,8 @@ class Run:
         span = self.source.lengths.sum() + self.train_units.last.sum()
         self.bytes_per_item = float(self.train_units.n_bytes.sum()) / max(1, int(span))
         self.max_steps = self._max_steps()
-        self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, device_type=self.device.type)
+        self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, device_type=self.device.type,
+                                                        table_lr_scale=cfg.oe_lr_scale)
         self.step, self.bytes_seen, self.items_seen = 0, 0.0, 0
         self.calibration = Calibration()
         self.said_no_plot = False
@@ -238,7 +244,7 @@ class Run:
     def train_step(self) -> float:
         lr = lr_at(self.step, self.cfg, self.max_steps)
         for g in self.optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)  # the n-gram tables' group: --oe-lr-scale
         x, y, nbytes, nitems = self.batch()
         self.model.train()
         with self.autocast():
@@ -250,7 +256,7 @@ class Run:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            clip_grad_norm(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.step += 1
         self.bytes_seen += nbytes
@@ -324,7 +330,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     unit = "words" if run.mode == "tfree" else "tokens"
     od_head = f", word-after-next head {p['od'] / 1e6:.2f}M" if p.get("od") else ""
     say(f"{run.mode} model: {p['total'] / 1e6:.2f}M parameters (embedding {p['embedding'] / 1e6:.2f}M, head "
-        f"{p['head'] / 1e6:.2f}M, body {p['body'] / 1e6:.2f}M{od_head}) | seed {run.seed} | device {run.device} {run.dtype} | "
+        f"{p['head'] / 1e6:.2f}M, body {p['body'] / 1e6:.2f}M{_oe_part(p)}{od_head}) | seed {run.seed} | device {run.device} {run.dtype} | "
         f"{run.dist.world} process(es) | {run.max_steps} steps of {cfg.batch_size * run.dist.world}x"
         f"{run.model_config.seq_len} {unit} (~{run.max_steps * cfg.batch_size * run.dist.world * run.model_config.seq_len * run.bytes_per_item / 1e6:.1f} MB)")
     log_path = os.path.join(run.out, "log.jsonl")
@@ -400,6 +406,10 @@ def train(cfg: TrainConfig, log=print) -> dict:
         loggers.close()
     run._barrier()
     return summary
+
+
+def _oe_part(p: dict) -> str:
+    return f", n-gram tables {p['oe'] / 1e6:.2f}M" if p.get("oe") else ""
 
 
 def _show(run: Run, cfg: TrainConfig, say) -> dict:

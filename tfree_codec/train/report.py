@@ -153,13 +153,10 @@ def greedy_sample(run, n_words: int = 24, prompt_words: int = 8) -> str:
         ctx = out[-T:]
         ptr, idx = run.codec.encode_words(ctx)
         x = Patterns.from_lists([idx[ptr[i]:ptr[i + 1]].astype("int64") for i in range(len(ctx))])
-        c = run.model_config
-        if c.oe_orders:  # each word's n-gram rows from its own history (a document starts after <|endoftext|>)
-            from ..text.ngrams import ngram_rows, word_keys  # noqa: PLC0415
+        if run.model_config.oe_orders:  # the rows of the whole text, so the window's first words keep their history
+            from .evaluate import unit_ngram_rows  # noqa: PLC0415
 
-            starts = [k == 0 or out[k - 1] == EOT for k in range(len(out))]
-            rows = ngram_rows(word_keys(out), starts, c.oe_orders, c.oe_slices, c.oe_rows, c.oe_distinct)
-            x.oe_rows = torch.from_numpy(rows[-len(ctx):])
+            x.oe_rows = torch.from_numpy(unit_ngram_rows(run.model_config, out)[-len(ctx):])
         x = x.to(run.device)
         logits, _ = run.model(x, last=True)
         z = scorer.scores(logits[0, -1:].float())[0] / cal.temperature + prior

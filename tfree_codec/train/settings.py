@@ -17,7 +17,8 @@ from ..model import checkpoint as ckpt
 
 # Changing these on resume would silently train another model or read another stream.
 RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "batch_size", "baseline", "bpe_vocab",
-                "pos_weight", "chunk_words", "val_bytes", "lr", "warmup", "weight_decay", "od_weight", "od_anneal")
+                "pos_weight", "chunk_words", "val_bytes", "lr", "warmup", "weight_decay", "od_weight", "od_anneal",
+                "oe_orders", "oe_rows", "oe_slices", "oe_distinct", "oe_unigram", "oe_lr_scale")
 
 
 @dataclass
@@ -57,6 +58,24 @@ class TrainConfig:
     init_from: str | None = None      # continue a trained model (run or checkpoint) on this data: init_from.py
     od_weight: float = 0.0            # Over-Decoding: > 0 adds a head for the word after next, its loss this weight
     od_anneal: bool = False           # ... the weight falling linearly to 0 over the run (od_weight_at)
+    # Over-Encoding (ModelConfig's oe_* fields; docs/training.md): hashed word n-gram tables; () = none
+    oe_orders: tuple = ()
+    oe_rows: int = 0
+    oe_slices: int = 1
+    oe_distinct: bool = True
+    oe_unigram: bool = True
+    oe_lr_scale: float = 1.0          # the tables' learning rate, as a multiple of lr
+
+    def __post_init__(self) -> None:
+        self.oe_orders = tuple(self.oe_orders)  # a list when read back from train_config.json
+
+
+def oe_options(cfg) -> dict:
+    """The Over-Encoding settings as ModelConfig fields (none for a model without n-gram tables)."""
+    if not cfg.oe_orders:
+        return {}
+    return {"oe_orders": tuple(cfg.oe_orders), "oe_rows": cfg.oe_rows, "oe_slices": cfg.oe_slices,
+            "oe_distinct": cfg.oe_distinct, "oe_unigram": cfg.oe_unigram}
 
 
 # -- devices and processes ----------------------------------------------------------------------------------------
