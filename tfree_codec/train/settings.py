@@ -17,7 +17,8 @@ from ..model import checkpoint as ckpt
 
 # Changing these on resume would silently train another model or read another stream.
 RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "batch_size", "baseline", "bpe_vocab",
-                "pos_weight", "chunk_words", "val_bytes", "lr", "warmup", "weight_decay")
+                "pos_weight", "chunk_words", "val_bytes", "lr", "warmup", "weight_decay", "freeze_body",
+                "unfreeze_after", "unfreeze_lr")
 
 
 @dataclass
@@ -55,6 +56,9 @@ class TrainConfig:
     plot: bool = True                 # plot.png at each evaluation (needs matplotlib)
     sample_words: int = 24            # a greedy sample of this many words at each evaluation (0: none)
     init_from: str | None = None      # continue a trained model (run or checkpoint) on this data: init_from.py
+    freeze_body: bool = False         # train only the embedding, head and final norm (tfree retok: retok.py) ...
+    unfreeze_after: int | None = None  # ... until this step, then everything (None: frozen to the end)
+    unfreeze_lr: float = 0.3          # after unfreezing: a new warmup and cosine at lr times this
 
 
 # -- devices and processes ----------------------------------------------------------------------------------------
@@ -90,6 +94,22 @@ def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
         return cfg.lr * (step + 1) / cfg.warmup
     frac = min(1.0, (step - cfg.warmup) / max(1, max_steps - cfg.warmup))
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def body_frozen(cfg: TrainConfig, step: int) -> bool:
+    """Whether step ``step`` (from 0) trains only the embedding, head and final norm."""
+    return bool(cfg.freeze_body) and (cfg.unfreeze_after is None or step < cfg.unfreeze_after)
+
+
+def lr_for(step: int, cfg: TrainConfig, max_steps: int) -> float:
+    """``lr_at``; with the body frozen until ``unfreeze_after``, two schedules: the frozen phase's over its own
+    steps, then a fresh warmup and cosine at ``lr * unfreeze_lr`` over the remaining ones."""
+    n = cfg.unfreeze_after if cfg.freeze_body else None
+    if n is None:
+        return lr_at(step, cfg, max_steps)
+    if step < n:
+        return lr_at(step, cfg, min(n, max_steps))
+    return cfg.unfreeze_lr * lr_at(step - n, cfg, max_steps - n)
 
 
 SETTINGS_FILE = ckpt.SETTINGS_FILE
