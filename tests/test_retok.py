@@ -145,6 +145,8 @@ def test_conversion_end_to_end(data, tmp_path, init):
     assert r.exit_code == 0 and json.loads(r.output)["mode"] == "tfree", r.output
     r = run("generate", os.path.join(out, "final"), "Emma", "-n", 4, "--seed", 1, "--no-cache", "--no-echo")
     assert r.exit_code == 0 and "4 words" in r.output, r.output
+    r = run("export", os.path.join(out, "final"), "-o", tmp_path / "exported")
+    assert r.exit_code == 0 and os.path.isfile(tmp_path / "exported" / "checkpoint.json"), r.output
 
 
 def test_mean_init_fits_better_than_random_at_step_0(data, tmp_path):
