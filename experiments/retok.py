@@ -13,10 +13,12 @@ Data: experiments/paper_table.py's document split (every 64th document held out 
   ``--unfrozen-bytes`` (``--unfreeze-after`` = its frozen steps; the copy resumes from its last checkpoint);
 - ``tfree-scratch``: T-FREE from random weights on the source's bytes plus the conversion's.
 
-Every model is evaluated on the test set with ``tfree eval`` (T-FREE at step 0 too: ``RUN/init`` carries the
-calibration fitted on the validation slice), and on the test documents' digit-bearing paragraphs; positions per
-byte, generation bytes per second (greedy... sampled with a fixed seed, 200 items, after a warm-up) and the init's
-fit quality by word-frequency bucket are reported. Writes docs/results.md's retok section (between its markers),
+Every run reports bits per byte on ``tfree train``'s validation slice (64 kB of held-out training-pool units, the
+same for every run; at step 0 from ``RUN/init``, calibrated on it as ``tfree eval`` would). The runs the gates compare
+(the source, the best frozen conversion, the unfrozen one, T-FREE from scratch) are also evaluated on the test set
+and on the test documents' digit-bearing paragraphs with ``tfree eval`` (a T-FREE test evaluation takes minutes on
+2 cores, so not every arm gets one); positions per byte, generation bytes per second (sampled, seed 1, 200 items,
+after a warm-up) and the init's fit quality by word-frequency bucket are reported. Writes docs/results.md's retok section (between its markers),
 docs/retok_bpb.png and --work/retok.json; ``--docs-only`` redraws them from that JSON.
 """
 from __future__ import annotations
@@ -105,7 +107,7 @@ def main() -> None:
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--pos-weight", type=float, default=300.0)
-    ap.add_argument("--evals", type=int, default=5, help="validation points per conversion run")
+    ap.add_argument("--evals", type=int, default=4, help="validation points per conversion phase")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--stop-after", choices=["source", "arms", "unfrozen", "scratch"], help="do this much, then stop "
                     "(to run in pieces under a CPU lock)")
@@ -137,6 +139,7 @@ def main() -> None:
                  "--n-head", 4, "--max-bytes", int(args.source_bytes), "--eval-every", 100, "--baseline", "bpe",
                  "--bpe-vocab", 8192, *body, nice=False)
     res["runs"]["bpe-8k"] = run_record(src, test, digits, bpe=True)
+    res["runs"]["bpe-8k"]["speed"] = gen_speed(os.path.join(src, "final"))
     save(res, jpath)
     if args.stop_after == "source":
         return
@@ -151,16 +154,19 @@ def main() -> None:
                 steps = frozen_steps(args, shards, src)
             pt.tfree("retok", src, shards, "-o", run, "--init", init, "--head-target", head, "--max-steps", steps,
                      "--unfreeze-after", steps, "--pos-weight", args.pos_weight, "--eval-every",
-                     max(1, steps // args.evals), "--save-every", steps, *body,
+                     max(1, -(-steps // args.evals)), "--save-every", steps, *body,
                      *(["--resume", "auto"] if os.path.isdir(os.path.join(run, "init")) else []), nice=False)
-        res["runs"][f"retok-{arm}"] = run_record(run, test, digits, init=True)
+        res["runs"][f"retok-{arm}"] = run_record(run, test, digits, init=True, full=False)
         save(res, jpath)
+    # the best frozen conversion (validation slice) gets the test set and the digit paragraphs
+    frozen = {k: r for k, r in res["runs"].items() if k.startswith("retok-")}
+    best = min(frozen, key=lambda k: frozen[k]["val"])
+    res["runs"][best] = run_record(os.path.join(args.work, best), test, digits, init=True)
+    res["best"] = best
+    save(res, jpath)
     if args.stop_after == "arms":
         return
 
-    # the best frozen conversion, unfrozen
-    frozen = {k: r for k, r in res["runs"].items() if k.startswith("retok-")}
-    best = min(frozen, key=lambda k: frozen[k]["test"]["bpb"])
     run0 = os.path.join(args.work, best)
     run = run0 + "-unfrozen"
     n = frozen[best]["steps"]
@@ -170,9 +176,10 @@ def main() -> None:
             shutil.copytree(run0, run, ignore=shutil.ignore_patterns("eval-*.json"))
         init, head = best[len("retok-"):].split("-")
         pt.tfree("retok", src, shards, "-o", run, "--init", init, "--head-target", head, "--max-steps", n + more,
-                 "--unfreeze-after", n, "--pos-weight", args.pos_weight, "--eval-every", max(1, n // args.evals),
+                 "--unfreeze-after", n, "--pos-weight", args.pos_weight, "--eval-every", max(1, -(-n // args.evals)),
                  "--save-every", n + more, "--resume", "auto", *body, nice=False)
     res["runs"][best + "-unfrozen"] = run_record(run, test, digits)
+    res["runs"][best + "-unfrozen"]["speed"] = gen_speed(os.path.join(run, "final"))
     res["best"] = best
     save(res, jpath)
     if args.stop_after == "unfrozen":
@@ -185,7 +192,7 @@ def main() -> None:
         with open(os.path.join(run0, "init", "model_config.json")) as f:
             seq = json.load(f)["seq_len"]
         pt.tfree("train", shards, "-o", run, "--seq-len", seq, "--preset", "tiny", "--n-layer", 2, "--n-embd", 128,
-                 "--n-head", 4, "--max-bytes", int(total), "--eval-every", 100, "--pos-weight", args.pos_weight,
+                 "--n-head", 4, "--max-bytes", int(total), "--eval-every", 200, "--pos-weight", args.pos_weight,
                  *body, nice=False)
     res["runs"]["tfree-scratch"] = run_record(run, test, digits)
     res["minutes"] = (time.time() - t_start) / 60
@@ -208,19 +215,24 @@ def frozen_steps(args, shards: str, src: str) -> int:
     return max(1, round(args.frozen_bytes / (16 * seq * per_word)))
 
 
-def run_record(run: str, test: str, digits: str, bpe: bool = False, init: bool = False) -> dict:
+def run_record(run: str, test: str, digits: str, bpe: bool = False, init: bool = False, full: bool = True) -> dict:
+    """A run's validation curve and final validation bits per byte; with ``full``, also the test set, the digit
+    paragraphs and generation speed (a T-FREE test evaluation takes minutes here: only the runs the gates compare
+    get one). ``init``: the conversion's retok.json (fit quality, validation bits per byte at step 0)."""
     log = log_of(run)
+    final = [x for x in log if x.get("final")]
     r = {"curve": [(x["step"], x["bytes_seen"], x["val_bpb"]) for x in log if "val_bpb" in x],
          "steps": log[-1]["step"], "bytes_seen": log[-1]["bytes_seen"],
-         "test": evaluate(os.path.join(run, "final"), test, "test"),
-         "digits": evaluate(os.path.join(run, "final"), digits, "digits"),
-         "speed": gen_speed(os.path.join(run, "final"))}
-    r["test"]["positions_per_byte"] = r["test"]["tokens" if bpe else "words"] / r["test"]["bytes"]
+         "val": final[-1]["val_bpb"] if final else None}
+    if full:
+        r["test"] = evaluate(os.path.join(run, "final"), test, "test")
+        r["digits"] = evaluate(os.path.join(run, "final"), digits, "digits")
+        r["test"]["positions_per_byte"] = r["test"]["tokens" if bpe else "words"] / r["test"]["bytes"]
     if init:
         with open(os.path.join(run, "init", "retok.json")) as f:
             r["retok"] = json.load(f)
-        r["test0"] = evaluate(os.path.join(run, "init"), test, "test")
-        r["digits0"] = evaluate(os.path.join(run, "init"), digits, "digits")
+        if full:
+            r["digits0"] = evaluate(os.path.join(run, "init"), digits, "digits")
     return r
 
 

@@ -9,30 +9,30 @@ def _arms(res):
 def gates(res) -> list[tuple[str, str, bool]]:
     """(gate, the figures, met) for the issue's three gates."""
     runs, arms = res["runs"], _arms(res)
-    bpe = runs["bpe-8k"]["test"]["bpb"]
+    bpe_val, bpe = runs["bpe-8k"]["val"], runs["bpe-8k"]["test"]["bpb"]
     out = []
     rnd = next((r for k, r in arms.items() if k.startswith("retok-random")), None)
     inits = {k: r for k, r in arms.items() if not k.startswith("retok-random")}
     if rnd and inits:
-        best0 = min(inits, key=lambda k: inits[k]["test0"]["bpb"])
-        r0, b0 = rnd["test0"]["bpb"], inits[best0]["test0"]["bpb"]
-        closed = (r0 - b0) / (r0 - bpe) if r0 > bpe else float("nan")
-        out.append((f"step 0: the best initialisation ({best0[6:]}) closes at least half of the gap between random "
-                    "initialisation and the BPE source",
-                    f"random {r0:.4f}, {best0[6:]} {b0:.4f}, BPE source {bpe:.4f}: {closed:.0%} of the gap closed",
+        best0 = min(inits, key=lambda k: inits[k]["retok"]["val_bpb_step0"])
+        r0, b0 = rnd["retok"]["val_bpb_step0"], inits[best0]["retok"]["val_bpb_step0"]
+        closed = (r0 - b0) / (r0 - bpe_val) if r0 > bpe_val else float("nan")
+        out.append((f"step 0 (validation slice): the best initialisation ({best0[6:]}) closes at least half of the gap "
+                    "between random initialisation and the BPE source",
+                    f"random {r0:.4f}, {best0[6:]} {b0:.4f}, BPE source {bpe_val:.4f}: {closed:.0%} of the gap closed",
                     closed >= 0.5))
-        rf, bf = rnd["test"]["bpb"], inits[best0]["test"]["bpb"]
-        out.append((f"after the same {rnd['steps']} frozen-body steps, {best0[6:]} stays ahead of random",
-                    f"{bf:.4f} vs {rf:.4f}", bf < rf))
-    best = min(arms, key=lambda k: arms[k]["test"]["bpb"])
-    b = arms[best]["test"]["bpb"]
-    share = arms[best]["bytes_seen"] / res["runs"]["bpe-8k"]["bytes_seen"]
-    out.append((f"frozen body, {share:.0%} of the source's training bytes: within 5% of the BPE source",
+        rf, bf = rnd["val"], inits[best0]["val"]
+        out.append((f"after the same {rnd['steps']} frozen-body steps (validation slice), {best0[6:]} stays ahead of "
+                    "random", f"{bf:.4f} vs {rf:.4f}", bf < rf))
+    best = res.get("best") or min(arms, key=lambda k: arms[k]["val"])
+    b = runs[best]["test"]["bpb"]
+    share = runs[best]["bytes_seen"] / runs["bpe-8k"]["bytes_seen"]
+    out.append((f"frozen body, {share:.0%} of the source's training bytes (test set): within 5% of the BPE source",
                 f"{best[6:]} {b:.4f} vs BPE {bpe:.4f} ({b / bpe - 1:+.1%})", b <= 1.05 * bpe))
     unf = next((k for k in runs if k.endswith("-unfrozen")), None)
     if unf and "tfree-scratch" in runs:
         u, s = runs[unf]["test"]["bpb"], runs["tfree-scratch"]["test"]["bpb"]
-        out.append(("after unfreezing, no worse than T-FREE from scratch on the same total bytes",
+        out.append(("after unfreezing, no worse than T-FREE from scratch on the same total bytes (test set)",
                     f"{unf[6:]} {u:.4f} vs scratch {s:.4f} ({u / s - 1:+.1%})", u <= s))
     return out
 
@@ -41,40 +41,42 @@ def section(res, plotted: bool) -> str:
     a, runs, arms = res["args"], res["runs"], _arms(res)
     bpe = runs["bpe-8k"]
     mb = lambda x: f"{x / 1e6:.2f} MB"  # noqa: E731
+    f4 = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
     cmd = ("python experiments/retok.py --corpus ../shared/data/english_prose.txt --train-bytes "
            f"{a['train_bytes']:g} --source-bytes {a['source_bytes']:g} --frozen-bytes {a['frozen_bytes']:g} "
            f"--unfrozen-bytes {a['unfrozen_bytes']:g} --pos-weight {a['pos_weight']:g} --lr {a['lr']:g} --seed {a['seed']}")
     L = ["## ReTok: a trained BPE model converted into a T-FREE model (issue 18)", "",
-         f"Produced by `{cmd}` (in pieces with `--stop-after`, each under the shared CPU lock) on {res.get('machine', '?')}, "
-         f"{res.get('date', '?')}; `--docs-only` redraws this section from the work folder's retok.json.", "",
+         f"Produced by `{cmd}` (under the shared CPU lock) on {res.get('machine', '?')}, {res.get('date', '?')}; "
+         "`--docs-only` redraws this section from the work folder's retok.json.", "",
          f"Source: the paper_table body (2 layers, d = 128, 4 heads, RoPE) trained as `--baseline bpe --bpe-vocab 8192` "
-         f"on {mb(bpe['bytes_seen'])} of english_prose (batch 16 x 140 tokens, lr {a['lr']:g}, warmup 100), the same "
-         f"document split as the paper table (held-out test set: every 64th document, {res['info']['test_bytes'] / 1e3:.0f} kB). "
-         f"`tfree retok` keeps its blocks and final norm, fits the T-FREE embedding and head (v = 8192, m = 10) to the "
-         "BPE rows by frequency-weighted least squares (docs/retok.md), then trains embedding, head and final norm "
-         f"with the body frozen for {mb(a['frozen_bytes'])} ({a['frozen_bytes'] / bpe['bytes_seen']:.0%} of the "
-         f"source's bytes; pos_weight {a['pos_weight']:g}); the best of them is then unfrozen for "
-         f"{mb(a['unfrozen_bytes'])} (lr x 0.3, fresh warmup). T-FREE from scratch: the same body from random weights "
-         "on the source's bytes plus the conversion's. Bits per byte follow `tfree eval` (T-FREE at step 0 too: the "
-         "converted checkpoint carries the calibration fitted on the validation slice).", ""]
+         f"on {mb(bpe['bytes_seen'])} of english_prose (batch 16 x 140 tokens, lr {a['lr']:g}, warmup 100), with the "
+         f"paper table's document split (test set: every 64th document, {res['info']['test_bytes'] / 1e3:.0f} kB). "
+         "`tfree retok` keeps its blocks and final norm, fits the T-FREE embedding and head (v = 8192, m = 10) to the "
+         "BPE rows by frequency-weighted least squares ([retok.md](retok.md)), then trains embedding, head and final "
+         f"norm with the body frozen for {mb(a['frozen_bytes'])} ({a['frozen_bytes'] / bpe['bytes_seen']:.0%} of the "
+         f"source's bytes; pos_weight {a['pos_weight']:g}, lr {a['lr']:g} with the same 100 warmup steps, so at this "
+         "length the frozen phase is nearly all warmup); the best arm is then unfrozen for "
+         f"{mb(a['unfrozen_bytes'])} (lr x 0.3, a fresh warmup). T-FREE from scratch: the same body from random weights "
+         "on the source's bytes plus the conversion's. Validation bits per byte are on `tfree train`'s 64 kB held-out "
+         "slice (the same units for every run; step 0 is the converted checkpoint, calibrated on that slice as "
+         "`tfree eval` would); test bits per byte (`tfree eval`, minutes per T-FREE model here) only for the runs the "
+         "gates compare.", ""]
     if plotted:
         L += ["![validation bits per byte of the conversions against steps](retok_bpb.png)", ""]
-    L += ["| model | training after the source | test bpb at step 0 | test bpb | vs BPE source | digit paragraphs bpb "
-          "(step 0 -> end) |", "|---|---:|---:|---:|---:|---:|"]
-    L.append(f"| BPE-8k source | - | - | {bpe['test']['bpb']:.4f} | 1.000x | {bpe['digits']['bpb']:.4f} |")
+    L += ["| model | training after the source | validation bpb at step 0 | validation bpb | test bpb | test vs BPE "
+          "source | digit paragraphs bpb (step 0 -> end) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    L.append(f"| BPE-8k source | - | - | {f4(bpe['val'])} | {bpe['test']['bpb']:.4f} | 1.000x | {bpe['digits']['bpb']:.4f} |")
     for k, r in runs.items():
         if k == "bpe-8k":
             continue
-        t0 = f"{r['test0']['bpb']:.4f}" if "test0" in r else "-"
-        d0 = f"{r['digits0']['bpb']:.4f} -> " if "digits0" in r else ""
-        seen = r["bytes_seen"] if k != "tfree-scratch" else r["bytes_seen"]
+        t0 = f4(r["retok"]["val_bpb_step0"]) if "retok" in r else "-"
+        test = f"{r['test']['bpb']:.4f} | {r['test']['bpb'] / bpe['test']['bpb']:.3f}x" if "test" in r else "- | -"
+        dig = (f"{r['digits0']['bpb']:.4f} -> " if "digits0" in r else "") + (f"{r['digits']['bpb']:.4f}" if "digits" in r else "-")
         what = ("frozen body" if k in arms else "frozen, then unfrozen" if k.endswith("-unfrozen") else
                 "all of it, from random weights")
-        L.append(f"| {k} | {mb(seen)} ({r['steps']} steps; {what}) | {t0} | {r['test']['bpb']:.4f} | "
-                 f"{r['test']['bpb'] / bpe['test']['bpb']:.3f}x | {d0}{r['digits']['bpb']:.4f} |")
+        L.append(f"| {k} | {mb(r['bytes_seen'])} ({r['steps']} steps; {what}) | {t0} | {f4(r['val'])} | {test} | {dig} |")
     L += ["", "Gates (issue 18):", "", "| gate | figures | |", "|---|---|---|"]
-    gs = gates(res)
-    L += [f"| {g} | {f} | {'met' if ok else '**missed**'} |" for g, f, ok in gs]
+    L += [f"| {g} | {f} | {'met' if ok else '**missed**'} |" for g, f, ok in gates(res)]
     L += ["", "Fit of the initialisation (R^2 and mean cosine of each word's summed pattern rows against its target, "
           "by the word's count in the training text):", "",
           "| init | counts | words | input R^2 | input cosine | head R^2 | head cosine |", "|---|---|---:|---:|---:|---:|---:|"]
@@ -86,11 +88,11 @@ def section(res, plotted: bool) -> str:
     first = next(iter(arms.values()))["retok"]
     L += ["", f"{first['words']:,} dictionary words; a word occurrence is {first['pieces_per_word']:.2f} BPE pieces on "
           f"average ({first['single_piece_share']:.0%} of occurrences are one piece).", "",
-          "| model | positions per byte (test) | generation bytes/s (200 items, 1 thread) |", "|---|---:|---:|"]
-    for k in ["bpe-8k", *[k for k in runs if k.endswith("-unfrozen")], "tfree-scratch"]:
-        if k in runs:
-            r = runs[k]
-            L.append(f"| {k} | {r['test']['positions_per_byte']:.3f} | {r['speed']['bytes_per_s']:,.0f} |")
+          "| model | positions per byte (test) | generation bytes/s (sampled, 200 items, 1 thread) |", "|---|---:|---:|"]
+    for k, r in runs.items():
+        if "test" in r:
+            speed = f"{r['speed']['bytes_per_s']:,.0f}" if "speed" in r else "-"
+            L.append(f"| {k} | {r['test']['positions_per_byte']:.3f} | {speed} |")
     return "\n".join(L)
 
 
@@ -103,7 +105,7 @@ def plot(res, path) -> bool:
         return False
     runs = res["runs"]
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5))
-    bpe_val = runs["bpe-8k"]["curve"][-1][2] if runs["bpe-8k"]["curve"] else None
+    bpe_val = runs["bpe-8k"]["val"]
     for k, r in runs.items():
         if k.startswith("retok-"):
             xs = [0] + [s for s, _, _ in r["curve"]]
