@@ -9,13 +9,14 @@ Data: experiments/paper_table.py's document split (every 64th document held out 
 - ``bpe-8k``: the source, the paper_table body trained on ``--source-bytes`` with ``--baseline bpe``;
 - ``retok-<init>-<head>``: ``tfree retok`` with the body frozen for ``--frozen-bytes`` (at most a quarter of the
   source's bytes), one run per initialisation (mean/sparse/random) and head target (first/mean);
-- ``<best>-unfrozen``: the frozen run with the lowest test bits per byte, continued with everything trainable for
-  ``--unfrozen-bytes`` (``--unfreeze-after`` = its frozen steps; the copy resumes from its last checkpoint);
+- ``retok-mean-first-unfrozen``: the default conversion (``--init mean --head-target first``), continued with
+  everything trainable for ``--unfrozen-bytes`` (``--unfreeze-after`` = its frozen steps; a copy of the frozen run
+  resumes from its last checkpoint);
 - ``tfree-scratch``: T-FREE from random weights on the source's bytes plus the conversion's.
 
 Every run reports bits per byte on ``tfree train``'s validation slice (64 kB of held-out training-pool units, the
 same for every run; at step 0 from ``RUN/init``, calibrated on it as ``tfree eval`` would). The runs the gates compare
-(the source, the best frozen conversion, the unfrozen one, T-FREE from scratch) are also evaluated on the test set
+(the source, the default conversion frozen and unfrozen, T-FREE from scratch) are also evaluated on the test set
 and on the test documents' digit-bearing paragraphs with ``tfree eval`` (a T-FREE test evaluation takes minutes on
 2 cores, so not every arm gets one); positions per byte, generation bytes per second (sampled, seed 1, 200 items,
 after a warm-up) and the init's fit quality by word-frequency bucket are reported. Writes docs/results.md's retok section (between its markers),
@@ -39,7 +40,8 @@ import paper_table as pt  # noqa: E402  (the document split, the BPE sequence le
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BEGIN, END = "<!-- retok:begin -->", "<!-- retok:end -->"
-ARMS = ("mean-first", "mean-mean", "sparse-first", "random-first")
+ARMS = ("mean-first", "random-first", "sparse-first", "mean-mean")
+DEFAULT = "mean-first"  # tfree retok's defaults: the conversion that is unfrozen and evaluated on the test set
 
 
 def encode(jsonl: str, out: str, v: int = 8192) -> str:
@@ -110,7 +112,7 @@ def main() -> None:
     ap.add_argument("--evals", type=int, default=4, help="validation points per conversion phase")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--stop-after", choices=["source", "arms", "unfrozen", "scratch"], help="do this much, then stop "
-                    "(to run in pieces under a CPU lock)")
+                    "(to run in pieces under a CPU lock; 'arms': the default and the random conversion)")
     ap.add_argument("--docs-only", action="store_true")
     ap.add_argument("--results", default=os.path.join(ROOT, "docs", "results.md"))
     args = ap.parse_args()
@@ -129,7 +131,9 @@ def main() -> None:
     digits = digit_text(test_jsonl, os.path.join(args.work, "test-digits.txt"))
     body = ["--batch-size", 16, "--lr", args.lr, "--warmup", 100, "--seed", args.seed, "--device", "cpu",
             "--dtype", "float32", "--log-every", 25, "--val-bytes", 65536, "-q", "--sample-words", 0]
-    res = {"args": vars(args), "info": info, "runs": {}}
+    res = {"args": vars(args), "info": info, "runs": {}, "date": time.strftime("%Y-%m-%d"),
+           "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared, nice 19, OMP_NUM_THREADS="
+                      f"{os.environ.get('OMP_NUM_THREADS', 'unset')})"}
 
     # the source
     src = os.path.join(args.work, "bpe-8k")
@@ -144,43 +148,28 @@ def main() -> None:
     if args.stop_after == "source":
         return
 
-    # conversions, body frozen
-    steps = None
-    for arm in args.arms.split(","):
-        init, head = arm.split("-")
-        run = os.path.join(args.work, f"retok-{arm}")
-        if not os.path.isfile(os.path.join(run, "final", "checkpoint.json")):
-            if steps is None:
-                steps = frozen_steps(args, shards, src)
-            pt.tfree("retok", src, shards, "-o", run, "--init", init, "--head-target", head, "--max-steps", steps,
-                     "--unfreeze-after", steps, "--pos-weight", args.pos_weight, "--eval-every",
-                     max(1, -(-steps // args.evals)), "--save-every", steps, *body,
-                     *(["--resume", "auto"] if os.path.isdir(os.path.join(run, "init")) else []), nice=False)
-        res["runs"][f"retok-{arm}"] = run_record(run, test, digits, init=True, full=False)
+    # the default conversion (mean-first) and random rows first: the gates need them; then the default unfrozen and
+    # T-FREE from scratch; the other initialisations last
+    arms = args.arms.split(",")
+    first = [x for x in arms if x in ("mean-first", "random-first")]
+    for arm in first:
+        res["runs"][f"retok-{arm}"] = frozen_arm(args, arm, src, shards, test, digits, body,
+                                                 full=arm == DEFAULT)
         save(res, jpath)
-    # the best frozen conversion (validation slice) gets the test set and the digit paragraphs
-    frozen = {k: r for k, r in res["runs"].items() if k.startswith("retok-")}
-    best = min(frozen, key=lambda k: frozen[k]["val"])
-    res["runs"][best] = run_record(os.path.join(args.work, best), test, digits, init=True)
-    res["best"] = best
-    save(res, jpath)
     if args.stop_after == "arms":
         return
-
-    run0 = os.path.join(args.work, best)
+    run0 = os.path.join(args.work, f"retok-{DEFAULT}")
     run = run0 + "-unfrozen"
-    n = frozen[best]["steps"]
+    n = res["runs"][f"retok-{DEFAULT}"]["steps"]
     more = round(n * args.unfrozen_bytes / args.frozen_bytes)
     if not os.path.isfile(os.path.join(run, "final", "checkpoint.json")) or log_of(run)[-1]["step"] < n + more:
         if not os.path.isdir(run):
             shutil.copytree(run0, run, ignore=shutil.ignore_patterns("eval-*.json"))
-        init, head = best[len("retok-"):].split("-")
-        pt.tfree("retok", src, shards, "-o", run, "--init", init, "--head-target", head, "--max-steps", n + more,
+        pt.tfree("retok", src, shards, "-o", run, "--init", "mean", "--head-target", "first", "--max-steps", n + more,
                  "--unfreeze-after", n, "--pos-weight", args.pos_weight, "--eval-every", max(1, -(-n // args.evals)),
                  "--save-every", n + more, "--resume", "auto", *body, nice=False)
-    res["runs"][best + "-unfrozen"] = run_record(run, test, digits)
-    res["runs"][best + "-unfrozen"]["speed"] = gen_speed(os.path.join(run, "final"))
-    res["best"] = best
+    res["runs"][f"retok-{DEFAULT}-unfrozen"] = run_record(run, test, digits)
+    res["runs"][f"retok-{DEFAULT}-unfrozen"]["speed"] = gen_speed(os.path.join(run, "final"))
     save(res, jpath)
     if args.stop_after == "unfrozen":
         return
@@ -195,12 +184,29 @@ def main() -> None:
                  "--n-head", 4, "--max-bytes", int(total), "--eval-every", 200, "--pos-weight", args.pos_weight,
                  *body, nice=False)
     res["runs"]["tfree-scratch"] = run_record(run, test, digits)
+    save(res, jpath)
+    if args.stop_after == "scratch":
+        return
+
+    for arm in [x for x in arms if x not in first]:
+        res["runs"][f"retok-{arm}"] = frozen_arm(args, arm, src, shards, test, digits, body)
+        save(res, jpath)
     res["minutes"] = (time.time() - t_start) / 60
-    res["machine"] = f"{platform.machine()}, {os.cpu_count()} cores (shared, nice 19, OMP_NUM_THREADS=" \
-                     f"{os.environ.get('OMP_NUM_THREADS', 'unset')})"
-    res["date"] = time.strftime("%Y-%m-%d")
     save(res, jpath)
     write_docs(res, args)
+
+
+def frozen_arm(args, arm: str, src: str, shards: str, test: str, digits: str, body: list, full: bool = False) -> dict:
+    """``tfree retok`` with the body frozen for --frozen-bytes (reused when done); its record."""
+    init, head = arm.split("-")
+    run = os.path.join(args.work, f"retok-{arm}")
+    if not os.path.isfile(os.path.join(run, "final", "checkpoint.json")):
+        steps = frozen_steps(args, shards, src)
+        pt.tfree("retok", src, shards, "-o", run, "--init", init, "--head-target", head, "--max-steps", steps,
+                 "--unfreeze-after", steps, "--pos-weight", args.pos_weight, "--eval-every",
+                 max(1, -(-steps // args.evals)), "--save-every", steps, *body,
+                 *(["--resume", "auto"] if os.path.isdir(os.path.join(run, "init")) else []), nice=False)
+    return run_record(run, test, digits, init=True, full=full)
 
 
 def frozen_steps(args, shards: str, src: str) -> int:
