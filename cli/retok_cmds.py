@@ -24,6 +24,9 @@ RUN_FILES = {"init", "dictionary.arrow", "log.jsonl", "log.csv", "plot.png", "te
               "(tokensurgeon-like), or random rows")
 @click.option("--head-target", type=click.Choice(["first", "mean"]), default="first", show_default=True,
               help="head rows fit the first piece's output row, or the init's own target")
+@click.option("--head-fit", type=click.Choice(["sum", "mean"]), default="sum", show_default=True,
+              help="head rows: their sum fits the target row, or their mean (what T-FREE's score reads) fits it, "
+              "centred and scaled")
 @click.option("--max-steps", type=int, help="optimizer steps in all (frozen, then unfrozen)")
 @click.option("--max-bytes", callback=_size, help="or: train on about this much text in all (e.g. 2MB)")
 @click.option("--unfreeze-after", type=int, help="train everything from this step on (default: the body stays frozen)")
@@ -52,8 +55,8 @@ RUN_FILES = {"init", "dictionary.arrow", "log.jsonl", "log.csv", "plot.png", "te
 @click.option("--no-plot", is_flag=True, help="no OUT/plot.png")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 @friendly
-def retok(bpe_run, shards, out_dir, init, head_target, alpha, ridge, sparse_k, seq_len, pos_weight, quiet, no_plot,
-          **kw):
+def retok(bpe_run, shards, out_dir, init, head_target, head_fit, alpha, ridge, sparse_k, seq_len, pos_weight, quiet,
+          no_plot, **kw):
     """Convert BPE_RUN (a `tfree train --baseline bpe` run or checkpoint) into a T-FREE model over SHARDS' words:
     its body is kept, the embedding and head are fitted to the BPE model's rows (OUT/init/, an ordinary
     checkpoint), then the embedding, head and final norm train with the body frozen (all of it after
@@ -65,8 +68,8 @@ def retok(bpe_run, shards, out_dir, init, head_target, alpha, ridge, sparse_k, s
     from tfree_codec.train.loop import train as run_train
     from tfree_codec.train.settings import resume_settings
 
-    rcfg = rt.RetokConfig(init=init, head_target=head_target, alpha=alpha, ridge=ridge, sparse_k=sparse_k,
-                          seq_len=seq_len, pos_weight=pos_weight, seed=kw["seed"] or 0)
+    rcfg = rt.RetokConfig(init=init, head_target=head_target, head_fit=head_fit, alpha=alpha, ridge=ridge,
+                          sparse_k=sparse_k, seq_len=seq_len, pos_weight=pos_weight, seed=kw["seed"] or 0)
     out = os.path.abspath(out_dir)
     init_dir = os.path.join(out, rt.INIT_DIR)
     cfg = TrainConfig(data=shards, out_dir=out, preset="tiny", init_from=init_dir, freeze_body=True,
@@ -116,7 +119,8 @@ def _check_init(init_dir: str, rcfg) -> None:
     ckpt.read_meta(init_dir)
     made = rt.read_record(init_dir)["settings"]
     want = dataclasses.asdict(rcfg)
-    diff = [f"--{k.replace('_', '-')} {made.get(k)!r} (asked {want[k]!r})" for k in want
-            if k not in ("seed",) and not (k == "seq_len" and want[k] is None) and made.get(k) != want[k]]
+    default = dataclasses.asdict(rt.RetokConfig())  # a setting added since the init was made: its default then
+    diff = [f"--{k.replace('_', '-')} {made.get(k, default[k])!r} (asked {want[k]!r})" for k in want
+            if k not in ("seed",) and not (k == "seq_len" and want[k] is None) and made.get(k, default[k]) != want[k]]
     if diff:
         raise TfreeError(f"{init_dir} was converted with {', '.join(diff)}: use the same options, or another -o")

@@ -198,11 +198,12 @@ def main() -> None:
 
 def frozen_arm(args, arm: str, src: str, shards: str, test: str, digits: str, body: list, full: bool = False) -> dict:
     """``tfree retok`` with the body frozen for --frozen-bytes (reused when done); its record."""
-    init, head = arm.split("-")
+    init, head, *fit = arm.split("-")  # e.g. mean-first, or mean-first-meanfit (--head-fit mean)
     run = os.path.join(args.work, f"retok-{arm}")
     if not os.path.isfile(os.path.join(run, "final", "checkpoint.json")):
         steps = frozen_steps(args, shards, src)
         pt.tfree("retok", src, shards, "-o", run, "--init", init, "--head-target", head, "--max-steps", steps,
+                 "--head-fit", "mean" if fit == ["meanfit"] else "sum",
                  "--unfreeze-after", steps, "--pos-weight", args.pos_weight, "--eval-every",
                  max(1, -(-steps // args.evals)), "--save-every", steps, *body,
                  *(["--resume", "auto"] if os.path.isdir(os.path.join(run, "init")) else []), nice=False)

@@ -156,6 +156,9 @@ def test_mean_init_fits_better_than_random_at_step_0(data, tmp_path):
                           val_bytes=2000, log=lambda *a: None)
         bpb[init] = rec["val_bpb_step0"]
     assert bpb["mean"] < bpb["random"], bpb
+    rec = retok.build(data["bpe"], data["shards"], str(tmp_path / "meanfit" / "init"),
+                      retok.RetokConfig(head_fit="mean"), val_bytes=2000, log=lambda *a: None)
+    assert rec["head_scale"] > 0 and np.isfinite(rec["val_bpb_step0"])
 
 
 def test_frozen_body_is_bit_identical_across_resume_then_unfreezes(data, tmp_path):

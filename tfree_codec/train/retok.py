@@ -13,11 +13,16 @@ issue 18), so a user keeps the body they trained and gains T-FREE's small embedd
    matrix (retok_fit.py): the *summed* pattern rows of a word match its input target, since T-FREE's input is
    ``sum_{j in P(w)} E[j]``. For the head, the old model scores a next token ``t`` by the logit ``h . U[t]``; T-FREE
    scores word ``w`` from the logits ``h . H[j]`` of its rows: ``s(w) = mean sigmoid(x_P(w)) - mean sigmoid(x_rest)``,
-   which for small logits is ``(1/4) (sum_{j in P(w)} x_j / |P(w)| - mean_rest x) + const``: affine in the summed
-   logit ``h . sum_{j in P(w)} H[j]``. So ``H`` is fitted so that ``sum_{j in P(w)} H[j] ~= U_old[...]`` for every
-   ``h`` at once: with ``--head-target first`` the first piece's output row (the old model's probability of the
-   next word starting is the probability of its first piece), with ``mean`` the init's own target (the mean of the
-   pieces' output rows, or the sparse combination). The dictionary softmax's temperature and count-prior weight are
+   which for small logits is ``(1/4) (mean_{j in P(w)} x_j - mean_rest x) + const``: affine in the *mean* row logit
+   ``h . mean_{j in P(w)} H[j]`` (the rest is nearly all rows, about the same for every word). The head rows fit,
+   for every ``h`` at once, an old output row: with ``--head-target first`` the first piece's (the old model's
+   probability of the next word starting is that of its first piece), with ``mean`` the init's own target (the
+   mean of the pieces' output rows, or the sparse combination). ``--head-fit sum`` (default, ReTok's recipe
+   carried over) fits the summed rows ``sum_{j in P(w)} H[j] ~= U_old[...]``; ``--head-fit mean`` fits what the
+   score reads, ``mean_{j in P(w)} H[j] ~= c (U_old[...] - mean U_old)`` (the summed rows ``|P(w)|`` times it, so
+   long words are not scored down), centred (the softmax's free shift) and scaled by ``c`` = 1 / the spread of the
+   source's logits (row logits where a sigmoid is about linear). The dictionary softmax's temperature and count-
+   prior weight are
    fitted on the validation slice as ``tfree train`` does, so ``tfree eval RUN/init`` measures the model at step 0.
 4. The body (blocks) and the final norm are copied unchanged: the body uses RoPE (relative positions), so a
    sequence of words instead of ~1.3x as many tokens needs no position table to be re-learnt.
@@ -61,6 +66,7 @@ class RetokConfig:
 
     init: str = "mean"
     head_target: str = "first"
+    head_fit: str = "sum"     # "sum": summed head rows ~= U[t]; "mean": their mean ~= c (U[t] - mean U) (step 3)
     alpha: float = 1.0        # word weight count^alpha in the least squares (1: every occurrence counts once)
     ridge: float = 1e-3       # relative to the mean diagonal of A^T F A
     sparse_k: int = 8         # atoms per word (--init sparse)
@@ -71,6 +77,8 @@ class RetokConfig:
     def check(self) -> None:
         if self.init not in INITS:
             raise TfreeError(f"--init must be one of {', '.join(INITS)}, not {self.init!r}")
+        if self.head_fit not in ("sum", "mean"):
+            raise TfreeError(f"--head-fit must be sum or mean, not {self.head_fit!r}")
         if self.head_target not in HEAD_TARGETS:
             raise TfreeError(f"--head-target must be one of {', '.join(HEAD_TARGETS)}, not {self.head_target!r}")
         for name, lo in (("alpha", 0.0), ("ridge", 1e-12)):
@@ -175,7 +183,25 @@ def targets(src: BpeSource, pieces: list[list[int]], cfg: RetokConfig, log=print
                 f"words ({time.time() - t0:.1f}s)")
     if cfg.head_target == "first":
         t_out = retok_fit.first_rows(pieces, out)
+    if cfg.head_fit == "mean":
+        t_out = t_out - out.double().mean(0)  # centred: softmax logits are shift-free, sigmoids are not
     return t_in, t_out
+
+
+@torch.no_grad()
+def logit_scale(src: BpeSource, corpus: Corpus, units, sample: int = 8) -> float:
+    """1 / the spread (std over the vocabulary, centred per position) of the source's logits on a few training
+    sequences: scaling the head targets by it keeps T-FREE's row logits where a sigmoid is still about linear."""
+    sel = units.take(slice(0, min(sample, len(units))))
+    eot = src.tokenizer.token_to_id(EOT)
+    T = src.config.seq_len
+    rows = []
+    for d, a, b in zip(sel.doc.tolist(), sel.start.tolist(), sel.stop.tolist()):
+        ids = [eot] + src.tokenizer.encode(corpus.text(d, a, b), add_special_tokens=False).ids[:T - 1]
+        rows.append(src.model(torch.tensor([ids]))[0][0].double())
+    z = torch.cat(rows) if rows else torch.zeros(1, 2, dtype=torch.float64)
+    sd = float((z - z.mean(1, keepdim=True)).std())
+    return 1.0 / sd if sd > 0 else 1.0
 
 
 def training_words(corpus: Corpus, val_bytes: int, chunk_words: int):
@@ -237,6 +263,11 @@ def build(source: str, shards: str, out: str, cfg: RetokConfig, val_bytes: int =
         t_in, t_out = targets(src, pieces, cfg, log)
         f = counts * has
         indptr, indices = dictionary.indptr, dictionary.indices
+        # T-FREE scores a word by the *mean* sigmoid over its pattern, which for small logits is affine in the mean
+        # row logit: the head fits mean_{j in P(w)} H[j] ~= c (U[t] - mean U), i.e. the summed rows |P(w)| times it
+        if cfg.head_fit == "mean":
+            record["head_scale"] = c = logit_scale(src, corpus, train_units)
+            t_out = t_out * c * torch.from_numpy(np.diff(np.asarray(indptr, np.int64))).double()[:, None]
         e, h = retok_fit.solve(indptr, indices, f, [t_in, t_out], mc.vocab_size, cfg.alpha, cfg.ridge)
         with torch.no_grad():
             model.embed.weight.copy_(e.float())
