@@ -108,7 +108,8 @@ def _check_out(out: str, resume) -> None:
         raise TfreeError(f"{out} is not a tfree retok run ({', '.join(theirs[:3])}{', ...' if len(theirs) > 3 else ''}"
                          "): convert into a new or empty run directory")
     if not resume and (any(d.startswith("step-") for d in here) or "final" in here):
-        raise TfreeError(f"{out} already holds a trained retok run: pass --resume auto to continue it, or choose another -o")
+        raise TfreeError(f"{out} already holds a trained retok run: pass --resume auto to continue it, "
+                         "or choose another -o")
 
 
 def _check_init(init_dir: str, rcfg) -> None:

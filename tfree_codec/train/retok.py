@@ -108,7 +108,8 @@ def open_bpe(path: str) -> BpeSource:
     try:
         src = init_from.resolve(path)
     except TfreeError:
-        raise TfreeError(f"{path}: not a tfree run or checkpoint (no final/, step-NNNNNN/ or checkpoint.json)") from None
+        raise TfreeError(f"{path}: not a tfree run or checkpoint (no final/, step-NNNNNN/ or "
+                         "checkpoint.json)") from None
     ckpt.read_meta(src)
     try:
         with open(os.path.join(src, "model_config.json"), encoding="utf-8") as f:
@@ -122,8 +123,9 @@ def open_bpe(path: str) -> BpeSource:
         raise TfreeError(f"{src}: no {TOKENIZER_FILE} (a BPE model cannot be converted without its tokenizer)")
     tok = load_tokenizer(tpath)
     if tok.get_vocab_size() != config.vocab_size or tok.token_to_id(EOT) is None:
-        raise TfreeError(f"{tpath}: {tok.get_vocab_size():,} tokens{'' if tok.token_to_id(EOT) is not None else ', no ' + EOT}"
-                         f", the model {config.vocab_size:,}: not this model's tokenizer")
+        no_eot = "" if tok.token_to_id(EOT) is not None else f", no {EOT}"
+        raise TfreeError(f"{tpath}: {tok.get_vocab_size():,} tokens{no_eot}, the model {config.vocab_size:,}: not "
+                         "this model's tokenizer")
     model = Model(config)
     ckpt.load_weights(model, ckpt.read_state_dict(src), src)
     model.eval()
