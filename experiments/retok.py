@@ -256,10 +256,13 @@ def write_docs(res: dict, args) -> None:
     plotted = plot(res, png)
     text = section(res, plotted)
     old = open(args.results, encoding="utf-8").read()
-    if BEGIN in old:
-        old = old[:old.index(BEGIN)] + old[old.index(END) + len(END):].lstrip("\n")
+    block = BEGIN + "\n" + text + "\n" + END
+    if BEGIN in old:  # in place: the notes written below the section stay below it
+        new = old[:old.index(BEGIN)] + block + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
     with open(args.results, "w", encoding="utf-8") as f:
-        f.write(old.rstrip("\n") + "\n\n" + BEGIN + "\n" + text + "\n" + END + "\n")
+        f.write(new)
     print(text)
 
 
