@@ -57,7 +57,8 @@ def show_progress(quiet: bool) -> bool:
 
 # What to say after Ctrl-C, by command: where a rerun picks up the work, say how.
 RESUME_HINT = {"train": "interrupted; rerun the same command with --resume auto to resume from the last checkpoint",
-               "encode": "interrupted; rerun the same command to resume"}
+               "encode": "interrupted; rerun the same command to resume",
+               "retok": "interrupted; rerun the same command with --resume auto to resume from the last checkpoint"}
 
 
 def _from_interrupt(e: BaseException) -> bool:

@@ -11,6 +11,7 @@ import tfree_codec
 from .codec_cmds import inspect, stats  # text -> words -> patterns
 from .dict_cmds import dict_group  # dictionaries: dict build|info|neighbours
 from .generate_cmds import export, generate, quickstart  # text from a model
+from .retok_cmds import retok  # a trained BPE model -> a T-FREE model (its body kept)
 from .shards_cmds import encode, shards  # corpora -> Arrow shards: encode, shards info|verify
 from .train_cmds import eval_, plot, train  # model: train, eval, plot
 
@@ -23,3 +24,4 @@ def main() -> None:
 
 for _command in (inspect, stats, encode, shards, dict_group, train, eval_, plot, generate, export, quickstart):
     main.add_command(_command)
+main.add_command(retok)

@@ -32,6 +32,10 @@ def validate(cfg) -> None:
     for name in ("max_steps", "seq_len", "n_layer", "n_head", "n_embd"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             bad(name, getattr(cfg, name), "at least 1")
+    if cfg.unfreeze_after is not None and cfg.unfreeze_after < 1:
+        bad("unfreeze_after", cfg.unfreeze_after, "at least 1")
+    if not (math.isfinite(cfg.unfreeze_lr) and cfg.unfreeze_lr > 0):
+        bad("unfreeze_lr", cfg.unfreeze_lr, "a positive number")
     if cfg.max_bytes is not None and not cfg.max_bytes > 0:
         bad("max_bytes", cfg.max_bytes, "positive")
     for name in ("warmup", "eval_every", "save_every", "log_every", "val_bytes"):

@@ -32,7 +32,10 @@ from .checks import check_finite as _check_finite
 from .checks import data_fingerprint as _data_fingerprint
 from .checks import validate
 from ..model.optim import clip_grad_norm
-from .settings import RESUME_FIXED, TrainConfig, init_dist, lr_at, od_weight_at, oe_options  # noqa: F401  (TrainConfig re-exported)
+from .settings import (RESUME_FIXED, TrainConfig, body_frozen, init_dist, lr_at, lr_for,  # noqa: F401  (re-exported)
+                       od_weight_at, oe_options)
+
+TRAINED_WHEN_FROZEN = ("embed.", "head.", "norm.")  # --freeze-body (tfree retok): the input, the output, final norm
 
 # -- the run ------------------------------------------------------------------------------------------------------
 class Run:
@@ -42,6 +45,8 @@ class Run:
         validate(cfg)
         self.cfg, self.log = cfg, log
         self.dist = init_dist(cfg.device)
+        if cfg.freeze_body and self.dist.world > 1:  # DDP fixes the parameters that get gradients when it wraps
+            raise TfreeError("a frozen body (tfree retok) trains in one process: run it without torchrun")
         self.device = resolve_device(cfg.device, self.dist.local_rank)
         self.autocast, self.dtype = autocast_for(self.device, cfg.dtype)
         self.out = os.path.abspath(cfg.out_dir)
@@ -116,8 +121,10 @@ class Run:
                 raise TfreeError(f"{self.out} already holds checkpoints: pass --resume auto to continue it, "
                                  "or choose another -o")
             # a new run writes log.jsonl and the dictionary here: only over those of a run that died early
-            theirs = sorted(set(os.listdir(self.out)) - {DICT_FILE, TOKENIZER_FILE, "log.jsonl"}) \
-                if os.path.isdir(self.out) else []
+            ours = {DICT_FILE, TOKENIZER_FILE, "log.jsonl"}
+            if cfg.init_from and os.path.dirname(os.path.abspath(cfg.init_from)) == self.out:
+                ours.add(os.path.basename(os.path.abspath(cfg.init_from)))  # tfree retok's starting point, RUN/init
+            theirs = sorted(set(os.listdir(self.out)) - ours) if os.path.isdir(self.out) else []
             if theirs:
                 raise TfreeError(f"{self.out} is not empty ({', '.join(theirs[:3])}{', ...' if len(theirs) > 3 else ''}"
                                  "): train into a new or empty run directory")
@@ -242,9 +249,13 @@ class Run:
         return x.to(self.device), y.to(self.device), nbytes, B * self.dist.world * T
 
     def train_step(self) -> float:
-        lr = lr_at(self.step, self.cfg, self.max_steps)
+        lr = lr_for(self.step, self.cfg, self.max_steps)
         for g in self.optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)  # the n-gram tables' group: --oe-lr-scale
+        if self.cfg.freeze_body:  # frozen parameters get no gradient, so AdamW leaves them (and their decay) alone
+            frozen = body_frozen(self.cfg, self.step)
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(not frozen or name.startswith(TRAINED_WHEN_FROZEN))
         x, y, nbytes, nitems = self.batch()
         self.model.train()
         with self.autocast():
@@ -351,7 +362,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         if is_log:
             now = time.perf_counter()
             dt = max(now - t_last - busy, 1e-9)
-            record = {"step": s, "loss": run.mean_over_ranks(loss), "lr": lr_at(s - 1, cfg, run.max_steps),
+            record = {"step": s, "loss": run.mean_over_ranks(loss), "lr": lr_for(s - 1, cfg, run.max_steps),
                       f"{unit}_per_s": (run.items_seen - i_last) / dt, "bytes_per_s": (run.bytes_seen - b_last) / dt,
                       "bytes_seen": run.bytes_seen}
             if run.model_config.od:  # both parts of the loss: the next word's, and the word after next's

@@ -18,7 +18,8 @@ from ..model import checkpoint as ckpt
 # Changing these on resume would silently train another model or read another stream.
 RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "batch_size", "baseline", "bpe_vocab",
                 "pos_weight", "chunk_words", "val_bytes", "lr", "warmup", "weight_decay", "od_weight", "od_anneal",
-                "oe_orders", "oe_rows", "oe_slices", "oe_distinct", "oe_unigram", "oe_lr_scale")
+                "oe_orders", "oe_rows", "oe_slices", "oe_distinct", "oe_unigram", "oe_lr_scale", "freeze_body",
+                "unfreeze_after", "unfreeze_lr")
 
 
 @dataclass
@@ -65,6 +66,9 @@ class TrainConfig:
     oe_distinct: bool = True
     oe_unigram: bool = True
     oe_lr_scale: float = 1.0          # the tables' learning rate, as a multiple of lr
+    freeze_body: bool = False         # train only the embedding, head and final norm (tfree retok: retok.py) ...
+    unfreeze_after: int | None = None  # ... until this step, then everything (None: frozen to the end)
+    unfreeze_lr: float = 0.3          # after unfreezing: a new warmup and cosine at lr times this
 
     def __post_init__(self) -> None:
         self.oe_orders = tuple(self.oe_orders)  # a list when read back from train_config.json
@@ -119,6 +123,22 @@ def od_weight_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
     if not cfg.od_anneal:
         return float(cfg.od_weight)
     return float(cfg.od_weight) * max(0.0, 1.0 - step / max(1, max_steps))
+
+
+def body_frozen(cfg: TrainConfig, step: int) -> bool:
+    """Whether step ``step`` (from 0) trains only the embedding, head and final norm."""
+    return bool(cfg.freeze_body) and (cfg.unfreeze_after is None or step < cfg.unfreeze_after)
+
+
+def lr_for(step: int, cfg: TrainConfig, max_steps: int) -> float:
+    """``lr_at``; with the body frozen until ``unfreeze_after``, two schedules: the frozen phase's over its own
+    steps, then a fresh warmup and cosine at ``lr * unfreeze_lr`` over the remaining ones."""
+    n = cfg.unfreeze_after if cfg.freeze_body else None
+    if n is None:
+        return lr_at(step, cfg, max_steps)
+    if step < n:
+        return lr_at(step, cfg, min(n, max_steps))
+    return cfg.unfreeze_lr * lr_at(step - n, cfg, max_steps - n)
 
 
 SETTINGS_FILE = ckpt.SETTINGS_FILE
