@@ -21,6 +21,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,7 +105,7 @@ def tfree(*args, nice: bool = True) -> subprocess.CompletedProcess:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default="/tmp/english_prose.txt")
-    ap.add_argument("--work", default="/tmp/tfree_paper_table")
+    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "tfree_paper_table"))
     ap.add_argument("--runs", default="tfree-8k,tfree-4k,bpe-8k,bpe-32k", help=f"comma-separated, from {', '.join(RUNS)}")
     ap.add_argument("--train-bytes", type=float, default=8.6e6, help="training pool (incl. the validation slice)")
     ap.add_argument("--max-bytes", type=float, default=8.0e6, help="text each model trains on")

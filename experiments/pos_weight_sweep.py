@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 
 from paper_table import encode, make_documents, tfree
 
@@ -18,7 +19,7 @@ from paper_table import encode, make_documents, tfree
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default="/tmp/english_prose.txt")
-    ap.add_argument("--work", default="/tmp/tfree_pos_weight")
+    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "tfree_pos_weight"))
     ap.add_argument("--weights", default="30,100,300,1000")
     ap.add_argument("--max-bytes", type=float, default=1e6)
     args = ap.parse_args()
