@@ -29,3 +29,14 @@ def make_tiny_shards(tmp_path_factory):
                          num_proc=1, progress=False)
         return str(d / "shards")
     return make
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """As the CLI generates: one torch thread (tiny matrix-vector products; see docs/generate.md)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

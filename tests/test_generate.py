@@ -30,13 +30,7 @@ def tiny_model(mode="tfree", vocab_size=8192, seed=0):
     return m.eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """As the CLI generates: one torch thread (tiny matrix-vector products; see docs/generate.md)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # as the CLI generates (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,7 @@ TEXT = ("It is a truth universally acknowledged, that a single man in possession
         "neighbourhood, this truth is so well fixed in the minds of the surrounding families.")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # as the CLI generates (conftest.py)
 
 
 @pytest.fixture(scope="module")
