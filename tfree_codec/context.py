@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .model.step import CpuStep
-from .text.words import EOT
+from .text.ngrams import EOT_KEY
 
 
 class Window:
@@ -42,17 +42,16 @@ class Window:
         c = model.config
         self.oe = None
         if getattr(c, "oe_orders", ()):
-            from .text.ngrams import ngram_rows, word_key  # noqa: PLC0415
+            from .text.ngrams import stream_boundary, word_key  # noqa: PLC0415
 
-            eot = word_key(EOT)
             self._key = lambda i: word_key(words(i))
-            self._ngram = lambda keys, starts: ngram_rows(np.array(keys, np.uint64), np.array(starts, bool),
-                                                          c.oe_orders, c.oe_slices, c.oe_rows, c.oe_distinct)
             self.n_back = max(c.oe_orders)
             self.keys = [self._key(i) for i in self.items]
-            self.starts = [k == 0 or self.keys[k - 1] == eot for k in range(len(self.items))]
-            self._eot = eot
+            self.starts = stream_boundary(np.array(self.keys, np.uint64)).tolist()
             self.oe = list(self._ngram(self.keys, self.starts)) if self.items else []
+
+    def _ngram(self, keys, starts):
+        return self.model.config.ngram_rows(np.array(keys, np.uint64), np.array(starts, bool))
 
     # -- items ---------------------------------------------------------------------------------------------
     def append(self, item: int) -> None:
@@ -60,7 +59,7 @@ class Window:
         self.h = self.last = None
         if self.oe is not None:
             self.keys.append(self._key(item))
-            self.starts.append(len(self.keys) == 1 or self.keys[-2] == self._eot)
+            self.starts.append(len(self.keys) == 1 or self.keys[-2] == EOT_KEY)
             n = self.n_back
             self.oe.append(self._ngram(self.keys[-n:], self.starts[-n:])[-1])
         if len(self.items) - self.start > self.T:  # full: keep the newest half and read it again
