@@ -16,6 +16,8 @@ def friendly(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         old = _watch_sigint()
+        old_hook = sys.unraisablehook
+        sys.unraisablehook = _interrupt_again(old_hook)
         try:
             out = fn(*args, **kwargs)
             sys.stdout.flush()  # a closed pipe shows up here, inside the handler below, not at exit
@@ -35,9 +37,29 @@ def friendly(fn):
                 raise
             _interrupted()
         finally:
+            sys.unraisablehook = old_hook
             if old is not None:
                 signal.signal(signal.SIGINT, old)
     return wrapper
+
+
+def _interrupt_again(hook):
+    """Ctrl-C that lands inside a C callback (llvmlite's JIT cache notifier while numba compiles) is swallowed
+    there and printed as "Exception ignored ... Traceback". Say nothing and deliver it again a moment later, from
+    another thread, so that it surfaces in Python code once the callback has returned (so cleanups run); the
+    watchdog started by the first one still ends the process within a second."""
+    import threading  # noqa: PLC0415
+
+    def quiet(u):
+        if _fired and isinstance(u.exc_value, KeyboardInterrupt):
+            import _thread  # noqa: PLC0415
+
+            t = threading.Timer(0.02, _thread.interrupt_main)
+            t.daemon = True
+            t.start()
+        else:
+            hook(u)
+    return quiet
 
 
 def _stdout_gone() -> None:

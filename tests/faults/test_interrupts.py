@@ -76,3 +76,37 @@ def test_sigint_during_dict_build(text_file, tmp_path, at):
     r = tfree("dict", "build", big, "-o", tmp_path / "d.arrow", "-q", sigint_after=at)
     _interrupted(r)
     assert sorted(os.listdir(tmp_path)) == ["big.txt"]
+
+
+def test_sigint_inside_a_c_callback_is_one_line(tmp_path):
+    """The CI failure of session 5: Ctrl-C landed while numba compiled, inside llvmlite's ctypes callback, which
+    swallows the KeyboardInterrupt and prints "Exception ignored ... Traceback". The same, made deterministic: a
+    command whose work is a ctypes callback that receives the SIGINT."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "cb.py"
+    script.write_text(
+        "import ctypes, os, signal, sys, time\n"
+        "import click\n"
+        "from tfree_cli.common import friendly\n"
+        "@click.command()\n"
+        "@friendly\n"
+        "def work():\n"
+        "    def body():\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        t = time.time()\n"
+        "        while time.time() - t < 0.3:\n"
+        "            pass\n"
+        "    ctypes.CFUNCTYPE(None)(body)()\n"
+        "    time.sleep(5)\n"
+        "    print('not interrupted')\n"
+        "work()\n")
+    t = time.time()
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
+    lag = time.time() - t
+    assert "Traceback" not in p.stderr and "Exception ignored" not in p.stderr, p.stderr
+    assert p.returncode == 130 and "not interrupted" not in p.stdout, (p.returncode, p.stdout, p.stderr)
+    assert p.stderr.strip().splitlines()[-1].startswith("interrupted"), p.stderr
+    assert lag < 4.0, lag
