@@ -85,6 +85,8 @@ def test_continued_run_keeps_the_shape_and_grows_the_dictionary(sources, new_lan
     grown = Dictionary.load(os.path.join(new, "dictionary.arrow"))
     assert set(old.words) < set(grown.words) and {"hund", "katze"} <= set(grown.words)
     assert grown.counts[grown.index("cat")] == 0 and grown.counts[grown.index("hund")] > 0  # prior: the new text's
+    cal = json.load(open(os.path.join(new, "calibration.json")))
+    assert cal["zero_count_weight"] < 0  # the source's words, never in the new text, priced below words seen once
     w_src, w_new = read_state_dict(src), read_state_dict(new)
     assert all(w_src[k].shape == w_new[k].shape for k in w_src)
     assert not all(torch.equal(w_src[k], w_new[k]) for k in w_src)  # and it trained

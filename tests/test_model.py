@@ -223,12 +223,33 @@ def test_temperature_and_prior_weight_are_recovered_by_maximum_likelihood():
     g = torch.Generator().manual_seed(0)
     N, W = 3000, 50
     scores = torch.rand(N, W, generator=g) * 2 - 1           # like s(w) in [-1, 1]
-    logc = torch.rand(W, generator=g) * 6                      # log(count + 1)
-    a, b = 12.0, 0.6                                           # temperature 1/12, prior weight 0.6
-    target = torch.multinomial(torch.softmax(a * scores + b * logc, 1), 1, generator=g)[:, 0]
-    fa, fb = fit_scale(scores, target, logc, prior=True)
-    assert fa == pytest.approx(a, rel=0.1) and fb == pytest.approx(b, abs=0.1)
-    ll = log_softmax_at(scores, target, [(fa, fb), (a, b), (fa * 1.3, fb)], logc)
-    assert ll[0] >= ll[1] - 1e-3 and ll[0] > ll[2]             # the fit is the best of its neighbours
-    fa0, fb0 = fit_scale(scores, target, logc, prior=False)
-    assert fb0 == 0.0 and log_softmax_at(scores, target, [(fa0, 0.0)], logc)[0] < ll[0]
+    counts = (torch.rand(W, generator=g) * 6).exp().floor()   # some words never counted
+    counts[:10] = 0
+    feats = torch.stack([torch.log1p(counts), (counts == 0).float()], 1)
+    a, b, c = 12.0, 0.6, -1.5                                  # temperature 1/12, prior weights 0.6 and -1.5
+    target = torch.multinomial(torch.softmax(a * scores + feats @ torch.tensor([b, c]), 1), 1, generator=g)[:, 0]
+    fa, fb, fc = fit_scale(scores, target, feats, prior=True)
+    assert fa == pytest.approx(a, rel=0.1) and fb == pytest.approx(b, abs=0.1) and fc == pytest.approx(c, abs=0.5)
+    ll = log_softmax_at(scores, target, [(fa, (fb, fc)), (a, (b, c)), (fa * 1.3, (fb, fc)), (fa, (fb, 0.0))], feats)
+    assert ll[0] >= ll[1] - 1e-3 and ll[0] > ll[2] and ll[0] > ll[3]  # the fit is the best of its neighbours
+    fa0, fb0, fc0 = fit_scale(scores, target, feats, prior=False)
+    assert fb0 == fc0 == 0.0 and log_softmax_at(scores, target, [(fa0, (0.0, 0.0))], feats)[0] < ll[0]
+
+
+def test_a_feature_constant_over_the_dictionary_keeps_weight_zero():
+    """Every word counted (no [count = 0] word): that weight moves no probability, so it stays 0, not NaN."""
+    g = torch.Generator().manual_seed(1)
+    scores = torch.rand(500, 20, generator=g) * 2 - 1
+    counts = torch.arange(1, 21).float()
+    feats = torch.stack([torch.log1p(counts), (counts == 0).float()], 1)
+    target = torch.multinomial(torch.softmax(10 * scores + 0.5 * feats[:, 0], 1), 1, generator=g)[:, 0]
+    fa, fb, fc = fit_scale(scores, target, feats, prior=True)
+    assert fc == 0.0 and fa == pytest.approx(10, rel=0.2) and fb == pytest.approx(0.5, abs=0.2)
+
+
+def test_count_prior_is_the_calibrated_prior():
+    from tfree_codec.decode.dictionary import count_prior
+
+    p = count_prior(np.array([0, 1, 9]), 0.5, -2.0)
+    assert p.dtype == np.float32 and np.allclose(p, [-2.0, 0.5 * math.log(2), 0.5 * math.log(10)])
+    assert np.allclose(count_prior(np.array([0, 3]), 1.0), [0.0, math.log(4)])

@@ -6,10 +6,11 @@
 >>> lm.generate("It is a truth", temperature=0)  # greedy: the whole continuation as one string
 
 T-FREE checkpoints predict activation rows: each step every dictionary word (the prompt's words join it) gets its
-score s(w), and a word is drawn from ``softmax(z / temperature)`` with ``z = s / T_cal + b log(count + 1)``, the
-distribution fitted when the model was trained (calibration.json: ``T_cal``, the count prior's weight ``b``; SPEC
-section 4 is b = 0). So temperature 1 samples the model's own calibrated distribution, lower is more conservative,
-0 is greedy. BPE-baseline checkpoints draw tokens from their softmax head the same way, with the same sampler.
+score s(w), and a word is drawn from ``softmax(z / temperature)`` with ``z = s / T_cal + b log(count + 1) +
+c [count = 0]``, the distribution fitted when the model was trained (calibration.json: ``T_cal``, the count
+prior's weights ``b`` and ``c``; SPEC section 4 is b = c = 0). So temperature 1 samples the model's own calibrated
+distribution, lower is more conservative, 0 is greedy. BPE-baseline checkpoints draw tokens from their softmax head
+the same way, with the same sampler.
 
 The context starts with <|endoftext|>, as every held-out unit does in evaluation, then the prompt. It holds at most
 the model's trained ``seq_len`` items; when it is full, the oldest half is dropped and the rest is read again. With
@@ -30,6 +31,7 @@ from .model import checkpoint as ckpt
 from .config import TfreeError
 from .decode import _sample
 from .decode.decoder import Decoder
+from .decode.dictionary import count_prior
 from .decode.sampling import _TAIL, DEFAULT_MAX_NEW, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, _check_sampling
 from .context import Window as _Window
 from .context import pattern_inputs as _pattern_inputs
@@ -137,7 +139,8 @@ def _load_vocab(path: str, codec, mode: str):
 
     dictionary = Dictionary.load(os.path.join(path, DICT_FILE), codec)
     cal = load_calibration(path)
-    return dictionary, {"temperature": float(cal.temperature), "prior_weight": float(getattr(cal, "prior_weight", 0.0))}
+    return dictionary, {"temperature": float(cal.temperature), "prior_weight": float(cal.prior_weight),
+                        "zero_count_weight": float(cal.zero_count_weight)}
 
 
 def export(src: str, dst: str, *, min_count: int = 1, half: bool = False) -> str:
@@ -269,7 +272,8 @@ def stream(model, codec, vocab, prompt: str, *, max_new_tokens: int = DEFAULT_MA
     """Generate after ``prompt``, one ``Piece`` per new word (T-FREE; ``vocab`` a Dictionary, which the prompt's
     words join) or token (BPE; ``vocab`` a tokenizers.Tokenizer). ``seed`` (int or numpy Generator; None: fresh
     entropy) fixes the draws. Stops after ``max_new_tokens`` items, at <|endoftext|>, or before a ``stop`` string
-    (which is not emitted). ``calibration``: {"temperature": T_cal, "prior_weight": b} (default: T_cal 0.07, b 0).
+    (which is not emitted). ``calibration``: {"temperature": T_cal, "prior_weight": b, "zero_count_weight": c} (default: T_cal 0.07,
+    b = c = 0).
     The sampling defaults are ``tfree generate``'s (decode/sampling.py). ``draft`` (a model trained with
     ``--od-weight``): self-speculative generation (speculative.py), the same words when greedy and the same
     distribution when sampling; ``draft_stats`` (a ``speculative.DraftStats``) then counts the drafts kept.
@@ -298,8 +302,9 @@ def stream(model, codec, vocab, prompt: str, *, max_new_tokens: int = DEFAULT_MA
         raise TfreeError(f"a T-FREE model generates from a Dictionary, not {type(vocab).__name__}")
     if vocab.fingerprint() != codec.fingerprint():
         raise TfreeError(f"the dictionary was built with codec {vocab.fingerprint()}, the model's is {codec.fingerprint()}")
-    cal = {"temperature": Calibration().temperature, "prior_weight": 0.0, **(calibration or {})}
-    words = _WordSampler(vocab, cal["temperature"], cal["prior_weight"], spell_below if spell else None)
+    cal = {"temperature": Calibration().temperature, "prior_weight": 0.0, "zero_count_weight": 0.0, **(calibration or {})}
+    words = _WordSampler(vocab, cal["temperature"], (cal["prior_weight"], cal["zero_count_weight"]),
+                         spell_below if spell else None)
     return _run_tfree(model, codec, vocab, prompt, device, max_new_tokens, temperature, top_k, top_p, rng, stop,
                       words, use_cache, stop_at_eot, draft, draft_stats)
 
@@ -310,21 +315,21 @@ class _WordSampler:
     dictionary each word). With ``spell_below``, where even the best dictionary word scores below it, a spelling
     of the activations (spell.py) is taken instead when it scores better than that word."""
 
-    def __init__(self, dictionary, t_cal: float, prior_weight: float, spell_below: float | None):
+    def __init__(self, dictionary, t_cal: float, prior: tuple, spell_below: float | None):
         self.dictionary, self.decoder = dictionary, Decoder(dictionary)
-        self.scale, self.b, self.spell_below = np.float32(1.0 / t_cal), prior_weight, spell_below
+        self.scale, self.b, self.spell_below = np.float32(1.0 / t_cal), tuple(prior), spell_below
         self._prior = np.zeros(0, np.float32)
 
     def prior(self, order: np.ndarray) -> np.ndarray:
-        """b log(count + 1) in trie order."""
+        """b log(count + 1) + c [count == 0] in trie order."""
         if len(self._prior) != len(order):  # the dictionary grew (prompt or spelled words)
-            self._prior = (self.b * np.log1p(self.dictionary.counts[order].astype(np.float64))).astype(np.float32)
+            self._prior = count_prior(self.dictionary.counts[order], *self.b)
         return self._prior
 
     def __call__(self, logits: np.ndarray, temperature, top_k, top_p, rng) -> tuple[str, int, float]:
         sc = self.decoder.scorer()
         s = sc.score_one(np.ascontiguousarray(logits, np.float32))            # (W,) in trie order
-        z = s * self.scale + self.prior(sc.order) if self.b else s * self.scale
+        z = s * self.scale + self.prior(sc.order) if any(self.b) else s * self.scale
         pos, p = sample_logits(z, temperature, top_k, top_p, rng)
         i = int(sc.order[pos])
         best = float(s.max()) if self.spell_below is not None else 0.0

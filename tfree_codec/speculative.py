@@ -82,9 +82,9 @@ class Drafter:
     word is rarely the right guess, and the decode is the draft's main cost), scored as the main sampler scores,
     with the same calibration."""
 
-    def __init__(self, dictionary, t_cal: float, prior_weight: float, size: int = DRAFT_WORDS):
+    def __init__(self, dictionary, t_cal: float, prior: tuple = (0.0, 0.0), size: int = DRAFT_WORDS):
         from .decode.decoder import Decoder  # noqa: PLC0415
-        from .decode.dictionary import Dictionary  # noqa: PLC0415
+        from .decode.dictionary import Dictionary, count_prior  # noqa: PLC0415
 
         from .text.words import MARKERS  # noqa: PLC0415
 
@@ -103,8 +103,7 @@ class Drafter:
         self.ids = keep[self.scorer.order]  # trie position -> main dictionary id
         self.n = n
         self.scale = np.float32(1.0 / t_cal)
-        self.prior = (prior_weight * np.log1p(dictionary.counts[self.ids].astype(np.float64))).astype(np.float32) \
-            if prior_weight else None
+        self.prior = count_prior(dictionary.counts[self.ids], *prior) if any(prior) else None
 
     def z(self, logits: np.ndarray) -> np.ndarray:
         s = self.scorer.score_one(np.ascontiguousarray(logits, np.float32))

@@ -29,6 +29,14 @@ FORMAT_VERSION = 1
 _READ_CHUNK = 1 << 23  # characters of a text file split at a time (cut at a newline)
 
 
+
+def count_prior(counts, weight: float, zero_weight: float = 0.0) -> np.ndarray:
+    """The calibrated word prior ``weight * log(count + 1) + zero_weight * [count == 0]`` (float32; train/evaluate's
+    Calibration fits both). The second term prices the words a dictionary holds but its training text never showed
+    (a continued model's source words, a word list's additions) apart from those seen once."""
+    c = np.asarray(counts, np.float64)
+    return (weight * np.log1p(c) + zero_weight * (c == 0)).astype(np.float32)
+
 class Dictionary:
     """Words, counts and CSR patterns under one codec. Append-only: ``extend`` adds words at the end."""
 

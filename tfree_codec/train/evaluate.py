@@ -110,16 +110,16 @@ def dictionary_scorer(dictionary):
     return TorchDecoder(dictionary)
 
 
-def log_softmax_at(scores, target, params, logc):
-    """For each (scale a, prior weight b) in ``params``: log softmax(a * scores + b * logc)[target], summed over rows.
-    scores (N, W), target (N,), logc (W,) -> (len(params),) float64. Written out because torch's CPU logsumexp is
-    ~8x slower than exp."""
+def log_softmax_at(scores, target, params, feats):
+    """For each (scale a, prior weights w) in ``params``: log softmax(a * scores + feats @ w)[target], summed over
+    rows. scores (N, W), target (N,), feats (W, K) (``prior_features``) -> (len(params),) float64. Written out
+    because torch's CPU logsumexp is ~8x slower than exp."""
     buf = torch.empty_like(scores)
     out = []
-    for a, b in params:
+    for a, w in params:
         torch.mul(scores, a, out=buf)
-        if b:
-            buf.add_(logc, alpha=b)
+        if any(w):
+            buf.add_(feats @ torch.tensor(w, dtype=feats.dtype, device=feats.device))
         z_t = buf.gather(1, target[:, None])                                  # (N, 1)
         top = buf.max(1, keepdim=True).values
         buf.sub_(top).exp_()
@@ -127,23 +127,27 @@ def log_softmax_at(scores, target, params, logc):
     return np.array(out)
 
 
-def fit_scale(scores, target, logc, prior: bool = True, init=(1 / 0.07, 0.0), iters: int = 25) -> tuple:
-    """Maximum-likelihood (a, b) of p(w) = softmax(a * s + b * log(count + 1)) on held-out rows: a log-linear model,
-    so the log-likelihood is concave and Newton's method with step halving finds the optimum. b = 0 unless
-    ``prior``. scores (N, W) float32, target (N,), logc (W,)."""
-    f2 = logc.float()
-    f22 = f2 * f2
+def fit_scale(scores, target, feats, prior: bool = True, init=(1 / 0.07, 0.0, 0.0), iters: int = 25) -> tuple:
+    """Maximum-likelihood (a, w) of p(w) = softmax(a * s + feats @ w) on held-out rows (feats: log(count + 1) and
+    [count = 0], ``prior_features``): a log-linear model, so the log-likelihood is concave and Newton's method with
+    step halving finds the optimum. w = 0 unless ``prior``. scores (N, W) float32, target (N,), feats (W, K).
+    Returns (a, *w)."""
+    F = feats.float()
+    K = F.shape[1]
+    FF = (F[:, :, None] * F[:, None, :]).reshape(-1, K * K)
     calls = [0]
 
     def stats(theta):
         calls[0] += 1
-        ll, g, H = 0.0, torch.zeros(2, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64)
-        a, b = float(theta[0]), float(theta[1])
+        n = 1 + K
+        ll, g, H = 0.0, torch.zeros(n, dtype=torch.float64), torch.zeros(n, n, dtype=torch.float64)
+        a, w = float(theta[0]), theta[1:].float()
+        bias = F @ w if bool(w.any()) else None
         for r in range(0, len(target), 256):  # row chunks keep the (rows, W) temporaries small
             S, t = scores[r:r + 256], target[r:r + 256]
             P = torch.mul(S, a)
-            if b:
-                P.add_(f2, alpha=b)
+            if bias is not None:
+                P.add_(bias)
             z_t = P.gather(1, t[:, None])[:, 0].double()
             top = P.max(1, keepdim=True).values
             P.sub_(top).exp_()
@@ -151,22 +155,28 @@ def fit_scale(scores, target, logc, prior: bool = True, init=(1 / 0.07, 0.0), it
             P.div_(tot)
             ll += float((z_t - top[:, 0].double() - tot[:, 0].double().log()).sum())
             PS = P * S
-            e1, e2 = PS.sum(1).double(), (P @ f2).double()
-            e11, e22, e12 = (PS * S).sum(1).double(), (P @ f22).double(), (PS @ f2).double()
-            g += torch.stack([(S.gather(1, t[:, None])[:, 0].double() - e1).sum(), (f2[t].double() - e2).sum()])
-            c12 = (e12 - e1 * e2).sum()
-            H -= torch.stack([torch.stack([(e11 - e1 * e1).sum(), c12]), torch.stack([c12, (e22 - e2 * e2).sum()])])
+            e1, eF = PS.sum(1).double(), (P @ F).double()                       # E[s], E[f]
+            e11, eFF, e1F = (PS * S).sum(1).double(), (P @ FF).double().reshape(-1, K, K), (PS @ F).double()
+            x = torch.cat([S.gather(1, t[:, None]).double(), F[t].double()], 1)  # the targets' features
+            e = torch.cat([e1[:, None], eF], 1)
+            g += (x - e).sum(0)
+            second = torch.zeros(len(t), n, n, dtype=torch.float64)
+            second[:, 0, 0], second[:, 0, 1:], second[:, 1:, 0], second[:, 1:, 1:] = e11, e1F, e1F, eFF
+            H -= (second - e[:, :, None] * e[:, None, :]).sum(0)
         return ll, g, H
 
-    theta = torch.tensor(init, dtype=torch.float64)
-    if not prior:
-        theta[1] = 0.0
+    theta = torch.zeros(1 + K, dtype=torch.float64)
+    theta[:len(init)] = torch.tensor(init[:1 + K], dtype=torch.float64)
+    free = torch.ones(1 + K, dtype=torch.bool)
+    free[1:] = prior
+    # a feature that is constant over the dictionary (every count seen, say) moves no probability: leave its weight
+    free[1:] &= (F.max(0).values > F.min(0).values).cpu()
+    theta[~free] = 0.0
     ll, g, H = stats(theta)
     for _ in range(iters):
-        if prior:
-            step = -torch.linalg.solve(H - 1e-9 * torch.eye(2, dtype=torch.float64), g)
-        else:
-            step = torch.tensor([-float(g[0] / (H[0, 0] - 1e-9)), 0.0], dtype=torch.float64)
+        step = torch.zeros_like(theta)
+        Hf = H[free][:, free]
+        step[free] = -torch.linalg.solve(Hf - 1e-9 * torch.eye(len(Hf), dtype=torch.float64), g[free])
         for _ in range(30):  # halve until the likelihood does not fall and the scale stays positive
             cand = theta + step
             if cand[0] > 0:
@@ -180,25 +190,28 @@ def fit_scale(scores, target, logc, prior: bool = True, init=(1 / 0.07, 0.0), it
         theta, ll, g, H = cand, ll2, g2, H2
         if done:
             break
-    return float(theta[0]), float(theta[1])
+    return tuple(float(x) for x in theta)
 
 
 @dataclass
 class Calibration:
     """How dictionary scores become probabilities: p(w) = (1 - p_unk) softmax(s / temperature + prior_weight *
-    log(count + 1)); ``temperature_plain`` is the fit without the count prior (the SPEC's score alone). Fitted on
-    the validation slice, stored in the checkpoint."""
+    log(count + 1) + zero_count_weight * [count = 0]); ``temperature_plain`` is the fit without the count prior (the
+    SPEC's score alone). Fitted on the validation slice, stored in the checkpoint. zero_count_weight prices the
+    words the training text never showed (a continued model's source words): 0 where there are none."""
 
     temperature: float = 0.07
     prior_weight: float = 0.0
+    zero_count_weight: float = 0.0
     temperature_plain: float = 0.07
     p_unk: float = 0.02
     unk_charge: str = "spell"   # "spell" (SpellingModel) or "bytes" (SPEC's 256^-(bytes+1))
     spell_order: int = 4
 
     def params(self) -> list:
-        """[(scale, prior weight)] of the calibrated score and of the plain one."""
-        return [(1.0 / self.temperature, self.prior_weight), (1.0 / self.temperature_plain, 0.0)]
+        """[(scale, prior weights)] of the calibrated score and of the plain one (``log_softmax_at``)."""
+        return [(1.0 / self.temperature, (self.prior_weight, self.zero_count_weight)),
+                (1.0 / self.temperature_plain, (0.0, 0.0))]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -219,8 +232,10 @@ def load_calibration(path: str) -> Calibration:
         raise TfreeError(f"{path}: unreadable calibration.json ({e})") from None
 
 
-def log_counts(dictionary, device="cpu"):
-    return torch.log(torch.as_tensor(np.asarray(dictionary.counts, np.float64) + 1.0, dtype=torch.float32)).to(device)
+def prior_features(dictionary, device="cpu"):
+    """(W, 2) float32: log(count + 1) and [count = 0] of every word, what ``Calibration``'s prior weights multiply."""
+    c = np.asarray(dictionary.counts, np.float64)
+    return torch.as_tensor(np.stack([np.log1p(c), c == 0], 1), dtype=torch.float32).to(device)
 
 
 # -- evaluation streams ----------------------------------------------------------------------------------------------
@@ -264,7 +279,7 @@ def evaluate_tfree(model, corpus: Corpus, units: Units, dictionary, scorer, spel
 
     T = model.config.seq_len
     lp = np.zeros(len(params))
-    logc = log_counts(dictionary, device)
+    feats = prior_features(dictionary, device)
     kept_s, kept_t = [], []
     acc = {"items": 0, "in_dict": 0, "unseen": 0, "spell_bits": 0.0, "unseen_bytes": 0, "word_bytes": 0,
            "words": 0, "covered_words": 0, "covered_bytes": 0, "bytes": float(units.n_bytes.sum())}
@@ -291,7 +306,7 @@ def evaluate_tfree(model, corpus: Corpus, units: Units, dictionary, scorer, spel
         if keep.any():
             scores = scorer.scores(logits.reshape(B * T, -1)[keep])
             if params:
-                lp[:] += log_softmax_at(scores, tgt_t[keep], params, logc)
+                lp[:] += log_softmax_at(scores, tgt_t[keep], params, feats)
             room = keep_scores - sum(len(t) for t in kept_t)
             if room > 0:
                 kept_s.append(scores[:room].cpu()), kept_t.append(tgt_t[keep][:room].cpu())
@@ -358,10 +373,11 @@ def calibrate(model, corpus: Corpus, units: Units, dictionary, scorer, spelling,
     if acc.get("kept") is None:
         return start
     S, t = acc["kept"]
-    logc = log_counts(dictionary)
-    a, b = fit_scale(S, t, logc, True, (1.0 / start.temperature, start.prior_weight))
-    a0, _ = fit_scale(S, t, logc, False, (1.0 / start.temperature_plain, 0.0))
-    return Calibration(temperature=1.0 / a, prior_weight=b, temperature_plain=1.0 / a0, p_unk=start.p_unk,
+    feats = prior_features(dictionary)
+    a, b, c = fit_scale(S, t, feats, True, (1.0 / start.temperature, start.prior_weight, start.zero_count_weight))
+    a0 = fit_scale(S, t, feats, False, (1.0 / start.temperature_plain,))[0]
+    return Calibration(temperature=1.0 / a, prior_weight=b, zero_count_weight=c, temperature_plain=1.0 / a0,
+                       p_unk=start.p_unk,
                        unk_charge=start.unk_charge, spell_order=start.spell_order)
 
 
@@ -442,7 +458,9 @@ def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: 
                       coverage_words=r["coverage_words"], coverage_bytes=r["coverage_bytes"],
                       dictionary_words=len(dictionary), calibration=cal.to_dict(),
                       convention=(f"p(word) = (1 - {cal.p_unk:.4f}) softmax over the {len(dictionary):,}-word "
-                                  f"dictionary of s/{cal.temperature:.4f} + {cal.prior_weight:.3f} log(count+1); "
+                                  f"dictionary of s/{cal.temperature:.4f} + {cal.prior_weight:.3f} log(count+1)"
+                                  + (f" + {cal.zero_count_weight:.3f} [count=0]" if cal.zero_count_weight else "")
+                                  + "; "
                                   f"unseen words {cal.p_unk:.4f} x a byte {cal.spell_order}-gram spelling probability"))
     if bar:
         bar.close()

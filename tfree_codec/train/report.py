@@ -139,7 +139,7 @@ def greedy_sample(run, n_words: int = 24, prompt_words: int = 8) -> str:
             ids.append(int(logits[0, -1].argmax()))
         return run.codec.join(words) + tok.decode(ids[n0:])
     from ..model.transformer import Patterns  # noqa: PLC0415
-    from .evaluate import log_counts  # noqa: PLC0415
+    from ..decode.dictionary import count_prior  # noqa: PLC0415
 
     dic, cal = run.dictionary, run.calibration
     scorer = run.scorer if hasattr(run, "scorer") else None
@@ -147,7 +147,7 @@ def greedy_sample(run, n_words: int = 24, prompt_words: int = 8) -> str:
         from .evaluate import dictionary_scorer  # noqa: PLC0415
 
         scorer = run.scorer = dictionary_scorer(dic)
-    prior = cal.prior_weight * log_counts(dic, run.device)
+    prior = torch.from_numpy(count_prior(dic.counts, cal.prior_weight, cal.zero_count_weight)).to(run.device)
     out = [EOT, *words]
     for _ in range(n_words):
         ctx = out[-T:]
