@@ -108,6 +108,9 @@ def main() -> None:
     ap.add_argument("--unfrozen-bytes", type=float, default=1.0e6)
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--retok-warmup", type=int, default=10, help="warmup steps of each conversion phase (the source "
+                    "and T-FREE from scratch keep 100): a phase of ~100 steps that is all warmup barely trains")
+    ap.add_argument("--unfreeze-lr", type=float, default=1.0, help="tfree retok --unfreeze-lr of the unfrozen run")
     ap.add_argument("--pos-weight", type=float, default=300.0)
     ap.add_argument("--evals", type=int, default=4, help="validation points per conversion phase")
     ap.add_argument("--seed", type=int, default=1)
@@ -167,7 +170,8 @@ def main() -> None:
             shutil.copytree(run0, run, ignore=shutil.ignore_patterns("eval-*.json"))
         pt.tfree("retok", src, shards, "-o", run, "--init", "mean", "--head-target", "first", "--max-steps", n + more,
                  "--unfreeze-after", n, "--pos-weight", args.pos_weight, "--eval-every", max(1, -(-n // args.evals)),
-                 "--save-every", n + more, "--resume", "auto", *body, nice=False)
+                 "--save-every", n + more, "--resume", "auto", *body, "--warmup", args.retok_warmup,
+                 "--unfreeze-lr", args.unfreeze_lr, nice=False)
     res["runs"][f"retok-{DEFAULT}-unfrozen"] = run_record(run, test, digits)
     res["runs"][f"retok-{DEFAULT}-unfrozen"]["speed"] = gen_speed(os.path.join(run, "final"))
     save(res, jpath)
@@ -205,7 +209,8 @@ def frozen_arm(args, arm: str, src: str, shards: str, test: str, digits: str, bo
         pt.tfree("retok", src, shards, "-o", run, "--init", init, "--head-target", head, "--max-steps", steps,
                  "--head-fit", "mean" if fit == ["meanfit"] else "sum",
                  "--unfreeze-after", steps, "--pos-weight", args.pos_weight, "--eval-every",
-                 max(1, -(-steps // args.evals)), "--save-every", steps, *body,
+                 max(1, -(-steps // args.evals)), "--save-every", steps, *body, "--warmup", args.retok_warmup,
+                 "--unfreeze-lr", args.unfreeze_lr,
                  *(["--resume", "auto"] if os.path.isdir(os.path.join(run, "init")) else []), nice=False)
     return run_record(run, test, digits, init=True, full=full)
 

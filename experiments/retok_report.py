@@ -48,9 +48,11 @@ def section(res, plotted: bool) -> str:
     bpe = runs["bpe-8k"]
     mb = lambda x: f"{x / 1e6:.2f} MB"  # noqa: E731
     f4 = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
+    wu, ulr = a.get("retok_warmup", 100), a.get("unfreeze_lr", 0.3)  # the first runs predate both options
     cmd = ("python experiments/retok.py --corpus ../shared/data/english_prose.txt --train-bytes "
            f"{a['train_bytes']:g} --source-bytes {a['source_bytes']:g} --frozen-bytes {a['frozen_bytes']:g} "
-           f"--unfrozen-bytes {a['unfrozen_bytes']:g} --pos-weight {a['pos_weight']:g} --lr {a['lr']:g} --seed {a['seed']}")
+           f"--unfrozen-bytes {a['unfrozen_bytes']:g} --pos-weight {a['pos_weight']:g} --lr {a['lr']:g} --retok-warmup "
+           f"{wu} --unfreeze-lr {ulr:g} --seed {a['seed']}")
     L = ["## ReTok: a trained BPE model converted into a T-FREE model (issue 18)", "",
          f"Produced by `{cmd}` (under the shared CPU lock) on {res.get('machine', '?')}, {res.get('date', '?')}; "
          "`--docs-only` redraws this section from the work folder's retok.json.", "",
@@ -60,9 +62,9 @@ def section(res, plotted: bool) -> str:
          "`tfree retok` keeps its blocks and final norm, fits the T-FREE embedding and head (v = 8192, m = 10) to the "
          "BPE rows by frequency-weighted least squares ([retok.md](retok.md)), then trains embedding, head and final "
          f"norm with the body frozen for {mb(a['frozen_bytes'])} ({a['frozen_bytes'] / bpe['bytes_seen']:.0%} of the "
-         f"source's bytes; pos_weight {a['pos_weight']:g}, lr {a['lr']:g} with the same 100 warmup steps, so at this "
-         "length the frozen phase is nearly all warmup); the default conversion (mean, first) is then unfrozen for "
-         f"{mb(a['unfrozen_bytes'])} (lr x 0.3, a fresh warmup). T-FREE from scratch: the same body from random weights "
+         f"source's bytes; pos_weight {a['pos_weight']:g}, lr {a['lr']:g} after {wu} warmup steps); the default "
+         f"conversion (mean, first) is then unfrozen for {mb(a['unfrozen_bytes'])} (lr x {ulr:g}, a fresh warmup of "
+         f"{wu} steps). T-FREE from scratch: the same body from random weights "
          "on the source's bytes plus the conversion's. Validation bits per byte are on `tfree train`'s 64 kB held-out "
          "slice (the same units for every run; step 0 is the converted checkpoint, calibrated on that slice as "
          "`tfree eval` would); test bits per byte (`tfree eval`, minutes per T-FREE model here) only for the runs the "
