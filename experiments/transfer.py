@@ -124,6 +124,9 @@ def main() -> None:
     ap.add_argument("--val-bytes", type=size, default=size("32KB"))
     ap.add_argument("--evals", type=int, default=6, help="validation points per run")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--new-seeds", default=None, help="seeds of the new-language runs (continued and scratch), e.g. "
+                    "1,2: their curves are averaged point by point (default: --seed only); the English source keeps "
+                    "--seed")
     ap.add_argument("--docs-only", action="store_true", help="redraw the docs from docs/transfer.json")
     args = ap.parse_args()
     out_json = os.path.join(ROOT, "docs", "transfer.json")
@@ -169,23 +172,38 @@ def main() -> None:
             new = shards(lang, v, args.new_bytes)
             ppb[lang] = positions_per_byte(new, args.val_bytes, tok)  # the English tokenizer on the new language
             every = steps_every(args.new_bytes, ppb[lang], seq)
-            res["curves"][f"{lang}/{name}/continued"] = train_run(
-                os.path.join(args.work, f"{lang}-{name}-continued"), new, common, args.new_bytes, every,
-                ["--init-from", src])
+            seeds = [int(x) for x in (args.new_seeds or str(args.seed)).split(",")]
+
+            def seeded(run_dir, seed):  # the first seed's run keeps the plain name (and so earlier results)
+                return run_dir if seed == seeds[0] else f"{run_dir}-s{seed}"
+
+            res["curves"][f"{lang}/{name}/continued"] = mean_curve(res, f"{lang}/{name}/continued", {
+                seed: train_run(seeded(os.path.join(args.work, f"{lang}-{name}-continued"), seed), new, common,
+                                args.new_bytes, every, ["--init-from", src, "--seed", seed]) for seed in seeds})
             if name in (args.scratch or args.models).split(","):
                 scratch = os.path.join(args.work, f"{lang}-{name}-scratch")
                 s_seq = seq if kind == "tfree" else bpe_seq_len(new, scratch, size_, args.seq_len, args.val_bytes)[0]
                 s_ppb = ppb[lang] if kind == "tfree" else positions_per_byte(new, args.val_bytes,
                                                                               os.path.join(scratch, "tokenizer.json"))
                 ppb[f"{lang}-own"] = s_ppb
-                res["curves"][f"{lang}/{name}/scratch"] = train_run(
-                    scratch, new, common + shape, args.new_bytes, steps_every(args.new_bytes, s_ppb, s_seq),
-                    ["--seq-len", s_seq, *extra])
+                res["curves"][f"{lang}/{name}/scratch"] = mean_curve(res, f"{lang}/{name}/scratch", {
+                    seed: train_run(seeded(scratch, seed), new, common + shape, args.new_bytes,
+                                    steps_every(args.new_bytes, s_ppb, s_seq),
+                                    ["--seq-len", s_seq, *extra, "--seed", seed]) for seed in seeds})
             res["minutes"] = res.get("minutes", 0) + (time.time() - t_start) / 60
             t_start = time.time()
             with open(out_json, "w", encoding="utf-8") as f:
                 json.dump(res, f, indent=1)
             write_docs(res)
+
+
+def mean_curve(res, key: str, by_seed: dict) -> list:
+    """The point-by-point mean of one run's curves over seeds (the runs evaluate at the same steps), kept per seed
+    in res["seeds"] too."""
+    res.setdefault("seeds", {})[key] = {str(k): v for k, v in by_seed.items()}
+    curves = list(by_seed.values())
+    n = min(len(c) for c in curves)
+    return [(sum(c[i][0] for c in curves) / len(curves), sum(c[i][1] for c in curves) / len(curves)) for i in range(n)]
 
 
 def at(points, x):
@@ -247,6 +265,19 @@ def plot(res, path: str) -> None:
     plt.close(fig)
 
 
+def seed_note(res) -> str:
+    """A paragraph on the curves that are means over several seeds, with each seed's last point."""
+    multi = {k: v for k, v in res.get("seeds", {}).items() if len(v) > 1}
+    if not multi:
+        return ""
+    seeds = sorted({s for v in multi.values() for s in v}, key=int)
+    each = "; ".join(f"{k}: " + ", ".join(f"seed {s} {c[-1][1]:.4f}" for s, c in v.items()) for k, v in multi.items())
+    return (f"\n\nThe new-language runs of {', '.join(sorted({k.split('/')[1] for k in multi}))} are repeated with seeds "
+            f"{', '.join(seeds)} (data order and, from scratch, initial weights; the English source is one run) and "
+            f"their curves are the point-by-point mean; the other runs are one seed. Each seed's final held-out bits "
+            f"per byte: {each}.")
+
+
 def write_docs(res) -> None:
     s = res["setup"]
     plot(res, os.path.join(ROOT, "docs", "transfer_bpb.png"))
@@ -286,7 +317,7 @@ English words stay in the grown dictionary at count 0; the calibration prices th
 (`zero_count_weight`, docs/training.md), so they do not take a seen-once word's share of the softmax.
 "From scratch" is the same body trained on the new language alone (BPE with a tokenizer learnt on it). Held-out bits
 per byte are on `tfree train`'s validation slice ({s['val_bytes'] / 1e3:g} kB) of the new language, measured
-{s['evals']} times per run and at the end.
+{s['evals']} times per run and at the end.{seed_note(res)}
 
 ![held-out bits per byte in German and Russian against new-language bytes seen](transfer_bpb.png)
 
