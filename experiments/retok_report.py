@@ -54,7 +54,7 @@ def section(res, plotted: bool) -> str:
            f"--unfrozen-bytes {a['unfrozen_bytes']:g} --pos-weight {a['pos_weight']:g} --lr {a['lr']:g} --retok-warmup "
            f"{wu} --unfreeze-lr {ulr:g} --seed {a['seed']}")
     L = ["## ReTok: a trained BPE model converted into a T-FREE model (issue 18)", "",
-         f"Produced by `{cmd}` (under the shared CPU lock) on {res.get('machine', '?')}, {res.get('date', '?')}; "
+         f"Produced by `{cmd}` on {res.get('machine', '?')}, {res.get('date', '?')}; "
          "`--docs-only` redraws this section from the work folder's retok.json.", "",
          f"Source: the paper_table body (2 layers, d = 128, 4 heads, RoPE) trained as `--baseline bpe --bpe-vocab 8192` "
          f"on {mb(bpe['bytes_seen'])} of english_prose (batch 16 x 140 tokens, lr {a['lr']:g}, warmup 100), with the "
