@@ -120,6 +120,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--new-lr", type=float, default=None, help="peak learning rate of the new-language runs, continued "
+                    "and from scratch alike (default: --lr, as the English run)")
     ap.add_argument("--pos-weight", type=float, default=300.0)
     ap.add_argument("--val-bytes", type=size, default=size("32KB"))
     ap.add_argument("--evals", type=int, default=6, help="validation points per run")
@@ -128,8 +130,10 @@ def main() -> None:
                     "1,2: their curves are averaged point by point (default: --seed only); the English source keeps "
                     "--seed")
     ap.add_argument("--docs-only", action="store_true", help="redraw the docs from docs/transfer.json")
+    ap.add_argument("--json", default=None, help="results file (default docs/transfer.json)")
+    ap.add_argument("--no-docs", action="store_true", help="only the results file, not results.md")
     args = ap.parse_args()
-    out_json = os.path.join(ROOT, "docs", "transfer.json")
+    out_json = args.json or os.path.join(ROOT, "docs", "transfer.json")
     if args.docs_only:
         write_docs(json.load(open(out_json, encoding="utf-8")))
         return
@@ -145,6 +149,7 @@ def main() -> None:
               args.val_bytes, "--sample-words", 0, "--no-plot", "-q"]
     shape = ["--n-layer", args.n_layer, "--n-embd", args.n_embd, "--n-head", args.n_head, "--pos-weight", args.pos_weight]
     langs = args.langs.split(",")
+    new_lr = ["--lr", args.new_lr] if args.new_lr is not None else []
 
     def shards(lang, v, budget):
         jsonl = documents(lang, args.work, int(budget * 1.02) + 2 * args.val_bytes)  # about one epoch
@@ -179,7 +184,7 @@ def main() -> None:
 
             res["curves"][f"{lang}/{name}/continued"] = mean_curve(res, f"{lang}/{name}/continued", {
                 seed: train_run(seeded(os.path.join(args.work, f"{lang}-{name}-continued"), seed), new, common,
-                                args.new_bytes, every, ["--init-from", src, "--seed", seed]) for seed in seeds})
+                                args.new_bytes, every, ["--init-from", src, "--seed", seed, *new_lr]) for seed in seeds})
             if name in (args.scratch or args.models).split(","):
                 scratch = os.path.join(args.work, f"{lang}-{name}-scratch")
                 s_seq = seq if kind == "tfree" else bpe_seq_len(new, scratch, size_, args.seq_len, args.val_bytes)[0]
@@ -189,12 +194,13 @@ def main() -> None:
                 res["curves"][f"{lang}/{name}/scratch"] = mean_curve(res, f"{lang}/{name}/scratch", {
                     seed: train_run(seeded(scratch, seed), new, common + shape, args.new_bytes,
                                     steps_every(args.new_bytes, s_ppb, s_seq),
-                                    ["--seq-len", s_seq, *extra, "--seed", seed]) for seed in seeds})
+                                    ["--seq-len", s_seq, *extra, "--seed", seed, *new_lr]) for seed in seeds})
             res["minutes"] = res.get("minutes", 0) + (time.time() - t_start) / 60
             t_start = time.time()
             with open(out_json, "w", encoding="utf-8") as f:
                 json.dump(res, f, indent=1)
-            write_docs(res)
+            if not args.no_docs:
+                write_docs(res)
 
 
 def mean_curve(res, key: str, by_seed: dict) -> list:
@@ -265,6 +271,11 @@ def plot(res, path: str) -> None:
     plt.close(fig)
 
 
+def new_lr_note(s) -> str:
+    lr = s.get("new_lr")
+    return "" if lr is None or lr == s["lr"] else f" (the new-language runs, continued and from scratch alike: {lr:g})"
+
+
 def seed_note(res) -> str:
     """A paragraph on the curves that are means over several seeds, with each seed's last point."""
     multi = {k: v for k, v in res.get("seeds", {}).items() if len(v) > 1}
@@ -307,7 +318,8 @@ def write_docs(res) -> None:
 **Small scale.** Bodies of {s['n_layer']} layers x {s['n_embd']} wide, batches of {s['batch_size']} sequences of
 {s['seq_len']} T-FREE words (BPE sequences as long in English bytes), {s['english_bytes'] / 1e6:g} MB of English, then
 {s['new_bytes'] / 1e6:g} MB of German (mono_de) or Russian (mono_ru), on {res['machine']} (~{res.get('minutes', 0):.0f}
-minutes in all). The new-language data are translated manual pages, the English is prose. Models run:
+minutes in all); AdamW at peak lr {s['lr']:g} after {s['warmup']} warmup steps{new_lr_note(s)}. The new-language
+data are translated manual pages, the English is prose. Models run:
 {', '.join(names)}. Rerun or scale up with `python experiments/transfer.py --english-bytes 8MB --new-bytes 4MB
 --n-layer 4 --n-embd 256` (see its docstring); `--docs-only` redraws this section from docs/transfer.json.
 
