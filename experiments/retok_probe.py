@@ -23,7 +23,7 @@ from tfree_codec.decode.dictionary import Dictionary
 from tfree_codec.model.checkpoint import load_model
 from tfree_codec.model.transformer import Patterns
 from tfree_codec.train.data import Corpus
-from tfree_codec.train.evaluate import _unit_items
+from tfree_codec.train.evaluate import _unit_items, windows
 from tfree_codec.train.retok import calibrated, training_words
 
 
@@ -36,8 +36,7 @@ def hidden_and_targets(model, corpus, units, max_words: int):
     for u in range(len(units)):
         _, lens, flat = _unit_items(corpus, units, u)
         offs = np.concatenate([[0], np.cumsum(lens)])
-        for s in range(0, len(lens) - 1, T):
-            e = min(s + T + 1, len(lens))
+        for s, e in windows(len(lens), T):
             pats = [flat[offs[i]:offs[i + 1]] for i in range(s, e)]
             h = model.trunk(Patterns.from_lists(pats[:-1]))[0].double()          # (t, d)
             xs.append(h)

@@ -272,8 +272,8 @@ def stream(model, codec, vocab, prompt: str, *, max_new_tokens: int = DEFAULT_MA
     """Generate after ``prompt``, one ``Piece`` per new word (T-FREE; ``vocab`` a Dictionary, which the prompt's
     words join) or token (BPE; ``vocab`` a tokenizers.Tokenizer). ``seed`` (int or numpy Generator; None: fresh
     entropy) fixes the draws. Stops after ``max_new_tokens`` items, at <|endoftext|>, or before a ``stop`` string
-    (which is not emitted). ``calibration``: {"temperature": T_cal, "prior_weight": b, "zero_count_weight": c} (default: T_cal 0.07,
-    b = c = 0).
+    (which is not emitted). ``calibration``: {"temperature": T_cal, "prior_weight": b, "zero_count_weight": c}
+    (default: T_cal 0.07, b = c = 0).
     The sampling defaults are ``tfree generate``'s (decode/sampling.py). ``draft`` (a model trained with
     ``--od-weight``): self-speculative generation (speculative.py), the same words when greedy and the same
     distribution when sampling; ``draft_stats`` (a ``speculative.DraftStats``) then counts the drafts kept.
@@ -302,7 +302,8 @@ def stream(model, codec, vocab, prompt: str, *, max_new_tokens: int = DEFAULT_MA
         raise TfreeError(f"a T-FREE model generates from a Dictionary, not {type(vocab).__name__}")
     if vocab.fingerprint() != codec.fingerprint():
         raise TfreeError(f"the dictionary was built with codec {vocab.fingerprint()}, the model's is {codec.fingerprint()}")
-    cal = {"temperature": Calibration().temperature, "prior_weight": 0.0, "zero_count_weight": 0.0, **(calibration or {})}
+    cal = {"temperature": Calibration().temperature, "prior_weight": 0.0, "zero_count_weight": 0.0,
+           **(calibration or {})}
     words = _WordSampler(vocab, cal["temperature"], (cal["prior_weight"], cal["zero_count_weight"]),
                          spell_below if spell else None)
     return _run_tfree(model, codec, vocab, prompt, device, max_new_tokens, temperature, top_k, top_p, rng, stop,

@@ -29,13 +29,18 @@ FORMAT_VERSION = 1
 _READ_CHUNK = 1 << 23  # characters of a text file split at a time (cut at a newline)
 
 
+def prior_features(counts) -> np.ndarray:
+    """(W, 2) float64: log(count + 1) and [count == 0] of every word, what the calibrated prior weighs."""
+    c = np.asarray(counts, np.float64)
+    return np.stack([np.log1p(c), c == 0], 1)
+
 
 def count_prior(counts, weight: float, zero_weight: float = 0.0) -> np.ndarray:
     """The calibrated word prior ``weight * log(count + 1) + zero_weight * [count == 0]`` (float32; train/evaluate's
     Calibration fits both). The second term prices the words a dictionary holds but its training text never showed
     (a continued model's source words, a word list's additions) apart from those seen once."""
-    c = np.asarray(counts, np.float64)
-    return (weight * np.log1p(c) + zero_weight * (c == 0)).astype(np.float32)
+    return (prior_features(counts) @ np.array([weight, zero_weight])).astype(np.float32)
+
 
 class Dictionary:
     """Words, counts and CSR patterns under one codec. Append-only: ``extend`` adds words at the end."""

@@ -233,9 +233,10 @@ def load_calibration(path: str) -> Calibration:
 
 
 def prior_features(dictionary, device="cpu"):
-    """(W, 2) float32: log(count + 1) and [count = 0] of every word, what ``Calibration``'s prior weights multiply."""
-    c = np.asarray(dictionary.counts, np.float64)
-    return torch.as_tensor(np.stack([np.log1p(c), c == 0], 1), dtype=torch.float32).to(device)
+    """(W, 2) float32 on ``device``: decode.dictionary.prior_features, what ``Calibration``'s prior weights multiply."""
+    from ..decode.dictionary import prior_features as features  # noqa: PLC0415
+
+    return torch.as_tensor(features(dictionary.counts), dtype=torch.float32).to(device)
 
 
 # -- evaluation streams ----------------------------------------------------------------------------------------------
@@ -377,8 +378,7 @@ def calibrate(model, corpus: Corpus, units: Units, dictionary, scorer, spelling,
     a, b, c = fit_scale(S, t, feats, True, (1.0 / start.temperature, start.prior_weight, start.zero_count_weight))
     a0 = fit_scale(S, t, feats, False, (1.0 / start.temperature_plain,))[0]
     return Calibration(temperature=1.0 / a, prior_weight=b, zero_count_weight=c, temperature_plain=1.0 / a0,
-                       p_unk=start.p_unk,
-                       unk_charge=start.unk_charge, spell_order=start.spell_order)
+                       p_unk=start.p_unk, unk_charge=start.unk_charge, spell_order=start.spell_order)
 
 
 @torch.no_grad()

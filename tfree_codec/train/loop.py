@@ -305,7 +305,8 @@ class Run:
         r = tfree_bpb(acc, self.calibration)
         return {"val_bpb": float(r["bpb"][0]), "val_bpb_plain": float(r["bpb"][1]),
                 "temperature": self.calibration.temperature, "prior_weight": self.calibration.prior_weight,
-                "zero_count_weight": self.calibration.zero_count_weight, "p_unk": p_unk, "coverage_words": r["coverage_words"], "unseen_bits_share": r["unseen_bits_share"]}
+                "zero_count_weight": self.calibration.zero_count_weight, "p_unk": p_unk,
+                "coverage_words": r["coverage_words"], "unseen_bits_share": r["unseen_bits_share"]}
 
     def save(self, path: str, final: bool = False) -> None:
         state = None
