@@ -72,7 +72,7 @@ def profile(lm: LanguageModel, new: int, rounds: int = 30) -> None:
     (after 64 MB of other memory has been written, as by whatever runs between two words on a busy machine)."""
     import numpy as np  # noqa: PLC0415
 
-    from tfree_codec import generate as G  # noqa: PLC0415
+    from tfree_codec.generate import language_model as G  # noqa: PLC0415
     from tfree_codec.model.step import CpuStep  # noqa: PLC0415
 
     spent = {"step": 0.0, "scoring and sampling": 0.0}
@@ -129,7 +129,7 @@ DRAFT_PROMPTS = [PROMPT, "Emma Woodhouse, handsome, clever, and rich,", "\"My de
 def measure_draft(lm: LanguageModel, new: int, repeats: int) -> dict:
     """{(setting, drafting): {"words_s", "accept", "texts"}}: each repeat runs every prompt under every setting,
     plain then drafting, so load changes hit both alike."""
-    from tfree_codec.speculative import DraftStats  # noqa: PLC0415
+    from tfree_codec.generate.speculative import DraftStats  # noqa: PLC0415
 
     lm.generate(PROMPT, max_new_tokens=8, seed=0, stop_at_eot=False)  # warm-up: numba, the scorer, torch
     lm.generate(PROMPT, max_new_tokens=8, seed=0, stop_at_eot=False, draft=True)
@@ -161,9 +161,9 @@ def draft_parts(lm: LanguageModel, rounds: int = 7, calls: int = 40) -> None:
     those predict for a given acceptance (Python's own cost per pass not counted)."""
     import numpy as np  # noqa: PLC0415
 
-    from tfree_codec.generate import _WordSampler  # noqa: PLC0415
+    from tfree_codec.generate.language_model import _WordSampler  # noqa: PLC0415
     from tfree_codec.model.step import CpuStep  # noqa: PLC0415
-    from tfree_codec.speculative import Drafter  # noqa: PLC0415
+    from tfree_codec.generate.speculative import Drafter  # noqa: PLC0415
 
     cache = lm.model.new_kv_cache(1)
     step = CpuStep(lm.model, cache)

@@ -51,7 +51,7 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
     bundled model; PROMPT is text, or - for stdin (or --prompt-file). One argument is the prompt unless
     --prompt-file is given. Progress, the seed and the words/s go to stderr."""
     from tfree_codec.generate import LanguageModel, timed, torch_threads
-    from tfree_codec.speculative import DraftStats
+    from tfree_codec.generate.speculative import DraftStats
 
     model, prompt = _model_and_prompt(args, prompt_file)
     if num_samples < 1:
@@ -136,7 +136,7 @@ def _model_and_prompt(args, prompt_file):
 def quickstart(out_dir, steps, prompt, seed, device, overwrite):
     """Encode the bundled public-domain sample, train a tiny T-FREE model on it and generate from it: the whole
     flow in one command, in a few minutes on a laptop CPU. Says where everything went."""
-    from tfree_codec import quickstart as qs
+    from . import quickstart as qs
 
     kw = {k: v for k, v in (("steps", steps), ("prompt", prompt)) if v is not None}
     r = qs.run(out_dir, seed=seed, device=device, overwrite=overwrite, log=lambda m: click.echo(m, err=True),

@@ -14,7 +14,8 @@ from tfree_codec.model import checkpoint as ckpt
 from tfree_codec.assets import sample_text
 from tfree_codec.decode.dictionary import Dictionary
 from tfree_codec.train.evaluate import DICT_FILE
-from tfree_codec.generate import BUNDLED_MODEL, LanguageModel, Piece, _Stops, generate, sample_logits, stream
+from tfree_codec.generate import BUNDLED_MODEL, LanguageModel, Piece, generate, sample_logits, stream
+from tfree_codec.generate.language_model import _Stops
 from tfree_codec.model.transformer import Model, ModelConfig
 from tfree_codec.text.words import EOT, MARKERS
 
@@ -304,7 +305,7 @@ def test_cli_generates_from_the_bundled_model():
 
 
 def test_quickstart_encodes_trains_generates_and_says_where(tmp_path):
-    from tfree_codec import quickstart
+    from tfree_cli import quickstart
 
     said = []
     r = quickstart.run(str(tmp_path / "qs"), steps=2, sample_chars=40_000, new_words=5, progress=False, log=said.append)

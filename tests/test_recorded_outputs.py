@@ -163,7 +163,7 @@ def _generation(lm, draft: bool = False) -> dict:
     if lm.mode == "tfree":
         out["spell"] = _pieces(lm.stream(PROMPT, temperature=0, spell=True, spell_below=0.9, **kw))
     if draft:
-        from tfree_codec.speculative import DraftStats
+        from tfree_codec.generate.speculative import DraftStats
 
         for name, sampling in (("draft_greedy", dict(temperature=0)), ("draft_sampled", dict(seed=5))):
             stats = DraftStats()

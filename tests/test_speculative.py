@@ -11,13 +11,13 @@ from click.testing import CliRunner
 
 from tfree_cli.main import main
 from tfree_codec import Codec, CodecConfig, TfreeError
-from tfree_codec.context import Window, pattern_inputs, pattern_rows
+from tfree_codec.generate.context import Window, pattern_inputs, pattern_rows
 from tfree_codec.decode.dictionary import Dictionary
 from tfree_codec.generate import LanguageModel, export, sample_logits
 from tfree_codec.generate import stream as gen_stream
 from tfree_codec.model import checkpoint as ckpt
 from tfree_codec.model.transformer import Model, ModelConfig
-from tfree_codec.speculative import DraftStats, accept_or_resample, distribution
+from tfree_codec.generate.speculative import DraftStats, accept_or_resample, distribution
 from tfree_codec.text.ngrams import ngram_rows_reference, word_keys
 from tfree_codec.text.words import EOT
 

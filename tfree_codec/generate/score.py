@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from .config import TfreeError
+from ..config import TfreeError
 
 LN2 = math.log(2.0)
 
@@ -25,7 +25,7 @@ LN2 = math.log(2.0)
 def score_texts(path: str, model, codec, texts, batch_size: int = 16) -> list[dict]:
     """Per text: total ``bits``, UTF-8 ``bytes``, ``bpb`` (bits per byte), ``log_prob`` (natural log, the sum HF's
     mean loss is taken over) and ``items`` (words or tokens predicted), under the checkpoint at ``path``."""
-    from .train.data import Corpus, make_units  # noqa: PLC0415
+    from ..train.data import Corpus, make_units  # noqa: PLC0415
 
     if isinstance(texts, str):
         raise TfreeError("score takes a list of texts (wrap a single text in a list)")
@@ -54,8 +54,8 @@ def score_texts(path: str, model, codec, texts, batch_size: int = 16) -> list[di
 
 
 def _tfree(path, model, corpus, units, batch_size, device):
-    from .decode.dictionary import Dictionary  # noqa: PLC0415
-    from .train.evaluate import (DICT_FILE, SpellingModel, dictionary_scorer, evaluate_tfree,  # noqa: PLC0415
+    from ..decode.dictionary import Dictionary  # noqa: PLC0415
+    from ..train.evaluate import (DICT_FILE, SpellingModel, dictionary_scorer, evaluate_tfree,  # noqa: PLC0415
                                  load_calibration, tfree_bpb)
 
     dictionary = Dictionary.load(os.path.join(path, DICT_FILE), corpus.codec)
@@ -70,9 +70,9 @@ def _tfree(path, model, corpus, units, batch_size, device):
 
 
 def _bpe(path, model, corpus, units, batch_size, device):
-    from .text.words import EOT  # noqa: PLC0415
-    from .train.data import TOKENIZER_FILE, TokenSource, load_tokenizer  # noqa: PLC0415
-    from .train.evaluate import evaluate_bpe  # noqa: PLC0415
+    from ..text.words import EOT  # noqa: PLC0415
+    from ..train.data import TOKENIZER_FILE, TokenSource, load_tokenizer  # noqa: PLC0415
+    from ..train.evaluate import evaluate_bpe  # noqa: PLC0415
 
     tok = load_tokenizer(os.path.join(path, TOKENIZER_FILE))
     source = TokenSource(corpus, units, tok, tok.token_to_id(EOT))

@@ -19,8 +19,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .model.step import CpuStep
-from .text.ngrams import EOT_KEY
+from ..model.step import CpuStep
+from ..text.ngrams import EOT_KEY
 
 
 class Window:
@@ -42,7 +42,7 @@ class Window:
         c = model.config
         self.oe = None
         if getattr(c, "oe_orders", ()):
-            from .text.ngrams import stream_boundary, word_key  # noqa: PLC0415
+            from ..text.ngrams import stream_boundary, word_key  # noqa: PLC0415
 
             self._key = lambda i: word_key(words(i))
             self.n_back = max(c.oe_orders)
@@ -147,7 +147,7 @@ class Window:
 
 def pattern_inputs(dictionary, device):
     """(ids, oe_rows) -> a (1, n) Patterns grid of those dictionary words (with their n-gram rows, if any)."""
-    from .model.transformer import Patterns  # noqa: PLC0415
+    from ..model.transformer import Patterns  # noqa: PLC0415
 
     def inputs(ids, oe_rows=None):
         ids = np.asarray(ids, np.int64)

@@ -42,7 +42,7 @@ def distribution(z: np.ndarray, temperature: float, top_k, top_p) -> np.ndarray:
     """The probabilities ``sample_logits`` draws with, as a (n,) float64 vector: ``softmax(z / temperature)`` over
     the words within e^-40 of the best, the top_k best, and the smallest set of the best reaching top_p of the mass
     (ties at a cut kept); one-hot on the argmax at temperature 0."""
-    from .decode.sampling import _TAIL  # noqa: PLC0415
+    from ..decode.sampling import _TAIL  # noqa: PLC0415
 
     z = np.asarray(z, np.float64)
     p = np.zeros(len(z))
@@ -83,10 +83,10 @@ class Drafter:
     with the same calibration."""
 
     def __init__(self, dictionary, t_cal: float, prior: tuple = (0.0, 0.0), size: int = DRAFT_WORDS):
-        from .decode.decoder import Decoder  # noqa: PLC0415
-        from .decode.dictionary import Dictionary, count_prior  # noqa: PLC0415
+        from ..decode.decoder import Decoder  # noqa: PLC0415
+        from ..decode.dictionary import Dictionary, count_prior  # noqa: PLC0415
 
-        from .text.words import MARKERS  # noqa: PLC0415
+        from ..text.words import MARKERS  # noqa: PLC0415
 
         n, k = len(dictionary), len(MARKERS)  # a dictionary starts with its markers: they stay, and first
         keep = np.arange(n)

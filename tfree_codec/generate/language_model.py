@@ -27,20 +27,20 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .model import checkpoint as ckpt
-from .config import TfreeError
-from .decode import _sample
-from .decode.decoder import Decoder
-from .decode.dictionary import count_prior
-from .decode.sampling import _TAIL, DEFAULT_MAX_NEW, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, _check_sampling
+from ..model import checkpoint as ckpt
+from ..config import TfreeError
+from ..decode import _sample
+from ..decode.decoder import Decoder
+from ..decode.dictionary import count_prior
+from ..decode.sampling import _TAIL, DEFAULT_MAX_NEW, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, _check_sampling
 from .context import Window as _Window
 from .context import pattern_inputs as _pattern_inputs
 from .context import pattern_rows as _pattern_rows
 from .context import token_inputs as _token_inputs
-from .decode.scorer import sigmoid
-from .text.words import EOT
+from ..decode.scorer import sigmoid
+from ..text.words import EOT
 
-BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "model")
+BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "model")
 SPELL_BELOW = 0.5  # --spell: where the best dictionary word scores below this, spell one if that fits better
 
 
@@ -93,7 +93,7 @@ class LanguageModel:
 
     @classmethod
     def load(cls, path: str | None = None, device: str = "auto") -> "LanguageModel":
-        from .model.device import resolve_device  # noqa: PLC0415
+        from ..model.device import resolve_device  # noqa: PLC0415
 
         path = find_checkpoint(path)
         model, codec, _ = ckpt.load_model(path, resolve_device(device))
@@ -131,11 +131,11 @@ def load(path: str | None = None, device: str = "auto") -> LanguageModel:
 def _load_vocab(path: str, codec, mode: str):
     """(vocabulary, calibration) of a checkpoint directory."""
     if mode == "bpe":
-        from .train.data import TOKENIZER_FILE, load_tokenizer  # noqa: PLC0415
+        from ..train.data import TOKENIZER_FILE, load_tokenizer  # noqa: PLC0415
 
         return load_tokenizer(os.path.join(path, TOKENIZER_FILE)), {}
-    from .decode.dictionary import Dictionary  # noqa: PLC0415
-    from .train.evaluate import DICT_FILE, load_calibration  # noqa: PLC0415
+    from ..decode.dictionary import Dictionary  # noqa: PLC0415
+    from ..train.evaluate import DICT_FILE, load_calibration  # noqa: PLC0415
 
     dictionary = Dictionary.load(os.path.join(path, DICT_FILE), codec)
     cal = load_calibration(path)
@@ -152,7 +152,7 @@ def export(src: str, dst: str, *, min_count: int = 1, half: bool = False) -> str
     import json  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
-    from .train.data import TOKENIZER_FILE  # noqa: PLC0415
+    from ..train.data import TOKENIZER_FILE  # noqa: PLC0415
 
     path = find_checkpoint(src)
     dst_abs = os.path.abspath(dst)
@@ -175,8 +175,8 @@ def export(src: str, dst: str, *, min_count: int = 1, half: bool = False) -> str
         if model.config.mode == "bpe":
             files = {TOKENIZER_FILE: os.path.join(path, TOKENIZER_FILE)}
         else:
-            from .decode.dictionary import Dictionary  # noqa: PLC0415
-            from .train.evaluate import DICT_FILE  # noqa: PLC0415
+            from ..decode.dictionary import Dictionary  # noqa: PLC0415
+            from ..train.evaluate import DICT_FILE  # noqa: PLC0415
 
             kept = Dictionary.from_counts(codec, dict(zip(vocab.words, vocab.counts.tolist())), min_count=min_count)
             kept.save(os.path.join(tmp, DICT_FILE))
@@ -295,8 +295,8 @@ def stream(model, codec, vocab, prompt: str, *, max_new_tokens: int = DEFAULT_MA
     if model.config.mode == "bpe":
         return _run_bpe(model, vocab, prompt, device, max_new_tokens, temperature, top_k, top_p, rng, stop,
                         use_cache, stop_at_eot)
-    from .decode.dictionary import Dictionary  # noqa: PLC0415
-    from .train.evaluate import Calibration  # noqa: PLC0415
+    from ..decode.dictionary import Dictionary  # noqa: PLC0415
+    from ..train.evaluate import Calibration  # noqa: PLC0415
 
     if not isinstance(vocab, Dictionary):
         raise TfreeError(f"a T-FREE model generates from a Dictionary, not {type(vocab).__name__}")

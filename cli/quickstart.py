@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 
-from .assets import sample_text
-from .config import CodecConfig, TfreeError, atomic_write
+from tfree_codec.assets import sample_text
+from tfree_codec.config import CodecConfig, TfreeError, atomic_write
 
 SAMPLE_CHARS = 600_000   # more words (146k) than STEPS x BATCH x SEQ_LEN (102k): no word is seen twice
 STEPS = 100              # about a minute and a half of training on 2 CPU cores (docs/generate.md)
@@ -24,9 +24,9 @@ def run(out_dir: str = "tfree-quickstart", *, steps: int = STEPS, sample_chars: 
         progress: bool = True, log=print, write=None) -> dict:
     """Encode, train, generate; -> the paths made, the validation bits per byte and the generated text.
     ``write`` receives the sample as it streams (default: collected only)."""
-    from .generate import LanguageModel, torch_threads  # noqa: PLC0415  (torch: only when a run is asked for)
-    from .shards.writer import encode_to_shards  # noqa: PLC0415
-    from .train.loop import TrainConfig, train  # noqa: PLC0415
+    from tfree_codec.generate import LanguageModel, torch_threads  # noqa: PLC0415  (torch: only when a run is asked for)
+    from tfree_codec.shards.writer import encode_to_shards  # noqa: PLC0415
+    from tfree_codec.train.loop import TrainConfig, train  # noqa: PLC0415
 
     if steps < 1:
         raise TfreeError(f"steps must be at least 1, not {steps}")
