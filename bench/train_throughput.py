@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from tfree_codec import Codec, CodecConfig
-from tfree_codec.train.data import Corpus, Packer, PatternSource, TokenSource, gather_patterns, make_units
+from tfree_codec.shards.corpus import Corpus, gather_patterns, make_units
+from tfree_codec.train.data import Packer, PatternSource, TokenSource
 from tfree_codec.model.transformer import Model, ModelConfig
 from tfree_codec.train.data import train_bpe
 from tfree_codec.model.device import autocast_for, resolve_device

@@ -61,7 +61,7 @@ def retok(bpe_run, shards, out_dir, init, head_target, head_fit, alpha, ridge, s
     its body is kept, the embedding and head are fitted to the BPE model's rows (OUT/init/, an ordinary
     checkpoint), then the embedding, head and final norm train with the body frozen (all of it after
     --unfreeze-after). OUT/final/ works with tfree eval, generate and export."""
-    from tfree_codec.model.transformer import ModelConfig
+    from tfree_codec.model.checkpoint import read_model_config
     from tfree_codec.train import retok as rt
     from tfree_codec.train.checks import validate
     from tfree_codec.train.loop import TrainConfig
@@ -89,8 +89,7 @@ def retok(bpe_run, shards, out_dir, init, head_target, head_fit, alpha, ridge, s
     else:
         os.makedirs(out, exist_ok=True)
         rt.build(src.path, shards, init_dir, rcfg, cfg.val_bytes, cfg.chunk_words, log=click.echo)
-    with open(os.path.join(init_dir, "model_config.json"), encoding="utf-8") as f:
-        m = ModelConfig.from_json(f.read())
+    m = read_model_config(init_dir)
     cfg = dataclasses.replace(cfg, n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, seq_len=m.seq_len,
                               pos_weight=m.pos_weight)
     run_train(cfg, log=click.echo)

@@ -16,7 +16,7 @@ from tfree_codec import CodecConfig
 from tfree_codec.assets import sample_text
 from tfree_codec.shards.writer import encode_to_shards
 from tfree_codec.shards.reader import ShardDataset
-from tfree_codec.train.data import gather_patterns
+from tfree_codec.shards.corpus import gather_patterns
 
 out = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="tfree-example-")
 src = os.path.join(out, "sample.txt")

@@ -76,8 +76,9 @@ def encode(jsonl: str, out: str, v: int) -> str:
 def bpe_seq_len(shards: str, run_dir: str, vocab: int, words_seq: int, val_bytes: int) -> tuple[int, float]:
     """Train the run's tokenizer exactly as `tfree train` would (same training units) and place it in the run
     directory; return the BPE sequence length with the bytes of ``words_seq`` T-FREE words, and bytes per token."""
-    from tfree_codec.train.data import Corpus, make_units, split_units
-    from tfree_codec.train.data import TOKENIZER_FILE, load_tokenizer, train_bpe
+    from tfree_codec.model.checkpoint import TOKENIZER_FILE, load_tokenizer
+    from tfree_codec.shards.corpus import Corpus, make_units, split_units
+    from tfree_codec.train.data import train_bpe
 
     corpus = Corpus.from_path(shards)
     train, _ = split_units(make_units(corpus), val_bytes)

@@ -218,7 +218,7 @@ def frozen_arm(args, arm: str, src: str, shards: str, test: str, digits: str, bo
 def frozen_steps(args, shards: str, src: str) -> int:
     """Steps of 16 sequences that read --frozen-bytes of the training units (the conversion's words per sequence)."""
     from tfree_codec.train import retok as rt
-    from tfree_codec.train.data import Corpus, make_units, split_units
+    from tfree_codec.shards.corpus import Corpus, make_units, split_units
 
     corpus = Corpus.from_path(shards)
     units, _ = split_units(make_units(corpus), 65536)

@@ -22,8 +22,8 @@ import torch
 from tfree_codec.decode.dictionary import Dictionary
 from tfree_codec.model.checkpoint import load_model
 from tfree_codec.model.transformer import Patterns
-from tfree_codec.train.data import Corpus
-from tfree_codec.train.evaluate import _unit_items, windows
+from tfree_codec.generate.bits import unit_items, windows
+from tfree_codec.shards.corpus import Corpus
 from tfree_codec.train.retok import calibrated, training_words
 
 
@@ -34,7 +34,7 @@ def hidden_and_targets(model, corpus, units, max_words: int):
     T = model.config.seq_len
     xs, ptr, idx, n = [], [0], [], 0
     for u in range(len(units)):
-        _, lens, flat = _unit_items(corpus, units, u)
+        _, lens, flat = unit_items(corpus, units, u)
         offs = np.concatenate([[0], np.cumsum(lens)])
         for s, e in windows(len(lens), T):
             pats = [flat[offs[i]:offs[i + 1]] for i in range(s, e)]

@@ -75,7 +75,8 @@ def tfree(*args) -> None:
 
 def positions_per_byte(shards: str, val_bytes: int, tokenizer: str | None) -> float:
     """Words (T-FREE) or tokens of ``tokenizer`` per byte of the training text of ``shards``."""
-    from tfree_codec.train.data import Corpus, load_tokenizer, make_units, split_units
+    from tfree_codec.model.checkpoint import load_tokenizer
+    from tfree_codec.shards.corpus import Corpus, make_units, split_units
 
     corpus = Corpus.from_path(shards)
     train, _ = split_units(make_units(corpus), val_bytes)

@@ -123,7 +123,7 @@ def test_score_gives_bits_per_byte_that_prefer_real_text(lm):
 
 def test_score_of_a_bpe_model_is_its_cross_entropy(tmp_path, codec):
     from tfree_codec.generate.score import score_texts
-    from tfree_codec.train.data import TOKENIZER_FILE
+    from tfree_codec.model.checkpoint import TOKENIZER_FILE
     from tfree_codec.train.loop import train_bpe
 
     tok = train_bpe([sample_text(20_000)], 300)

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from tfree_cli.main import main
 from tfree_codec import Codec, TfreeError
 from tfree_codec.model import checkpoint as ckpt
+from tfree_codec.model.checkpoint import DICT_FILE
 from tfree_codec.assets import sample_text
 from tfree_codec.decode.dictionary import Dictionary
-from tfree_codec.train.evaluate import DICT_FILE
 from tfree_codec.generate import BUNDLED_MODEL, LanguageModel, Piece, generate, sample_logits, stream
 from tfree_codec.generate.language_model import _Stops
 from tfree_codec.model.transformer import Model, ModelConfig

@@ -132,9 +132,9 @@ def test_no_import_cycle_between_stages():
     assert not [m for m in MODULES if m.startswith("tfree_codec") and any(t.startswith("tfree_cli") for t in _imports(m))]
 
 
-@pytest.mark.parametrize("entry", ["tfree_codec", "tfree_codec.decode.dictionary", "tfree_codec.decode.decoder",
-                                   "tfree_codec.shards.reader", "tfree_codec.shards.writer"])
-def test_importing_the_codec_never_reaches_torch(entry):
+def _reachable(entry: str, top_level_only: bool = False) -> set[str]:
+    """Every project module that importing ``entry`` can run (lazy imports inside functions too, unless
+    ``top_level_only``)."""
     seen, todo = set(), [entry]
     while todo:
         m = todo.pop()
@@ -143,8 +143,24 @@ def test_importing_the_codec_never_reaches_torch(entry):
         seen.add(m)
         parts = m.split(".")
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b.c runs a and a.b first
-        todo += [t for t in _imports(m, top_level_only=True) if t in MODULES]
+        todo += [t for t in _imports(m, top_level_only) if t in MODULES]
+    return seen
+
+
+@pytest.mark.parametrize("entry", ["tfree_codec", "tfree_codec.decode.dictionary", "tfree_codec.decode.decoder",
+                                   "tfree_codec.shards.reader", "tfree_codec.shards.writer"])
+def test_importing_the_codec_never_reaches_torch(entry):
+    for m in _reachable(entry, top_level_only=True):
         assert "torch" not in _imports(m, top_level_only=True), f"{m} imports torch, reachable from {entry}"
+
+
+def test_the_generate_stage_never_reaches_the_trainer():
+    """Inference reads checkpoints; it never needs the trainer, not even lazily or through another module."""
+    stage = [m for m in MODULES if m.startswith("tfree_codec.generate")]
+    assert "tfree_codec.generate.language_model" in stage and "tfree_codec.generate.score" in stage
+    for m in stage:
+        assert not [t for t in _reachable(m) if t.startswith("tfree_codec.train")], m
+    assert "tfree_codec.train.loop" in _reachable("tfree_cli.train_cmds")  # the walk does see the trainer
 
 
 def test_no_module_over_500_lines():

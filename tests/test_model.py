@@ -7,8 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from tfree_codec import Codec, CodecConfig, TfreeError
-from tfree_codec.train.data import Corpus, Packer, PatternSource, make_units, split_units
-from tfree_codec.train.evaluate import Calibration, SpellingModel, fit_scale, log_softmax_at, tfree_bpb, windows
+from tfree_codec.decode.calibration import Calibration, fit_scale, log_softmax_at
+from tfree_codec.decode.spelling import SpellingModel
+from tfree_codec.generate.bits import tfree_bpb, windows
+from tfree_codec.shards.corpus import Corpus, make_units, split_units
+from tfree_codec.train.data import Packer, PatternSource
 from tfree_codec.model.transformer import Model, ModelConfig, Patterns, multi_hot, pattern_bce
 from tfree_codec.model.step import CpuStep
 

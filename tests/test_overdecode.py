@@ -13,7 +13,8 @@ from tfree_cli.main import main
 from tfree_codec import Codec, CodecConfig
 from tfree_codec.model.checkpoint import load_model, read_state_dict
 from tfree_codec.model.transformer import Model, ModelConfig, Patterns, pattern_bce
-from tfree_codec.train.data import Corpus, Packer, PatternSource, make_units
+from tfree_codec.shards.corpus import Corpus, make_units
+from tfree_codec.train.data import Packer, PatternSource
 from tfree_codec.train.settings import TrainConfig, od_weight_at
 
 TINY = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--seq-len", "16", "--batch-size", "4",

@@ -16,7 +16,8 @@ from tfree_codec.model.optim import SplitAdam, clip_grad_norm
 from tfree_codec.model.transformer import Model, ModelConfig, Patterns
 from tfree_codec.text.ngrams import EOT_KEY, ngram_rows, stream_boundary, word_keys
 from tfree_codec.text.words import EOT
-from tfree_codec.train.data import Corpus, Packer, PatternSource, make_units
+from tfree_codec.shards.corpus import Corpus, make_units
+from tfree_codec.train.data import Packer, PatternSource
 
 V = 512
 OE = dict(oe_orders=(2, 3), oe_rows=97, oe_slices=2)
@@ -154,7 +155,7 @@ def test_sparse_tables_update_only_the_rows_read_and_clip_like_torch():
 
 
 def test_evaluation_rows_keep_their_history_across_window_cuts():
-    from tfree_codec.train.evaluate import unit_ngram_rows
+    from tfree_codec.generate.bits import unit_ngram_rows
 
     cfg = config()
     words = [EOT, "a", " b", " c", EOT, "d", " e"]

@@ -45,14 +45,6 @@ KEPT = ("model.safetensors", "model_config.json", "codec.json", "calibration.jso
 
 
 @pytest.fixture(scope="module")
-def single_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
 def recording():
     """The recorded outputs; with TFREE_RECORD=1, written back once every case has filled its entry."""
     try:
@@ -76,7 +68,7 @@ def text_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def shards(text_file, single_thread):
+def shards(text_file, one_thread):
     """The text encoded with a small codec (v = 1024): small heads, and retok's least squares stays quick."""
     out = os.path.join(os.path.dirname(text_file), "shards")
     r = CliRunner().invoke(main, ["encode", text_file, "-o", out, "-v", "1024", "-m", "4", "-q", "--num-proc", "1"])
@@ -85,7 +77,7 @@ def shards(text_file, single_thread):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, shards, single_thread):
+def runs(tmp_path_factory, shards, one_thread):
     """name -> run directory, made lazily (retok needs the bpe run)."""
     made = {}
 
@@ -213,7 +205,7 @@ def _bundled_outputs() -> dict:
 
 
 @pytest.mark.parametrize("case", ["bundled", *RUNS])
-def test_outputs_are_the_recorded_ones(case, runs, text_file, recording, single_thread, tmp_path):
+def test_outputs_are_the_recorded_ones(case, runs, text_file, recording, one_thread, tmp_path):
     old, new = recording
     got = _plain(_bundled_outputs() if case == "bundled" else _run_outputs(runs(case), text_file, tmp_path))
     if RECORD:

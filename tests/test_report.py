@@ -81,7 +81,7 @@ def test_the_csv_of_a_resumed_run_matches_its_json_log(runs, shards, tmp_path):
 def test_the_bpe_baseline_reports_the_vocabulary_it_learnt(runs):
     import re
 
-    from tfree_codec.train.data import load_tokenizer
+    from tfree_codec.model.checkpoint import load_tokenizer
 
     got = load_tokenizer(os.path.join(runs[1], "final", "tokenizer.json")).get_vocab_size()
     assert got < 2000  # 15 distinct words run out of merges long before

@@ -270,8 +270,8 @@ def test_the_training_sample_of_an_over_encoding_model_is_its_greedy_generation(
     from types import SimpleNamespace
 
     from tfree_codec.generate import generate
-    from tfree_codec.train.data import Corpus, make_units
-    from tfree_codec.train.evaluate import Calibration
+    from tfree_codec.decode.calibration import Calibration
+    from tfree_codec.shards.corpus import Corpus, make_units
     from tfree_codec.train.report import greedy_sample
 
     model = oe_model(codec, od=False)

@@ -200,7 +200,8 @@ def test_a_batch_embeds_its_distinct_words_once_and_equals_the_per_occurrence_em
 
     from tfree_codec import Codec, CodecConfig
     from tfree_codec.model.transformer import Model, ModelConfig, Patterns, multi_hot
-    from tfree_codec.train.data import Corpus, Packer, PatternSource, make_units
+    from tfree_codec.shards.corpus import Corpus, make_units
+    from tfree_codec.train.data import Packer, PatternSource
 
     codec = Codec(CodecConfig(vocab_size=512, num_activations=4))
     corpus = Corpus.from_texts(["the cat sat on the mat . " * 9, "a dog , the log\n\nand the end"] * 3, codec)

@@ -4,11 +4,11 @@ The stages, one sub-package each, in the order the data flows through them:
 
     text/     text -> words (lossless split/join) -> each word's hashed trigram activation pattern
     shards/   corpora -> Arrow shards on disk (the resumable ``tfree encode`` job) and reading them back
+    decode/   scores -> words: dictionaries, the scorer, sampling, spelling, calibrated probabilities
     model/    word patterns (or BPE ids) -> scores: the transformer, its one-position CPU step, checkpoints
-    train/    shards -> a trained run: batches, the training loop, bits-per-byte evaluation
-    decode/   scores -> words: dictionaries, the scorer, sampling, spelling
-    generate  a trained model continues a prompt (``tfree_codec.load().generate(...)``)
-    score     how likely given texts are under a model (``tfree_codec.load().score([...])``)
+    generate/ a checkpoint continues a prompt (``tfree_codec.load().generate(...)``) and scores texts
+              (``tfree_codec.load().score([...])``); it never imports train/
+    train/    shards -> a trained run: batches, the training loop, calibration, ``tfree eval``
 
 ``codec.py`` and ``config.py`` are the public face of the first stage. Importing this package never imports torch:
 the names below that need it (``load``, ``LanguageModel``) are resolved on first use.

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..model import checkpoint as ckpt
+from ..model.checkpoint import BUNDLED_MODEL, find_checkpoint  # noqa: F401  (re-exported)
 from ..config import TfreeError
 from ..decode import _sample
 from ..decode.decoder import Decoder
@@ -40,7 +41,6 @@ from .context import token_inputs as _token_inputs
 from ..decode.scorer import sigmoid
 from ..text.words import EOT
 
-BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "model")
 SPELL_BELOW = 0.5  # --spell: where the best dictionary word scores below this, spell one if that fits better
 
 
@@ -52,27 +52,6 @@ class Piece:
     text: str                   # what it adds to the output ("" while a possible stop string is held back)
     prob: float                 # the probability the sampler gave it (1 when greedy, nan when spelled)
     finish: str | None = None   # on the last piece: "length", "eot" (end of document) or "stop"
-
-
-def find_checkpoint(path: str | None) -> str:
-    """The checkpoint directory meant by ``path``: a checkpoint itself, a run directory (its final/, else its
-    newest step-NNNNNN/) or, for None, the bundled model."""
-    if path is None:
-        if not os.path.isfile(os.path.join(BUNDLED_MODEL, ckpt.META)):
-            raise TfreeError("this install has no bundled model (tfree_codec/assets/model): give a run or checkpoint directory")
-        return BUNDLED_MODEL
-    if not os.path.exists(path):
-        raise TfreeError(f"{path}: no such run or checkpoint directory")
-    if not os.path.isdir(path):
-        raise TfreeError(f"{path} is a file: give a run directory or a checkpoint directory (RUN/final)")
-    if os.path.isfile(os.path.join(path, ckpt.META)):
-        return path
-    if os.path.isfile(os.path.join(path, "final", ckpt.META)):
-        return os.path.join(path, "final")
-    latest = ckpt.latest_checkpoint(path)
-    if latest is None:
-        raise TfreeError(f"{path} holds no tfree checkpoint (no checkpoint.json, final/ or step-NNNNNN/)")
-    return latest
 
 
 @dataclass
@@ -131,14 +110,11 @@ def load(path: str | None = None, device: str = "auto") -> LanguageModel:
 def _load_vocab(path: str, codec, mode: str):
     """(vocabulary, calibration) of a checkpoint directory."""
     if mode == "bpe":
-        from ..train.data import TOKENIZER_FILE, load_tokenizer  # noqa: PLC0415
-
-        return load_tokenizer(os.path.join(path, TOKENIZER_FILE)), {}
+        return ckpt.load_tokenizer(os.path.join(path, ckpt.TOKENIZER_FILE)), {}
     from ..decode.dictionary import Dictionary  # noqa: PLC0415
-    from ..train.evaluate import DICT_FILE, load_calibration  # noqa: PLC0415
 
-    dictionary = Dictionary.load(os.path.join(path, DICT_FILE), codec)
-    cal = load_calibration(path)
+    dictionary = Dictionary.load(os.path.join(path, ckpt.DICT_FILE), codec)
+    cal = ckpt.load_calibration(path)
     return dictionary, {"temperature": float(cal.temperature), "prior_weight": float(cal.prior_weight),
                         "zero_count_weight": float(cal.zero_count_weight)}
 
@@ -152,8 +128,6 @@ def export(src: str, dst: str, *, min_count: int = 1, half: bool = False) -> str
     import json  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
-    from ..train.data import TOKENIZER_FILE  # noqa: PLC0415
-
     path = find_checkpoint(src)
     dst_abs = os.path.abspath(dst)
     if (os.path.abspath(path) + os.sep).startswith(dst_abs.rstrip(os.sep) + os.sep):
@@ -164,8 +138,8 @@ def export(src: str, dst: str, *, min_count: int = 1, half: bool = False) -> str
     if min_count < 1:
         raise TfreeError(f"min_count must be at least 1, not {min_count}")
     calibration = None
-    if os.path.isfile(os.path.join(path, "calibration.json")):
-        with open(os.path.join(path, "calibration.json"), encoding="utf-8") as f:
+    if os.path.isfile(os.path.join(path, ckpt.CALIBRATION_FILE)):
+        with open(os.path.join(path, ckpt.CALIBRATION_FILE), encoding="utf-8") as f:
             calibration = json.load(f)
     info = {k: meta[k] for k in ("bytes_seen", "seed", "params", "chunk_words") if k in meta}
     if half:
@@ -173,14 +147,13 @@ def export(src: str, dst: str, *, min_count: int = 1, half: bool = False) -> str
         info["stored_dtype"] = "float16"
     with tempfile.TemporaryDirectory() as tmp:
         if model.config.mode == "bpe":
-            files = {TOKENIZER_FILE: os.path.join(path, TOKENIZER_FILE)}
+            files = {ckpt.TOKENIZER_FILE: os.path.join(path, ckpt.TOKENIZER_FILE)}
         else:
             from ..decode.dictionary import Dictionary  # noqa: PLC0415
-            from ..train.evaluate import DICT_FILE  # noqa: PLC0415
 
             kept = Dictionary.from_counts(codec, dict(zip(vocab.words, vocab.counts.tolist())), min_count=min_count)
-            kept.save(os.path.join(tmp, DICT_FILE))
-            files = {DICT_FILE: os.path.join(tmp, DICT_FILE)}
+            kept.save(os.path.join(tmp, ckpt.DICT_FILE))
+            files = {ckpt.DICT_FILE: os.path.join(tmp, ckpt.DICT_FILE)}
             info["dictionary_min_count"] = min_count
         return ckpt.save_checkpoint(dst, model, codec, files=files, calibration=calibration,
                                     step=int(meta.get("step", 0)), info=info)
@@ -295,8 +268,8 @@ def stream(model, codec, vocab, prompt: str, *, max_new_tokens: int = DEFAULT_MA
     if model.config.mode == "bpe":
         return _run_bpe(model, vocab, prompt, device, max_new_tokens, temperature, top_k, top_p, rng, stop,
                         use_cache, stop_at_eot)
+    from ..decode.calibration import Calibration  # noqa: PLC0415
     from ..decode.dictionary import Dictionary  # noqa: PLC0415
-    from ..train.evaluate import Calibration  # noqa: PLC0415
 
     if not isinstance(vocab, Dictionary):
         raise TfreeError(f"a T-FREE model generates from a Dictionary, not {type(vocab).__name__}")

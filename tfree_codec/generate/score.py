@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from ..config import TfreeError
+from ..model import checkpoint as ckpt
 
 LN2 = math.log(2.0)
 
@@ -25,7 +26,7 @@ LN2 = math.log(2.0)
 def score_texts(path: str, model, codec, texts, batch_size: int = 16) -> list[dict]:
     """Per text: total ``bits``, UTF-8 ``bytes``, ``bpb`` (bits per byte), ``log_prob`` (natural log, the sum HF's
     mean loss is taken over) and ``items`` (words or tokens predicted), under the checkpoint at ``path``."""
-    from ..train.data import Corpus, make_units  # noqa: PLC0415
+    from ..shards.corpus import Corpus, make_units  # noqa: PLC0415
 
     if isinstance(texts, str):
         raise TfreeError("score takes a list of texts (wrap a single text in a list)")
@@ -55,11 +56,11 @@ def score_texts(path: str, model, codec, texts, batch_size: int = 16) -> list[di
 
 def _tfree(path, model, corpus, units, batch_size, device):
     from ..decode.dictionary import Dictionary  # noqa: PLC0415
-    from ..train.evaluate import (DICT_FILE, SpellingModel, dictionary_scorer, evaluate_tfree,  # noqa: PLC0415
-                                 load_calibration, tfree_bpb)
+    from ..decode.spelling import SpellingModel  # noqa: PLC0415
+    from .bits import dictionary_scorer, evaluate_tfree, tfree_bpb  # noqa: PLC0415
 
-    dictionary = Dictionary.load(os.path.join(path, DICT_FILE), corpus.codec)
-    cal = load_calibration(path)
+    dictionary = Dictionary.load(os.path.join(path, ckpt.DICT_FILE), corpus.codec)
+    cal = ckpt.load_calibration(path)
     scorer, spelling = dictionary_scorer(dictionary), SpellingModel(dictionary.words, cal.spell_order)
     res = []
     for u in range(len(units)):
@@ -71,25 +72,24 @@ def _tfree(path, model, corpus, units, batch_size, device):
 
 def _bpe(path, model, corpus, units, batch_size, device):
     from ..text.words import EOT  # noqa: PLC0415
-    from ..train.data import TOKENIZER_FILE, TokenSource, load_tokenizer  # noqa: PLC0415
-    from ..train.evaluate import evaluate_bpe  # noqa: PLC0415
+    from .bits import evaluate_bpe  # noqa: PLC0415
 
-    tok = load_tokenizer(os.path.join(path, TOKENIZER_FILE))
-    source = TokenSource(corpus, units, tok, tok.token_to_id(EOT))
+    tok = ckpt.load_tokenizer(os.path.join(path, ckpt.TOKENIZER_FILE))
+    texts = [corpus.text(int(d), int(a), int(b)) for d, a, b in zip(units.doc, units.start, units.stop)]
     res = []
-    for u in range(len(units)):
+    for u, enc in enumerate(tok.encode_batch(texts, add_special_tokens=False)):
         one = units.take(np.array([u]))
-        r = evaluate_bpe(model, _OneUnit(source, u), one, batch_size, device)
+        r = evaluate_bpe(model, _OneUnit(tok.token_to_id(EOT), enc.ids), one, batch_size, device)
         res.append((float(r["bits"]), int(r["items"])))
     return res
 
 
 class _OneUnit:
-    """Unit u of a TokenSource as a source of one unit (its tokens are made once, for all texts)."""
+    """One unit's tokens as the token source ``evaluate_bpe`` reads."""
 
-    def __init__(self, source, u: int):
-        self.eot_id, self.lengths = source.eot_id, source.lengths[u:u + 1]
-        self.tokens = source.item_tokens(u, 0, int(source.lengths[u]))
+    def __init__(self, eot_id: int, tokens):
+        self.eot_id, self.tokens = eot_id, np.asarray(tokens, np.int32)
+        self.lengths = np.array([len(self.tokens)], np.int64)
 
     def item_tokens(self, _u: int, a: int, b: int):
         return self.tokens[a:b]

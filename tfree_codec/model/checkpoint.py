@@ -9,6 +9,9 @@ pickle; checkpoints written before it hold ``model.pt`` instead, read with ``tor
 step, and the sha256 of every other file). It is written to a temporary directory and
 renamed into place, so a directory with a ``checkpoint.json`` is always complete; a file that does not match its
 checksum is refused in one line.
+
+This module owns those names: the trainer, generation and the CLI ask it for a checkpoint's files
+(``find_checkpoint``, ``load_model``, ``load_calibration``, ``load_tokenizer``) rather than spelling them.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import torch
 from ..codec import Codec
 from ..config import CodecConfig, TfreeError
 from ..config import file_sha256 as _sha256
+from ..decode.calibration import Calibration
 from .transformer import Model, ModelConfig
 from .weights import WEIGHTS_FILE, load_weights_file, save_weights
 
@@ -30,6 +34,13 @@ FORMAT = "tfree-checkpoint"
 FORMAT_VERSION = 1
 META = "checkpoint.json"
 SETTINGS_FILE = "train_config.json"  # the run's settings (train/settings.py)
+MODEL_CONFIG_FILE = "model_config.json"
+CODEC_FILE = "codec.json"
+DICT_FILE = "dictionary.arrow"       # T-FREE: the decoding dictionary (also in run directories)
+TOKENIZER_FILE = "tokenizer.json"    # BPE: the tokenizer (also in run directories)
+CALIBRATION_FILE = "calibration.json"
+TRAIN_STATE_FILE = "train_state.pt"
+BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "model")
 PARTIAL = ".tfree-partial"  # inside a checkpoint folder being written; gone once it is complete
 STEP_RE = re.compile(r"^step-(\d{6,})$")
 
@@ -60,16 +71,16 @@ def save_checkpoint(path: str, model, codec: Codec, *, files: dict | None = None
         raw = getattr(model, "module", model)
         raw = getattr(raw, "_orig_mod", raw)
         save_weights(clean_state_dict(raw.state_dict()), os.path.join(tmp, WEIGHTS_FILE), {"format": "pt"})
-        _write(tmp, "model_config.json", raw.config.to_json() + "\n")
-        codec.save(os.path.join(tmp, "codec.json"))
+        _write(tmp, MODEL_CONFIG_FILE, raw.config.to_json() + "\n")
+        codec.save(os.path.join(tmp, CODEC_FILE))
         for fname, src in (files or {}).items():
             shutil.copyfile(src, os.path.join(tmp, fname))
         for fname, obj in (json_files or {}).items():
             _write(tmp, fname, json.dumps(obj, indent=2, sort_keys=True) + "\n")
         if calibration is not None:
-            _write(tmp, "calibration.json", json.dumps(calibration, indent=2, sort_keys=True) + "\n")
+            _write(tmp, CALIBRATION_FILE, json.dumps(calibration, indent=2, sort_keys=True) + "\n")
         if train_state is not None:
-            torch.save(train_state, os.path.join(tmp, "train_state.pt"))
+            torch.save(train_state, os.path.join(tmp, TRAIN_STATE_FILE))
         sums = {f: _sha256(os.path.join(tmp, f)) for f in sorted(os.listdir(tmp)) if f != PARTIAL}
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": step, "mode": raw.config.mode,
                 "files": sums, **(info or {})}
@@ -172,17 +183,22 @@ def read_meta(path: str, verify: bool = True) -> dict:
 def load_model(path: str, device="cpu", verify: bool = True):
     """(model, codec, meta) of a checkpoint; one-line TfreeError for anything corrupt or inconsistent."""
     meta = read_meta(path, verify)
-    try:
-        with open(os.path.join(path, "model_config.json"), encoding="utf-8") as f:
-            config = ModelConfig.from_json(f.read())
-    except OSError as e:
-        raise TfreeError(f"{path}: cannot read model_config.json ({e.strerror})") from None
-    codec = Codec(CodecConfig.load(os.path.join(path, "codec.json")))
+    config = read_model_config(path)
+    codec = Codec(CodecConfig.load(os.path.join(path, CODEC_FILE)))
     if config.mode == "tfree" and config.vocab_size != codec.vocab_size:
         raise TfreeError(f"{path}: model has {config.vocab_size} activation rows but the codec has v = {codec.vocab_size}")
     model = Model(config)
     load_weights(model, read_state_dict(path), path)
     return model.to(device), codec, meta
+
+
+def read_model_config(path: str) -> ModelConfig:
+    """The ModelConfig of checkpoint directory ``path``."""
+    try:
+        with open(os.path.join(path, MODEL_CONFIG_FILE), encoding="utf-8") as f:
+            return ModelConfig.from_json(f.read())
+    except OSError as e:
+        raise TfreeError(f"{path}: cannot read {MODEL_CONFIG_FILE} ({e.strerror})") from None
 
 
 def read_state_dict(path: str) -> dict:
@@ -211,11 +227,55 @@ def load_weights(model: Model, sd: dict, where: str) -> None:
 
 def load_train_state(path: str) -> dict:
     try:
-        return torch.load(os.path.join(path, "train_state.pt"), map_location="cpu", weights_only=True)
+        return torch.load(os.path.join(path, TRAIN_STATE_FILE), map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise TfreeError(f"{path}: no train_state.pt (a final or exported checkpoint cannot be resumed)") from None
+        raise TfreeError(f"{path}: no {TRAIN_STATE_FILE} (a final or exported checkpoint cannot be resumed)") from None
     except Exception as e:  # noqa: BLE001
-        raise TfreeError(f"{path}: cannot load train_state.pt ({type(e).__name__})") from None
+        raise TfreeError(f"{path}: cannot load {TRAIN_STATE_FILE} ({type(e).__name__})") from None
+
+
+def load_calibration(path: str) -> Calibration:
+    """The checkpoint directory's calibration.json; the defaults when it has none."""
+    try:
+        with open(os.path.join(path, CALIBRATION_FILE), encoding="utf-8") as f:
+            return Calibration.from_dict(json.load(f))
+    except FileNotFoundError:
+        return Calibration()
+    except ValueError as e:
+        raise TfreeError(f"{path}: unreadable {CALIBRATION_FILE} ({e})") from None
+
+
+def load_tokenizer(path: str):
+    """The HF ``tokenizers.Tokenizer`` in file ``path`` (a checkpoint's or run's tokenizer.json)."""
+    try:
+        from tokenizers import Tokenizer  # noqa: PLC0415
+    except ImportError:
+        raise TfreeError("the BPE baseline needs HF tokenizers: pip install 'tfree-codec[baseline]'") from None
+    try:
+        return Tokenizer.from_file(path)
+    except Exception as e:  # noqa: BLE001
+        raise TfreeError(f"cannot read tokenizer {path!r} ({e})") from None
+
+
+def find_checkpoint(path: str | None) -> str:
+    """The checkpoint directory meant by ``path``: a checkpoint itself, a run directory (its final/, else its
+    newest step-NNNNNN/) or, for None, the bundled model."""
+    if path is None:
+        if not os.path.isfile(os.path.join(BUNDLED_MODEL, META)):
+            raise TfreeError("this install has no bundled model (tfree_codec/assets/model): give a run or checkpoint directory")
+        return BUNDLED_MODEL
+    if not os.path.exists(path):
+        raise TfreeError(f"{path}: no such run or checkpoint directory")
+    if not os.path.isdir(path):
+        raise TfreeError(f"{path} is a file: give a run directory or a checkpoint directory (RUN/final)")
+    if os.path.isfile(os.path.join(path, META)):
+        return path
+    if os.path.isfile(os.path.join(path, "final", META)):
+        return os.path.join(path, "final")
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise TfreeError(f"{path} holds no tfree checkpoint (no checkpoint.json, final/ or step-NNNNNN/)")
+    return latest
 
 
 def latest_checkpoint(run_dir: str) -> str | None:

@@ -17,7 +17,7 @@ nearest document start, and a cut of the context window never cuts it (a window'
 history: the loader and the generator keep the last ``n - 1`` keys). A document starts at the stream's first item
 and at the item after every ``<|endoftext|>`` (``stream_boundary``); the ``<|endoftext|>`` itself belongs to the
 document it ends (its history is that document's last words). Training streams also start a document at each
-*unit* (train/data.py cuts long documents into units of ``chunk_words``): in evaluation and generation every unit
+*unit* (shards/corpus.py cuts long documents into units of ``chunk_words``): in evaluation and generation every unit
 or prompt follows an ``<|endoftext|>``, so a unit's first word has no history there either.
 
 Slice ``j`` of order ``n`` reads row ``splitmix64(g ^ seed_j) % m_j`` of its own table. With ``distinct`` slices

@@ -20,8 +20,7 @@ from ..config import CodecConfig, TfreeError, atomic_write
 from ..decode.dictionary import Dictionary
 from ..model import checkpoint as ckpt
 from ..model.transformer import ModelConfig
-from .data import TOKENIZER_FILE
-from .evaluate import DICT_FILE
+from ..model.checkpoint import CODEC_FILE, DICT_FILE, TOKENIZER_FILE
 from .settings import oe_options
 
 # The options that make a model's shape: the CLI takes them from the source unless they are typed.
@@ -60,13 +59,10 @@ def open_source(path: str) -> Source:
     src = resolve(path)
     ckpt.read_meta(src)  # refuses a damaged or incomplete checkpoint, naming the file
     try:
-        with open(os.path.join(src, "model_config.json"), encoding="utf-8") as f:
-            config = ModelConfig.from_json(f.read())
-    except OSError as e:
-        raise TfreeError(f"--init-from {src}: cannot read model_config.json ({e.strerror})") from None
+        config = ckpt.read_model_config(src)
     except TfreeError as e:
-        raise TfreeError(f"--init-from {src}: {e}") from None
-    source = Source(src, config, Codec(CodecConfig.load(os.path.join(src, "codec.json"))))
+        raise TfreeError(f"--init-from {src}: {str(e).removeprefix(f'{src}: ')}") from None
+    source = Source(src, config, Codec(CodecConfig.load(os.path.join(src, CODEC_FILE))))
     if not os.path.isfile(source.artifact):
         raise TfreeError(f"--init-from {src}: no {os.path.basename(source.artifact)} (a {config.mode} model needs it "
                          "to be continued)")

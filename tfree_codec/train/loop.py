@@ -19,12 +19,15 @@ import torch
 
 from ..model import checkpoint as ckpt
 from ..config import TfreeError, atomic_write
-from .data import (TOKENIZER_FILE, Corpus, Packer, PatternSource, TokenSource, load_tokenizer, make_units,
-                   split_units, train_bpe)
+from .data import Packer, PatternSource, TokenSource, train_bpe
+from ..decode.calibration import Calibration
 from ..decode.dictionary import Dictionary
+from ..decode.spelling import SpellingModel
 from . import init_from, report
-from .evaluate import (DICT_FILE, Calibration, SpellingModel, calibrate, dictionary_scorer, evaluate_bpe,
-                       evaluate_tfree, tfree_bpb)
+from .evaluate import calibrate
+from ..generate.bits import dictionary_scorer, evaluate_bpe, evaluate_tfree, tfree_bpb
+from ..model.checkpoint import DICT_FILE, TOKENIZER_FILE, load_tokenizer
+from ..shards.corpus import Corpus, make_units, split_units
 from ..model.device import autocast_for, resolve_device  # noqa: F401  (re-exported)
 from ..model.transformer import Model, ModelConfig
 from ..text.words import EOT
@@ -223,9 +226,8 @@ class Run:
 
     def _restore(self, state: dict) -> None:
         ckpt.load_weights(self.model, ckpt.read_state_dict(self.resume_from), self.resume_from)
-        with open(os.path.join(self.resume_from, "model_config.json"), encoding="utf-8") as f:
-            if ModelConfig.from_json(f.read()) != self.model_config:
-                raise TfreeError(f"{self.resume_from}: its model config differs from this run's")
+        if ckpt.read_model_config(self.resume_from) != self.model_config:
+            raise TfreeError(f"{self.resume_from}: its model config differs from this run's")
         self.optimizer.load_state_dict(state["optimizer"])
         self.packer.load_state_dict(state["cursor"])
         self.step, self.bytes_seen, self.items_seen = int(state["step"]), float(state["bytes_seen"]), int(state["items_seen"])

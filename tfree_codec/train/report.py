@@ -144,7 +144,7 @@ def greedy_sample(run, n_words: int = 24, prompt_words: int = 8) -> str:
     dic, cal = run.dictionary, run.calibration
     scorer = run.scorer if hasattr(run, "scorer") else None
     if scorer is None:
-        from .evaluate import dictionary_scorer  # noqa: PLC0415
+        from ..generate.bits import dictionary_scorer  # noqa: PLC0415
 
         scorer = run.scorer = dictionary_scorer(dic)
     prior = torch.from_numpy(count_prior(dic.counts, cal.prior_weight, cal.zero_count_weight)).to(run.device)
@@ -154,7 +154,7 @@ def greedy_sample(run, n_words: int = 24, prompt_words: int = 8) -> str:
         ptr, idx = run.codec.encode_words(ctx)
         x = Patterns.from_lists([idx[ptr[i]:ptr[i + 1]].astype("int64") for i in range(len(ctx))])
         if run.model_config.oe_orders:  # the rows of the whole text, so the window's first words keep their history
-            from .evaluate import unit_ngram_rows  # noqa: PLC0415
+            from ..generate.bits import unit_ngram_rows  # noqa: PLC0415
 
             x.oe_rows = torch.from_numpy(unit_ngram_rows(run.model_config, out)[-len(ctx):])
         x = x.to(run.device)

@@ -51,8 +51,12 @@ from ..model.device import autocast_for
 from ..model.transformer import Model, ModelConfig
 from ..text.words import EOT, join
 from . import init_from, retok_fit
-from .data import TOKENIZER_FILE, Corpus, load_tokenizer, make_units, split_units
-from .evaluate import DICT_FILE, Calibration, SpellingModel, calibrate, dictionary_scorer, evaluate_tfree, tfree_bpb
+from ..decode.calibration import Calibration
+from ..decode.spelling import SpellingModel
+from ..generate.bits import dictionary_scorer, evaluate_tfree, tfree_bpb
+from ..model.checkpoint import DICT_FILE, TOKENIZER_FILE, load_tokenizer
+from ..shards.corpus import Corpus, make_units, split_units
+from .evaluate import calibrate
 
 RETOK_FILE = "retok.json"
 INIT_DIR = "init"
@@ -111,11 +115,7 @@ def open_bpe(path: str) -> BpeSource:
         raise TfreeError(f"{path}: not a tfree run or checkpoint (no final/, step-NNNNNN/ or "
                          "checkpoint.json)") from None
     ckpt.read_meta(src)
-    try:
-        with open(os.path.join(src, "model_config.json"), encoding="utf-8") as f:
-            config = ModelConfig.from_json(f.read())
-    except OSError as e:
-        raise TfreeError(f"{src}: cannot read model_config.json ({e.strerror})") from None
+    config = ckpt.read_model_config(src)
     if config.mode != "bpe":
         raise TfreeError(f"{src} is a {config.mode} model, not a --baseline bpe run: tfree retok converts BPE models")
     tpath = os.path.join(src, TOKENIZER_FILE)

@@ -160,7 +160,7 @@ def saved_settings(path: str) -> dict:
         if not isinstance(d, dict):
             raise TfreeError(f"{fpath}: not a JSON object")
         return d
-    if os.path.isfile(os.path.join(path, "train_state.pt")):
+    if os.path.isfile(os.path.join(path, ckpt.TRAIN_STATE_FILE)):
         return dict(ckpt.load_train_state(path).get("train_config", {}))
     return {}
 
