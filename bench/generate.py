@@ -67,12 +67,12 @@ def measure(models: dict, new: int, repeats: int) -> dict:
 
 def profile(lm: LanguageModel, new: int, rounds: int = 30) -> None:
     """A cached greedy run split into the model's one-position steps (step.CpuStep), the dictionary scoring
-    and sampling (generate._WordSampler), and the rest (the prompt's pass and context refills through torch,
+    and sampling (generate/vocab.py's _WordSampler), and the rest (the prompt's pass and context refills through torch,
     Python); then the step's matrix-vector products alone (numpy), warm (each timed right after itself) and cold
     (after 64 MB of other memory has been written, as by whatever runs between two words on a busy machine)."""
     import numpy as np  # noqa: PLC0415
 
-    from tfree_codec.generate import language_model as G  # noqa: PLC0415
+    from tfree_codec.generate import vocab as G  # noqa: PLC0415
     from tfree_codec.model.step import CpuStep  # noqa: PLC0415
 
     spent = {"step": 0.0, "scoring and sampling": 0.0}
@@ -161,7 +161,7 @@ def draft_parts(lm: LanguageModel, rounds: int = 7, calls: int = 40) -> None:
     those predict for a given acceptance (Python's own cost per pass not counted)."""
     import numpy as np  # noqa: PLC0415
 
-    from tfree_codec.generate.language_model import _WordSampler  # noqa: PLC0415
+    from tfree_codec.generate.vocab import _WordSampler  # noqa: PLC0415
     from tfree_codec.model.step import CpuStep  # noqa: PLC0415
     from tfree_codec.generate.speculative import Drafter  # noqa: PLC0415
 
@@ -169,8 +169,9 @@ def draft_parts(lm: LanguageModel, rounds: int = 7, calls: int = 40) -> None:
     step = CpuStep(lm.model, cache)
     rows = lm.vocab.indices[lm.vocab.indptr[50]:lm.vocab.indptr[51]]
     cal, rng = lm.calibration, np.random.default_rng(0)
-    sampler = _WordSampler(lm.vocab, cal["temperature"], cal["prior_weight"], None)
-    drafter = Drafter(lm.vocab, cal["temperature"], cal["prior_weight"])
+    prior = (cal["prior_weight"], cal["zero_count_weight"])
+    sampler = _WordSampler(lm.vocab, cal["temperature"], prior, None)
+    drafter = Drafter(lm.vocab, cal["temperature"], prior)
     h = step.hidden([rows])[0]
     logits = step.logits(h)
     parts = {"body, 1 position": lambda: step.hidden([rows]), "body, 2 positions in one pass": lambda: step.hidden([rows, rows]),
@@ -246,9 +247,8 @@ def main() -> None:
         models["bpe"] = LanguageModel.load(args.bpe, "cpu")
     for kind, lm in models.items():
         p = lm.model.num_params()
-        vocab = f"{len(lm.vocab):,}-word dictionary" if kind == "tfree" else f"{lm.vocab.get_vocab_size():,} BPE tokens"
         print(f"{kind}: {lm.path} | {p['total'] / 1e6:.2f}M parameters (body {p['body'] / 1e6:.2f}M, head "
-              f"{p['head'] / 1e6:.2f}M) | {vocab} | context {lm.model.config.seq_len}")
+              f"{p['head'] / 1e6:.2f}M) | {lm.vocabulary.describe()} | context {lm.model.config.seq_len}")
     results = measure(models, args.new, args.repeats)
     for preset in filter(None, args.shapes.split(",")):
         from tfree_codec.model.transformer import Model, ModelConfig  # noqa: PLC0415
@@ -256,14 +256,14 @@ def main() -> None:
         torch.manual_seed(0)
         cfg = ModelConfig.from_preset(preset)
         lm = models["tfree"]
-        rand = LanguageModel(Model(cfg).eval(), lm.codec, lm.vocab, lm.calibration, f"random {preset}")
+        rand = LanguageModel(Model(cfg).eval(), lm.codec, lm.vocabulary, f"random {preset}")
         print(f"tfree {preset} (random weights): {rand.model.num_params()['total'] / 1e6:.2f}M parameters, "
               f"{cfg.n_layer}x{cfg.n_embd}, context {cfg.seq_len}")
         shaped = {f"tfree {preset} (random)": rand}
         if "bpe" in models:  # the same shape with the baseline's softmax head
             b = models["bpe"]
             bcfg = ModelConfig.from_preset(preset, mode="bpe", vocab_size=b.model.config.vocab_size)
-            shaped[f"bpe {preset} (random)"] = LanguageModel(Model(bcfg).eval(), b.codec, b.vocab, {}, f"random {preset}")
+            shaped[f"bpe {preset} (random)"] = LanguageModel(Model(bcfg).eval(), b.codec, b.vocabulary, f"random {preset}")
         for kind, r in measure(shaped, args.new, args.repeats).items():
             results[kind] = {k: r[k] for k in ("greedy", UNCACHED)}
 

@@ -64,11 +64,10 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
     if draft and not getattr(lm.model.config, "od", False):
         raise TfreeError(f"--draft needs a model with an Over-Decoding head (trained with --od-weight); {lm.path} has none")
     p = lm.model.num_params()
-    vocab = f"dictionary {len(lm.vocab):,} words" if lm.mode == "tfree" else f"BPE {lm.vocab.get_vocab_size():,} tokens"
-    click.echo(f"model {lm.path}: {lm.mode}, {p['total'] / 1e6:.2f}M parameters, {vocab}, "
+    click.echo(f"model {lm.path}: {lm.mode}, {p['total'] / 1e6:.2f}M parameters, {lm.vocabulary.describe()}, "
                f"on {next(lm.model.parameters()).device}", err=True)
     seed = secrets.randbits(31) if seed is None else seed
-    unit = "words" if lm.mode == "tfree" else "tokens"
+    unit = lm.vocabulary.unit
     for k in range(num_samples):
         if num_samples > 1:
             click.echo(f"--- sample {k + 1}/{num_samples} (seed {seed + k})", err=True)

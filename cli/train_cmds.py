@@ -162,7 +162,7 @@ def plot(runs, out_file, labels):
 def eval_(checkpoint, data, device, batch_size, as_json, quiet):
     """Held-out bits per byte of CHECKPOINT (e.g. RUN/final) on DATA (shard directory or text file), with
     parameter counts and, for T-FREE, the dictionary's coverage and the unseen-word convention used."""
-    from tfree_codec.train.evaluate import evaluate_checkpoint
+    from tfree_codec.generate.score import evaluate_checkpoint
 
     r = evaluate_checkpoint(checkpoint, data, device, batch_size, progress=show_progress(quiet))
     if as_json:
@@ -173,7 +173,7 @@ def eval_(checkpoint, data, device, batch_size, as_json, quiet):
                f"{p['head']:,} + body {p['body']:,}" + (f" + n-gram tables {p['oe']:,}" if p.get("oe") else "")
                + (f" + word-after-next head {p['od']:,}" if p.get("od") else ""))
     click.echo(f"bits per byte {r['bpb']:.4f} on {r['bytes'] / 1e3:,.1f} kB of {data}")
-    if r["mode"] == "tfree":
+    if "dictionary_words" in r:  # T-FREE
         click.echo(f"dictionary {r['dictionary_words']:,} words covers {r['coverage_words']:.2%} of the words and "
                    f"{r['coverage_bytes']:.2%} of their bytes; unseen words carry {r['unseen_bits_share']:.1%} of the bits")
         click.echo(f"(with unseen words charged 256^-(bytes+1): {r['bpb_unk_bytes']:.4f} bits per byte)")

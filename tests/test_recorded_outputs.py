@@ -166,7 +166,7 @@ def _generation(lm, draft: bool = False) -> dict:
 
 def _run_outputs(run_dir: str, text_file: str, tmp_path) -> dict:
     from tfree_codec.generate import LanguageModel, export
-    from tfree_codec.train.evaluate import evaluate_checkpoint
+    from tfree_codec.generate.score import evaluate_checkpoint
 
     final = os.path.join(run_dir, "final")
     with open(os.path.join(run_dir, "log.jsonl"), encoding="utf-8") as f:

@@ -269,17 +269,16 @@ def test_the_training_sample_of_an_over_encoding_model_is_its_greedy_generation(
     """report.greedy_sample (the sample printed at each evaluation) feeds the n-gram rows as generation does."""
     from types import SimpleNamespace
 
-    from tfree_codec.generate import generate
     from tfree_codec.decode.calibration import Calibration
-    from tfree_codec.shards.corpus import Corpus, make_units
+    from tfree_codec.generate import generate
+    from tfree_codec.generate.vocab import Words
     from tfree_codec.train.report import greedy_sample
 
     model = oe_model(codec, od=False)
-    corpus = Corpus.from_texts([TEXT], codec)
     dictionary = Dictionary.from_texts(codec, [TEXT])
     cal = Calibration()
-    run = SimpleNamespace(val_units=make_units(corpus), corpus=corpus, model_config=model.config, model=model,
-                          mode="tfree", dictionary=dictionary, calibration=cal, codec=codec, device="cpu")
+    run = SimpleNamespace(model=model, codec=codec, sample_prompt=lambda n: codec.split(TEXT)[:n],
+                          sampling_vocabulary=lambda: Words(Dictionary.from_texts(codec, [TEXT]), cal))
     got = greedy_sample(run, n_words=12, prompt_words=8)
     prompt = codec.join(codec.split(TEXT)[:8])
     want = generate(model, codec, dictionary, prompt, temperature=0, max_new_tokens=12,

@@ -23,7 +23,7 @@ import math
 import numpy as np
 import torch
 
-from ..decode.calibration import Calibration, log_softmax_at, prior_features
+from ..decode.calibration import Calibration, fit_scale, log_softmax_at, prior_features
 from ..shards.corpus import Corpus, Units
 from ..text.words import EOT, MARKERS
 
@@ -156,6 +156,54 @@ def tfree_bpb(acc: dict, calibration: Calibration, p_unk: float | None = None) -
             "unseen_bits_share": float((k * -math.log2(p_unk) + unk_bits) / total[0]) if total[0] else 0.0,
             "coverage_words": acc["covered_words"] / max(acc["words"], 1),
             "coverage_bytes": acc["covered_bytes"] / max(acc["word_bytes"], 1)}
+
+
+def calibrate(model, corpus: Corpus, units: Units, dictionary, scorer, spelling, start: Calibration | None = None,
+              max_cells: int = 48_000_000, **kw) -> Calibration:
+    """Fit the temperature and prior weight (and the plain temperature) on the first positions of ``units`` (as
+    many as keep ``positions x words <= max_cells``), and p_unk on all of ``units``' words."""
+    start = start or Calibration()
+    K = max(128, min(4096, max_cells // max(1, len(dictionary))))
+    n, take = 0, 0
+    lengths = units.stop - units.start
+    while take < len(units) and n < K:
+        n += int(lengths[take]) + 1
+        take += 1
+    acc = evaluate_tfree(model, corpus, units.take(np.arange(take)), dictionary, scorer, spelling, [],
+                         keep_scores=K, **kw)
+    if acc.get("kept") is None:
+        return start
+    S, t = acc["kept"]
+    feats = prior_features(dictionary)
+    a, b, c = fit_scale(S, t, feats, True, (1.0 / start.temperature, start.prior_weight, start.zero_count_weight))
+    a0 = fit_scale(S, t, feats, False, (1.0 / start.temperature_plain,))[0]
+    return Calibration(temperature=1.0 / a, prior_weight=b, zero_count_weight=c, temperature_plain=1.0 / a0,
+                       p_unk=start.p_unk, unk_charge=start.unk_charge, spell_order=start.spell_order)
+
+
+class TokenItems:
+    """Items are BPE tokens: each unit's text (its words joined) tokenised once, <|endoftext|> the tokenizer's own."""
+
+    def __init__(self, corpus: Corpus, units: Units, tokenizer, eot_id: int, batch_size: int = 256):
+        self.eot_id = eot_id
+        texts = (corpus.text(int(d), int(a), int(b)) for d, a, b in zip(units.doc, units.start, units.stop))
+        toks = []
+        buf = []
+        for t in texts:  # encode_batch in slices keeps memory flat and uses the tokenizer's threads
+            buf.append(t)
+            if len(buf) == batch_size:
+                toks += [np.asarray(e.ids, np.int32) for e in tokenizer.encode_batch(buf, add_special_tokens=False)]
+                buf = []
+        if buf:
+            toks += [np.asarray(e.ids, np.int32) for e in tokenizer.encode_batch(buf, add_special_tokens=False)]
+        self.lengths = np.array([len(t) for t in toks], np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+        self.tokens = np.concatenate(toks or [np.zeros(0, np.int32)])
+
+    def item_tokens(self, u: int, a: int, b: int):
+        if u < 0:
+            return np.array([self.eot_id], np.int32)
+        return self.tokens[self.offsets[u] + a:self.offsets[u] + b]
 
 
 @torch.no_grad()

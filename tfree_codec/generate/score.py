@@ -1,4 +1,5 @@
-"""How likely given texts are under a model, from Python: what ``model(ids, labels=ids).loss`` gives HF users.
+"""How likely given texts are under a model: ``score_texts`` from Python (what ``model(ids, labels=ids).loss`` gives
+HF users), and ``evaluate_checkpoint``, ``tfree eval``'s held-out bits per byte of a data set.
 
 >>> lm = tfree_codec.load()
 >>> lm.score(["It is a truth universally acknowledged", "acknowledged universally truth a is It"])
@@ -13,12 +14,9 @@ checkpoint was saved with (not one grown by earlier prompts).
 from __future__ import annotations
 
 import math
-import os
-
-import numpy as np
 
 from ..config import TfreeError
-from ..model import checkpoint as ckpt
+from .vocab import load_vocabulary
 
 LN2 = math.log(2.0)
 
@@ -42,8 +40,7 @@ def score_texts(path: str, model, codec, texts, batch_size: int = 16) -> list[di
     try:
         corpus = Corpus.from_texts(texts, codec)
         units = make_units(corpus, 1 << 30)  # one unit per text: windows of seq_len cover long texts
-        each = _bpe(path, model, corpus, units, batch_size, device) if model.config.mode == "bpe" else \
-            _tfree(path, model, corpus, units, batch_size, device)
+        each = load_vocabulary(path, codec, model.config).unit_bits(model, corpus, units, batch_size, device)
     finally:
         model.train(was_training)
     out = []
@@ -54,42 +51,48 @@ def score_texts(path: str, model, codec, texts, batch_size: int = 16) -> list[di
     return out
 
 
-def _tfree(path, model, corpus, units, batch_size, device):
-    from ..decode.dictionary import Dictionary  # noqa: PLC0415
-    from ..decode.spelling import SpellingModel  # noqa: PLC0415
-    from .bits import dictionary_scorer, evaluate_tfree, tfree_bpb  # noqa: PLC0415
+# -- tfree eval ------------------------------------------------------------------------------------------------------
+def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: int = 16, progress: bool = False) -> dict:
+    """Held-out bits per byte of a checkpoint on DATA (a shard directory or a UTF-8 text file), with parameter
+    counts and, for T-FREE, the dictionary's coverage and both unseen-word conventions."""
+    from ..model import checkpoint as ckpt  # noqa: PLC0415
+    from ..model.device import autocast_for, resolve_device  # noqa: PLC0415
+    from ..shards.corpus import Corpus, make_units  # noqa: PLC0415
 
-    dictionary = Dictionary.load(os.path.join(path, ckpt.DICT_FILE), corpus.codec)
-    cal = ckpt.load_calibration(path)
-    scorer, spelling = dictionary_scorer(dictionary), SpellingModel(dictionary.words, cal.spell_order)
-    res = []
-    for u in range(len(units)):
-        one = units.take(np.array([u]))
-        acc = evaluate_tfree(model, corpus, one, dictionary, scorer, spelling, cal.params()[:1], batch_size, device)
-        res.append((float(tfree_bpb(acc, cal)["bpb"][0]) * max(acc["bytes"], 1), int(acc["items"])))
-    return res
-
-
-def _bpe(path, model, corpus, units, batch_size, device):
-    from ..text.words import EOT  # noqa: PLC0415
-    from .bits import evaluate_bpe  # noqa: PLC0415
-
-    tok = ckpt.load_tokenizer(os.path.join(path, ckpt.TOKENIZER_FILE))
-    texts = [corpus.text(int(d), int(a), int(b)) for d, a, b in zip(units.doc, units.start, units.stop)]
-    res = []
-    for u, enc in enumerate(tok.encode_batch(texts, add_special_tokens=False)):
-        one = units.take(np.array([u]))
-        r = evaluate_bpe(model, _OneUnit(tok.token_to_id(EOT), enc.ids), one, batch_size, device)
-        res.append((float(r["bits"]), int(r["items"])))
-    return res
+    if batch_size < 1:
+        raise TfreeError(f"--batch-size must be at least 1, not {batch_size}")
+    dev = resolve_device(device)
+    model, codec, meta = ckpt.load_model(path, dev)
+    model.eval()
+    autocast, _ = autocast_for(dev, "auto")
+    vocab = load_vocabulary(path, codec, model.config)
+    corpus = Corpus.from_path(data, vocab.data_codec)
+    units = make_units(corpus, int(meta.get("chunk_words", 1024)))
+    if not float(units.n_bytes.sum()):
+        raise TfreeError(f"{data}: no text to evaluate on (it is empty)")
+    bar = _bar(len(units), progress)
+    report = {"checkpoint": path, "data": data, "mode": model.config.mode, "params": model.num_params(),
+              "bytes": float(units.n_bytes.sum())}
+    report.update(vocab.evaluate(model, corpus, units, batch_size, dev, autocast, progress=bar))
+    if bar:
+        bar.close()
+    return report
 
 
-class _OneUnit:
-    """One unit's tokens as the token source ``evaluate_bpe`` reads."""
+def _bar(total: int, on: bool):
+    return _Progress(total) if on else None
 
-    def __init__(self, eot_id: int, tokens):
-        self.eot_id, self.tokens = eot_id, np.asarray(tokens, np.int32)
-        self.lengths = np.array([len(self.tokens)], np.int64)
 
-    def item_tokens(self, _u: int, a: int, b: int):
-        return self.tokens[a:b]
+class _Progress:
+    """A tqdm bar that ``evaluate_*`` advance once per unit."""
+
+    def __init__(self, total: int):
+        from tqdm import tqdm  # noqa: PLC0415
+
+        self.bar = tqdm(total=total, unit="unit", dynamic_ncols=True, leave=False, disable=None)  # None: not on a pipe
+
+    def __call__(self, u: int) -> None:
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()

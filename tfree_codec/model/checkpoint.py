@@ -185,7 +185,7 @@ def load_model(path: str, device="cpu", verify: bool = True):
     meta = read_meta(path, verify)
     config = read_model_config(path)
     codec = Codec(CodecConfig.load(os.path.join(path, CODEC_FILE)))
-    if config.mode == "tfree" and config.vocab_size != codec.vocab_size:
+    if config.tfree and config.vocab_size != codec.vocab_size:
         raise TfreeError(f"{path}: model has {config.vocab_size} activation rows but the codec has v = {codec.vocab_size}")
     model = Model(config)
     load_weights(model, read_state_dict(path), path)

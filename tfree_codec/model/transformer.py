@@ -65,9 +65,8 @@ class ModelConfig:
         elif not problems and (self.n_embd // self.n_head) % 2:
             problems.append(f"head size {self.n_embd // self.n_head} must be even for RoPE")
         self.oe_orders = tuple(self.oe_orders)
-        if self.oe_orders or self.od:
-            if self.mode != "tfree":
-                problems.append("Over-Encoding and Over-Decoding need a T-FREE model")
+        if (self.oe_orders or self.od) and not self.tfree:
+            problems.append("Over-Encoding and Over-Decoding need a T-FREE model")
         if self.oe_orders:
             s = len(self.oe_orders) * self.oe_slices
             if not all(isinstance(n, int) and 2 <= n <= 8 for n in self.oe_orders) or len(set(self.oe_orders)) != len(self.oe_orders):
@@ -82,6 +81,12 @@ class ModelConfig:
             raise TfreeError("invalid model config: " + "; ".join(problems))
         if not self.ffn_hidden:
             self.ffn_hidden = 64 * math.ceil(8 * self.n_embd / 3 / 64)
+
+    @property
+    def tfree(self) -> bool:
+        """Whether items are T-FREE words (patterns in, a v-wide BCE head) rather than BPE tokens. The one reading
+        of ``mode``: the vocabulary that goes with it is generate/vocab.py's."""
+        return self.mode == "tfree"
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "ModelConfig":
@@ -270,7 +275,7 @@ class Model(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         c = self.config = config
-        if c.mode == "tfree":
+        if c.tfree:
             self.embed = nn.EmbeddingBag(c.vocab_size, c.n_embd, mode="sum", include_last_offset=True)
         else:
             self.embed = nn.Embedding(c.vocab_size, c.n_embd)
@@ -360,7 +365,7 @@ class Model(nn.Module):
         return cos[start:start + T], sin[start:start + T]
 
     def embed_inputs(self, inputs):
-        if self.config.mode == "tfree":
+        if self.config.tfree:
             if not isinstance(inputs, Patterns):
                 raise TypeError("a T-FREE model takes Patterns")
             B, T = inputs.shape
@@ -407,7 +412,7 @@ class Model(nn.Module):
         B, T = logits.shape[:2]
         if targets is None:
             return logits, None
-        if self.config.mode == "tfree":
+        if self.config.tfree:
             loss = pattern_bce(logits, targets, mask, self.config.pos_weight)
             if targets2 is None:
                 return logits, loss

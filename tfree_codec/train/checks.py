@@ -18,6 +18,8 @@ def validate(cfg) -> None:
     def bad(name, value, want):
         raise TfreeError(f"--{name.replace('_', '-')} must be {want}, not {value!r}")
 
+    if cfg.baseline not in (None, "bpe"):
+        raise TfreeError(f"unknown baseline {cfg.baseline!r} (bpe)")
     for name in ("lr", "pos_weight"):
         v = getattr(cfg, name)
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
@@ -50,7 +52,7 @@ def validate(cfg) -> None:
     if od and cfg.baseline:
         raise TfreeError("--od-weight: Over-Decoding needs a T-FREE model, not --baseline bpe")
     # the model's shape (heads dividing the width, ...) before a dictionary or tokenizer is written for it
-    ModelConfig.from_preset(cfg.preset, mode="bpe" if cfg.baseline else "tfree", vocab_size=16, seq_len=cfg.seq_len,
+    ModelConfig.from_preset(cfg.preset, mode=cfg.mode, vocab_size=16, seq_len=cfg.seq_len,
                             n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight,
                             od=od > 0, **oe_options(cfg))
 

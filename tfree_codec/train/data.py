@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import TfreeError
+from ..generate.bits import TokenItems
 from ..shards.corpus import Corpus, Units, gather_patterns
 from ..text.words import EOT
 
@@ -86,8 +87,6 @@ class Packer:
 # -- materialising windows ---------------------------------------------------------------------------------------
 class PatternSource:
     """Items are words: unit u's items are the words of its document slice, <|endoftext|> the EOT pattern."""
-
-    mode = "tfree"
 
     def __init__(self, corpus: Corpus, units: Units, oe=None):
         self.corpus, self.units = corpus, units
@@ -186,31 +185,8 @@ class PatternSource:
         return rows[np.concatenate(take)]
 
 
-class TokenSource:
-    """Items are BPE tokens: each unit's text (its words joined) tokenised once, <|endoftext|> the tokenizer's own."""
-
-    mode = "bpe"
-
-    def __init__(self, corpus: Corpus, units: Units, tokenizer, eot_id: int, batch_size: int = 256):
-        self.eot_id = eot_id
-        texts = (corpus.text(int(d), int(a), int(b)) for d, a, b in zip(units.doc, units.start, units.stop))
-        toks = []
-        buf = []
-        for t in texts:  # encode_batch in slices keeps memory flat and uses the tokenizer's threads
-            buf.append(t)
-            if len(buf) == batch_size:
-                toks += [np.asarray(e.ids, np.int32) for e in tokenizer.encode_batch(buf, add_special_tokens=False)]
-                buf = []
-        if buf:
-            toks += [np.asarray(e.ids, np.int32) for e in tokenizer.encode_batch(buf, add_special_tokens=False)]
-        self.lengths = np.array([len(t) for t in toks], np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
-        self.tokens = np.concatenate(toks or [np.zeros(0, np.int32)])
-
-    def item_tokens(self, u: int, a: int, b: int):
-        if u < 0:
-            return np.array([self.eot_id], np.int32)
-        return self.tokens[self.offsets[u] + a:self.offsets[u] + b]
+class TokenSource(TokenItems):
+    """Items are BPE tokens (generate/bits.TokenItems), cut into training batches."""
 
     def batch(self, windows, T: int):
         import torch  # noqa: PLC0415

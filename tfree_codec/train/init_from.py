@@ -37,7 +37,7 @@ class Source:
     @property
     def artifact(self) -> str:
         """The dictionary (T-FREE) or tokenizer (BPE) file of the source."""
-        return os.path.join(self.path, DICT_FILE if self.model_config.mode == "tfree" else TOKENIZER_FILE)
+        return os.path.join(self.path, DICT_FILE if self.model_config.tfree else TOKENIZER_FILE)
 
 
 def resolve(path: str) -> str:
@@ -71,12 +71,11 @@ def open_source(path: str) -> Source:
 
 def check_shape(source: Source, cfg) -> None:
     """Refuse a run whose options ask for another model than the source's (mode, layers, width, context, ...)."""
-    mode = "bpe" if cfg.baseline else "tfree"
     want = source.model_config
-    if mode != want.mode:
+    if cfg.mode != want.mode:
         raise TfreeError(f"--init-from {source.path} is a {want.mode} model: "
-                         f"{'drop --baseline' if want.mode == 'tfree' else 'add --baseline bpe'}")
-    mine = ModelConfig.from_preset(cfg.preset, mode=mode, vocab_size=want.vocab_size, seq_len=cfg.seq_len,
+                         f"{'drop --baseline' if want.tfree else 'add --baseline bpe'}")
+    mine = ModelConfig.from_preset(cfg.preset, mode=cfg.mode, vocab_size=want.vocab_size, seq_len=cfg.seq_len,
                                    n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight,
                                    **oe_options(cfg))
     diff = [f"{f.name} {getattr(want, f.name)!r} (asked {getattr(mine, f.name)!r})" for f in dataclasses.fields(want)
@@ -88,7 +87,7 @@ def check_shape(source: Source, cfg) -> None:
 
 def check_codec(source: Source, codec: Codec, data: str) -> None:
     """T-FREE: the new data must be encoded with the source's codec (the embedding rows are its hash buckets)."""
-    if source.model_config.mode == "tfree" and codec.fingerprint() != source.codec.fingerprint():
+    if source.model_config.tfree and codec.fingerprint() != source.codec.fingerprint():
         theirs, mine = source.codec.config, codec.config
         raise TfreeError(f"{data} was encoded with another codec (v = {mine.vocab_size}, m = {mine.num_activations}, "
                          f"{codec.fingerprint()}) than --init-from {source.path} (v = {theirs.vocab_size}, m = "
@@ -122,7 +121,7 @@ def settings(cfg, typed: set[str]):
     source = open_source(cfg.init_from)
     m = source.model_config
     new = {k: getattr(m, k) for k in SHAPE_OPTIONS if k not in typed}
-    if "baseline" not in typed and m.mode == "bpe":
+    if "baseline" not in typed and not m.tfree:
         new.update(baseline="bpe", bpe_vocab=m.vocab_size)
     return dataclasses.replace(cfg, **new)
 

@@ -22,10 +22,8 @@ from ..config import TfreeError, atomic_write
 from .data import Packer, PatternSource, TokenSource, train_bpe
 from ..decode.calibration import Calibration
 from ..decode.dictionary import Dictionary
-from ..decode.spelling import SpellingModel
 from . import init_from, report
-from .evaluate import calibrate
-from ..generate.bits import dictionary_scorer, evaluate_bpe, evaluate_tfree, tfree_bpb
+from ..generate.vocab import Tokens, Words
 from ..model.checkpoint import DICT_FILE, TOKENIZER_FILE, load_tokenizer
 from ..shards.corpus import Corpus, make_units, split_units
 from ..model.device import autocast_for, resolve_device  # noqa: F401  (re-exported)
@@ -80,7 +78,7 @@ class Run:
             if cfg.resume:
                 ckpt.clean_partial(self.out)  # temp folders of a save that was killed (only those marked ours)
         self._barrier()
-        self.mode = "bpe" if cfg.baseline else "tfree"
+        self.mode = cfg.mode
         self._prepare_artifacts()
 
         T = cfg.seq_len or ModelConfig.from_preset(cfg.preset).seq_len
@@ -103,7 +101,6 @@ class Run:
         self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, device_type=self.device.type,
                                                         table_lr_scale=cfg.oe_lr_scale)
         self.step, self.bytes_seen, self.items_seen = 0, 0.0, 0
-        self.calibration = Calibration()
         self.said_no_plot = False
         if state:
             self._restore(state)
@@ -172,45 +169,44 @@ class Run:
             dist.barrier()
 
     def _prepare_artifacts(self) -> None:
-        """The dictionary (T-FREE) or the BPE tokenizer, built from the training units once by rank 0 and saved
-        in the run directory; a resumed run reads the saved one, so it is the same."""
-        if self.mode == "tfree":
-            path = os.path.join(self.out, DICT_FILE)
-            if self.dist.main and not os.path.isfile(path):
-                t0 = time.time()
-                counts = Counter()
-                u = self.train_units
-                for d, a, b in zip(u.doc.tolist(), u.start.tolist(), u.stop.tolist()):
-                    counts.update(self.corpus.words(d, a, b))
-                counts[EOT] += int(u.last.sum())
-                (init_from.grown_dictionary(self.init_src, counts, self.codec) if self.init_src
-                 else Dictionary.from_counts(self.codec, counts)).save(path)
-                self.log(f"dictionary: {len(counts):,} words from the training text ({time.time() - t0:.1f}s)")
-            self._barrier()
-            self.dictionary = Dictionary.load(path, self.codec)
+        """The vocabulary: the dictionary (T-FREE) or the BPE tokenizer, built from the training units once by rank
+        0 and saved in the run directory; a resumed run reads the saved one, so it is the same."""
+        path = os.path.join(self.out, TOKENIZER_FILE if self.cfg.baseline else DICT_FILE)
+        if self.dist.main and not os.path.isfile(path):
+            t0 = time.time()
+            said = self._build_tokenizer(path) if self.cfg.baseline else self._build_dictionary(path)
+            if said:
+                self.log(f"{said} ({time.time() - t0:.1f}s)")
+        self._barrier()
+        if self.cfg.baseline:
+            self.vocab = Tokens(load_tokenizer(path))
+            self.vocab_size = self.vocab.tokenizer.get_vocab_size()
+            self.source = TokenSource(self.corpus, self.train_units, self.vocab.tokenizer, self.vocab.eot_id)
+        else:
+            self.vocab = Words(Dictionary.load(path, self.codec))
             self.vocab_size = self.codec.vocab_size
             self.source = PatternSource(self.corpus, self.train_units)
-            self.artifacts = {DICT_FILE: path}
-        elif self.mode == "bpe":
-            if self.cfg.baseline != "bpe":
-                raise TfreeError(f"unknown baseline {self.cfg.baseline!r} (bpe)")
-            path = os.path.join(self.out, TOKENIZER_FILE)
-            if self.init_src and self.dist.main and not os.path.isfile(path):
-                init_from.copy_tokenizer(self.init_src, path)  # the source's, as its users have it
-            if self.dist.main and not os.path.isfile(path):
-                t0 = time.time()
-                tok = train_bpe(self._unit_texts(self.train_units), self.cfg.bpe_vocab)
-                tok.save(path)
-                got = tok.get_vocab_size()  # a small text runs out of merges before the size asked for
-                self.log(f"BPE tokenizer: {got:,} tokens learnt from the training text"
-                         f"{f' (--bpe-vocab {self.cfg.bpe_vocab:,} asked)' if got != self.cfg.bpe_vocab else ''} ({time.time() - t0:.1f}s)")
-            self._barrier()
-            self.tokenizer = load_tokenizer(path)
-            self.vocab_size = self.tokenizer.get_vocab_size()
-            eot = self.tokenizer.token_to_id(EOT)
-            self.source = TokenSource(self.corpus, self.train_units, self.tokenizer, eot)
-            self.val_source = TokenSource(self.corpus, self.val_units, self.tokenizer, eot)
-            self.artifacts = {TOKENIZER_FILE: path}
+        self.artifacts = {os.path.basename(path): path}
+
+    def _build_dictionary(self, path: str) -> str:
+        counts = Counter()
+        u = self.train_units
+        for d, a, b in zip(u.doc.tolist(), u.start.tolist(), u.stop.tolist()):
+            counts.update(self.corpus.words(d, a, b))
+        counts[EOT] += int(u.last.sum())
+        (init_from.grown_dictionary(self.init_src, counts, self.codec) if self.init_src
+         else Dictionary.from_counts(self.codec, counts)).save(path)
+        return f"dictionary: {len(counts):,} words from the training text"
+
+    def _build_tokenizer(self, path: str) -> str | None:
+        if self.init_src:
+            init_from.copy_tokenizer(self.init_src, path)  # the source's, as its users have it
+            return None
+        tok = train_bpe(self._unit_texts(self.train_units), self.cfg.bpe_vocab)
+        tok.save(path)
+        got = tok.get_vocab_size()  # a small text runs out of merges before the size asked for
+        return (f"BPE tokenizer: {got:,} tokens learnt from the training text"
+                f"{f' (--bpe-vocab {self.cfg.bpe_vocab:,} asked)' if got != self.cfg.bpe_vocab else ''}")
 
     def _unit_texts(self, units):
         return (self.corpus.text(d, a, b) for d, a, b in zip(units.doc.tolist(), units.start.tolist(), units.stop.tolist()))
@@ -231,11 +227,28 @@ class Run:
         self.optimizer.load_state_dict(state["optimizer"])
         self.packer.load_state_dict(state["cursor"])
         self.step, self.bytes_seen, self.items_seen = int(state["step"]), float(state["bytes_seen"]), int(state["items_seen"])
-        self.calibration = Calibration.from_dict(state.get("calibration", {}))
+        self.vocab.calibration = Calibration.from_dict(state.get("calibration", {}))
         torch.set_rng_state(state["rng_cpu"])
         if self.device.type == "cuda" and "rng_cuda" in state:
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         self.log(f"resumed from {self.resume_from} at step {self.step}")
+
+    def sample_prompt(self, n_words: int) -> list[str]:
+        """The first ``n_words`` words of the first validation unit (none without a validation slice)."""
+        if len(self.val_units) == 0:
+            return []
+        u = self.val_units
+        d, a, b = int(u.doc[0]), int(u.start[0]), int(u.stop[0])
+        return self.corpus.words(d, a, min(b, a + n_words))
+
+    def sampling_vocabulary(self):
+        """The vocabulary the samples of ``report.greedy_sample`` draw from: the run's, under its latest
+        calibration, on a copy of the dictionary made once (a prompt's words join the copy, never the dictionary
+        that evaluation reads)."""
+        if getattr(self, "_sampling", None) is None:
+            self._sampling = self.vocab.copy()
+        self._sampling.calibration = self.vocab.calibration
+        return self._sampling
 
     # -- the loop -------------------------------------------------------------------------------------------------
     def batch(self):
@@ -286,29 +299,12 @@ class Run:
         return float(t)
 
     def evaluate(self) -> dict:
-        """Validation bits per byte (rank 0). T-FREE: the dictionary-softmax temperature is re-fitted on the same
-        slice (a grid around the last fit; a finer one at the end) and kept as the run's calibration."""
+        """Validation bits per byte (rank 0). T-FREE: the dictionary softmax's calibration is re-fitted on the same
+        slice and kept as the run's (generate/vocab.py ``Words.validate``)."""
         self.model.eval()
         if len(self.val_units) == 0:
             return {}
-        if self.mode == "bpe":
-            r = evaluate_bpe(self.model, self.val_source, self.val_units, device=self.device, autocast=self.autocast)
-            return {"val_bpb": r["bpb"]}
-        if not hasattr(self, "scorer"):
-            self.scorer = dictionary_scorer(self.dictionary)
-            self.spelling = SpellingModel(self.dictionary.words, self.calibration.spell_order)
-        kw = {"device": self.device, "autocast": self.autocast}
-        cal = calibrate(self.model, self.corpus, self.val_units, self.dictionary, self.scorer, self.spelling,
-                        self.calibration, **kw)
-        acc = evaluate_tfree(self.model, self.corpus, self.val_units, self.dictionary, self.scorer, self.spelling,
-                             cal.params(), **kw)
-        p_unk = (acc["unseen"] + 0.5) / (acc["items"] + 1)  # maximum likelihood (add-half) on the slice
-        self.calibration = Calibration(**{**cal.to_dict(), "p_unk": p_unk})
-        r = tfree_bpb(acc, self.calibration)
-        return {"val_bpb": float(r["bpb"][0]), "val_bpb_plain": float(r["bpb"][1]),
-                "temperature": self.calibration.temperature, "prior_weight": self.calibration.prior_weight,
-                "zero_count_weight": self.calibration.zero_count_weight, "p_unk": p_unk,
-                "coverage_words": r["coverage_words"], "unseen_bits_share": r["unseen_bits_share"]}
+        return self.vocab.validate(self.model, self.corpus, self.val_units, self.device, self.autocast)
 
     def save(self, path: str, final: bool = False) -> None:
         state = None
@@ -316,12 +312,12 @@ class Run:
             state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "cursor": self.packer.state_dict(),
                      "bytes_seen": float(self.bytes_seen), "items_seen": int(self.items_seen), "seed": self.seed,
                      "world_size": self.dist.world, "rng_cpu": torch.get_rng_state(),
-                     "calibration": self.calibration.to_dict(), "train_config": dataclasses.asdict(self.cfg),
+                     "calibration": self.vocab.calibration.to_dict(), "train_config": dataclasses.asdict(self.cfg),
                      "data_fingerprint": self.data_fingerprint}
             if self.device.type == "cuda":
                 state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         ckpt.save_checkpoint(path, self.model, self.codec, files=self.artifacts, train_state=state,
-                             calibration=self.calibration.to_dict() if self.mode == "tfree" else None, step=self.step,
+                             calibration=self.vocab.stored_calibration, step=self.step,
                              info={"bytes_seen": self.bytes_seen, "seed": self.seed, "params": self.model.num_params(),
                                    "chunk_words": self.cfg.chunk_words},
                              json_files={ckpt.SETTINGS_FILE: {**dataclasses.asdict(self.cfg), "seed": self.seed}})
@@ -341,7 +337,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     main = run.dist.main
     say = run.log
     p = run.model.num_params()
-    unit = "words" if run.mode == "tfree" else "tokens"
+    unit = run.vocab.unit
     od_head = f", word-after-next head {p['od'] / 1e6:.2f}M" if p.get("od") else ""
     say(f"{run.mode} model: {p['total'] / 1e6:.2f}M parameters (embedding {p['embedding'] / 1e6:.2f}M, head "
         f"{p['head'] / 1e6:.2f}M, body {p['body'] / 1e6:.2f}M{_oe_part(p)}{od_head}) | seed {run.seed} | device {run.device} {run.dtype} | "

@@ -11,8 +11,6 @@ import csv
 import json
 import os
 
-import torch
-
 from ..config import TfreeError
 
 LOG_FILE, CSV_FILE, PLOT_FILE, TB_DIR = "log.jsonl", "log.csv", "plot.png", "tensorboard"
@@ -117,51 +115,15 @@ def plot_runs(run_dirs, out: str, labels=None) -> str | None:
     return out
 
 
-@torch.no_grad()
 def greedy_sample(run, n_words: int = 24, prompt_words: int = 8) -> str:
-    """The first ``prompt_words`` words of the first validation unit, then ``n_words`` greedy ones: the model's
-    argmax (T-FREE: of the calibrated dictionary softmax) with the whole context re-read each step."""
-    from ..text.words import EOT  # noqa: PLC0415
+    """The first ``prompt_words`` words of the first validation unit, then up to ``n_words`` greedy items (T-FREE:
+    the argmax of the calibrated dictionary softmax), generated as ``tfree generate`` does (without the KV cache,
+    as a full forward over the window each step), until the end of the document."""
+    from ..generate.language_model import generate  # noqa: PLC0415
 
-    if len(run.val_units) == 0:
+    words = run.sample_prompt(prompt_words)
+    if not words:
         return ""
-    u = run.val_units
-    d, a, b = int(u.doc[0]), int(u.start[0]), int(u.stop[0])
-    words = run.corpus.words(d, a, min(b, a + prompt_words))
-    T = run.model_config.seq_len
     run.model.eval()
-    if run.mode == "bpe":
-        tok = run.tokenizer
-        ids = [tok.token_to_id(EOT), *tok.encode(run.codec.join(words), add_special_tokens=False).ids]
-        n0 = len(ids)
-        for _ in range(n_words):
-            logits, _ = run.model(torch.tensor([ids[-T:]], device=run.device), last=True)
-            ids.append(int(logits[0, -1].argmax()))
-        return run.codec.join(words) + tok.decode(ids[n0:])
-    from ..model.transformer import Patterns  # noqa: PLC0415
-    from ..decode.dictionary import count_prior  # noqa: PLC0415
-
-    dic, cal = run.dictionary, run.calibration
-    scorer = run.scorer if hasattr(run, "scorer") else None
-    if scorer is None:
-        from ..generate.bits import dictionary_scorer  # noqa: PLC0415
-
-        scorer = run.scorer = dictionary_scorer(dic)
-    prior = torch.from_numpy(count_prior(dic.counts, cal.prior_weight, cal.zero_count_weight)).to(run.device)
-    out = [EOT, *words]
-    for _ in range(n_words):
-        ctx = out[-T:]
-        ptr, idx = run.codec.encode_words(ctx)
-        x = Patterns.from_lists([idx[ptr[i]:ptr[i + 1]].astype("int64") for i in range(len(ctx))])
-        if run.model_config.oe_orders:  # the rows of the whole text, so the window's first words keep their history
-            from ..generate.bits import unit_ngram_rows  # noqa: PLC0415
-
-            x.oe_rows = torch.from_numpy(unit_ngram_rows(run.model_config, out)[-len(ctx):])
-        x = x.to(run.device)
-        logits, _ = run.model(x, last=True)
-        z = scorer.scores(logits[0, -1:].float())[0] / cal.temperature + prior
-        w = dic.words[int(z.argmax())]
-        if w == EOT:
-            break
-        out.append(w)
-    return run.codec.join(out[1:])
+    return run.codec.join(words) + generate(run.model, run.codec, run.sampling_vocabulary(), words,
+                                            max_new_tokens=n_words, temperature=0, use_cache=False)

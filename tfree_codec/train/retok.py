@@ -52,11 +52,9 @@ from ..model.transformer import Model, ModelConfig
 from ..text.words import EOT, join
 from . import init_from, retok_fit
 from ..decode.calibration import Calibration
-from ..decode.spelling import SpellingModel
-from ..generate.bits import dictionary_scorer, evaluate_tfree, tfree_bpb
+from ..generate.vocab import Words
 from ..model.checkpoint import DICT_FILE, TOKENIZER_FILE, load_tokenizer
 from ..shards.corpus import Corpus, make_units, split_units
-from .evaluate import calibrate
 
 RETOK_FILE = "retok.json"
 INIT_DIR = "init"
@@ -116,7 +114,7 @@ def open_bpe(path: str) -> BpeSource:
                          "checkpoint.json)") from None
     ckpt.read_meta(src)
     config = ckpt.read_model_config(src)
-    if config.mode != "bpe":
+    if config.tfree:
         raise TfreeError(f"{src} is a {config.mode} model, not a --baseline bpe run: tfree retok converts BPE models")
     tpath = os.path.join(src, TOKENIZER_FILE)
     if not os.path.isfile(tpath):
@@ -230,12 +228,9 @@ def calibrated(model: Model, corpus: Corpus, val_units, dictionary: Dictionary) 
     evaluation), and the slice's bits per byte under it."""
     if len(val_units) == 0:
         return Calibration(), float("nan")
-    kw = {"device": torch.device("cpu"), "autocast": autocast_for(torch.device("cpu"), "float32")[0]}
-    scorer, spelling = dictionary_scorer(dictionary), SpellingModel(dictionary.words, Calibration().spell_order)
-    cal = calibrate(model, corpus, val_units, dictionary, scorer, spelling, Calibration(), **kw)
-    acc = evaluate_tfree(model, corpus, val_units, dictionary, scorer, spelling, cal.params(), **kw)
-    cal = Calibration(**{**cal.to_dict(), "p_unk": (acc["unseen"] + 0.5) / (acc["items"] + 1)})
-    return cal, float(tfree_bpb(acc, cal)["bpb"][0])
+    words = Words(dictionary)
+    r = words.validate(model, corpus, val_units, torch.device("cpu"), autocast_for(torch.device("cpu"), "float32")[0])
+    return words.calibration, r["val_bpb"]
 
 
 def build(source: str, shards: str, out: str, cfg: RetokConfig, val_bytes: int = 65536, chunk_words: int = 1024,

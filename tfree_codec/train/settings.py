@@ -73,6 +73,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.oe_orders = tuple(self.oe_orders)  # a list when read back from train_config.json
 
+    @property
+    def mode(self) -> str:
+        """The ModelConfig mode this run trains: the BPE baseline or T-FREE."""
+        return self.baseline or "tfree"
+
 
 def oe_options(cfg) -> dict:
     """The Over-Encoding settings as ModelConfig fields (none for a model without n-gram tables)."""
