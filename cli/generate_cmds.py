@@ -2,6 +2,7 @@
 the bundled sample: encode, train, generate)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import sys
@@ -50,6 +51,7 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
     MODEL is a run directory (its final/ checkpoint, else its newest), a checkpoint directory, or left out for the
     bundled model; PROMPT is text, or - for stdin (or --prompt-file). One argument is the prompt unless
     --prompt-file is given. Progress, the seed and the words/s go to stderr."""
+    from tfree_codec.decode.sampling import Sampling
     from tfree_codec.generate import LanguageModel, timed, torch_threads
     from tfree_codec.generate.speculative import DraftStats
 
@@ -58,7 +60,10 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
         raise TfreeError("--num-samples must be at least 1")
     if threads < 0:
         raise TfreeError(f"--threads must be at least 0 (0: torch's default), not {threads}")
-    if draft and spell and temperature != 0 and top_k != 1:
+    seed = secrets.randbits(31) if seed is None else seed
+    sampling = Sampling(temperature, top_k, top_p, seed, stop, max_new_tokens, not ignore_eot,
+                        spell_below if spell else None)
+    if draft and spell and not sampling.greedy:
         raise TfreeError("--draft samples from the dictionary alone: it does not combine with --spell (greedy does)")
     lm = LanguageModel.load(model, device)
     if draft and not getattr(lm.model.config, "od", False):
@@ -66,14 +71,13 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
     p = lm.model.num_params()
     click.echo(f"model {lm.path}: {lm.mode}, {p['total'] / 1e6:.2f}M parameters, {lm.vocabulary.describe()}, "
                f"on {next(lm.model.parameters()).device}", err=True)
-    seed = secrets.randbits(31) if seed is None else seed
     unit = lm.vocabulary.unit
     for k in range(num_samples):
         if num_samples > 1:
             click.echo(f"--- sample {k + 1}/{num_samples} (seed {seed + k})", err=True)
-        pieces = lm.stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                           seed=seed + k, stop=stop, spell=spell, spell_below=spell_below, use_cache=not no_cache, stop_at_eot=not ignore_eot,
-                           draft=draft, draft_stats=(stats := DraftStats()))
+        stats = DraftStats()
+        pieces = lm.stream(prompt, dataclasses.replace(sampling, seed=seed + k), use_cache=not no_cache,
+                           draft=stats if draft else False)
         if not no_echo:
             _out(prompt)
         with torch_threads(threads or None):

@@ -180,6 +180,26 @@ def test_bad_arguments_are_refused(model, codec, dictionary):
         stream(model, codec, dictionary, "")
 
 
+def test_sampling_is_one_frozen_checked_object_that_keywords_only_spell_out(model, codec, dictionary):
+    import dataclasses
+
+    from tfree_codec.decode.sampling import Sampling
+
+    s = Sampling(temperature=1.0, top_k=20, top_p=0.9, seed=3, stop="zzz", max_new_tokens=12, stop_at_eot=False)
+    assert s.stop == ("zzz",) and not s.greedy and Sampling(temperature=0).greedy and Sampling(top_k=1).greedy
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.temperature = 0.5
+    whole = [p.word for p in stream(model, codec, dictionary, PROMPT, s)]
+    loose = [p.word for p in stream(model, codec, dictionary, PROMPT, temperature=1.0, top_k=20, top_p=0.9, seed=3,
+                                    stop="zzz", max_new_tokens=12, stop_at_eot=False)]
+    assert whole == loose and len(whole) == 12
+    assert [p.word for p in stream(model, codec, dictionary, PROMPT, s, seed=4)] != whole  # a field replaced
+    for bad, msg in [(dict(temperature=-1), "temperature"), (dict(top_k=0), "top_k"), (dict(top_p=1.5), "top_p"),
+                     (dict(max_new_tokens=0), "max_new_tokens"), (dict(seed="7"), "generator")]:
+        with pytest.raises(TfreeError, match=msg):
+            Sampling(**bad)
+
+
 def test_sample_logits_follows_softmax_top_k_and_top_p():
     rng = np.random.default_rng(0)
     logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))

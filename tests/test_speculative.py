@@ -17,7 +17,8 @@ from tfree_codec.generate import LanguageModel, export, sample_logits
 from tfree_codec.generate import stream as gen_stream
 from tfree_codec.model import checkpoint as ckpt
 from tfree_codec.model.transformer import Model, ModelConfig
-from tfree_codec.generate.speculative import DraftStats, accept_or_resample, distribution
+from tfree_codec.decode.sampling import Sampler, Sampling
+from tfree_codec.generate.speculative import DraftStats, accept_or_resample
 from tfree_codec.text.ngrams import ngram_rows_reference, word_keys
 from tfree_codec.text.words import EOT
 
@@ -141,12 +142,12 @@ def test_accept_or_resample_draws_exactly_from_p():
 
 
 @pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, None, None), (0.7, 3, None), (1.0, None, 0.8), (0, None, None)])
-def test_distribution_is_what_sample_logits_draws(temperature, top_k, top_p):
+def test_the_distribution_is_what_the_sampler_draws(temperature, top_k, top_p):
     z = np.array([2.0, 1.5, 1.4, 0.3, -1.0, -60.0], np.float32)
-    p = distribution(z, temperature, top_k, top_p)
-    rng = np.random.default_rng(1)
+    sampler = Sampler(Sampling(temperature, top_k, top_p, seed=1))
+    p = sampler.probs(z)
     n = 20_000
-    counts = np.bincount([sample_logits(z, temperature, top_k, top_p, rng)[0] for _ in range(n)], minlength=len(z))
+    counts = np.bincount([sampler.pick(z)[0] for _ in range(n)], minlength=len(z))
     assert p.sum() == pytest.approx(1.0)
     assert np.abs(counts / n - p).max() < 4 * np.sqrt(0.25 / n)
 
@@ -186,7 +187,7 @@ def test_speculative_greedy_is_plain_greedy_word_for_word(od_run, use_cache):
         kw = dict(max_new_tokens=45, temperature=0, stop_at_eot=False, use_cache=use_cache)
         plain = [p.word for p in lm.stream(prompt, **kw)]
         stats = DraftStats()
-        spec = [p.word for p in lm.stream(prompt, draft=True, draft_stats=stats, **kw)]
+        spec = [p.word for p in lm.stream(prompt, draft=stats, **kw)]
         assert spec == plain, prompt
         drafted += stats.drafted
         accepted += stats.accepted

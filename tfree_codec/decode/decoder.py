@@ -17,9 +17,9 @@ import threading
 
 import numpy as np
 
-from . import _sample, _score
+from . import _score
 from ..config import TfreeError
-from .sampling import _LOW, _TAIL, Decoded, _check_sampling  # noqa: F401  (Decoded: re-exported)
+from .sampling import _LOW, Decoded, Sampler, Sampling  # noqa: F401  (Decoded: re-exported)
 from .scorer import Scorer, sigmoid
 from .spell import Speller, spell  # noqa: F401  (re-exported: decoding words that are not in the dictionary)
 
@@ -28,14 +28,6 @@ _GROW = threading.Lock()  # one scorer per dictionary, shared by its decoders: g
 
 def _is_torch(x) -> bool:
     return type(x).__module__.split(".")[0] == "torch"
-
-
-def _rng(generator):
-    if generator is None or isinstance(generator, (int, np.integer)):
-        return np.random.default_rng(generator)
-    if isinstance(generator, np.random.Generator):
-        return generator
-    raise TfreeError(f"generator must be a numpy Generator or an int seed, not {type(generator).__name__}")
 
 
 class Decoder:
@@ -125,20 +117,20 @@ class Decoder:
                generator=None) -> Decoded:
         """One word per position of (B, v) or (v,) logits: greedy when temperature is 0 (or top_k is 1), else
         sampled from softmax(s / temperature), restricted to the top_k words and then to the smallest set whose
-        probability reaches top_p (renormalised)."""
-        _check_sampling(temperature, top_k, top_p)
+        probability reaches top_p (renormalised): ``sampling.Sampler``, its random numbers from ``generator`` (an
+        int seed or a numpy Generator)."""
+        sampler = Sampler(Sampling(temperature, top_k, top_p, seed=generator))
         if self._use_torch(logits):
-            return self._torch().decode(self._tensor(logits), temperature, top_k, top_p, generator)
-        rng = None if temperature == 0 or top_k == 1 else _rng(generator)
+            return self._torch().decode(self._tensor(logits), sampler)
         order = self.scorer().order
         pos, probs, scores = [], [], []
-        for blk, ref, z in self._blocks(logits, temperature, keep=rng is not None):
-            if rng is None:  # greedy: the kernel's argmax, no scores kept
+        for blk, ref, z in self._blocks(logits, temperature, keep=not sampler.greedy):
+            if sampler.greedy:  # the kernel's argmax, no scores kept
                 pos.append(blk.best_pos)
                 probs.append(np.ones(len(blk.rows)))
                 scores.append(blk.best.astype(np.float64))
             else:
-                p, pr = _draw(blk, ref, z, 1.0 / temperature, top_k, top_p, rng)
+                p, pr = sampler.block(blk.scores, len(blk.rows), blk.best, blk.low, ref, z)
                 pos.append(p)
                 probs.append(pr)
                 scores.append(blk.scores[p, np.arange(len(blk.rows))].astype(np.float64))
@@ -197,24 +189,3 @@ class Decoder:
             if getattr(self, "_torch_decoder", None) is None:
                 self._torch_decoder = TorchDecoder(self.dictionary)
         return self._torch_decoder
-
-
-def _draw(blk, ref, z, invt: float, top_k, top_p, rng: np.random.Generator):
-    """One word per row of a block: (trie positions, probabilities under the restricted distribution)."""
-    nl, n = len(blk.rows), blk.scores.shape[0]
-    u = rng.random(nl)  # drawn first, so a seed gives the same words whatever the restrictions cost
-    # Words more than _TAIL * T below the best hold under W * e^-_TAIL (4e-13 for 100k words) of the mass
-    # together: they are never drawn, and the passes below skip them (little work when the model is confident).
-    thr = (blk.best - _TAIL / invt).astype(np.float32)
-    lo = np.maximum(blk.low, thr)
-    mass = z.copy()
-    invt = np.float32(invt)
-    if top_k is not None and top_k < n:
-        thr = _sample.kth_largest(blk.scores, nl, int(top_k), thr)
-        mass = _sample.mass_above(blk.scores, nl, thr, ref, invt)
-        lo = np.maximum(lo, thr)
-    if top_p is not None and top_p < 1:
-        thr, mass = _sample.nucleus(blk.scores, nl, lo, blk.best, thr, ref, invt, top_p * mass)
-    pos, e = np.empty(nl, np.int64), np.empty(nl, np.float64)
-    _sample.draw(blk.scores, nl, thr, ref, invt, u * mass, pos, e)
-    return pos, e / mass

@@ -53,28 +53,20 @@ class TorchDecoder:
             parts.append(inside / sizes - (total - inside) / outside)
         return torch.cat(parts, 1)
 
-    def decode(self, logits, temperature, top_k, top_p, generator) -> Decoded:
+    def decode(self, logits, sampler) -> Decoded:
+        """One word per position: the argmax on the logits' device, or a draw by ``sampler`` (sampling.Sampler,
+        on the CPU: the scores come over, (W, B) float32, and are drawn from as the numba decoder's are)."""
         s = self.scores(logits)                                   # (B, W)
-        if temperature == 0 or top_k == 1:
+        if sampler.greedy:
             best = s.argmax(1)
-            probs = torch.ones(len(best), dtype=torch.float64)
+            probs = np.ones(len(best))
         else:
-            z = (s / temperature).double()
-            if top_k is not None and top_k < z.shape[1]:
-                kth = torch.topk(z, top_k, dim=1).values[:, -1:]
-                z = z.masked_fill(z < kth, float("-inf"))
-            p = torch.softmax(z, 1)
-            if top_p is not None:
-                ps, idx = torch.sort(p, 1, descending=True)
-                drop = ps.cumsum(1) - ps >= top_p                 # mass before a word already reaches top_p
-                p = p.scatter(1, idx, ps.masked_fill(drop, 0))
-                p = p / p.sum(1, keepdim=True)
-            if isinstance(generator, int):
-                generator = torch.Generator(device=p.device).manual_seed(generator)
-            best = torch.multinomial(p, 1, generator=generator)[:, 0]
-            probs = p.gather(1, best[:, None])[:, 0].cpu()
+            block = np.ascontiguousarray(s.float().T.cpu().numpy())  # (W, B): the sampler's layout
+            top = block.max(0)
+            ids, probs = sampler.block(block, block.shape[1], top, block.min(0), top, None)
+            best = torch.as_tensor(ids, device=s.device)
         ids = best.cpu().numpy().astype(np.int64)
-        return Decoded([self.dictionary.words[i] for i in ids], ids, probs.numpy().astype(np.float64),
+        return Decoded([self.dictionary.words[i] for i in ids], ids, np.asarray(probs, np.float64),
                        s.gather(1, best[:, None])[:, 0].double().cpu().numpy())
 
     def log_probs(self, logits, targets: np.ndarray, temperature: float) -> np.ndarray:

@@ -19,6 +19,7 @@ or without the KV cache the model sees the same items, so both give the same wor
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import torch
 from ..model import checkpoint as ckpt
 from ..model.checkpoint import BUNDLED_MODEL, find_checkpoint  # noqa: F401  (re-exported)
 from ..config import TfreeError
-from ..decode.sampling import DEFAULT_MAX_NEW, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, _check_sampling
+from ..decode.sampling import Sampler, Sampling
 from ..decode.sampling import sample_logits  # noqa: F401  (re-exported)
 from .vocab import as_vocabulary, load_vocabulary
 
@@ -80,11 +81,11 @@ class LanguageModel:
         model.eval()
         return cls(model, codec, load_vocabulary(path, codec, model.config), path)
 
-    def stream(self, prompt: str, **kw) -> Iterator[Piece]:
-        return stream(self.model, self.codec, self.vocabulary, prompt, **kw)
+    def stream(self, prompt: str, sampling: Sampling | None = None, **kw) -> Iterator[Piece]:
+        return stream(self.model, self.codec, self.vocabulary, prompt, sampling, **kw)
 
-    def generate(self, prompt: str, **kw) -> str:
-        return generate(self.model, self.codec, self.vocabulary, prompt, **kw)
+    def generate(self, prompt: str, sampling: Sampling | None = None, **kw) -> str:
+        return generate(self.model, self.codec, self.vocabulary, prompt, sampling, **kw)
 
     def generate_batch(self, prompts, *, seed=None, **kw) -> list[str]:
         """``generate`` for each of several prompts, one after another (prompt i is drawn with ``seed + i``, as
@@ -166,49 +167,46 @@ class _Stops:
 
 
 # -- generation ---------------------------------------------------------------------------------------------------------
-def stream(model, codec, vocab, prompt, *, max_new_tokens: int = DEFAULT_MAX_NEW,
-           temperature: float = DEFAULT_TEMPERATURE, top_k: int | None = None, top_p: float | None = DEFAULT_TOP_P,
-           seed=None, stop=(), spell: bool = False,
-           spell_below: float = SPELL_BELOW, use_cache: bool = True, calibration: dict | None = None,
-           stop_at_eot: bool = True, draft: bool = False, draft_stats=None) -> Iterator[Piece]:
+def stream(model, codec, vocab, prompt, sampling: Sampling | None = None, *, use_cache: bool = True,
+           draft=False, **options) -> Iterator[Piece]:
     """Generate after ``prompt`` (a string, or its words), one ``Piece`` per new word (T-FREE; ``vocab`` a
     Dictionary, which the prompt's words join) or token (BPE; ``vocab`` a tokenizers.Tokenizer); ``vocab`` may also
-    be a vocabulary (vocab.py). ``seed`` (int or numpy Generator; None: fresh
-    entropy) fixes the draws. Stops after ``max_new_tokens`` items, at <|endoftext|>, or before a ``stop`` string
-    (which is not emitted). ``calibration``: {"temperature": T_cal, "prior_weight": b, "zero_count_weight": c}
-    (default: T_cal 0.07, b = c = 0).
-    The sampling defaults are ``tfree generate``'s (decode/sampling.py). ``draft`` (a model trained with
-    ``--od-weight``): self-speculative generation (speculative.py), the same words when greedy and the same
-    distribution when sampling; ``draft_stats`` (a ``speculative.DraftStats``) then counts the drafts kept.
+    be a vocabulary (vocab.py). ``sampling`` (decode.sampling.Sampling: temperature, top-k, top-p, seed, stop
+    strings, max_new_tokens, stop_at_eot, spell_below), or its fields as keywords (``spell=True``: spell below
+    0.5); ``calibration`` ({"temperature": T_cal, "prior_weight": b, "zero_count_weight": c}) replaces a bare
+    dictionary's default (T_cal 0.07, b = c = 0). ``draft`` (a model trained with ``--od-weight``; True, or a
+    ``speculative.DraftStats`` that counts the drafts kept): self-speculative generation (speculative.py), the same
+    words when greedy and the same distribution when sampling. ``use_cache``: False re-reads the window each step.
     The arguments are checked here, before the first piece is asked for."""
     if not isinstance(prompt, (str, list, tuple)) or not prompt:
         raise TfreeError("the prompt is empty")
-    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-        raise TfreeError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
-    _check_sampling(temperature, top_k, top_p)
-    if isinstance(stop, str):
-        stop = [stop]
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    calibration, stats = options.pop("calibration", None), options.pop("draft_stats", None)
+    if "spell" in options:  # the older flag: spell below spell_below (default SPELL_BELOW), or not at all
+        spell = options.pop("spell")
+        options["spell_below"] = options.get("spell_below", SPELL_BELOW) if spell else None
+    sampling = dataclasses.replace(sampling or Sampling(), **options) if options else sampling or Sampling()
     if draft:
         from .speculative import DraftStats  # noqa: PLC0415
 
         if not getattr(model.config, "od", False):
             raise TfreeError("--draft needs a model with an Over-Decoding head (trained with --od-weight)")
-        if spell and temperature != 0 and top_k != 1:
+        if sampling.spell_below is not None and not sampling.greedy:
             raise TfreeError("--draft samples from the dictionary alone: it does not combine with --spell (greedy does)")
-        draft_stats = draft_stats if draft_stats is not None else DraftStats()
+        stats = draft if isinstance(draft, DraftStats) else stats if stats is not None else DraftStats()
+    else:
+        stats = None
     items = as_vocabulary(vocab, codec, model.config, calibration)
-    picks = (temperature, top_k, top_p, rng, spell_below if spell else None, draft_stats if draft else None)
-    return _pieces(model, items, prompt, picks, max_new_tokens, stop, use_cache, stop_at_eot)
+    return _pieces(model, items, prompt, Sampler(sampling), use_cache, stats)
 
 
-def _pieces(model, items, prompt, picks, n_new, stop, use_cache, stop_at_eot) -> Iterator[Piece]:
+def _pieces(model, items, prompt, sampler, use_cache, draft_stats) -> Iterator[Piece]:
     """The one generation loop, for words and tokens alike: the vocabulary picks, the loop cuts and stops."""
     ids, text_of = items.begin(prompt)
-    source = items.picks(items.window(model, ids, use_cache), *picks)
-    stops, eot = _Stops(stop), items.eot_id
+    source = items.picks(items.window(model, ids, use_cache), sampler, draft_stats)
+    s = sampler.sampling
+    stops, eot, n_new = _Stops(s.stop), items.eot_id, s.max_new_tokens
     for n, (item, i, prob) in zip(range(1, n_new + 1), source):
-        if stop_at_eot and i == eot:
+        if s.stop_at_eot and i == eot:
             yield Piece(item, stops.feed(text_of.flush())[0] + stops.flush(), prob, "eot")
             return
         text, hit = stops.feed(text_of.feed(item, i))
@@ -221,11 +219,12 @@ def _pieces(model, items, prompt, picks, n_new, stop, use_cache, stop_at_eot) ->
         yield Piece(item, text, prob)
 
 
-def generate(model, codec, vocab, prompt: str, *, on_piece: Callable[[Piece], None] | None = None, **kw) -> str:
+def generate(model, codec, vocab, prompt, sampling: Sampling | None = None, *,
+             on_piece: Callable[[Piece], None] | None = None, **kw) -> str:
     """The continuation of ``prompt`` as one string (``stream``'s arguments); ``on_piece`` sees each piece as it
     comes."""
     out = []
-    for piece in stream(model, codec, vocab, prompt, **kw):
+    for piece in stream(model, codec, vocab, prompt, sampling, **kw):
         out.append(piece.text)
         if on_piece is not None:
             on_piece(piece)

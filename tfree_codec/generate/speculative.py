@@ -11,7 +11,8 @@ Greedy: a draft is kept exactly when it is the main head's argmax, so the text i
 Sampling: the standard speculative rule (Leviathan et al. 2023; Chen et al. 2023): with the draft ``d`` drawn from
 ``q`` (the second head's dictionary softmax) and ``p`` the model's own distribution at that position, keep ``d``
 with probability ``min(1, p(d) / q(d))``, else draw from ``max(0, p - q)`` normalised. Every word is then drawn from
-exactly ``p`` (the same temperature, top-k and top-p), though from other random numbers than plain sampling uses.
+exactly ``p`` (the same temperature, top-k and top-p: both are ``Sampler.probs``), though from other random numbers
+than plain sampling uses.
 
 What it buys: two positions through the body in one pass (each weight row read once for both) instead of two. What
 it costs: the second head and a (small) dictionary decode per pass, and a wasted position for a rejected draft; the
@@ -38,31 +39,6 @@ class DraftStats:
         return self.accepted / self.drafted if self.drafted else float("nan")
 
 
-def distribution(z: np.ndarray, temperature: float, top_k, top_p) -> np.ndarray:
-    """The probabilities ``sample_logits`` draws with, as a (n,) float64 vector: ``softmax(z / temperature)`` over
-    the words within e^-40 of the best, the top_k best, and the smallest set of the best reaching top_p of the mass
-    (ties at a cut kept); one-hot on the argmax at temperature 0."""
-    from ..decode.sampling import _TAIL  # noqa: PLC0415
-
-    z = np.asarray(z, np.float64)
-    p = np.zeros(len(z))
-    if temperature == 0 or top_k == 1:
-        p[int(np.argmax(z))] = 1.0
-        return p
-    best = z.max()
-    cut = best - _TAIL * temperature
-    if top_k is not None and top_k < len(z):
-        cut = max(cut, np.partition(z, len(z) - top_k)[len(z) - top_k])
-    keep = z >= cut
-    e = np.where(keep, np.exp((z - best) / temperature), 0.0)
-    if top_p is not None and top_p < 1:
-        vals = np.sort(e[keep])[::-1]
-        cum = np.cumsum(vals)
-        k = min(int(np.searchsorted(cum, top_p * cum[-1])), len(vals) - 1)
-        e = np.where(e >= vals[k], e, 0.0)
-    return e / e.sum()
-
-
 def accept_or_resample(p: np.ndarray, q: np.ndarray, d: int, rng: np.random.Generator) -> tuple[int, bool]:
     """The speculative rule for a draft ``d`` drawn from ``q``, where the model's distribution is ``p`` (both over
     the same ids): (``d``, True) with probability min(1, p(d) / q(d)), else (a draw from max(0, p - q) normalised,
@@ -73,8 +49,13 @@ def accept_or_resample(p: np.ndarray, q: np.ndarray, d: int, rng: np.random.Gene
     total = r.sum()
     if total <= 0:  # p == q up to rounding: nothing to correct
         r, total = p, p.sum()
-    i = int(np.searchsorted(np.cumsum(r), rng.random() * total, side="right"))
-    return min(i, len(r) - 1), False
+    return inverse_cdf(r, rng.random() * total), False
+
+
+def inverse_cdf(weights: np.ndarray, target: float) -> int:
+    """The first id where the running sum of ``weights`` exceeds ``target`` (the last id, should rounding leave
+    the total short of it)."""
+    return min(int(np.searchsorted(np.cumsum(weights), target, side="right")), len(weights) - 1)
 
 
 class Drafter:
@@ -112,23 +93,23 @@ class Drafter:
     def greedy(self, logits: np.ndarray) -> int:
         return int(self.ids[int(np.argmax(self.z(logits)))])
 
-    def sample(self, logits: np.ndarray, temperature, top_k, top_p, rng) -> tuple[int, np.ndarray]:
-        """(a draft drawn from q, q over the main dictionary's ids)."""
-        qs = distribution(self.z(logits), temperature, top_k, top_p)
+    def sample(self, logits: np.ndarray, sampler) -> tuple[int, np.ndarray]:
+        """(a draft drawn from q, q over the main dictionary's ids); ``sampler``: the main words' Sampler."""
+        qs = sampler.probs(self.z(logits))
         q = np.zeros(self.n)
         q[self.ids] = qs
-        pos = min(int(np.searchsorted(np.cumsum(qs), rng.random(), side="right")), len(qs) - 1)
-        return int(self.ids[pos]), q
+        return int(self.ids[inverse_cdf(qs, sampler.rng.random())]), q
 
 
-def draft_words(window, words, pick, probs, drafter: Drafter, stats: DraftStats, greedy: bool, temperature, top_k,
-                top_p, rng):
+def draft_words(window, words, pick, probs, drafter: Drafter, stats: DraftStats, sampler):
     """Generate (word, id, probability) endlessly, two positions per pass where a draft holds (module doc).
 
     ``window``: a context.Window whose items end with the prompt; ``words``: id -> word (the dictionary's list);
     ``pick(logits) -> (word, id, prob)``: the plain
     sampler (greedy: the argmax), ``probs(logits) -> p`` over dictionary ids: the distribution ``pick`` draws from
-    (sampling only). ``stats`` counts the drafts as they are judged."""
+    (sampling only); ``sampler``: the decode.sampling.Sampler both use. ``stats`` counts the drafts as they are
+    judged."""
+    greedy = sampler.greedy
     h = window.hidden(1)[-1]
     word, i, prob = pick(window.logits(h))
     h2 = window.logits(h, second=True)  # the second head where the pending word's successor is guessed
@@ -137,7 +118,7 @@ def draft_words(window, words, pick, probs, drafter: Drafter, stats: DraftStats,
         if greedy:
             d, q = drafter.greedy(h2), None
         else:
-            d, q = drafter.sample(h2, temperature, top_k, top_p, rng)
+            d, q = drafter.sample(h2, sampler)
         window.append(i)
         if window.full():  # the draft would refill the window: the word is read where plain generation reads it
             hp = window.hidden(1)[-1]
@@ -153,7 +134,7 @@ def draft_words(window, words, pick, probs, drafter: Drafter, stats: DraftStats,
             kept = i == d
         else:
             p = probs(main)
-            i, kept = accept_or_resample(p, q, d, rng)
+            i, kept = accept_or_resample(p, q, d, sampler.rng)
             word, prob = words[i], float(p[i])
         if kept:
             stats.accepted += 1

@@ -16,7 +16,6 @@ from ..config import TfreeError
 from ..decode.calibration import Calibration
 from ..decode.decoder import Decoder
 from ..decode.dictionary import Dictionary, count_prior
-from ..decode.sampling import sample_logits
 from ..decode.scorer import sigmoid
 from ..model import checkpoint as ckpt
 from ..text.words import EOT, join
@@ -132,16 +131,17 @@ class Words(_Plain):
         d, device = self.dictionary, next(model.parameters()).device
         return Window(model, ids, pattern_inputs(d, device), pattern_rows(d), use_cache, words=d.words.__getitem__)
 
-    def picks(self, window, temperature, top_k, top_p, rng, spell_below=None, draft_stats=None):
-        """(word, id, probability) endlessly after the window's items; with ``draft_stats`` (a
-        speculative.DraftStats), self-speculative with the Over-Decoding head (speculative.py)."""
+    def picks(self, window, sampler, draft_stats=None):
+        """(word, id, probability) endlessly after the window's items, drawn by ``sampler`` (decode.sampling.
+        Sampler) from the calibrated dictionary softmax; with ``draft_stats`` (a speculative.DraftStats),
+        self-speculative with the Over-Decoding head (speculative.py)."""
         d = self.dictionary
         c = self.calibration
-        sampler = _WordSampler(d, c.temperature, (c.prior_weight, c.zero_count_weight), spell_below)
-        sampler.decoder.scorer()  # grown by the prompt's words now, not inside the first step
+        words = _WordSampler(d, c.temperature, (c.prior_weight, c.zero_count_weight), sampler)
+        words.decoder.scorer()  # grown by the prompt's words now, not inside the first step
 
         def pick(logits):
-            word, i, prob = sampler(logits, temperature, top_k, top_p, rng)
+            word, i, prob = words(logits)
             if i < 0:  # a spelled word: it joins the dictionary, so it can be read back
                 i = int(d.extend([word])[0])
             return word, i, prob
@@ -150,9 +150,8 @@ class Words(_Plain):
             return _Plain.picks(window, pick)
         from .speculative import Drafter, draft_words  # noqa: PLC0415
 
-        drafter = Drafter(d, 1.0 / float(sampler.scale), sampler.b)
-        return draft_words(window, d.words, pick, lambda lg: sampler.probs(lg, temperature, top_k, top_p), drafter,
-                           draft_stats, temperature == 0 or top_k == 1, temperature, top_k, top_p, rng)
+        drafter = Drafter(d, 1.0 / float(words.scale), words.b)
+        return draft_words(window, d.words, pick, words.probs, drafter, draft_stats, sampler)
 
     # -- bits -------------------------------------------------------------------------------------------------
     def _scorers(self):
@@ -232,14 +231,15 @@ class _WordText:
 
 
 class _WordSampler:
-    """Logits -> (word, dictionary id, probability): every word's score s (the decoder's numba scorer), then
-    ``sample_logits`` on ``s / T_cal + b log(count + 1)``, all in the scorer's trie order (no reordering of the
-    dictionary each word). With ``spell_below``, where even the best dictionary word scores below it, a spelling
-    of the activations (spell.py) is taken instead when it scores better than that word."""
+    """Logits -> (word, dictionary id, probability): every word's score s (the decoder's numba scorer), then the
+    sampler's pick on ``s / T_cal + b log(count + 1)``, all in the scorer's trie order (no reordering of the
+    dictionary each word). With the sampling's ``spell_below``, where even the best dictionary word scores below
+    it, a spelling of the activations (spell.py) is taken instead when it scores better than that word."""
 
-    def __init__(self, dictionary, t_cal: float, prior: tuple, spell_below: float | None):
-        self.dictionary, self.decoder = dictionary, Decoder(dictionary)
-        self.scale, self.b, self.spell_below = np.float32(1.0 / t_cal), tuple(prior), spell_below
+    def __init__(self, dictionary, t_cal: float, prior: tuple, sampler):
+        self.dictionary, self.decoder, self.sampler = dictionary, Decoder(dictionary), sampler
+        self.scale, self.b = np.float32(1.0 / t_cal), tuple(prior)
+        self.spell_below = sampler.sampling.spell_below
         self._prior = np.zeros(0, np.float32)
 
     def prior(self, order: np.ndarray) -> np.ndarray:
@@ -248,11 +248,11 @@ class _WordSampler:
             self._prior = count_prior(self.dictionary.counts[order], *self.b)
         return self._prior
 
-    def __call__(self, logits: np.ndarray, temperature, top_k, top_p, rng) -> tuple[str, int, float]:
+    def __call__(self, logits: np.ndarray) -> tuple[str, int, float]:
         sc = self.decoder.scorer()
         s = sc.score_one(np.ascontiguousarray(logits, np.float32))            # (W,) in trie order
         z = s * self.scale + self.prior(sc.order) if any(self.b) else s * self.scale
-        pos, p = sample_logits(z, temperature, top_k, top_p, rng)
+        pos, p = self.sampler.pick(z)
         i = int(sc.order[pos])
         best = float(s.max()) if self.spell_below is not None else 0.0
         if self.spell_below is not None and best < self.spell_below:  # no dictionary word fits the activations
@@ -261,15 +261,13 @@ class _WordSampler:
                 return got[0], self.dictionary.index(got[0]), float("nan")
         return self.dictionary.words[i], i, p
 
-    def probs(self, logits: np.ndarray, temperature, top_k, top_p) -> np.ndarray:
+    def probs(self, logits: np.ndarray) -> np.ndarray:
         """The distribution ``__call__`` draws dictionary words from, over dictionary ids (speculative.py)."""
-        from .speculative import distribution  # noqa: PLC0415
-
         sc = self.decoder.scorer()
         s = sc.score_one(np.ascontiguousarray(logits, np.float32))
         z = s * self.scale + self.prior(sc.order) if self.b else s * self.scale
         p = np.empty(len(z))
-        p[sc.order] = distribution(z, temperature, top_k, top_p)
+        p[sc.order] = self.sampler.probs(z)
         return p
 
 
@@ -331,10 +329,10 @@ class Tokens(_Plain):
     def window(self, model, ids, use_cache: bool) -> Window:
         return Window(model, ids, token_inputs(next(model.parameters()).device), lambda i: [i], use_cache)
 
-    def picks(self, window, temperature, top_k, top_p, rng, spell_below=None, draft_stats=None):
-        """(token, id, probability) endlessly after the window's items."""
+    def picks(self, window, sampler, draft_stats=None):
+        """(token, id, probability) endlessly after the window's items, drawn by ``sampler``."""
         def pick(logits):
-            i, p = sample_logits(logits, temperature, top_k, top_p, rng)
+            i, p = sampler.pick(logits)
             return self.tokenizer.id_to_token(i), i, p
         return _Plain.picks(window, pick)
 
