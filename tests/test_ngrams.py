@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tfree_codec.model.overtok import AfterNext
 from tfree_codec.model.transformer import Model, ModelConfig, Patterns
 from tfree_codec.text.ngrams import BOS_KEY, moduli, ngram_rows, ngram_rows_reference, word_key, word_keys
 
@@ -104,7 +105,7 @@ def test_zero_projection_gives_the_plain_models_outputs_exactly():
     x = _inputs(oe_cfg)
     assert torch.equal(oe(x)[0], plain(x)[0])
     with torch.no_grad():
-        oe.oe_proj.weight.normal_()
+        oe.oe.proj.weight.normal_()
     assert not torch.allclose(oe(x)[0], plain(x)[0])
 
 
@@ -114,7 +115,7 @@ def test_od_loss_adds_the_weighted_next_next_term_and_keeps_both_parts():
     m = Model(cfg)
     x, y, y2 = _inputs(cfg, seed=1), _inputs(cfg, seed=2), _inputs(cfg, seed=3)
     _, base = m(x, y)
-    _, both = m(x, y, targets2=y2, od_weight=0.25)
+    _, both = m(x, AfterNext(y, y2, None, 0.25))
     assert torch.allclose(both, base + 0.25 * m.loss_parts[1])
     assert torch.equal(m.loss_parts[0], base.detach())
 

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from tfree_cli.main import main
 from tfree_codec import Codec, CodecConfig
 from tfree_codec.model.checkpoint import load_model, read_state_dict
+from tfree_codec.model.overtok import AfterNext
 from tfree_codec.model.transformer import Model, ModelConfig, Patterns, pattern_bce
 from tfree_codec.shards.corpus import Corpus, make_units
 from tfree_codec.train.data import Packer, PatternSource
@@ -91,9 +92,9 @@ def test_od_weight_zero_is_the_next_word_loss_and_a_weight_adds_the_second_head(
     x, y, y2 = _grid(64, 2, 8, 1), _grid(64, 2, 8, 2), _grid(64, 2, 8, 3)
     m2 = torch.rand(2, 8, generator=torch.Generator().manual_seed(4)) > 0.3
     logits, plain = model(x, y)
-    _, zero = model(x, y, targets2=y2, mask2=m2, od_weight=0.0)
+    _, zero = model(x, AfterNext(y, y2, m2, 0.0))
     assert torch.equal(zero, plain)
-    _, loss = model(x, y, targets2=y2, mask2=m2, od_weight=0.25)
+    _, loss = model(x, AfterNext(y, y2, m2, 0.25))
     nxt, od = model.loss_parts
     expect = pattern_bce(model.head2(model.trunk(x)), y2, m2, c.pos_weight)
     assert torch.allclose(od, expect) and torch.allclose(nxt, plain)
@@ -101,7 +102,7 @@ def test_od_weight_zero_is_the_next_word_loss_and_a_weight_adds_the_second_head(
     loss.backward()  # the weight reaches the second head, and only a masked-in position does
     assert model.head2.weight.grad.abs().sum() > 0
     model.zero_grad()
-    _, loss = model(x, y, targets2=y2, mask2=torch.zeros(2, 8, dtype=torch.bool), od_weight=1.0)
+    _, loss = model(x, AfterNext(y, y2, torch.zeros(2, 8, dtype=torch.bool), 1.0))
     loss.backward()
     assert model.head2.weight.grad.abs().sum() == 0
 
@@ -180,9 +181,9 @@ def test_cuda_od_loss_matches_the_cpu():
     model = Model(c)
     x, y, y2 = _grid(64, 2, 8, 1), _grid(64, 2, 8, 2), _grid(64, 2, 8, 3)
     m2 = torch.rand(2, 8, generator=torch.Generator().manual_seed(4)) > 0.3
-    _, cpu = model(x, y, targets2=y2, mask2=m2, od_weight=0.3)
+    _, cpu = model(x, AfterNext(y, y2, m2, 0.3))
     gpu_model = model.cuda()
-    _, gpu = gpu_model(x.to("cuda"), y.to("cuda"), targets2=y2.to("cuda"), mask2=m2.cuda(), od_weight=0.3)
+    _, gpu = gpu_model(x.to("cuda"), AfterNext(y.to("cuda"), y2.to("cuda"), m2.cuda(), 0.3))
     assert torch.allclose(gpu.cpu(), cpu, rtol=1e-4, atol=1e-5)
     gpu.backward()
     assert gpu_model.head2.weight.grad.abs().sum() > 0

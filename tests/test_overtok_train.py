@@ -130,10 +130,10 @@ def test_sparse_tables_update_only_the_rows_read_and_clip_like_torch():
     sparse.load_state_dict(dense.state_dict())
     with torch.no_grad():
         for m in (dense, sparse):
-            m.oe_proj.weight.normal_(generator=torch.Generator().manual_seed(1))  # so the tables get gradients
+            m.oe.proj.weight.normal_(generator=torch.Generator().manual_seed(1))  # so the tables get gradients
     for m in (dense, sparse):
         m(x, y)[1].backward()
-    assert sparse.oe_tables[0].weight.grad.is_sparse and not dense.oe_tables[0].weight.grad.is_sparse
+    assert sparse.oe.tables[0].weight.grad.is_sparse and not dense.oe.tables[0].weight.grad.is_sparse
     n_dense = torch.nn.utils.clip_grad_norm_(dense.parameters(), 0.05)
     n_sparse = clip_grad_norm(sparse.parameters(), 0.05)
     assert float(n_sparse) == pytest.approx(float(n_dense), rel=1e-5)
@@ -143,10 +143,10 @@ def test_sparse_tables_update_only_the_rows_read_and_clip_like_torch():
     assert isinstance(opt, SplitAdam) and isinstance(dense.configure_optimizer(1e-2), torch.optim.AdamW)
     assert [g["lr"] for g in opt.param_groups] == [1e-2, 1e-2, 3e-2]  # the tables' group learns 3x faster
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(sparse.parameters()))
-    before = sparse.oe_tables[0].weight.detach().clone()
+    before = sparse.oe.tables[0].weight.detach().clone()
     opt.step()
     read = np.unique(x.oe_rows[:, 0].numpy())
-    changed = np.flatnonzero((sparse.oe_tables[0].weight.detach() != before).any(1).numpy())
+    changed = np.flatnonzero((sparse.oe.tables[0].weight.detach() != before).any(1).numpy())
     assert changed.tolist() == read.tolist()
     state = opt.state_dict()
     fresh = Model(config()).sparse_tables().configure_optimizer(1e-2)
@@ -184,7 +184,7 @@ def losses(run_dir):
 def test_oe_settings_are_saved_in_the_model_config_and_checked_on_load(oe_run, tmp_path):
     _, out = oe_run
     model, _, _ = load_model(os.path.join(out, "final"))
-    assert model.config.oe_orders == (2, 3) and model.config.oe_rows == 997 and len(model.oe_tables) == 4
+    assert model.config.oe_orders == (2, 3) and model.config.oe_rows == 997 and len(model.oe.tables) == 4
     saved = json.load(open(os.path.join(out, "final", "train_config.json")))
     assert saved["oe_orders"] == [2, 3] and saved["oe_slices"] == 2
     bad = tmp_path / "ck"
@@ -248,8 +248,8 @@ def test_a_training_step_with_over_encoding_on_cuda():
         loss.backward()
         clip_grad_norm(gpu.parameters(), 1.0)
         opt.step()
-    assert torch.isfinite(loss) and gpu.oe_tables[0].weight.grad.is_sparse
-    assert not torch.equal(gpu.oe_proj.weight.cpu(), cpu.oe_proj.weight)  # it trained
+    assert torch.isfinite(loss) and gpu.oe.tables[0].weight.grad.is_sparse
+    assert not torch.equal(gpu.oe.proj.weight.cpu(), cpu.oe.proj.weight)  # it trained
 
 
 @pytest.mark.cuda

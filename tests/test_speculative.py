@@ -42,8 +42,8 @@ def oe_model(codec, od=True, seed=0, dtype=torch.float32, unigram=True):
                     oe_rows=61, oe_slices=2, od=od, oe_unigram=unigram)
     m = Model(c)
     with torch.no_grad():
-        m.oe_proj.weight.normal_(0, 0.3)
-        for t in m.oe_tables:
+        m.oe.proj.weight.normal_(0, 0.3)
+        for t in m.oe.tables:
             t.weight.normal_(0, 0.5)
     return m.to(dtype).eval()
 
@@ -75,7 +75,7 @@ def test_over_encoding_generation_reads_the_rows_a_full_forward_reads(codec, dty
     words = [EOT, *codec.split(TEXT)[:9], EOT, *codec.split("Emma Woodhouse, handsome, clever")]
     ids = _ids(codec, dictionary, words)
     full, rows = _full(model, dictionary, ids)
-    assert np.abs(model.oe_proj.weight.detach().double().numpy()).sum() > 0
+    assert np.abs(model.oe.proj.weight.detach().double().numpy()).sum() > 0
     w = Window(model, ids[:4], pattern_inputs(dictionary, "cpu"), pattern_rows(dictionary), True,
                words=dictionary.words.__getitem__)
     assert (w.step is not None) == (dtype == torch.float32)

@@ -27,6 +27,7 @@ from ..codec import Codec
 from ..config import CodecConfig, TfreeError
 from ..config import file_sha256 as _sha256
 from ..decode.calibration import Calibration
+from .overtok import STORED_NAMES
 from .transformer import Model, ModelConfig
 from .weights import WEIGHTS_FILE, load_weights_file, save_weights
 
@@ -46,13 +47,21 @@ STEP_RE = re.compile(r"^step-(\d{6,})$")
 
 
 def clean_state_dict(sd: dict) -> dict:
-    """Strip the wrappers' prefixes (DDP ``module.``, torch.compile ``_orig_mod.``) so checkpoints load anywhere."""
+    """Strip the wrappers' prefixes (DDP ``module.``, torch.compile ``_orig_mod.``) so checkpoints load anywhere,
+    and name each parameter as checkpoints store it (overtok.STORED_NAMES)."""
     out = {}
     for k, v in sd.items():
         while k.startswith(("module.", "_orig_mod.")):
             k = k.split(".", 1)[1]
-        out[k] = v
+        out[_renamed(k, STORED_NAMES)] = v
     return out
+
+
+def _renamed(name: str, pairs) -> str:
+    for a, b in pairs:
+        if name.startswith(a):
+            return b + name[len(a):]
+    return name
 
 
 def save_checkpoint(path: str, model, codec: Codec, *, files: dict | None = None, train_state: dict | None = None,
@@ -214,15 +223,16 @@ def read_state_dict(path: str) -> dict:
 
 
 def load_weights(model: Model, sd: dict, where: str) -> None:
-    sd = clean_state_dict(sd)
-    own = model.state_dict()
+    """Load stored weights ``sd`` into ``model``; one line naming ``where`` if they do not fit it (the weights by
+    their stored names)."""
+    sd, own = clean_state_dict(sd), clean_state_dict(model.state_dict())
     missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
     if missing or extra:
         raise TfreeError(f"{where}: weights do not fit the model config (missing {missing[:3]}, unexpected {extra[:3]})")
     for k, v in sd.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise TfreeError(f"{where}: weight {k} has shape {tuple(v.shape)}, the model config wants {tuple(own[k].shape)}")
-    model.load_state_dict(sd)
+    model.load_state_dict({_renamed(k, [(b, a) for a, b in STORED_NAMES]): v for k, v in sd.items()})
 
 
 def load_train_state(path: str) -> dict:

@@ -150,9 +150,9 @@ class CpuStep:
         self.embed, self.head, self.norm = w["embed.weight"], w["head.weight"], w["norm.weight"]
         self.head2 = w.get("head2.weight")
         self.oe = None
-        if c.oe_orders:  # the n-gram tables and their projection, as Model._over_encode
+        if c.oe_orders:  # the n-gram tables and their projection, as overtok.OverEncoding
             n = len(c.oe_orders) * c.oe_slices
-            self.oe = ([w[f"oe_tables.{i}.weight"] for i in range(n)], w["oe_proj.weight"], np.float32(1.0 / n),
+            self.oe = ([w[f"oe.tables.{i}.weight"] for i in range(n)], w["oe.proj.weight"], np.float32(1.0 / n),
                        c.oe_unigram)
         self.layers = [tuple(w[f"blocks.{i}.{n}"] for n in ("norm1.weight", "attn.qkv.weight", "attn.proj.weight",
                                                               "norm2.weight", "mlp.gate_up.weight", "mlp.down.weight"))

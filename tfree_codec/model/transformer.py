@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import TfreeError
+from .overtok import AfterNext, OverEncoding
 
 MODEL_FORMAT_VERSION = 1
 
@@ -289,18 +290,9 @@ class Model(nn.Module):
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
             if name.endswith(("attn.proj.weight", "mlp.down.weight")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
-        if c.oe_orders:  # made last, so that the rest draws the plain model's initial weights from the same seed
-            from ..text.ngrams import moduli  # noqa: PLC0415
-
-            s = len(c.oe_orders) * c.oe_slices
-            width = c.n_embd // s
-            # _weight: skip nn.Embedding's own N(0, 1) fill of what may be a 1M-row table; N(0, 0.02) like E
-            self.oe_tables = nn.ModuleList(nn.Embedding(m, width, _weight=torch.empty(m, width).normal_(0.0, 0.02))
-                                           for m in moduli(c.oe_orders, c.oe_slices, c.oe_rows, c.oe_distinct))
-            # the S slices' projections back to d as one (d, S * width) matrix: one matmul instead of S; zero, so
-            # that a new table starts as the plain model
-            self.oe_proj = nn.Linear(s * width, c.n_embd, bias=False)
-            nn.init.zeros_(self.oe_proj.weight)
+        # Over-Encoding (overtok.py), made last, so that the rest draws the plain model's initial weights from the
+        # same seed
+        self.oe = OverEncoding(c) if c.oe_orders else None
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -313,7 +305,7 @@ class Model(nn.Module):
         """Parameter counts split into the input embedding, the output head and the body (everything else)."""
         emb = self.embed.weight.numel()
         head = self.head.weight.numel()
-        oe = sum(p.numel() for n, p in self.named_parameters() if n.startswith("oe_"))
+        oe = sum(p.numel() for p in self.oe.parameters()) if self.oe is not None else 0
         od = self.head2.weight.numel() if self.config.od else 0
         total = sum(p.numel() for p in self.parameters())
         return {"embedding": emb, "head": head, "oe": oe, "od": od, "body": total - emb - head - oe - od,
@@ -325,12 +317,12 @@ class Model(nn.Module):
         n-gram's row would decay between its few updates). The n-gram tables' group learns at ``table_lr_scale``
         times ``lr`` (its ``lr_scale``, which a schedule multiplies in); sparse tables (``sparse_tables``) get
         SparseAdam instead of AdamW, in one ``optim.SplitAdam`` with the AdamW."""
-        tables = [p for n, p in self.named_parameters() if n.startswith("oe_tables.")]
-        decay = [p for n, p in self.named_parameters() if p.dim() >= 2 and not n.startswith("oe_tables.")]
-        no_decay = [p for n, p in self.named_parameters() if p.dim() < 2]
+        tables = list(self.oe.tables.parameters()) if self.oe is not None else []
+        decay = [p for p in self.parameters() if p.dim() >= 2 and not any(p is t for t in tables)]
+        no_decay = [p for p in self.parameters() if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         table_group = {"params": tables, "lr": lr * table_lr_scale, "lr_scale": table_lr_scale}
-        sparse = bool(tables) and self.oe_tables[0].sparse
+        sparse = bool(tables) and self.oe.tables[0].sparse
         if tables and not sparse:
             groups.append({**table_group, "weight_decay": 0.0})
         dense = torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
@@ -343,8 +335,8 @@ class Model(nn.Module):
     def sparse_tables(self, on: bool = True) -> "Model":
         """Give the n-gram tables sparse gradients (only the rows a batch reads), for ``configure_optimizer``'s
         SparseAdam: a dense AdamW step would read and write every row of a table of millions each step."""
-        for t in getattr(self, "oe_tables", ()):
-            t.sparse = on
+        if self.oe is not None:
+            self.oe.sparse(on)
         return self
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None, dtype=None) -> KVCache:
@@ -371,21 +363,8 @@ class Model(nn.Module):
             B, T = inputs.shape
             e = self.embed(inputs.indices, inputs.offsets)
             e = (e if inputs.words is None else e[inputs.words]).view(B, T, -1)  # (B, T, d)
-            return self._over_encode(e, inputs) if self.config.oe_orders else e
+            return self.oe(e, inputs.oe_rows) if self.oe is not None else e
         return self.embed(inputs)  # (B, T, d)
-
-    def _over_encode(self, e, inputs: Patterns):
-        """``e + W [E_1[r_1] .. E_S[r_S]] / S``: the slices averaged as the paper averages its tables, the word
-        embedding itself unscaled so that a zero ``W`` is exactly the plain model."""
-        rows = inputs.oe_rows
-        B, T, d = e.shape
-        S = len(self.oe_tables)
-        if rows is None or tuple(rows.shape) != (B * T, S):
-            raise TfreeError(f"this model over-encodes with {S} n-gram tables: its inputs need oe_rows of shape "
-                             f"({B * T}, {S}), not {None if rows is None else tuple(rows.shape)}")
-        parts = torch.cat([table(rows[:, i]) for i, table in enumerate(self.oe_tables)], dim=-1)
-        oe = self.oe_proj(parts).view(B, T, d) * (1.0 / S)
-        return e + oe if self.config.oe_unigram else oe
 
     def trunk(self, inputs, kv_cache: KVCache | None = None, last: bool = False):
         """The final-norm hidden states the heads read: (B, T, d), or (B, 1, d) of the last position."""
@@ -401,10 +380,9 @@ class Model(nn.Module):
             kv_cache.pos = start + T
         return self.norm(x[:, -1:] if last else x)
 
-    def forward(self, inputs, targets=None, mask=None, kv_cache: KVCache | None = None, last: bool = False,
-                targets2=None, mask2=None, od_weight: float = 0.0):
-        """``targets2``/``mask2`` (Over-Decoding): the word after next of each position and where it counts; the
-        loss is then ``next + od_weight * next_next``, and ``self.loss_parts`` holds both (detached)."""
+    def forward(self, inputs, targets=None, mask=None, kv_cache: KVCache | None = None, last: bool = False):
+        """An Over-Decoding model (``od``) trains with ``targets`` an ``overtok.AfterNext``: the loss is then
+        ``next + weight * after next`` (the second head, ``head2``), and ``self.loss_parts`` holds both (detached)."""
         if last and targets is not None:
             raise ValueError("last=True gives no loss: the loss needs every position's logits")
         h = self.trunk(inputs, kv_cache, last)
@@ -413,14 +391,16 @@ class Model(nn.Module):
         if targets is None:
             return logits, None
         if self.config.tfree:
-            loss = pattern_bce(logits, targets, mask, self.config.pos_weight)
-            if targets2 is None:
+            after = targets if isinstance(targets, AfterNext) else None
+            loss = pattern_bce(logits, after.next if after else targets, mask, self.config.pos_weight)
+            if after is None:
                 return logits, loss
             if not self.config.od:
-                raise TfreeError("targets2 given to a model without an Over-Decoding head (od=False)")
-            loss2 = pattern_bce(self.head2(h), targets2, mask2, self.config.pos_weight)
+                raise TfreeError("targets for the word after next given to a model without an Over-Decoding head "
+                                 "(od=False)")
+            loss2 = pattern_bce(self.head2(h), after.after, after.after_mask, self.config.pos_weight)
             self.loss_parts = (loss.detach(), loss2.detach())
-            return logits, loss + od_weight * loss2
+            return logits, loss + after.weight * loss2
         if mask is not None:
             targets = targets.masked_fill(~mask, -1)
         return logits, F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(-1), ignore_index=-1)

@@ -27,6 +27,7 @@ from ..generate.vocab import Tokens, Words
 from ..model.checkpoint import DICT_FILE, TOKENIZER_FILE, load_tokenizer
 from ..shards.corpus import Corpus, make_units, split_units
 from ..model.device import autocast_for, resolve_device  # noqa: F401  (re-exported)
+from ..model.overtok import AfterNext
 from ..model.transformer import Model, ModelConfig
 from ..text.words import EOT
 from .checks import check_finite as _check_finite
@@ -273,12 +274,10 @@ class Run:
                 p.requires_grad_(not frozen or name.startswith(TRAINED_WHEN_FROZEN))
         x, y, nbytes, nitems = self.batch()
         self.model.train()
+        if self.model_config.od:
+            y = AfterNext(*y, od_weight_at(self.step, self.cfg, self.max_steps))
         with self.autocast():
-            if self.model_config.od:
-                _, loss = self.train_model(x, y[0], targets2=y[1], mask2=y[2],
-                                           od_weight=od_weight_at(self.step, self.cfg, self.max_steps))
-            else:
-                _, loss = self.train_model(x, y)
+            _, loss = self.train_model(x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip:
