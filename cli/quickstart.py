@@ -51,9 +51,9 @@ def run(out_dir: str = "tfree-quickstart", *, steps: int = STEPS, sample_chars: 
     log(f"[1/3] encoded {s['words']:,} words into {s['shards']} shard(s) in {shards} ({s['seconds']:.1f} s)")
 
     log(f"[2/3] training a tiny T-FREE model for {steps} steps of {BATCH}x{SEQ_LEN} words on {device} -> {run_dir}")
-    cfg = TrainConfig(data=shards, out_dir=run_dir, preset="tiny", seq_len=SEQ_LEN, batch_size=BATCH, max_steps=steps,
-                      lr=3e-3, warmup=min(20, steps), seed=seed, device=device, val_bytes=32_000, log_every=20,
-                      progress=progress)
+    cfg = TrainConfig.of(data=shards, out_dir=run_dir, preset="tiny", seq_len=SEQ_LEN, batch_size=BATCH, max_steps=steps,
+                         lr=3e-3, warmup=min(20, steps), seed=seed, device=device, val_bytes=32_000, log_every=20,
+                         progress=progress)
     summary = train(cfg, log=log)
 
     checkpoint = os.path.join(run_dir, "final")

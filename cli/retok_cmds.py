@@ -9,7 +9,7 @@ import click
 from tfree_codec import TfreeError
 
 from .common import friendly, show_progress
-from .train_cmds import _size, _typed
+from .train_cmds import _size, _typed, check_length_and_logs
 
 # What a retok run directory holds (tfree train's files, and the converted starting point init/).
 RUN_FILES = {"init", "dictionary.arrow", "log.jsonl", "log.csv", "plot.png", "tensorboard", "final"}
@@ -72,14 +72,10 @@ def retok(bpe_run, shards, out_dir, init, head_target, head_fit, alpha, ridge, s
                           sparse_k=sparse_k, seq_len=seq_len, pos_weight=pos_weight, seed=kw["seed"] or 0)
     out = os.path.abspath(out_dir)
     init_dir = os.path.join(out, rt.INIT_DIR)
-    cfg = TrainConfig(data=shards, out_dir=out, preset="tiny", init_from=init_dir, freeze_body=True,
-                      progress=show_progress(quiet), plot=not no_plot, pos_weight=pos_weight, seq_len=seq_len, **kw)
+    cfg = TrainConfig.of(data=shards, out_dir=out, preset="tiny", init_from=init_dir, freeze_body=True,
+                         progress=show_progress(quiet), plot=not no_plot, pos_weight=pos_weight, seq_len=seq_len, **kw)
     cfg, _ = resume_settings(cfg, _typed() | {"init_from", "freeze_body"})
-    if cfg.max_steps is None and cfg.max_bytes is None:
-        raise TfreeError("give --max-steps or --max-bytes")
-    for name in ("keep_last", "sample_words"):
-        if getattr(cfg, name) < 0:
-            raise TfreeError(f"--{name.replace('_', '-')} must be 0 or more, not {getattr(cfg, name)}")
+    check_length_and_logs(cfg)
     rcfg.check()
     validate(cfg)
     _check_out(out, cfg.resume)
@@ -88,9 +84,9 @@ def retok(bpe_run, shards, out_dir, init, head_target, head_fit, alpha, ridge, s
         _check_init(init_dir, rcfg)
     else:
         os.makedirs(out, exist_ok=True)
-        rt.build(src.path, shards, init_dir, rcfg, cfg.val_bytes, cfg.chunk_words, log=click.echo)
+        rt.build(src.path, shards, init_dir, rcfg, cfg.data.val_bytes, cfg.data.chunk_words, log=click.echo)
     m = read_model_config(init_dir)
-    cfg = dataclasses.replace(cfg, n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, seq_len=m.seq_len,
+    cfg = cfg.replace(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, seq_len=m.seq_len,
                               pos_weight=m.pos_weight)
     run_train(cfg, log=click.echo)
 

@@ -91,20 +91,26 @@ def train(data, out_dir, compile_, quiet, no_plot, **kw):
     from tfree_codec.train.loop import train as run_train
 
     kw["logger"] = tuple(kw["logger"])
-    cfg = TrainConfig(data=data, out_dir=out_dir, compile=compile_, progress=show_progress(quiet), plot=not no_plot, **kw)
+    cfg = TrainConfig.of(data=data, out_dir=out_dir, compile=compile_, progress=show_progress(quiet), plot=not no_plot,
+                         **kw)
     cfg, restored = _restore_settings(cfg)
     cfg = init_settings(cfg, _typed())
-    if cfg.max_steps is None and cfg.max_bytes is None:
-        raise TfreeError("give --max-steps or --max-bytes")
-    for name in ("keep_last", "sample_words"):
-        if getattr(cfg, name) < 0:
-            raise TfreeError(f"--{name.replace('_', '-')} must be 0 or more, not {getattr(cfg, name)}")
+    check_length_and_logs(cfg)
 
     def log(msg):
         click.echo(msg)
         if restored and str(msg).startswith("resumed from"):  # said once the checkpoint is accepted
             click.echo("settings of the run restored: " + ", ".join(f"{k} {v}" for k, v in restored.items()))
     run_train(cfg, log=log)
+
+
+def check_length_and_logs(cfg) -> None:
+    """A run needs a length, and its logging counts are never negative (before any work)."""
+    if cfg.optimiser.max_steps is None and cfg.optimiser.max_bytes is None:
+        raise TfreeError("give --max-steps or --max-bytes")
+    for name in ("keep_last", "sample_words"):
+        if getattr(cfg.logging, name) < 0:
+            raise TfreeError(f"--{name.replace('_', '-')} must be 0 or more, not {getattr(cfg.logging, name)}")
 
 
 def _orders(value):

@@ -65,9 +65,9 @@ def sources(make_tiny_shards, tmp_path_factory):
 
 def test_step0_weights_are_the_source_s(sources, new_lang, tmp_path):
     for mode, src in sources.items():
-        cfg = TrainConfig(data=new_lang, out_dir=str(tmp_path / mode), preset="tiny", n_layer=1, n_head=2, n_embd=32,
-                          seq_len=16, batch_size=4, max_steps=2, baseline="bpe" if mode == "bpe" else None,
-                          init_from=src, progress=False, device="cpu", seed=5)
+        cfg = TrainConfig.of(data=new_lang, out_dir=str(tmp_path / mode), preset="tiny", n_layer=1, n_head=2, n_embd=32,
+                             seq_len=16, batch_size=4, max_steps=2, baseline="bpe" if mode == "bpe" else None,
+                             init_from=src, progress=False, device="cpu", seed=5)
         model = Run(cfg, log=lambda *a: None).model
         want = read_state_dict(os.path.join(src, "final"))
         got = model.state_dict()

@@ -108,9 +108,9 @@ def test_od_weight_zero_is_the_next_word_loss_and_a_weight_adds_the_second_head(
 
 
 def test_the_od_weight_anneals_linearly_to_zero():
-    cfg = TrainConfig(data="d", out_dir="o", od_weight=0.2)
+    cfg = TrainConfig.of(data="d", out_dir="o", od_weight=0.2)
     assert [od_weight_at(s, cfg, 10) for s in (0, 5, 9)] == [0.2, 0.2, 0.2]
-    cfg = TrainConfig(data="d", out_dir="o", od_weight=0.2, od_anneal=True)
+    cfg = TrainConfig.of(data="d", out_dir="o", od_weight=0.2, od_anneal=True)
     w = [od_weight_at(s, cfg, 10) for s in range(11)]
     assert w[0] == 0.2 and w[10] == 0.0 and w[5] == pytest.approx(0.1)
     assert all(a > b for a, b in zip(w, w[1:]))

@@ -111,10 +111,10 @@ def test_targets_mean_first_and_omp():
 
 # -- the schedule -----------------------------------------------------------------------------------------------
 def test_freeze_schedule():
-    cfg = TrainConfig(data="x", out_dir="y", lr=1.0, warmup=2, freeze_body=True, unfreeze_after=10, unfreeze_lr=0.5)
+    cfg = TrainConfig.of(data="x", out_dir="y", lr=1.0, warmup=2, freeze_body=True, unfreeze_after=10, unfreeze_lr=0.5)
     assert body_frozen(cfg, 9) and not body_frozen(cfg, 10)
     assert lr_for(0, cfg, 30) == 0.5 and lr_for(10, cfg, 30) == 0.25  # a fresh warmup at half the rate
-    assert not body_frozen(TrainConfig(data="x", out_dir="y"), 0)
+    assert not body_frozen(TrainConfig.of(data="x", out_dir="y"), 0)
 
 
 # -- end to end -------------------------------------------------------------------------------------------------

@@ -168,10 +168,10 @@ def od_run(tmp_path_factory):
                     f"{rng.choice(noun)}." for _ in range(1500))
     d = tmp_path_factory.mktemp("spec")
     (d / "grammar.txt").write_text(text, encoding="utf-8")
-    cfg = TrainConfig(data=str(d / "grammar.txt"), out_dir=str(d / "run"), preset="tiny", n_layer=1, n_head=2,
-                      n_embd=32, seq_len=32, batch_size=8, max_steps=60, lr=1e-2, warmup=5, seed=3, val_bytes=2000,
-                      log_every=100, eval_every=0, progress=False, plot=False, sample_words=0, od_weight=0.5,
-                      device="cpu")
+    cfg = TrainConfig.of(data=str(d / "grammar.txt"), out_dir=str(d / "run"), preset="tiny", n_layer=1, n_head=2,
+                         n_embd=32, seq_len=32, batch_size=8, max_steps=60, lr=1e-2, warmup=5, seed=3,
+                         val_bytes=2000, log_every=100, eval_every=0, progress=False, plot=False, sample_words=0,
+                         od_weight=0.5, device="cpu")
     train(cfg, log=lambda *a, **k: None)
     return d / "run"
 

@@ -10,75 +10,76 @@ import torch
 
 from ..config import TfreeError
 from ..model.transformer import ModelConfig
-from .settings import oe_options
+from .settings import model_config
 
 
 def validate(cfg) -> None:
-    """Refuse nonsense options in one line before any work (reading data, writing the run directory)."""
+    """Refuse nonsense options in one line before any work (reading data, writing the run directory), each by the
+    name the CLI gives it."""
+    f = cfg.flat()
+
     def bad(name, value, want):
         raise TfreeError(f"--{name.replace('_', '-')} must be {want}, not {value!r}")
 
-    if cfg.baseline not in (None, "bpe"):
-        raise TfreeError(f"unknown baseline {cfg.baseline!r} (bpe)")
+    if f["baseline"] not in (None, "bpe"):
+        raise TfreeError(f"unknown baseline {f['baseline']!r} (bpe)")
     for name in ("lr", "pos_weight"):
-        v = getattr(cfg, name)
+        v = f[name]
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
             bad(name, v, "a positive number")
     for name in ("weight_decay", "grad_clip"):
-        v = getattr(cfg, name)
+        v = f[name]
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             bad(name, v, "a non-negative number")
     for name in ("batch_size", "chunk_words", "bpe_vocab"):
-        if getattr(cfg, name) < 1:
-            bad(name, getattr(cfg, name), "at least 1")
+        if f[name] < 1:
+            bad(name, f[name], "at least 1")
     for name in ("max_steps", "seq_len", "n_layer", "n_head", "n_embd"):
-        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
-            bad(name, getattr(cfg, name), "at least 1")
-    if cfg.unfreeze_after is not None and cfg.unfreeze_after < 1:
-        bad("unfreeze_after", cfg.unfreeze_after, "at least 1")
-    if not (math.isfinite(cfg.unfreeze_lr) and cfg.unfreeze_lr > 0):
-        bad("unfreeze_lr", cfg.unfreeze_lr, "a positive number")
-    if cfg.max_bytes is not None and not cfg.max_bytes > 0:
-        bad("max_bytes", cfg.max_bytes, "positive")
+        if f[name] is not None and f[name] < 1:
+            bad(name, f[name], "at least 1")
+    if f["unfreeze_after"] is not None and f["unfreeze_after"] < 1:
+        bad("unfreeze_after", f["unfreeze_after"], "at least 1")
+    if not (math.isfinite(f["unfreeze_lr"]) and f["unfreeze_lr"] > 0):
+        bad("unfreeze_lr", f["unfreeze_lr"], "a positive number")
+    if f["max_bytes"] is not None and not f["max_bytes"] > 0:
+        bad("max_bytes", f["max_bytes"], "positive")
     for name in ("warmup", "eval_every", "save_every", "log_every", "val_bytes"):
-        if getattr(cfg, name) is not None and getattr(cfg, name) < 0:  # eval_every None: chosen from the length
-            bad(name, getattr(cfg, name), "at least 0")
-    validate_oe(cfg)
-    od = cfg.od_weight
+        if f[name] is not None and f[name] < 0:  # eval_every None: chosen from the length
+            bad(name, f[name], "at least 0")
+    validate_oe(f)
+    od = f["od_weight"]
     if not (isinstance(od, (int, float)) and math.isfinite(od) and od >= 0):
         bad("od_weight", od, "a non-negative number")
-    if cfg.od_anneal and not od:
+    if f["od_anneal"] and not od:
         raise TfreeError("--od-anneal anneals the Over-Decoding loss: give --od-weight W > 0 with it")
-    if od and cfg.baseline:
+    if od and f["baseline"]:
         raise TfreeError("--od-weight: Over-Decoding needs a T-FREE model, not --baseline bpe")
     # the model's shape (heads dividing the width, ...) before a dictionary or tokenizer is written for it
-    ModelConfig.from_preset(cfg.preset, mode=cfg.mode, vocab_size=16, seq_len=cfg.seq_len,
-                            n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight,
-                            od=od > 0, **oe_options(cfg))
+    model_config(cfg, vocab_size=16, od=od > 0)
 
 
-def validate_oe(cfg) -> None:
-    """The Over-Encoding options, named as the CLI spells them."""
-    orders = tuple(cfg.oe_orders)
+def validate_oe(f: dict) -> None:
+    """The Over-Encoding options (``TrainConfig.flat()``), named as the CLI spells them."""
+    orders = tuple(f["oe_orders"])
     if not orders:
-        if cfg.oe_rows or cfg.oe_slices != 1 or not cfg.oe_distinct or not cfg.oe_unigram or cfg.oe_lr_scale != 1:
+        if f["oe_rows"] or f["oe_slices"] != 1 or not f["oe_distinct"] or not f["oe_unigram"] or f["oe_lr_scale"] != 1:
             raise TfreeError("--oe-rows, --oe-slices, --oe-lr-scale, --oe-shared-moduli and --oe-no-unigram need "
                              "--oe-orders (the n-gram orders, e.g. 2,3)")
         return
-    if not (isinstance(cfg.oe_lr_scale, (int, float)) and math.isfinite(cfg.oe_lr_scale) and cfg.oe_lr_scale > 0):
-        raise TfreeError(f"--oe-lr-scale must be a positive number, not {cfg.oe_lr_scale!r}")
-    if cfg.baseline:
+    if not (isinstance(f["oe_lr_scale"], (int, float)) and math.isfinite(f["oe_lr_scale"]) and f["oe_lr_scale"] > 0):
+        raise TfreeError(f"--oe-lr-scale must be a positive number, not {f['oe_lr_scale']!r}")
+    if f["baseline"]:
         raise TfreeError("--oe-orders needs a T-FREE model, not --baseline bpe")
     if not all(isinstance(n, int) and 2 <= n <= 8 for n in orders) or len(set(orders)) != len(orders):
         raise TfreeError(f"--oe-orders must be distinct n-gram orders from 2 to 8 (e.g. 2,3), not {list(orders)}")
-    if not (isinstance(cfg.oe_rows, int) and 2 <= cfg.oe_rows <= 2**31 - 1):
-        raise TfreeError(f"--oe-rows must be a table size from 2 to 2^31 - 1 (e.g. 262144), not {cfg.oe_rows!r}"
-                         if cfg.oe_rows else "--oe-orders needs --oe-rows (rows per n-gram table, e.g. 262144)")
-    width = cfg.n_embd or ModelConfig.from_preset(cfg.preset).n_embd
+    if not (isinstance(f["oe_rows"], int) and 2 <= f["oe_rows"] <= 2**31 - 1):
+        raise TfreeError(f"--oe-rows must be a table size from 2 to 2^31 - 1 (e.g. 262144), not {f['oe_rows']!r}"
+                         if f["oe_rows"] else "--oe-orders needs --oe-rows (rows per n-gram table, e.g. 262144)")
+    width = f["n_embd"] or ModelConfig.from_preset(f["preset"]).n_embd
     most = min(64, width) // len(orders)
-    if not (isinstance(cfg.oe_slices, int) and 1 <= cfg.oe_slices <= most):
+    if not (isinstance(f["oe_slices"], int) and 1 <= f["oe_slices"] <= most):
         raise TfreeError(f"--oe-slices must be from 1 to {most} with {len(orders)} order(s) and width {width} "
-                         f"(each slice is width / (orders x slices) wide), not {cfg.oe_slices!r}")
+                         f"(each slice is width / (orders x slices) wide), not {f['oe_slices']!r}")
 
 
 def data_fingerprint(units) -> str:
@@ -89,9 +90,9 @@ def data_fingerprint(units) -> str:
     return h.hexdigest()[:16]
 
 
-def check_finite(run, loss=None) -> None:
+def check_finite(model, step: int, loss=None) -> None:
     """A diverged model (nan/inf loss or weights) is not saved: the last good checkpoint stays the newest."""
     if (loss is not None and not math.isfinite(float(loss))) or not all(
-            bool(torch.isfinite(p).all()) for p in run.model.parameters()):
-        raise TfreeError(f"training diverged at step {run.step} (the loss or the weights are nan/inf): nothing was "
+            bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise TfreeError(f"training diverged at step {step} (the loss or the weights are nan/inf): nothing was "
                          "saved for it; lower --lr or raise --warmup")

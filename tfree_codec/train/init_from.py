@@ -21,7 +21,7 @@ from ..decode.dictionary import Dictionary
 from ..model import checkpoint as ckpt
 from ..model.transformer import ModelConfig
 from ..model.checkpoint import CODEC_FILE, DICT_FILE, TOKENIZER_FILE
-from .settings import oe_options
+from .settings import model_config
 
 # The options that make a model's shape: the CLI takes them from the source unless they are typed.
 SHAPE_OPTIONS = ("n_layer", "n_head", "n_embd", "seq_len", "pos_weight", "oe_orders", "oe_rows", "oe_slices",
@@ -75,9 +75,7 @@ def check_shape(source: Source, cfg) -> None:
     if cfg.mode != want.mode:
         raise TfreeError(f"--init-from {source.path} is a {want.mode} model: "
                          f"{'drop --baseline' if want.tfree else 'add --baseline bpe'}")
-    mine = ModelConfig.from_preset(cfg.preset, mode=cfg.mode, vocab_size=want.vocab_size, seq_len=cfg.seq_len,
-                                   n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight,
-                                   **oe_options(cfg))
+    mine = model_config(cfg, want.vocab_size)
     diff = [f"{f.name} {getattr(want, f.name)!r} (asked {getattr(mine, f.name)!r})" for f in dataclasses.fields(want)
             if getattr(want, f.name) != getattr(mine, f.name)]
     if diff:
@@ -123,7 +121,7 @@ def settings(cfg, typed: set[str]):
     new = {k: getattr(m, k) for k in SHAPE_OPTIONS if k not in typed}
     if "baseline" not in typed and not m.tfree:
         new.update(baseline="bpe", bpe_vocab=m.vocab_size)
-    return dataclasses.replace(cfg, **new)
+    return cfg.replace(**new)
 
 
 def _resumes(cfg) -> bool:

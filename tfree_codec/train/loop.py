@@ -7,7 +7,6 @@ states and cursor: on CPU the next step's loss equals the uninterrupted run's.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -34,8 +33,8 @@ from .checks import check_finite as _check_finite
 from .checks import data_fingerprint as _data_fingerprint
 from .checks import validate
 from ..model.optim import clip_grad_norm
-from .settings import (RESUME_FIXED, TrainConfig, body_frozen, init_dist, lr_at, lr_for,  # noqa: F401  (re-exported)
-                       od_weight_at, oe_options)
+from .settings import (PLAIN, RESUME_FIXED, TrainConfig, body_frozen, init_dist, lr_at, lr_for,  # noqa: F401
+                       model_config, od_weight_at)  # (re-exported)
 
 TRAINED_WHEN_FROZEN = ("embed.", "head.", "norm.")  # --freeze-body (tfree retok): the input, the output, final norm
 
@@ -47,7 +46,8 @@ class Run:
         validate(cfg)
         self.cfg, self.log = cfg, log
         self.dist = init_dist(cfg.device)
-        if cfg.freeze_body and self.dist.world > 1:  # DDP fixes the parameters that get gradients when it wraps
+        x = cfg.extras or PLAIN
+        if x.freeze_body and self.dist.world > 1:  # DDP fixes the parameters that get gradients when it wraps
             raise TfreeError("a frozen body (tfree retok) trains in one process: run it without torchrun")
         self.device = resolve_device(cfg.device, self.dist.local_rank)
         self.autocast, self.dtype = autocast_for(self.device, cfg.dtype)
@@ -62,18 +62,18 @@ class Run:
             init_from.check_shape(self.init_src, cfg)
         self.seed = int(state["seed"]) if state else self._agree(cfg.seed if cfg.seed is not None else secrets.randbits(31))
 
-        self.corpus = Corpus.from_path(cfg.data)
+        self.corpus = Corpus.from_path(cfg.data.path)
         self.codec = self.corpus.codec
         if self.init_src:
-            init_from.check_codec(self.init_src, self.codec, cfg.data)
-        units = make_units(self.corpus, cfg.chunk_words)
+            init_from.check_codec(self.init_src, self.codec, cfg.data.path)
+        units = make_units(self.corpus, cfg.data.chunk_words)
         if not float(units.n_bytes.sum()):
-            raise TfreeError(f"{cfg.data}: no text to train on (it is empty)")
+            raise TfreeError(f"{cfg.data.path}: no text to train on (it is empty)")
         self.data_fingerprint = _data_fingerprint(units)
         if state and state.get("data_fingerprint", self.data_fingerprint) != self.data_fingerprint:
-            raise TfreeError(f"{cfg.data} is not the data {self.resume_from} was trained on (re-encoded or changed "
+            raise TfreeError(f"{cfg.data.path} is not the data {self.resume_from} was trained on (re-encoded or changed "
                              "since): resume with the same data, or start a new run directory")
-        self.train_units, self.val_units = split_units(units, cfg.val_bytes)
+        self.train_units, self.val_units = split_units(units, cfg.data.val_bytes)
         if self.dist.main:
             os.makedirs(self.out, exist_ok=True)
             if cfg.resume:
@@ -82,10 +82,8 @@ class Run:
         self.mode = cfg.mode
         self._prepare_artifacts()
 
-        T = cfg.seq_len or ModelConfig.from_preset(cfg.preset).seq_len
-        self.model_config = ModelConfig.from_preset(
-            cfg.preset, mode=self.mode, vocab_size=self.vocab_size, seq_len=T, n_layer=cfg.n_layer,
-            n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight, od=cfg.od_weight > 0, **oe_options(cfg))
+        T = cfg.shape.seq_len or ModelConfig.from_preset(cfg.shape.preset).seq_len
+        self.model_config = model_config(cfg, self.vocab_size, T, od=x.od_weight > 0)
         torch.manual_seed(self.seed)
         self.model = Model(self.model_config).to(self.device)
         if self.model_config.oe_orders:
@@ -99,8 +97,8 @@ class Run:
         span = self.source.lengths.sum() + self.train_units.last.sum()
         self.bytes_per_item = float(self.train_units.n_bytes.sum()) / max(1, int(span))
         self.max_steps = self._max_steps()
-        self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, device_type=self.device.type,
-                                                        table_lr_scale=cfg.oe_lr_scale)
+        self.optimizer = self.model.configure_optimizer(cfg.optimiser.lr, cfg.optimiser.weight_decay,
+                                                        device_type=self.device.type, table_lr_scale=x.oe_lr_scale)
         self.step, self.bytes_seen, self.items_seen = 0, 0.0, 0
         self.said_no_plot = False
         if state:
@@ -144,9 +142,8 @@ class Run:
     def _check_resume(self, state) -> None:
         if not state:
             return
-        old = state.get("train_config", {})
-        diff = [f"{k} {old.get(k)!r} -> {getattr(self.cfg, k)!r}" for k in RESUME_FIXED
-                if k in old and old[k] != getattr(self.cfg, k)]
+        old, now = state.get("train_config", {}), self.cfg.flat()
+        diff = [f"{k} {old.get(k)!r} -> {now[k]!r}" for k in RESUME_FIXED if k in old and old[k] != now[k]]
         if int(state.get("world_size", 1)) != self.dist.world:
             diff.append(f"processes {state.get('world_size')} -> {self.dist.world}")
         if diff:
@@ -172,14 +169,14 @@ class Run:
     def _prepare_artifacts(self) -> None:
         """The vocabulary: the dictionary (T-FREE) or the BPE tokenizer, built from the training units once by rank
         0 and saved in the run directory; a resumed run reads the saved one, so it is the same."""
-        path = os.path.join(self.out, TOKENIZER_FILE if self.cfg.baseline else DICT_FILE)
+        path = os.path.join(self.out, TOKENIZER_FILE if self.cfg.shape.baseline else DICT_FILE)
         if self.dist.main and not os.path.isfile(path):
             t0 = time.time()
-            said = self._build_tokenizer(path) if self.cfg.baseline else self._build_dictionary(path)
+            said = self._build_tokenizer(path) if self.cfg.shape.baseline else self._build_dictionary(path)
             if said:
                 self.log(f"{said} ({time.time() - t0:.1f}s)")
         self._barrier()
-        if self.cfg.baseline:
+        if self.cfg.shape.baseline:
             self.vocab = Tokens(load_tokenizer(path))
             self.vocab_size = self.vocab.tokenizer.get_vocab_size()
             self.source = TokenSource(self.corpus, self.train_units, self.vocab.tokenizer, self.vocab.eot_id)
@@ -203,22 +200,22 @@ class Run:
         if self.init_src:
             init_from.copy_tokenizer(self.init_src, path)  # the source's, as its users have it
             return None
-        tok = train_bpe(self._unit_texts(self.train_units), self.cfg.bpe_vocab)
+        tok = train_bpe(self._unit_texts(self.train_units), self.cfg.shape.bpe_vocab)
         tok.save(path)
         got = tok.get_vocab_size()  # a small text runs out of merges before the size asked for
         return (f"BPE tokenizer: {got:,} tokens learnt from the training text"
-                f"{f' (--bpe-vocab {self.cfg.bpe_vocab:,} asked)' if got != self.cfg.bpe_vocab else ''}")
+                f"{f' (--bpe-vocab {self.cfg.shape.bpe_vocab:,} asked)' if got != self.cfg.shape.bpe_vocab else ''}")
 
     def _unit_texts(self, units):
         return (self.corpus.text(d, a, b) for d, a, b in zip(units.doc.tolist(), units.start.tolist(), units.stop.tolist()))
 
     def _max_steps(self) -> int:
         cfg = self.cfg
-        if cfg.max_steps:
-            return int(cfg.max_steps)
-        if cfg.max_bytes:
-            per_step = cfg.batch_size * self.dist.world * self.model_config.seq_len * self.bytes_per_item
-            return max(1, math.ceil(cfg.max_bytes / per_step))
+        if cfg.optimiser.max_steps:
+            return int(cfg.optimiser.max_steps)
+        if cfg.optimiser.max_bytes:
+            per_step = cfg.optimiser.batch_size * self.dist.world * self.model_config.seq_len * self.bytes_per_item
+            return max(1, math.ceil(cfg.optimiser.max_bytes / per_step))
         raise TfreeError("give --max-steps or --max-bytes")
 
     def _restore(self, state: dict) -> None:
@@ -255,7 +252,7 @@ class Run:
     def batch(self):
         """This rank's (inputs, targets) for the next global batch, and the global batch's bytes and items; with
         Over-Decoding the targets are (targets, targets2, mask2)."""
-        T, B = self.model_config.seq_len, self.cfg.batch_size
+        T, B = self.model_config.seq_len, self.cfg.optimiser.batch_size
         wins, nbytes = self.packer.next_windows(B * self.dist.world)
         mine = wins[self.dist.rank * B:(self.dist.rank + 1) * B]
         if self.model_config.od:
@@ -268,7 +265,8 @@ class Run:
         lr = lr_for(self.step, self.cfg, self.max_steps)
         for g in self.optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)  # the n-gram tables' group: --oe-lr-scale
-        if self.cfg.freeze_body:  # frozen parameters get no gradient, so AdamW leaves them (and their decay) alone
+        if self.cfg.extras and self.cfg.extras.freeze_body:  # frozen parameters get no gradient, so AdamW leaves them
+            # (and their decay) alone
             frozen = body_frozen(self.cfg, self.step)
             for name, p in self.model.named_parameters():
                 p.requires_grad_(not frozen or name.startswith(TRAINED_WHEN_FROZEN))
@@ -280,8 +278,8 @@ class Run:
             _, loss = self.train_model(x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.cfg.grad_clip:
-            clip_grad_norm(self.model.parameters(), self.cfg.grad_clip)
+        if self.cfg.optimiser.grad_clip:
+            clip_grad_norm(self.model.parameters(), self.cfg.optimiser.grad_clip)
         self.optimizer.step()
         self.step += 1
         self.bytes_seen += nbytes
@@ -311,17 +309,17 @@ class Run:
             state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "cursor": self.packer.state_dict(),
                      "bytes_seen": float(self.bytes_seen), "items_seen": int(self.items_seen), "seed": self.seed,
                      "world_size": self.dist.world, "rng_cpu": torch.get_rng_state(),
-                     "calibration": self.vocab.calibration.to_dict(), "train_config": dataclasses.asdict(self.cfg),
+                     "calibration": self.vocab.calibration.to_dict(), "train_config": self.cfg.flat(),
                      "data_fingerprint": self.data_fingerprint}
             if self.device.type == "cuda":
                 state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         ckpt.save_checkpoint(path, self.model, self.codec, files=self.artifacts, train_state=state,
                              calibration=self.vocab.stored_calibration, step=self.step,
                              info={"bytes_seen": self.bytes_seen, "seed": self.seed, "params": self.model.num_params(),
-                                   "chunk_words": self.cfg.chunk_words},
-                             json_files={ckpt.SETTINGS_FILE: {**dataclasses.asdict(self.cfg), "seed": self.seed}})
-        if not final and self.cfg.keep_last:
-            ckpt.prune_checkpoints(self.out, self.cfg.keep_last)
+                                   "chunk_words": self.cfg.data.chunk_words},
+                             json_files={ckpt.SETTINGS_FILE: {**self.cfg.flat(), "seed": self.seed}})
+        if not final and self.cfg.logging.keep_last:
+            ckpt.prune_checkpoints(self.out, self.cfg.logging.keep_last)
 
 
 def _fmt_rate(x: float) -> str:
@@ -340,14 +338,15 @@ def train(cfg: TrainConfig, log=print) -> dict:
     od_head = f", word-after-next head {p['od'] / 1e6:.2f}M" if p.get("od") else ""
     say(f"{run.mode} model: {p['total'] / 1e6:.2f}M parameters (embedding {p['embedding'] / 1e6:.2f}M, head "
         f"{p['head'] / 1e6:.2f}M, body {p['body'] / 1e6:.2f}M{_oe_part(p)}{od_head}) | seed {run.seed} | device {run.device} {run.dtype} | "
-        f"{run.dist.world} process(es) | {run.max_steps} steps of {cfg.batch_size * run.dist.world}x"
-        f"{run.model_config.seq_len} {unit} (~{run.max_steps * cfg.batch_size * run.dist.world * run.model_config.seq_len * run.bytes_per_item / 1e6:.1f} MB)")
+        f"{run.dist.world} process(es) | {run.max_steps} steps of {cfg.optimiser.batch_size * run.dist.world}x"
+        f"{run.model_config.seq_len} {unit} (~{run.max_steps * cfg.optimiser.batch_size * run.dist.world * run.model_config.seq_len * run.bytes_per_item / 1e6:.1f} MB)")
     log_path = os.path.join(run.out, "log.jsonl")
     if main:
         _truncate_log(log_path, run.step)
-    loggers = report.Loggers(run.out, cfg.logger, run.step, say) if main else None
-    eval_every = cfg.eval_every if cfg.eval_every is not None else (run.max_steps // 10 if run.max_steps >= 1000 else 0)
-    bar = tqdm(total=run.max_steps, initial=run.step, disable=None if main and cfg.progress else True, unit="step",
+    loggers = report.Loggers(run.out, cfg.logging.logger, run.step, say) if main else None
+    log = cfg.logging
+    eval_every = log.eval_every if log.eval_every is not None else (run.max_steps // 10 if run.max_steps >= 1000 else 0)
+    bar = tqdm(total=run.max_steps, initial=run.step, disable=None if main and log.progress else True, unit="step",
                dynamic_ncols=True, leave=False)
     t_last, b_last, i_last, busy = time.perf_counter(), run.bytes_seen, run.items_seen, 0.0
     record, loss = {}, None
@@ -355,7 +354,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         loss = run.train_step()
         bar.update(1)
         s = run.step
-        is_log = s % max(1, cfg.log_every) == 0 or s == run.max_steps
+        is_log = s % max(1, cfg.logging.log_every) == 0 or s == run.max_steps
         record = {}
         if is_log:
             now = time.perf_counter()
@@ -369,13 +368,13 @@ def train(cfg: TrainConfig, log=print) -> dict:
                               od_weight=od_weight_at(s - 1, cfg, run.max_steps))
             t_last, b_last, i_last, busy = now, run.bytes_seen, run.items_seen, 0.0
         if "loss" in record and not math.isfinite(record["loss"]):
-            _check_finite(run, record["loss"])
+            _check_finite(run.model, run.step, record["loss"])
         t0 = time.perf_counter()
         if main and eval_every and s % eval_every == 0 and s < run.max_steps:
             record.update({"step": s, "bytes_seen": run.bytes_seen, **run.evaluate()})
             record.update(_show(run, cfg, say))
-        if main and cfg.save_every and s % cfg.save_every == 0 and s < run.max_steps:
-            _check_finite(run, loss)
+        if main and cfg.logging.save_every and s % cfg.logging.save_every == 0 and s < run.max_steps:
+            _check_finite(run.model, run.step, loss)
             run.save(ckpt.step_dir(run.out, s))
         busy += time.perf_counter() - t0
         if main and record:
@@ -397,7 +396,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     bar.close()
     summary = {"steps": run.step, "bytes_seen": run.bytes_seen, "params": p, "seed": run.seed, "mode": run.mode}
     if main:
-        _check_finite(run, loss)
+        _check_finite(run.model, run.step, loss)
         final = run.evaluate()
         summary.update(final)
         if final:
@@ -423,15 +422,16 @@ def _oe_part(p: dict) -> str:
 
 def _show(run: Run, cfg: TrainConfig, say) -> dict:
     """A greedy sample of the model at an evaluation, printed and logged."""
-    if not cfg.sample_words:
+    if not cfg.logging.sample_words:
         return {}
-    text = report.greedy_sample(run, cfg.sample_words)
+    text = report.greedy_sample(run, cfg.logging.sample_words)
     say(f"sample: {text!r}")
     return {"sample": text}
 
 
 def _plot(run: Run, cfg: TrainConfig, say) -> None:
-    if cfg.plot and report.plot_runs([run.out], os.path.join(run.out, report.PLOT_FILE)) is None and not run.said_no_plot:
+    if cfg.logging.plot and report.plot_runs([run.out], os.path.join(run.out, report.PLOT_FILE)) is None and \
+            not run.said_no_plot:
         say("matplotlib is not installed (pip install 'tfree-codec[plot]'): no plot.png")
         run.said_no_plot = True
 

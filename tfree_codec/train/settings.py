@@ -22,15 +22,24 @@ RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "bat
                 "unfreeze_after", "unfreeze_lr")
 
 
-@dataclass
-class TrainConfig:
-    data: str
-    out_dir: str
+@dataclass(frozen=True)
+class Shape:
+    """The model: a preset, the overrides of its size, and T-FREE or the BPE baseline."""
+
     preset: str = "small"
     n_layer: int | None = None
     n_head: int | None = None
     n_embd: int | None = None
     seq_len: int | None = None
+    baseline: str | None = None       # None (T-FREE) or "bpe"
+    bpe_vocab: int = 32000
+    pos_weight: float = 100.0
+
+
+@dataclass(frozen=True)
+class Optimiser:
+    """AdamW and its schedule: how big a step, how many, how fast."""
+
     batch_size: int = 16              # per process; the global batch is batch_size * world size
     max_steps: int | None = None
     max_bytes: float | None = None    # alternative to max_steps: stop after about this many bytes of text
@@ -38,53 +47,139 @@ class TrainConfig:
     warmup: int = 100
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    seed: int | None = None           # random (and printed) unless given
-    device: str = "auto"
-    dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class Data:
+    """What the run reads: a shard directory or a text file, cut into units, a slice held out."""
+
+    path: str = ""                    # the CLI's DATA ("data" in train_config.json)
+    val_bytes: int = 65536            # held-out validation text (bytes), chosen independently of the seed
+    chunk_words: int = 1024
+
+
+@dataclass(frozen=True)
+class Logging:
+    """What the run shows and keeps as it goes."""
+
     eval_every: int | None = None     # 0: only at the end; None: about 10 times in runs of 1,000+ steps
     save_every: int = 0               # 0: only final/
     log_every: int = 10
-    val_bytes: int = 65536            # held-out validation text (bytes), chosen independently of the seed
-    resume: str | None = None         # "auto" or a checkpoint directory
-    baseline: str | None = None       # None (T-FREE) or "bpe"
-    bpe_vocab: int = 32000
-    pos_weight: float = 100.0
-    chunk_words: int = 1024
-    compile: bool = False
-    progress: bool = True
     keep_last: int = 0                # 0: keep every step-NNNNNN/ checkpoint; N: only the newest N
     logger: tuple = ()                # extra logs beside log.jsonl: "csv", "tensorboard" (report.py)
     plot: bool = True                 # plot.png at each evaluation (needs matplotlib)
     sample_words: int = 24            # a greedy sample of this many words at each evaluation (0: none)
-    init_from: str | None = None      # continue a trained model (run or checkpoint) on this data: init_from.py
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "logger", tuple(self.logger))  # a list when read back from train_config.json
+
+
+@dataclass(frozen=True)
+class Extras:
+    """Beyond a plain T-FREE run (``TrainConfig.extras``; None for none of it): Over-Decoding, Over-Encoding
+    (ModelConfig's oe_* fields; docs/training.md) and a frozen body (tfree retok: retok.py)."""
+
     od_weight: float = 0.0            # Over-Decoding: > 0 adds a head for the word after next, its loss this weight
     od_anneal: bool = False           # ... the weight falling linearly to 0 over the run (od_weight_at)
-    # Over-Encoding (ModelConfig's oe_* fields; docs/training.md): hashed word n-gram tables; () = none
-    oe_orders: tuple = ()
+    oe_orders: tuple = ()             # Over-Encoding: hashed word n-gram tables of these orders; () = none
     oe_rows: int = 0
     oe_slices: int = 1
     oe_distinct: bool = True
     oe_unigram: bool = True
     oe_lr_scale: float = 1.0          # the tables' learning rate, as a multiple of lr
-    freeze_body: bool = False         # train only the embedding, head and final norm (tfree retok: retok.py) ...
+    freeze_body: bool = False         # train only the embedding, head and final norm ...
     unfreeze_after: int | None = None  # ... until this step, then everything (None: frozen to the end)
     unfreeze_lr: float = 0.3          # after unfreezing: a new warmup and cosine at lr times this
 
     def __post_init__(self) -> None:
-        self.oe_orders = tuple(self.oe_orders)  # a list when read back from train_config.json
+        object.__setattr__(self, "oe_orders", tuple(self.oe_orders))  # a list when read back from train_config.json
+
+
+PLAIN = Extras()
+_GROUPS = {"shape": Shape, "optimiser": Optimiser, "data": Data, "logging": Logging, "extras": Extras}
+_FLAT_NAME = {("data", "path"): "data"}  # the rest: a setting's flat name is its field's
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A run's settings, one frozen object in groups; the CLI, train_config.json and ``--resume`` know them by
+    their flat names (``--lr`` is ``lr``: ``TrainConfig.of(data=..., out_dir=..., lr=...)``, ``flat()``)."""
+
+    out_dir: str
+    data: Data
+    shape: Shape = Shape()
+    optimiser: Optimiser = Optimiser()
+    logging: Logging = Logging()
+    extras: Extras | None = None
+    seed: int | None = None           # random (and printed) unless given
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: bool = False
+    resume: str | None = None         # "auto" or a checkpoint directory
+    init_from: str | None = None      # continue a trained model (run or checkpoint) on this data: init_from.py
+
+    @classmethod
+    def of(cls, **flat) -> "TrainConfig":
+        """From flat settings (``data``, ``out_dir``, ``lr``, ``oe_orders``, ...); an unknown name is refused."""
+        groups = {g: {} for g in _GROUPS}
+        top = {}
+        where = _where()
+        for name, value in flat.items():
+            if name not in where:
+                raise TypeError(f"TrainConfig has no setting {name!r}")
+            group, field = where[name]
+            (groups[group] if group else top)[field] = value
+        made = {g: _GROUPS[g](**kw) for g, kw in groups.items()}
+        if made["extras"] == PLAIN:
+            made["extras"] = None
+        return cls(**top, **made)
+
+    def flat(self) -> dict:
+        """Every setting by its flat name (train_config.json; the extras' defaults when there are none)."""
+        out = {"out_dir": self.out_dir}
+        for g in _GROUPS:
+            group = getattr(self, g) or PLAIN
+            out.update({_FLAT_NAME.get((g, f.name), f.name): getattr(group, f.name) for f in dataclasses.fields(group)})
+        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                    if f.name not in _GROUPS and f.name != "out_dir"})
+        return out
+
+    def replace(self, **flat) -> "TrainConfig":
+        """This config with the flat settings given changed."""
+        return TrainConfig.of(**{**self.flat(), **flat})
 
     @property
     def mode(self) -> str:
         """The ModelConfig mode this run trains: the BPE baseline or T-FREE."""
-        return self.baseline or "tfree"
+        return self.shape.baseline or "tfree"
 
 
-def oe_options(cfg) -> dict:
+def _where() -> dict:
+    """Flat name -> (group or None, field)."""
+    out = {f.name: (None, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in _GROUPS}
+    for g, kind in _GROUPS.items():
+        out.update({_FLAT_NAME.get((g, f.name), f.name): (g, f.name) for f in dataclasses.fields(kind)})
+    return out
+
+
+def model_config(cfg: TrainConfig, vocab_size: int, seq_len: int | None = None, od: bool = False):
+    """The ModelConfig these settings ask for: the preset, its overrides, the mode and the Over-Encoding tables."""
+    from ..model.transformer import ModelConfig  # noqa: PLC0415
+
+    s = cfg.shape
+    return ModelConfig.from_preset(s.preset, mode=cfg.mode, vocab_size=vocab_size, seq_len=seq_len or s.seq_len,
+                                   n_layer=s.n_layer, n_head=s.n_head, n_embd=s.n_embd, pos_weight=s.pos_weight,
+                                   od=od, **oe_options(cfg))
+
+
+def oe_options(cfg: TrainConfig) -> dict:
     """The Over-Encoding settings as ModelConfig fields (none for a model without n-gram tables)."""
-    if not cfg.oe_orders:
+    x = cfg.extras or PLAIN
+    if not x.oe_orders:
         return {}
-    return {"oe_orders": tuple(cfg.oe_orders), "oe_rows": cfg.oe_rows, "oe_slices": cfg.oe_slices,
-            "oe_distinct": cfg.oe_distinct, "oe_unigram": cfg.oe_unigram}
+    return {"oe_orders": tuple(x.oe_orders), "oe_rows": x.oe_rows, "oe_slices": x.oe_slices,
+            "oe_distinct": x.oe_distinct, "oe_unigram": x.oe_unigram}
 
 
 # -- devices and processes ----------------------------------------------------------------------------------------
@@ -116,34 +211,38 @@ def init_dist(device_name: str) -> Dist:
 
 def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
     """Linear warmup, then cosine decay to a tenth of ``lr`` at ``max_steps`` (step counts from 0)."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    frac = min(1.0, (step - cfg.warmup) / max(1, max_steps - cfg.warmup))
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+    o = cfg.optimiser
+    if step < o.warmup:
+        return o.lr * (step + 1) / o.warmup
+    frac = min(1.0, (step - o.warmup) / max(1, max_steps - o.warmup))
+    return o.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 def od_weight_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
     """The Over-Decoding loss weight at ``step``: ``od_weight``, or with ``od_anneal`` falling linearly from it at
     step 0 to 0 at ``max_steps`` (small models' next-word loss suffers from a constant extra-token weight)."""
-    if not cfg.od_anneal:
-        return float(cfg.od_weight)
-    return float(cfg.od_weight) * max(0.0, 1.0 - step / max(1, max_steps))
+    x = cfg.extras or PLAIN
+    if not x.od_anneal:
+        return float(x.od_weight)
+    return float(x.od_weight) * max(0.0, 1.0 - step / max(1, max_steps))
 
 
 def body_frozen(cfg: TrainConfig, step: int) -> bool:
     """Whether step ``step`` (from 0) trains only the embedding, head and final norm."""
-    return bool(cfg.freeze_body) and (cfg.unfreeze_after is None or step < cfg.unfreeze_after)
+    x = cfg.extras or PLAIN
+    return bool(x.freeze_body) and (x.unfreeze_after is None or step < x.unfreeze_after)
 
 
 def lr_for(step: int, cfg: TrainConfig, max_steps: int) -> float:
     """``lr_at``; with the body frozen until ``unfreeze_after``, two schedules: the frozen phase's over its own
     steps, then a fresh warmup and cosine at ``lr * unfreeze_lr`` over the remaining ones."""
-    n = cfg.unfreeze_after if cfg.freeze_body else None
+    x = cfg.extras or PLAIN
+    n = x.unfreeze_after if x.freeze_body else None
     if n is None:
         return lr_at(step, cfg, max_steps)
     if step < n:
         return lr_at(step, cfg, min(n, max_steps))
-    return cfg.unfreeze_lr * lr_at(step - n, cfg, max_steps - n)
+    return x.unfreeze_lr * lr_at(step - n, cfg, max_steps - n)
 
 
 SETTINGS_FILE = ckpt.SETTINGS_FILE
@@ -178,7 +277,7 @@ def resume_settings(cfg: TrainConfig, given: set[str]) -> tuple[TrainConfig, dic
     src = ckpt.latest_checkpoint(os.path.abspath(cfg.out_dir)) if cfg.resume == "auto" else cfg.resume
     if src is None or not os.path.isdir(src):
         return cfg, {}
-    saved = saved_settings(src)
-    names = {f.name for f in dataclasses.fields(TrainConfig)} - set(NOT_RESTORED) - set(given)
-    changed = {k: saved[k] for k in sorted(names) if k in saved and saved[k] != getattr(cfg, k)}
-    return dataclasses.replace(cfg, **changed), changed
+    saved, now = saved_settings(src), cfg.flat()
+    names = set(now) - set(NOT_RESTORED) - set(given)
+    changed = {k: saved[k] for k in sorted(names) if k in saved and saved[k] != now[k]}
+    return cfg.replace(**changed), changed
