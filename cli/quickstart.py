@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 
 from tfree_codec.assets import sample_text
 from tfree_codec.config import CodecConfig, TfreeError, atomic_write
@@ -19,11 +20,25 @@ PROMPT = "Emma"
 MARKER = ".tfree-quickstart"
 
 
-def run(out_dir: str = "tfree-quickstart", *, steps: int = STEPS, sample_chars: int = SAMPLE_CHARS,
-        prompt: str = PROMPT, new_words: int = 60, seed: int = 0, device: str = "cpu", overwrite: bool = False,
-        progress: bool = True, log=print, write=None) -> dict:
-    """Encode, train, generate; -> the paths made, the validation bits per byte and the generated text.
-    ``write`` receives the sample as it streams (default: collected only)."""
+@dataclass(frozen=True)
+class Settings:
+    """What the quickstart does: how much of the sample it reads, how long it trains, what it generates."""
+
+    steps: int = STEPS
+    sample_chars: int = SAMPLE_CHARS
+    prompt: str = PROMPT
+    new_words: int = 60
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+
+def run(out_dir: str = "tfree-quickstart", *, overwrite: bool = False, log=print, write=None, **settings) -> dict:
+    """Encode, train, generate as ``settings`` (``Settings``' fields) say; -> the paths made, the validation bits
+    per byte and the generated text. ``write`` receives the sample as it streams (default: collected only)."""
+    q = Settings(**settings)
+    steps, sample_chars, prompt, new_words, seed, device, progress = (q.steps, q.sample_chars, q.prompt, q.new_words,
+                                                                      q.seed, q.device, q.progress)
     from tfree_codec.generate import LanguageModel, torch_threads  # noqa: PLC0415  (torch: only when a run is asked for)
     from tfree_codec.shards.writer import encode_to_shards  # noqa: PLC0415
     from tfree_codec.train.loop import TrainConfig, train  # noqa: PLC0415

@@ -259,7 +259,7 @@ def checkpoint(tmp_path_factory, codec, model):
     dict_path = d / "dict.arrow"
     Dictionary.from_texts(codec, [sample_text(20_000)]).save(dict_path)
     return ckpt.save_checkpoint(str(d / "run" / "final"), model, codec, files={DICT_FILE: str(dict_path)},
-                                calibration={"temperature": 0.05, "p_unk": 0.02})
+                                json_files={ckpt.CALIBRATION_FILE: {"temperature": 0.05, "p_unk": 0.02}})
 
 
 def cli(*args, input=None):

@@ -163,6 +163,46 @@ def test_the_generate_stage_never_reaches_the_trainer():
     assert "tfree_codec.train.loop" in _reachable("tfree_cli.train_cmds")  # the walk does see the trainer
 
 
+MAX_PARAMS = 8
+
+
+def _kernel_or_command(node: ast.FunctionDef, jitted: set[str]) -> bool:
+    """A numba kernel (decorated, or handed to ``njit(...)`` in its module) or a click command: their parameters
+    are the arrays a kernel walks or the options a command line has."""
+    names = {ast.unparse(d.func if isinstance(d, ast.Call) else d) for d in node.decorator_list}
+    return node.name in jitted or any(n.split(".")[-1] in ("njit", "jit", "command", "group") for n in names)
+
+
+def _params(node: ast.FunctionDef) -> int:
+    a = node.args
+    n = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) + (a.vararg is not None) + (a.kwarg is not None)
+    first = (a.posonlyargs + a.args)[:1]
+    return n - (1 if first and first[0].arg in ("self", "cls") else 0)
+
+
+def _long_signatures() -> list[str]:
+    out = []
+    for m, f in MODULES.items():
+        tree = ast.parse(open(f, encoding="utf-8").read())
+        jitted = {arg.id for call in ast.walk(tree) if isinstance(call, ast.Call) and isinstance(call.func, ast.Call)
+                  and ast.unparse(call.func.func).split(".")[-1] in ("njit", "jit")
+                  for arg in call.args if isinstance(arg, ast.Name)}
+        out += [f"{m}.{node.name} ({_params(node)})" for node in ast.walk(tree)
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _params(node) > MAX_PARAMS
+                and not _kernel_or_command(node, jitted)]
+    return out
+
+
+def test_no_function_takes_more_than_8_parameters():
+    """Settings travel as one object (Sampling, TrainConfig, EncodeOptions, Reading, ...), not as long lists."""
+    assert not _long_signatures()
+    # the check itself sees a long signature, and lets kernels and commands have theirs
+    tree = ast.parse("def f(a, b, c, d, e, f, g, h, i): pass\n@njit\ndef k(a, b, c, d, e, f, g, h, i): pass\n"
+                     "def m(self, a, b, c, d, e, f, g, h): pass")
+    f, k, m = tree.body
+    assert _params(f) == 9 and not _kernel_or_command(f, set()) and _kernel_or_command(k, set()) and _params(m) == 8
+
+
 def test_no_module_over_500_lines():
     long = {m: n for m, f in MODULES.items() if (n := sum(1 for _ in open(f, encoding="utf-8"))) > MAX_LINES}
     assert not long

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -70,14 +71,28 @@ def unit_ngram_rows(config, words) -> np.ndarray:
     return config.ngram_rows(keys, stream_boundary(keys))
 
 
+@dataclass(frozen=True)
+class Reading:
+    """How the loops read units through the model: ``batch_size`` windows a pass, on ``device``, under
+    ``autocast`` (a context manager factory; None: none), calling ``progress(u)`` after each unit (None: not)."""
+
+    batch_size: int = 16
+    device: object = "cpu"
+    autocast: object = None
+    progress: object = None
+
+
 @torch.no_grad()
-def evaluate_tfree(model, corpus: Corpus, units: Units, dictionary, scorer, spelling, params, batch_size: int = 16,
-                   device="cpu", autocast=None, progress=None, keep_scores: int = 0) -> dict:
+def evaluate_tfree(model, corpus: Corpus, units: Units, words, params, reading: Reading = Reading(),
+                   keep_scores: int = 0) -> dict:
     """Sum of log-probabilities of every in-dictionary target word under each (scale, prior weight) in ``params``
-    (``log_softmax_at``), and the counts that make them bits per byte (``tfree_bpb``). With ``keep_scores``, the
-    scores and targets of the first that many in-dictionary positions are kept too (for ``fit_scale``)."""
+    (``log_softmax_at``), and the counts that make them bits per byte (``tfree_bpb``). ``words``: the dictionary
+    and its scorers (a vocab.Words). With ``keep_scores``, the scores and targets of the first that many
+    in-dictionary positions are kept too (for ``fit_scale``)."""
     from ..model.transformer import Patterns  # noqa: PLC0415
 
+    dictionary, (scorer, spelling) = words.dictionary, words.scorers()
+    batch_size, device, autocast, progress = reading.batch_size, reading.device, reading.autocast, reading.progress
     T = model.config.seq_len
     lp = np.zeros(len(params))
     feats = prior_features(dictionary, device)
@@ -158,19 +173,19 @@ def tfree_bpb(acc: dict, calibration: Calibration, p_unk: float | None = None) -
             "coverage_bytes": acc["covered_bytes"] / max(acc["word_bytes"], 1)}
 
 
-def calibrate(model, corpus: Corpus, units: Units, dictionary, scorer, spelling, start: Calibration | None = None,
-              max_cells: int = 48_000_000, **kw) -> Calibration:
+def calibrate(model, corpus: Corpus, units: Units, words, reading: Reading = Reading(),
+              max_cells: int = 48_000_000) -> Calibration:
     """Fit the temperature and prior weight (and the plain temperature) on the first positions of ``units`` (as
-    many as keep ``positions x words <= max_cells``), and p_unk on all of ``units``' words."""
-    start = start or Calibration()
+    many as keep ``positions x words <= max_cells``), starting from ``words``' calibration (a vocab.Words); p_unk
+    stays the start's."""
+    dictionary, start = words.dictionary, words.calibration
     K = max(128, min(4096, max_cells // max(1, len(dictionary))))
     n, take = 0, 0
     lengths = units.stop - units.start
     while take < len(units) and n < K:
         n += int(lengths[take]) + 1
         take += 1
-    acc = evaluate_tfree(model, corpus, units.take(np.arange(take)), dictionary, scorer, spelling, [],
-                         keep_scores=K, **kw)
+    acc = evaluate_tfree(model, corpus, units.take(np.arange(take)), words, [], reading, keep_scores=K)
     if acc.get("kept") is None:
         return start
     S, t = acc["kept"]
@@ -207,8 +222,9 @@ class TokenItems:
 
 
 @torch.no_grad()
-def evaluate_bpe(model, source, units: Units, batch_size: int = 16, device="cpu", autocast=None, progress=None) -> dict:
-    """Total bits of a BPE model on ``source``'s units (a data.TokenSource), each from <|endoftext|>."""
+def evaluate_bpe(model, source, units: Units, reading: Reading = Reading()) -> dict:
+    """Total bits of a BPE model on ``source``'s units (a TokenItems), each from <|endoftext|>."""
+    batch_size, device, autocast, progress = reading.batch_size, reading.device, reading.autocast, reading.progress
     T = model.config.seq_len
     bits, items, pending = 0.0, 0, []
 

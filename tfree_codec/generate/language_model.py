@@ -135,8 +135,8 @@ def export(src: str, dst: str, *, min_count: int = 1, half: bool = False) -> str
         info["stored_dtype"] = "float16"
     with tempfile.TemporaryDirectory() as tmp:
         files, kept = vocab.exported(path, tmp, min_count)
-        return ckpt.save_checkpoint(dst, model, codec, files=files, calibration=calibration,
-                                    step=int(meta.get("step", 0)), info={**info, **kept})
+        return ckpt.save_checkpoint(dst, model, codec, files=files, step=int(meta.get("step", 0)), info={**info, **kept},
+                                    json_files={} if calibration is None else {ckpt.CALIBRATION_FILE: calibration})
 
 
 # -- text ---------------------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 from ..config import TfreeError
+from .bits import Reading
 from .vocab import load_vocabulary
 
 LN2 = math.log(2.0)
@@ -40,7 +41,7 @@ def score_texts(path: str, model, codec, texts, batch_size: int = 16) -> list[di
     try:
         corpus = Corpus.from_texts(texts, codec)
         units = make_units(corpus, 1 << 30)  # one unit per text: windows of seq_len cover long texts
-        each = load_vocabulary(path, codec, model.config).unit_bits(model, corpus, units, batch_size, device)
+        each = load_vocabulary(path, codec, model.config).unit_bits(model, corpus, units, Reading(batch_size, device))
     finally:
         model.train(was_training)
     out = []
@@ -73,7 +74,7 @@ def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: 
     bar = _bar(len(units), progress)
     report = {"checkpoint": path, "data": data, "mode": model.config.mode, "params": model.num_params(),
               "bytes": float(units.n_bytes.sum())}
-    report.update(vocab.evaluate(model, corpus, units, batch_size, dev, autocast, progress=bar))
+    report.update(vocab.evaluate(model, corpus, units, Reading(batch_size, dev, autocast, bar)))
     if bar:
         bar.close()
     return report

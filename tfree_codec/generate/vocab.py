@@ -87,9 +87,9 @@ class Words(_Plain):
         return self.dictionary
 
     @property
-    def stored_calibration(self) -> dict:
-        """What a checkpoint's calibration.json holds."""
-        return self.calibration.to_dict()
+    def checkpoint_json(self) -> dict:
+        """The JSON files this vocabulary adds to a checkpoint: calibration.json."""
+        return {ckpt.CALIBRATION_FILE: self.calibration.to_dict()}
 
     @property
     def sampling(self) -> dict:
@@ -154,8 +154,8 @@ class Words(_Plain):
         return draft_words(window, d.words, pick, words.probs, drafter, draft_stats, sampler)
 
     # -- bits -------------------------------------------------------------------------------------------------
-    def _scorers(self):
-        """The torch scorer and the spelling model of unseen words, made once."""
+    def scorers(self):
+        """(the torch scorer, the spelling model of unseen words), made once (bits.py's loops)."""
         if self._scoring is None:
             from ..decode.spelling import SpellingModel  # noqa: PLC0415
             from .bits import dictionary_scorer  # noqa: PLC0415
@@ -164,27 +164,25 @@ class Words(_Plain):
             self._scoring = dictionary_scorer(d), SpellingModel(d.words, self.calibration.spell_order)
         return self._scoring
 
-    def unit_bits(self, model, corpus, units, batch_size: int = 16, device="cpu") -> list[tuple[float, int]]:
+    def unit_bits(self, model, corpus, units, reading) -> list[tuple[float, int]]:
         """(bits, words predicted) of each unit, read from <|endoftext|>: log-probabilities under the calibrated
         softmax, unseen words charged by their spelling (score.py)."""
         from .bits import evaluate_tfree, tfree_bpb  # noqa: PLC0415
 
         res = []
         for u in range(len(units)):
-            acc = evaluate_tfree(model, corpus, units.take(np.array([u])), self.dictionary, *self._scorers(),
-                                 self.calibration.params()[:1], batch_size, device)
+            acc = evaluate_tfree(model, corpus, units.take(np.array([u])), self, self.calibration.params()[:1],
+                                 reading)
             res.append((float(tfree_bpb(acc, self.calibration)["bpb"][0]) * max(acc["bytes"], 1), int(acc["items"])))
         return res
 
-    def validate(self, model, corpus, units, device="cpu", autocast=None) -> dict:
+    def validate(self, model, corpus, units, reading) -> dict:
         """Validation bits per byte of ``units``, after fitting the calibration on them (its temperature and prior
         weights from the last fit, p_unk by maximum likelihood): the fit is kept as this vocabulary's."""
         from .bits import calibrate, evaluate_tfree, tfree_bpb  # noqa: PLC0415
 
-        kw = {"device": device, "autocast": autocast}
-        scorer, spelling = self._scorers()
-        cal = calibrate(model, corpus, units, self.dictionary, scorer, spelling, self.calibration, **kw)
-        acc = evaluate_tfree(model, corpus, units, self.dictionary, scorer, spelling, cal.params(), **kw)
+        cal = calibrate(model, corpus, units, self, reading)
+        acc = evaluate_tfree(model, corpus, units, self, cal.params(), reading)
         p_unk = (acc["unseen"] + 0.5) / (acc["items"] + 1)  # maximum likelihood (add-half) on the slice
         self.calibration = Calibration(**{**cal.to_dict(), "p_unk": p_unk})
         r = tfree_bpb(acc, self.calibration)
@@ -193,14 +191,13 @@ class Words(_Plain):
                 "zero_count_weight": self.calibration.zero_count_weight, "p_unk": p_unk,
                 "coverage_words": r["coverage_words"], "unseen_bits_share": r["unseen_bits_share"]}
 
-    def evaluate(self, model, corpus, units, batch_size: int = 16, device="cpu", autocast=None, progress=None) -> dict:
+    def evaluate(self, model, corpus, units, reading) -> dict:
         """Bits per byte of ``units`` under the calibration (and under the plain score and the SPEC's unseen-word
         charge), with the dictionary's coverage: what ``tfree eval`` reports."""
         from .bits import evaluate_tfree, tfree_bpb  # noqa: PLC0415
 
         cal = self.calibration
-        acc = evaluate_tfree(model, corpus, units, self.dictionary, *self._scorers(), cal.params(), batch_size,
-                             device, autocast, progress=progress)
+        acc = evaluate_tfree(model, corpus, units, self, cal.params(), reading)
         r = tfree_bpb(acc, cal)
         pess = tfree_bpb(acc, Calibration(**{**cal.to_dict(), "unk_charge": "bytes"}))
         n = len(self.dictionary)
@@ -294,8 +291,8 @@ class Tokens(_Plain):
         return self.tokenizer
 
     @property
-    def stored_calibration(self) -> None:
-        return None
+    def checkpoint_json(self) -> dict:
+        return {}
 
     @property
     def sampling(self) -> dict:
@@ -337,13 +334,13 @@ class Tokens(_Plain):
         return _Plain.picks(window, pick)
 
     # -- bits -------------------------------------------------------------------------------------------------
-    def unit_bits(self, model, corpus, units, batch_size: int = 16, device="cpu") -> list[tuple[float, int]]:
+    def unit_bits(self, model, corpus, units, reading) -> list[tuple[float, int]]:
         """(bits, tokens predicted) of each unit, read from <|endoftext|> (score.py)."""
         from .bits import TokenItems, evaluate_bpe  # noqa: PLC0415
 
         items, res = TokenItems(corpus, units, self.tokenizer, self.eot_id), []
         for u in range(len(units)):
-            r = evaluate_bpe(model, _OneUnit(items, u), units.take(np.array([u])), batch_size, device)
+            r = evaluate_bpe(model, _OneUnit(items, u), units.take(np.array([u])), reading)
             res.append((float(r["bits"]), int(r["items"])))
         return res
 
@@ -355,18 +352,17 @@ class Tokens(_Plain):
             self._items = units, TokenItems(corpus, units, self.tokenizer, self.eot_id)
         return self._items[1]
 
-    def validate(self, model, corpus, units, device="cpu", autocast=None) -> dict:
+    def validate(self, model, corpus, units, reading) -> dict:
         """Validation bits per byte of ``units``."""
         from .bits import evaluate_bpe  # noqa: PLC0415
 
-        return {"val_bpb": evaluate_bpe(model, self.items(corpus, units), units, device=device, autocast=autocast)["bpb"]}
+        return {"val_bpb": evaluate_bpe(model, self.items(corpus, units), units, reading)["bpb"]}
 
-    def evaluate(self, model, corpus, units, batch_size: int = 16, device="cpu", autocast=None, progress=None) -> dict:
+    def evaluate(self, model, corpus, units, reading) -> dict:
         """Bits per byte of ``units``: the model's own softmax over its tokens."""
         from .bits import TokenItems, evaluate_bpe  # noqa: PLC0415
 
-        r = evaluate_bpe(model, TokenItems(corpus, units, self.tokenizer, self.eot_id), units, batch_size, device,
-                         autocast, progress=progress)
+        r = evaluate_bpe(model, TokenItems(corpus, units, self.tokenizer, self.eot_id), units, reading)
         return {"bpb": r["bpb"], "tokens": r["items"], "convention": "the model's own softmax over its BPE vocabulary"}
 
 

@@ -65,11 +65,10 @@ def _renamed(name: str, pairs) -> str:
 
 
 def save_checkpoint(path: str, model, codec: Codec, *, files: dict | None = None, train_state: dict | None = None,
-                    calibration: dict | None = None, step: int = 0, info: dict | None = None,
-                    json_files: dict | None = None) -> str:
+                    step: int = 0, info: dict | None = None, json_files: dict | None = None) -> str:
     """Write a checkpoint directory atomically. ``files``: name -> existing path to copy in (dictionary,
-    tokenizer.json); ``json_files``: name -> a dict written as JSON (train_config.json). Replaces an existing
-    checkpoint of the same name."""
+    tokenizer.json); ``json_files``: name -> a dict written as JSON (calibration.json, train_config.json). Replaces
+    an existing checkpoint of the same name."""
     path = os.path.abspath(path)
     parent, name = os.path.dirname(path), os.path.basename(path)
     check_replaceable(path)
@@ -86,8 +85,6 @@ def save_checkpoint(path: str, model, codec: Codec, *, files: dict | None = None
             shutil.copyfile(src, os.path.join(tmp, fname))
         for fname, obj in (json_files or {}).items():
             _write(tmp, fname, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-        if calibration is not None:
-            _write(tmp, CALIBRATION_FILE, json.dumps(calibration, indent=2, sort_keys=True) + "\n")
         if train_state is not None:
             torch.save(train_state, os.path.join(tmp, TRAIN_STATE_FILE))
         sums = {f: _sha256(os.path.join(tmp, f)) for f in sorted(os.listdir(tmp)) if f != PARTIAL}

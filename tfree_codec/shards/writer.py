@@ -15,6 +15,7 @@ command resumes from whatever a kill left; nothing in any file depends on time, 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ import re
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
+from dataclasses import dataclass
 from itertools import chain, islice
 
 import numpy as np
@@ -283,13 +285,28 @@ class _Progress:
         self.bar.close()
 
 
-def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = "none", text_column: str = "text",
-                     fmt: str = "auto", num_proc: int | None = None, overwrite: bool = False,
-                     docs_per_shard: int | None = None, shard_bytes: int | None = DEFAULT_SHARD_BYTES,
-                     progress: bool = True) -> dict:
-    """Encode ``inputs`` into Arrow shards under ``out_dir``; returns a summary. See the module docstring.
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How ``encode_to_shards`` reads its inputs and cuts its shards (``tfree encode``'s options).
 
     ``num_proc`` processes encode (default: all cores): this one and ``num_proc - 1`` spawned workers."""
+
+    split: str = "none"
+    text_column: str = "text"
+    fmt: str = "auto"
+    num_proc: int | None = None
+    overwrite: bool = False
+    docs_per_shard: int | None = None
+    shard_bytes: int | None = DEFAULT_SHARD_BYTES
+    progress: bool = True
+
+
+def encode_to_shards(inputs, out_dir: str, config: CodecConfig, options: EncodeOptions | None = None, **kw) -> dict:
+    """Encode ``inputs`` into Arrow shards under ``out_dir`` as ``options`` (or its fields as keywords:
+    ``split="lines"``, ``num_proc=1``, ...) say; returns a summary. See the module docstring."""
+    o = dataclasses.replace(options or EncodeOptions(), **kw)
+    split, text_column, fmt, num_proc, overwrite = o.split, o.text_column, o.fmt, o.num_proc, o.overwrite
+    docs_per_shard, shard_bytes, progress = o.docs_per_shard, o.shard_bytes, o.progress
     t0 = time.perf_counter()
     out_dir = os.fspath(out_dir)
     if split not in SPLITS:

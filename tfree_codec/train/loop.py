@@ -22,6 +22,7 @@ from .data import Packer, PatternSource, TokenSource, train_bpe
 from ..decode.calibration import Calibration
 from ..decode.dictionary import Dictionary
 from . import init_from, report
+from ..generate.bits import Reading
 from ..generate.vocab import Tokens, Words
 from ..model.checkpoint import DICT_FILE, TOKENIZER_FILE, load_tokenizer
 from ..shards.corpus import Corpus, make_units, split_units
@@ -301,7 +302,8 @@ class Run:
         self.model.eval()
         if len(self.val_units) == 0:
             return {}
-        return self.vocab.validate(self.model, self.corpus, self.val_units, self.device, self.autocast)
+        return self.vocab.validate(self.model, self.corpus, self.val_units, Reading(device=self.device,
+                                                                                     autocast=self.autocast))
 
     def save(self, path: str, final: bool = False) -> None:
         state = None
@@ -313,11 +315,11 @@ class Run:
                      "data_fingerprint": self.data_fingerprint}
             if self.device.type == "cuda":
                 state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
-        ckpt.save_checkpoint(path, self.model, self.codec, files=self.artifacts, train_state=state,
-                             calibration=self.vocab.stored_calibration, step=self.step,
+        ckpt.save_checkpoint(path, self.model, self.codec, files=self.artifacts, train_state=state, step=self.step,
                              info={"bytes_seen": self.bytes_seen, "seed": self.seed, "params": self.model.num_params(),
                                    "chunk_words": self.cfg.data.chunk_words},
-                             json_files={ckpt.SETTINGS_FILE: {**self.cfg.flat(), "seed": self.seed}})
+                             json_files={ckpt.SETTINGS_FILE: {**self.cfg.flat(), "seed": self.seed},
+                                         **self.vocab.checkpoint_json})
         if not final and self.cfg.logging.keep_last:
             ckpt.prune_checkpoints(self.out, self.cfg.logging.keep_last)
 

@@ -52,6 +52,7 @@ from ..model.transformer import Model, ModelConfig
 from ..text.words import EOT, join
 from . import init_from, retok_fit
 from ..decode.calibration import Calibration
+from ..generate.bits import Reading
 from ..generate.vocab import Words
 from ..model.checkpoint import DICT_FILE, TOKENIZER_FILE, load_tokenizer
 from ..shards.corpus import Corpus, make_units, split_units
@@ -229,7 +230,8 @@ def calibrated(model: Model, corpus: Corpus, val_units, dictionary: Dictionary) 
     if len(val_units) == 0:
         return Calibration(), float("nan")
     words = Words(dictionary)
-    r = words.validate(model, corpus, val_units, torch.device("cpu"), autocast_for(torch.device("cpu"), "float32")[0])
+    cpu = torch.device("cpu")
+    r = words.validate(model, corpus, val_units, Reading(device=cpu, autocast=autocast_for(cpu, "float32")[0]))
     return words.calibration, r["val_bpb"]
 
 
@@ -282,9 +284,9 @@ def build(source: str, shards: str, out: str, cfg: RetokConfig, val_bytes: int =
     with tempfile.TemporaryDirectory(prefix=".retok-", dir=os.path.dirname(os.path.abspath(out))) as tmp:
         dpath = os.path.join(tmp, DICT_FILE)
         dictionary.save(dpath)
-        ckpt.save_checkpoint(out, model, corpus.codec, files={DICT_FILE: dpath}, calibration=cal.to_dict(), step=0,
+        ckpt.save_checkpoint(out, model, corpus.codec, files={DICT_FILE: dpath}, step=0,
                              info={"bytes_seen": 0.0, "params": model.num_params(), "chunk_words": chunk_words},
-                             json_files={RETOK_FILE: record})
+                             json_files={RETOK_FILE: record, ckpt.CALIBRATION_FILE: cal.to_dict()})
     return record
 
 
