@@ -20,7 +20,7 @@ import pyarrow as pa
 from ..codec import Codec, Lexicon
 from ..config import TfreeError
 from ..text.markers import MARKERS, N_MARKERS
-from ..text.words import WordCache, code_points
+from ..text.words import WordCache
 
 FORMAT = "tfree-shards"
 FORMAT_VERSION = 2
@@ -193,11 +193,7 @@ class Merger:
         self._counts = np.zeros(N_MARKERS, np.int64)
 
     def add(self, words: list[str], counts=None) -> np.ndarray:
-        rest = words[N_MARKERS:]
-        cps = code_points("".join(rest))
-        ends = np.cumsum(np.fromiter(map(len, rest), np.int64, count=len(rest)))
-        spans = np.stack([ends - np.fromiter(map(len, rest), np.int64, count=len(rest)), ends], axis=1)
-        gids = np.concatenate([np.arange(N_MARKERS), self._cache.intern(cps, spans)]).astype(np.int64)
+        gids = np.concatenate([np.arange(N_MARKERS), self._cache.intern(words[N_MARKERS:])]).astype(np.int64)
         if counts is not None:
             n = N_MARKERS + len(self._cache)
             if len(self._counts) < n:

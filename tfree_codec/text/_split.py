@@ -1,0 +1,338 @@
+"""The split kernels: UTF-8 text -> words -> word-cache ids, in one walk over the bytes.
+
+``split_texts`` reads each text's bytes once: a character's class comes from the shipped table (``_unicode``; an
+ASCII byte is its own code point, other characters are decoded on the spot), a letter run is hashed (FNV-1a over
+its bytes) while it is scanned, and each word is interned in the word cache (``_kernels`` lists its arrays) where
+it is found or added; marker words come out of the whitespace rules on the way. Nothing per word leaves the
+kernel but its id (and, when asked, its character span). ``_reference.py`` is the readable twin it is tested
+against. Every kernel here is ``nogil``, so ``encode_batch`` scales across threads.
+
+The words are those of the code-point rules (SPEC section 1), character offsets included: only the cache's keys
+moved from code points to bytes. ICU's extra boundaries (scripts written without spaces) come in as character
+offsets; ``icu_input`` builds the one string ICU sees for a batch of texts.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ._kernels import utf8_char
+from ._unicode import CLASS_MASK, LETTER, LETTER_NS, NO_WS_AFTER, NO_WS_BEFORE
+from .markers import N_MARKERS, N_POW, NL_BASE, WS_BASE
+from .markers import NO_WS_ID as NO_WS
+
+FNV = np.uint64(0x100000001B3)
+FNV0 = np.uint64(0xCBF29CE484222325)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(cache=True, nogil=True)
+def rehash(tab, new, shift):
+    """Move the table's entries into the empty table ``new`` (``walk`` has the slot rule)."""
+    mask = new.shape[0] // 2 - 1
+    for t in range(tab.shape[0] // 2):
+        v = tab[2 * t + 1]
+        if v != 0:
+            sl = np.int64((tab[2 * t] * _GOLDEN) >> shift)
+            while new[2 * sl + 1] != 0:
+                sl = (sl + 1) & mask
+            new[2 * sl] = tab[2 * t]
+            new[2 * sl + 1] = v
+
+
+@njit(cache=True, nogil=True)
+def _insert(src, s, e, h, slot, tab, data, coff, cnt):
+    """Add the word src[s:e] (hash h) in the free ``slot``; room is reserved. Returns its id."""
+    L = e - s
+    u = cnt[0]
+    a = coff[u]
+    for q in range(L):
+        data[a + q] = src[s + q]
+    coff[u + 1] = a + L
+    cnt[0] = u + 1
+    tab[2 * slot] = h
+    tab[2 * slot + 1] = np.uint64(u + 1) | (np.uint64(L) << np.uint64(32))
+    return N_MARKERS + u
+
+
+# The walk's state between calls: text, byte and character position, words so far, the text's first word, the
+# previous word's kind and flags, pending spaces and where they began, the next ICU break, and what it ran out of.
+D, I, CI, NW, FIRST, PREV, FLAGS, PEND, PEND_AT, BI, WANT = range(11)
+
+
+@njit(cache=True, nogil=True)
+def walk(buf, starts, cls, breaks, bstarts, max_chars, offs, ids, nws, tab, shift, data, coff, single, cnt, st):
+    """Words of each text buf[starts[d]:starts[d+1]] (UTF-8), one text after the other: ids (int32, < N_MARKERS
+    for marker words, else cache ids) and, unless ``offs`` is empty, (start, end) character spans in offs
+    (relative to each text); nws[d] gets text d's word count. Text d's extra boundaries (ICU's) are
+    breaks[bstarts[d]:bstarts[d+1]], sorted character offsets. The table has tab.shape[0] // 2 slots and hash h
+    goes in slot (h * golden) >> shift: the product's top bits, which depend on all of h (FNV-1a's low bits do not).
+
+    Runs from state ``st`` until it is done (returns 0, st[NW] words), or the output (1) or the cache (2, for a
+    word of st[WANT] bytes) lacks room for the next unit: then ``st`` is where to resume, once the caller has
+    grown them (``words.WordCache``). So no array is ever reassigned or allocated here: numba would count
+    references around every call in the loop (10x slower), and growing arrays in numba costs seconds of compile
+    time on the first run."""
+    spans = offs.shape[0] > 0
+    cap = ids.shape[0]
+    nsingle = single.shape[0]
+    mask = tab.shape[0] // 2 - 1
+    d, i, ci, nw, first_word = st[D], st[I], st[CI], st[NW], st[FIRST]
+    prev_text, prev_flags, pend, pend_at, bi = st[PREV] != 0, st[FLAGS], st[PEND], st[PEND_AT], st[BI]
+    while d < starts.shape[0] - 1:
+        n = starts[d + 1]
+        nb = bstarts[d + 1]
+        # One "unit" per turn: a run of spaces (only counted), a run of newlines, or one text word. Before each
+        # newline run or word the pending spaces are settled against the T-FREE rules; the end of the text acts
+        # like a marker, so trailing spaces are explicit.
+        while True:
+            is_marker = True
+            first = 0
+            last = 0
+            h = FNV0
+            j = i   # end of the unit: byte
+            e = ci  # and character
+            c = -1
+            if i < n:
+                b = buf[i]
+                if b == 32:
+                    while j < n and buf[j] == 32:
+                        j += 1
+                    pend = j - i
+                    pend_at = ci
+                    ci += j - i
+                    i = j
+                    continue
+                if b == 10:
+                    while j < n and buf[j] == 10:
+                        j += 1
+                    e = ci + (j - i)
+                else:
+                    if b < 0x80:
+                        c = np.int64(b)
+                        L = 1
+                    else:
+                        c, L = utf8_char(buf, i, n)
+                    first = cls[c]
+                    last = first
+                    is_marker = False
+                    for q in range(i, i + L):
+                        h = (h ^ np.uint64(buf[q])) * FNV
+                    j = i + L
+                    e = ci + 1
+                    k = first & CLASS_MASK
+                    if k == LETTER or k == LETTER_NS:
+                        # scan at most max_chars ahead, so a giant word costs O(length) in all
+                        while bi < nb and breaks[bi] <= ci:
+                            bi += 1
+                        stop = ci + max_chars
+                        if bi < nb and breaks[bi] < stop:
+                            stop = breaks[bi]
+                        while e < stop and j < n:
+                            b = buf[j]
+                            if b < 0x80:  # ASCII: the byte is the code point (no ASCII letter is LETTER_NS)
+                                t = cls[b]
+                                if t & CLASS_MASK != LETTER:
+                                    break
+                                h = (h ^ np.uint64(b)) * FNV
+                                j += 1
+                            else:
+                                c2, L = utf8_char(buf, j, n)
+                                t = cls[c2]
+                                k = t & CLASS_MASK
+                                if k != LETTER and k != LETTER_NS:
+                                    break
+                                for q in range(j, j + L):
+                                    h = (h ^ np.uint64(buf[q])) * FNV
+                                j += L
+                            last = t
+                            e += 1
+                    if e > ci + 1:
+                        c = -1
+            hit = -1  # the word's id if it is cached, else -1 and ``slot`` is where it goes
+            slot = 0
+            if not is_marker:
+                if 0 <= c < nsingle:  # a one-character word of the BMP
+                    hit = single[c]
+                if hit < 0:  # the hash table (calls cost too much here: this is _lookup's probe)
+                    slot = np.int64((h * _GOLDEN) >> shift)
+                    while True:
+                        val = tab[2 * slot + 1]
+                        if val == 0:
+                            break
+                        if tab[2 * slot] == h and np.int64(val >> np.uint64(32)) == j - i:
+                            a = coff[np.int64(val & _LOW32) - 1]
+                            q = 0
+                            while q < j - i and data[a + q] == buf[i + q]:
+                                q += 1
+                            if q == j - i:
+                                hit = N_MARKERS + np.int64(val & _LOW32) - 1
+                                break
+                        slot = (slot + 1) & mask
+            full = nw + (pend >> 6) + ((e - ci) >> 6) + 10 > cap
+            if full or (hit < 0 and not is_marker and not (
+                    cnt[0] + 1 < coff.shape[0] and coff[cnt[0]] + j - i <= data.shape[0] and 2 * (cnt[0] + 1) <= mask + 1)):
+                st[D], st[I], st[CI], st[NW], st[FIRST] = d, i, ci, nw, first_word
+                st[PREV], st[FLAGS], st[PEND], st[PEND_AT], st[BI] = prev_text, prev_flags, pend, pend_at, bi
+                st[WANT] = j - i
+                return 1 if full else 2
+            # -- settle the spaces between the previous word and this one
+            expected = prev_text and not is_marker and (prev_flags & NO_WS_AFTER) == 0 and (first & NO_WS_BEFORE) == 0
+            if pend == 0:
+                if expected:
+                    if spans:
+                        offs[nw, 0] = ci
+                        offs[nw, 1] = ci
+                    ids[nw] = NO_WS
+                    nw += 1
+            elif not (pend == 1 and expected):
+                p = pend_at
+                for q in range(N_POW - 1, -1, -1):
+                    while pend >= (1 << q):
+                        if spans:
+                            offs[nw, 0] = p
+                            offs[nw, 1] = p + (1 << q)
+                        ids[nw] = WS_BASE + q
+                        nw += 1
+                        p += 1 << q
+                        pend -= 1 << q
+            pend = 0
+            if i >= n:
+                break
+            # -- the unit itself
+            if is_marker:  # a run of newlines
+                p = ci
+                for q in range(N_POW - 1, -1, -1):
+                    while e - p >= (1 << q):
+                        if spans:
+                            offs[nw, 0] = p
+                            offs[nw, 1] = p + (1 << q)
+                        ids[nw] = NL_BASE + q
+                        nw += 1
+                        p += 1 << q
+                prev_text = False
+            else:
+                if spans:
+                    offs[nw, 0] = ci
+                    offs[nw, 1] = e
+                if hit < 0:
+                    hit = _insert(buf, i, j, h, slot, tab, data, coff, cnt)
+                    if 0 <= c < nsingle:
+                        single[c] = hit
+                ids[nw] = hit
+                nw += 1
+                prev_text = True
+                prev_flags = last
+            i = j
+            ci = e
+        nws[d] = nw - first_word
+        d += 1
+        if d < starts.shape[0] - 1:
+            i, ci, first_word = starts[d], 0, nw
+            prev_text, prev_flags, pend, pend_at, bi = False, 0, 0, 0, bstarts[d]
+    st[NW] = nw
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def intern_words(buf, woff, tab, shift, data, coff, single, cnt, ids):
+    """Cache ids of the words buf[woff[w]:woff[w+1]] (UTF-8, non-empty) into ids, added in order if new (room is
+    reserved for all): the ids ``walk`` gives the same words."""
+    mask = tab.shape[0] // 2 - 1
+    for w in range(ids.shape[0]):
+        s = woff[w]
+        e = woff[w + 1]
+        c, L = utf8_char(buf, s, e)
+        one = s + L == e and c < single.shape[0]
+        if one and single[c] >= 0:
+            ids[w] = single[c]
+            continue
+        h = FNV0
+        for q in range(s, e):
+            h = (h ^ np.uint64(buf[q])) * FNV
+        slot = np.int64((h * _GOLDEN) >> shift)
+        while True:
+            val = tab[2 * slot + 1]
+            if val == 0:
+                ids[w] = _insert(buf, s, e, h, slot, tab, data, coff, cnt)
+                break
+            if tab[2 * slot] == h and np.int64(val >> np.uint64(32)) == e - s:
+                a = coff[np.int64(val & _LOW32) - 1]
+                q = 0
+                while q < e - s and data[a + q] == buf[s + q]:
+                    q += 1
+                if q == e - s:
+                    ids[w] = N_MARKERS + np.int64(val & _LOW32) - 1
+                    break
+            slot = (slot + 1) & mask
+        if one:
+            single[c] = ids[w]
+
+
+@njit(cache=True, nogil=True)
+def byte_starts(buf, cstarts, out):
+    """Byte offsets in UTF-8 ``buf`` of the character offsets ``cstarts`` (sorted), into ``out``."""
+    c = 0
+    p = 0
+    n = buf.shape[0]
+    for d in range(cstarts.shape[0]):
+        while c < cstarts[d] and p < n:
+            p += 1
+            while p < n and buf[p] & 0xC0 == 0x80:
+                p += 1
+            c += 1
+        out[d] = p
+
+
+@njit(cache=True, nogil=True)
+def icu_input(buf, starts, cls, out, mask, first):
+    """What ICU sees of texts buf[starts[d]:starts[d+1]]: out gets one code point per character plus a newline
+    after each text (text d's characters start at first[d]), where every character outside a letter run that holds
+    a no-space letter (Han, Kana, Thai, ...) is a newline; mask is True inside such runs. Returns the length
+    written, 0 when there is no such letter (then nothing is written). out and mask hold len(buf) + len(starts)."""
+    n = starts[-1]
+    i = starts[0]
+    while i < n:
+        if buf[i] >= 0x80:
+            c, L = utf8_char(buf, i, n)
+            if cls[c] & CLASS_MASK == LETTER_NS:
+                break
+            i += L
+        else:
+            i += 1
+    if i >= n:
+        return 0
+    p = 0
+    for d in range(starts.shape[0] - 1):
+        first[d] = p
+        i = starts[d]
+        e = starts[d + 1]
+        run = p      # where the current letter run began (in out)
+        ns = False   # it holds a no-space letter
+        while True:
+            k = -1
+            c = 0
+            L = 1
+            if i < e:
+                c, L = utf8_char(buf, i, e)
+                k = cls[c] & CLASS_MASK
+            if k == LETTER or k == LETTER_NS:
+                ns = ns or k == LETTER_NS
+                out[p] = c
+            else:  # the run (if any) ends here: settle it
+                for q in range(run, p):
+                    mask[q] = ns
+                    if not ns:
+                        out[q] = 10
+                mask[p] = False
+                out[p] = 10
+                run = p + 1
+                ns = False
+                if i >= e:
+                    p += 1
+                    break
+            p += 1
+            i += L
+    first[starts.shape[0] - 1] = p
+    return p
