@@ -66,6 +66,12 @@ def _python_path(texts) -> bool:
     return True
 
 
+def load_kernels() -> None:
+    """Load the numba kernels now (compiling them on the first run after install), e.g. before timing: from here
+    on every input takes them."""
+    words.kernels()
+
+
 def default_num_threads() -> int:
     env = os.environ.get("TFREE_NUM_THREADS")
     if env:
@@ -90,10 +96,6 @@ def _chunks(texts: list[str]):
             lo, size = i + 1, 0
     if lo < len(texts):
         yield lo, len(texts)
-
-
-_MARKER_UTF8 = np.frombuffer("".join(words.MARKERS).encode("utf-8"), np.uint8)
-_MARKER_OFFSETS = np.cumsum([0] + [len(m.encode("utf-8")) for m in words.MARKERS]).astype(np.int64)
 
 
 class Lexicon:
@@ -152,9 +154,7 @@ class Lexicon:
     def utf8(self) -> tuple[np.ndarray, np.ndarray]:
         """The words by id as (UTF-8 bytes, offsets (len + 1)), markers included: ``words()`` without a Python
         string per word."""
-        data, woff = self._cache.utf8()
-        return (np.concatenate([_MARKER_UTF8, data]),
-                np.concatenate([_MARKER_OFFSETS, woff[1:] + _MARKER_OFFSETS[-1]]))
+        return self._cache.utf8(markers=True)
 
     def patterns(self) -> tuple[np.ndarray, np.ndarray]:
         """CSR (indptr, indices) of every word id's activation pattern."""

@@ -11,6 +11,7 @@ import os
 
 from ..config import TfreeError, atomic_write
 from .hf import write_card
+from .docs import pack
 from .lexicon import encode_documents, lexicon_name
 from .reader import CODEC, MANIFEST, seal, shard_name
 from .rows import _codec_for, as_config
@@ -30,8 +31,9 @@ def write_part(texts, out_dir: str, index: int, count: int, config, first_id: in
     config = as_config(config)
     os.makedirs(out_dir, exist_ok=True)
     file = shard_name(index, count)
-    docs, lexicon, n_bytes, digest = encode_documents(_codec_for(config), texts, _batches(texts))
-    stats = write_shard(out_dir, file, docs, lexicon, config)
+    docs = pack(texts, f"part {index}", first_id)
+    batch, lexicon, n_bytes, digest = encode_documents(_codec_for(config), docs, _batches(docs))
+    stats = write_shard(out_dir, file, batch, lexicon, config)
     return {"file": file, "documents": len(texts), "utf8_bytes": int(n_bytes.sum()), "first_id": int(first_id),
             "input_sha256": _digest(digest, n_bytes), **stats}
 

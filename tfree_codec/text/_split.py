@@ -42,6 +42,26 @@ def rehash(tab, new, shift):
 
 
 @njit(cache=True, nogil=True)
+def _find(src, s, e, h, tab, shift, data, coff):
+    """Id of the word src[s:e] (hash h) if it is cached, else -1 - the free slot where it goes."""
+    L = e - s
+    mask = tab.shape[0] // 2 - 1
+    slot = np.int64((h * _GOLDEN) >> shift)
+    while True:
+        val = tab[2 * slot + 1]
+        if val == 0:
+            return -1 - slot
+        if tab[2 * slot] == h and np.int64(val >> np.uint64(32)) == L:
+            a = coff[np.int64(val & _LOW32) - 1]
+            q = 0
+            while q < L and data[a + q] == src[s + q]:
+                q += 1
+            if q == L:
+                return N_MARKERS + np.int64(val & _LOW32) - 1
+        slot = (slot + 1) & mask
+
+
+@njit(cache=True, nogil=True)
 def _insert(src, s, e, h, slot, tab, data, coff, cnt):
     """Add the word src[s:e] (hash h) in the free ``slot``; room is reserved. Returns its id."""
     L = e - s
@@ -155,21 +175,10 @@ def walk(buf, starts, cls, breaks, bstarts, max_chars, offs, ids, nws, tab, shif
             if not is_marker:
                 if 0 <= c < nsingle:  # a one-character word of the BMP
                     hit = single[c]
-                if hit < 0:  # the hash table (calls cost too much here: this is _lookup's probe)
-                    slot = np.int64((h * _GOLDEN) >> shift)
-                    while True:
-                        val = tab[2 * slot + 1]
-                        if val == 0:
-                            break
-                        if tab[2 * slot] == h and np.int64(val >> np.uint64(32)) == j - i:
-                            a = coff[np.int64(val & _LOW32) - 1]
-                            q = 0
-                            while q < j - i and data[a + q] == buf[i + q]:
-                                q += 1
-                            if q == j - i:
-                                hit = N_MARKERS + np.int64(val & _LOW32) - 1
-                                break
-                        slot = (slot + 1) & mask
+                if hit < 0:
+                    hit = _find(buf, i, j, h, tab, shift, data, coff)
+                    if hit < 0:
+                        slot = -1 - hit
             full = nw + (pend >> 6) + ((e - ci) >> 6) + 10 > cap
             if full or (hit < 0 and not is_marker and not (
                     cnt[0] + 1 < coff.shape[0] and coff[cnt[0]] + j - i <= data.shape[0] and 2 * (cnt[0] + 1) <= mask + 1)):
@@ -251,21 +260,8 @@ def intern_words(buf, woff, tab, shift, data, coff, single, cnt, ids):
         h = FNV0
         for q in range(s, e):
             h = (h ^ np.uint64(buf[q])) * FNV
-        slot = np.int64((h * _GOLDEN) >> shift)
-        while True:
-            val = tab[2 * slot + 1]
-            if val == 0:
-                ids[w] = _insert(buf, s, e, h, slot, tab, data, coff, cnt)
-                break
-            if tab[2 * slot] == h and np.int64(val >> np.uint64(32)) == e - s:
-                a = coff[np.int64(val & _LOW32) - 1]
-                q = 0
-                while q < e - s and data[a + q] == buf[s + q]:
-                    q += 1
-                if q == e - s:
-                    ids[w] = N_MARKERS + np.int64(val & _LOW32) - 1
-                    break
-            slot = (slot + 1) & mask
+        hit = _find(buf, s, e, h, tab, shift, data, coff)
+        ids[w] = hit if hit >= 0 else _insert(buf, s, e, h, -1 - hit, tab, data, coff, cnt)
         if one:
             single[c] = ids[w]
 

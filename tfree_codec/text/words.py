@@ -17,7 +17,7 @@ import threading
 import numpy as np
 
 from ._unicode import CLASS_MASK, LETTER_NS, NO_WS_AFTER, NO_WS_BEFORE, tables
-from .markers import EOT, MARKER_ID, MARKER_TEXT, MARKERS, N_MARKERS, N_POW, NL_BASE, NO_WS, NO_WS_ID, WS_BASE  # noqa: F401
+from .markers import EOT, MARKER_ID, MARKER_TEXT, MARKERS, MARKERS_UTF8, MARKERS_UTF8_OFFSETS, N_MARKERS, N_POW, NL_BASE, NO_WS, NO_WS_ID, WS_BASE  # noqa: F401
 
 _K = None
 
@@ -230,11 +230,16 @@ class WordCache:
     def unhashed_words(self) -> list[str]:
         return self.words(int(self.cnt[1]))
 
-    def utf8(self, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """(UTF-8 bytes, offsets from 0) of the cached words from cache id ``start`` on."""
+    def utf8(self, start: int = 0, *, markers: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(UTF-8 bytes, offsets from 0) of the cached words from cache id ``start`` on; with ``markers``, all the
+        words by word id (the markers, then the cached words; a copy)."""
         nu = int(self.cnt[0])
         a = int(self.coff[start])
-        return self.data[a:self.coff[nu]], self.coff[start:nu + 1] - a
+        data, woff = self.data[a:self.coff[nu]], self.coff[start:nu + 1] - a
+        if not markers:
+            return data, woff
+        return (np.concatenate([np.frombuffer(MARKERS_UTF8, np.uint8), data]),
+                np.concatenate([np.array(MARKERS_UTF8_OFFSETS, np.int64), woff[1:] + len(MARKERS_UTF8)]))
 
     def words(self, start: int = 0) -> list[str]:
         """The cached words from cache id ``start`` on (word id ``N_MARKERS + start``), in order of arrival."""
