@@ -28,6 +28,7 @@ from itertools import chain
 import numpy as np
 import pyarrow as pa
 
+from ..codec import default_num_threads
 from ..config import CodecConfig, TfreeError, atomic_write
 from .hf import CARD, card_is_ours, write_card
 from .docs import Docs, concat, pack
@@ -346,7 +347,8 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
             pool = start_pool(workers, config)
         if todo:
             batches = iter(kept) if kept else chain.from_iterable(map(read, files))
-            _encode_missing(out_dir, batches, entries, results, config, pool, workers, bars[-1], check=not kept)
+            _encode_missing(out_dir, batches, entries, results, config, pool, workers, bars[-1], check=not kept,
+                            threads=default_num_threads() if num_proc == 1 else 1)
         encoded = True
     finally:
         for bar in bars:
@@ -400,14 +402,15 @@ class _Stream:
         return parts[0] if len(parts) == 1 else concat(parts)
 
 
-def _encode_missing(out_dir, batches, entries, results, config, pool, slots, bar, check) -> None:
+def _encode_missing(out_dir, batches, entries, results, config, pool, slots, bar, check, threads=1) -> None:
     """Second pass: stream the documents (kept from the plan pass, or read again) and encode every shard not
     in ``results``.
 
-    Each worker holds one shard at a time; this process encodes the others itself and, between its record
-    batches, hands a freed worker the next shard. So nobody waits on a queue and the run ends within about one
-    shard of perfectly balanced. This process's shards are written (serialised, hashed, written, fsynced) by a
-    thread while it encodes the next one: those steps release the GIL."""
+    Without workers, ``threads`` threads of this process each encode and write one shard at a time: the kernels,
+    hashing, writing and fsync release the GIL. With workers, each worker holds one shard at a time; this process
+    encodes the others itself and, between its record batches, hands a freed worker the next shard. So nobody
+    waits on a queue and the run ends within about one shard of perfectly balanced. This process's shards are
+    written (serialised, hashed, written, fsynced) by a thread while it encodes the next one."""
     todo = iter(i for i in range(len(entries)) if i not in results)
     inflight: dict = {}
     stream = _Stream(batches)
@@ -430,6 +433,9 @@ def _encode_missing(out_dir, batches, entries, results, config, pool, slots, bar
             inflight[pool.submit(encode_shard, out_dir, entries[i], take(i).compact(), config, os.getpid(),
                                  check=check)] = i
 
+    if not slots:
+        _encode_threads(out_dir, todo, take, finish, entries, config, check, threads)
+        return
     dispatch()
     with ThreadPoolExecutor(1) as sink:
         writing = None  # (shard, future) being written
@@ -445,6 +451,24 @@ def _encode_missing(out_dir, batches, entries, results, config, pool, slots, bar
     while inflight:
         wait(inflight, return_when=FIRST_COMPLETED)
         dispatch()
+
+
+def _encode_threads(out_dir, todo, take, finish, entries, config, check, threads) -> None:
+    """The shards ``todo``, each encoded and written by one of ``threads`` threads; at most ``threads + 1`` shards'
+    documents are held at a time, and shards are recorded finished in order."""
+    def one(i: int, docs: Docs) -> dict:
+        batch, lexicon = encode_shard_batches(docs, entries[i], config, check=check)
+        return write_shard(out_dir, entries[i]["file"], batch, lexicon, config, True)
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="tfree-encode") as pool:
+        queue: list = []
+        for i in todo:
+            if len(queue) > threads:
+                j, f = queue.pop(0)
+                finish(j, f.result())
+            queue.append((i, pool.submit(one, i, take(i))))
+        for j, f in queue:
+            finish(j, f.result())
 
 
 def _fsync(path: str) -> None:

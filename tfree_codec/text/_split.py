@@ -282,53 +282,52 @@ def byte_starts(buf, cstarts, out):
 
 
 @njit(cache=True, nogil=True)
-def icu_input(buf, starts, cls, out, mask, first):
-    """What ICU sees of texts buf[starts[d]:starts[d+1]]: out gets one code point per character plus a newline
-    after each text (text d's characters start at first[d]), where every character outside a letter run that holds
-    a no-space letter (Han, Kana, Thai, ...) is a newline; mask is True inside such runs. Returns the length
-    written, 0 when there is no such letter (then nothing is written). out and mask hold len(buf) + len(starts)."""
-    n = starts[-1]
-    i = starts[0]
-    while i < n:
-        if buf[i] >= 0x80:
-            c, L = utf8_char(buf, i, n)
-            if cls[c] & CLASS_MASK == LETTER_NS:
-                break
-            i += L
-        else:
-            i += 1
-    if i >= n:
-        return 0
+def icu_input(buf, starts, cls, out, run_at, run_text, run_char):
+    """What ICU sees of texts buf[starts[d]:starts[d+1]]: the letter runs that hold a no-space letter (Han, Kana,
+    Thai, ...), their code points in ``out``, a newline after each. Run r starts at out[run_at[r]] and is
+    characters run_char[r]... of text run_text[r]. Returns (length of out, runs); with empty arrays it only counts
+    (how the caller sizes them)."""
+    fill = run_at.shape[0] > 0
     p = 0
+    r = 0
     for d in range(starts.shape[0] - 1):
-        first[d] = p
         i = starts[d]
         e = starts[d + 1]
-        run = p      # where the current letter run began (in out)
-        ns = False   # it holds a no-space letter
-        while True:
-            k = -1
-            c = 0
-            L = 1
-            if i < e:
-                c, L = utf8_char(buf, i, e)
+        ci = 0
+        while i < e:
+            c, L = utf8_char(buf, i, e)
+            k = cls[c] & CLASS_MASK
+            if k != LETTER and k != LETTER_NS:
+                i += L
+                ci += 1
+                continue
+            j = i  # the run: bytes i..j-1, characters ci..cj-1
+            cj = ci
+            ns = False
+            while j < e:
+                c, L = utf8_char(buf, j, e)
                 k = cls[c] & CLASS_MASK
-            if k == LETTER or k == LETTER_NS:
-                ns = ns or k == LETTER_NS
-                out[p] = c
-            else:  # the run (if any) ends here: settle it
-                for q in range(run, p):
-                    mask[q] = ns
-                    if not ns:
-                        out[q] = 10
-                mask[p] = False
-                out[p] = 10
-                run = p + 1
-                ns = False
-                if i >= e:
-                    p += 1
+                if k != LETTER and k != LETTER_NS:
                     break
-            p += 1
-            i += L
-    first[starts.shape[0] - 1] = p
-    return p
+                ns = ns or k == LETTER_NS
+                j += L
+                cj += 1
+            if ns:
+                if fill:
+                    run_at[r] = p
+                    run_text[r] = d
+                    run_char[r] = ci
+                    q = i
+                    while q < j:
+                        c, L = utf8_char(buf, q, j)
+                        out[p] = c
+                        p += 1
+                        q += L
+                    out[p] = 10
+                    p += 1
+                else:
+                    p += cj - ci + 1
+                r += 1
+            i = j
+            ci = cj
+    return p, r

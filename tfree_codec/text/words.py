@@ -59,6 +59,16 @@ def grown(a: np.ndarray, need: int) -> np.ndarray:
     return b
 
 
+def readonly(buf: np.ndarray) -> np.ndarray:
+    """``buf`` as a read-only view: numba compiles a kernel once per argument type, and a read-only and a writable
+    array are two types (seconds of compiling on the first run for each)."""
+    if not buf.flags.writeable:
+        return buf
+    view = buf.view()
+    view.flags.writeable = False
+    return view
+
+
 def utf8_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray, bool]:
     """(UTF-8 bytes of all ``texts`` one after the other (lone surrogates as "surrogatepass" writes them), byte
     offsets (len + 1), whether all is ASCII): the kernels' input. One join and one encode, not one per text."""
@@ -105,26 +115,27 @@ def icu_breaks(buf: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndar
 
     ICU sees only the letter runs that hold a Han, Kana, Thai, Lao, Khmer or Myanmar letter, each on its own, so
     the words of a paragraph never depend on text elsewhere (whole-text ICU also cut ``Base가`` in a document
-    that held a kanji far away). All texts go to ICU in one call, as one string in which every other code point
-    is a newline and a newline separates the texts: ICU always breaks at a newline and its dictionaries stop
-    there, so this is one call per run in effect (tested against ``_reference``, which does call ICU per run)
-    while offsets stay put, and per-run or per-text calls cost more in Python than ICU spends segmenting.
+    that held a kanji far away). All runs of all texts go to ICU in one call, a newline after each: ICU always
+    breaks at a newline and its dictionaries stop there, so this is one call per run in effect (tested against
+    ``_reference``, which does call ICU per run), and per-run calls cost more in Python than ICU spends
+    segmenting. Only the runs: text with a few such letters among much else gives ICU little to walk.
     """
-    n_texts = len(starts) - 1
-    spaced = np.empty(int(starts[-1] - starts[0]) + len(starts), np.uint32)
-    mask = np.empty(len(spaced), np.bool_)
-    first = np.empty(len(starts), np.int64)
-    n = kernels().icu_input(buf, starts, tables()[0], spaced, mask, first)
-    if not n:
-        return _EMPTY, np.zeros(n_texts + 1, np.int64)
-    spaced, mask = spaced[:n], mask[:n]
-    cuts = icu_cuts(spaced.tobytes().decode("utf-32-le"))
-    cuts = cuts[(cuts > 0) & (cuts < len(spaced))]
-    cuts = cuts[mask[cuts - 1] & mask[cuts]]  # inside a run (a run never spans a text's end: a newline follows)
-    d = np.searchsorted(first, cuts, side="right") - 1
-    bstarts = np.zeros(n_texts + 1, np.int64)
-    np.cumsum(np.bincount(d, minlength=n_texts), out=bstarts[1:])
-    return cuts - first[d], bstarts
+    K, cls = kernels(), tables()[0]
+    none = np.zeros(0, np.int64)
+    n, runs = K.icu_input(buf, starts, cls, np.zeros(0, np.uint32), none, none, none)
+    if not runs:
+        return _EMPTY, np.zeros(len(starts), np.int64)
+    out, run_at, run_text, run_char = (np.empty(n, np.uint32), np.empty(runs + 1, np.int64),
+                                       np.empty(runs, np.int64), np.empty(runs, np.int64))
+    K.icu_input(buf, starts, cls, out, run_at, run_text, run_char)
+    run_at[runs] = n
+    cuts = icu_cuts(out.tobytes().decode("utf-32-le"))
+    r = np.searchsorted(run_at, cuts, side="right") - 1
+    inside = (r < runs) & (cuts > run_at[np.minimum(r, runs)]) & (cuts < run_at[np.minimum(r + 1, runs)] - 1)
+    r, cuts = r[inside], cuts[inside]
+    bstarts = np.zeros(len(starts), np.int64)
+    np.cumsum(np.bincount(run_text[r], minlength=len(starts) - 1), out=bstarts[1:])
+    return run_char[r] + cuts - run_at[r], bstarts
 
 
 def _shift(slots: int) -> np.uint64:
@@ -179,6 +190,7 @@ class WordCache:
         """(words per text, (W, 2) character spans (each text's own; None unless ``spans``), ids) of the texts
         buf[starts[d]:starts[d+1]] (well-formed UTF-8), one after the other; new words enter the cache unhashed.
         ``ascii``: the caller knows the bytes are ASCII (no ICU pass)."""
+        buf = readonly(buf)
         breaks, bstarts = _EMPTY, np.zeros(len(starts), np.int64)
         if segmenter == "icu" and not ascii:  # ICU per run, never across texts
             breaks, bstarts = icu_breaks(buf, starts)
@@ -214,7 +226,7 @@ class WordCache:
 
     def intern_utf8(self, buf: np.ndarray, woff: np.ndarray) -> np.ndarray:
         """Cache ids of the (non-empty) words buf[woff[w]:woff[w+1]]."""
-        ids = np.empty(len(woff) - 1, np.int32)
+        ids, buf = np.empty(len(woff) - 1, np.int32), readonly(buf)
         self.reserve(len(ids), int(woff[-1] - woff[0]))
         kernels().intern_words(buf, woff, self.tab, _shift(len(self.tab) // 2), self.data, self.coff, self.single,
                                self.cnt, ids)
