@@ -215,3 +215,18 @@ def test_the_walk_resumes_where_it_ran_out_of_room():
     cache = WordCache()
     assert len(vocab) > 15_000
     assert cache.intern(vocab[16:]).tolist() == list(range(16, len(vocab)))  # same words, same ids, in order
+
+
+def test_the_icu_prefilter_finds_every_no_space_letter():
+    from tfree_codec.text._unicode import CLASS_MASK, LETTER_NS, tables
+    from tfree_codec.text.words import may_need_icu
+
+    cls = tables()[0]
+    is_ns = (cls & CLASS_MASK) == LETTER_NS
+    ns = np.flatnonzero(is_ns)
+    sample = list(ns[ns < 0x800]) + list(ns[::97]) + [ns[-1]]
+    for c in sample:
+        assert may_need_icu(np.frombuffer(f"ab{chr(c)}—x".encode(), np.uint8), cls), hex(c)
+    others = [c for c in range(0x80, 0x110000, 89) if not is_ns[c] and not 0xD800 <= c < 0xE000]
+    text = " ".join(map(chr, others)).encode()
+    assert not may_need_icu(np.frombuffer(text, np.uint8), cls)

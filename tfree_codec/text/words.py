@@ -12,6 +12,7 @@ The walk itself is ``_split.split_texts``; this module holds the parts that are 
 """
 from __future__ import annotations
 
+import functools
 import threading
 
 import numpy as np
@@ -109,6 +110,32 @@ def icu_cuts(text: str) -> np.ndarray:
     return cuts
 
 
+def may_need_icu(buf: np.ndarray, cls: np.ndarray) -> bool:
+    """Whether UTF-8 ``buf`` holds a letter of a no-space script. Nearly all of them take 3 or 4 bytes (the few
+    2-byte ones share two lead bytes), so only the characters that start with such a byte (in European text: a few
+    quotes and dashes) are decoded and looked up, with numpy, instead of compiling and running ``icu_input``."""
+    lead = np.flatnonzero((buf >= 0xE0) | _ns_lead2()[buf])
+    if not len(lead):
+        return False
+    b = [buf[np.minimum(lead + k, len(buf) - 1)].astype(np.int64) for k in range(4)]
+    two = ((b[0] & 0x1F) << 6) | (b[1] & 0x3F)
+    three = ((b[0] & 0x0F) << 12) | ((b[1] & 0x3F) << 6) | (b[2] & 0x3F)
+    four = ((b[0] & 0x07) << 18) | ((b[1] & 0x3F) << 12) | ((b[2] & 0x3F) << 6) | (b[3] & 0x3F)
+    cps = np.minimum(np.where(b[0] < 0xE0, two, np.where(b[0] < 0xF0, three, four)), 0x10FFFF)
+    return bool(((cls[cps] & CLASS_MASK) == LETTER_NS).any())
+
+
+@functools.lru_cache(maxsize=1)
+def _ns_lead2() -> np.ndarray:
+    """(256,) bool: the lead bytes of the 2-byte characters that are no-space letters (U+02BC, some combining
+    marks)."""
+    cls = tables()[0]
+    out = np.zeros(256, np.bool_)
+    low = np.flatnonzero((cls[0x80:0x800] & CLASS_MASK) == LETTER_NS) + 0x80
+    out[0xC0 | (low >> 6)] = True
+    return out
+
+
 def icu_breaks(buf: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ICU's boundaries inside the no-space letter runs of each text buf[starts[d]:starts[d+1]] (UTF-8): (character
     offsets within their text, bstarts), text d's being breaks[bstarts[d]:bstarts[d+1]].
@@ -121,6 +148,8 @@ def icu_breaks(buf: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndar
     segmenting. Only the runs: text with a few such letters among much else gives ICU little to walk.
     """
     K, cls = kernels(), tables()[0]
+    if not may_need_icu(buf, cls):
+        return _EMPTY, np.zeros(len(starts), np.int64)
     none = np.zeros(0, np.int64)
     n, runs = K.icu_input(buf, starts, cls, np.zeros(0, np.uint32), none, none, none)
     if not runs:
