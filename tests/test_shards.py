@@ -407,3 +407,18 @@ def test_record_batches_follow_their_rule(seed, monkeypatch):
         assert hi > lo or not texts
         assert hi == len(texts) or sum(map(len, texts[lo:hi])) >= 20  # a batch ends once it reaches BATCH_BYTES
         assert sum(map(len, texts[lo:hi - 1])) < 20  # and not later
+
+
+def test_the_default_number_of_processes_follows_the_input_size(tmp_path, monkeypatch):
+    from tfree_codec.shards import plan
+
+    monkeypatch.setattr(plan, "PROC_BYTES", 1000)
+    small, big, packed = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "c.txt.gz"
+    small.write_bytes(b"x" * 999)
+    big.write_bytes(b"x" * 3500)
+    packed.write_bytes(b"x" * 500)  # counted at COMPRESSED_RATIO times its size
+    assert plan.auto_num_proc([str(small)], cores=8) == 1  # never fewer than one
+    assert plan.auto_num_proc([str(big)], cores=8) == 3
+    assert plan.auto_num_proc([str(big)], cores=2) == 2  # never more than the cores
+    assert plan.auto_num_proc([str(packed)], cores=8) == 2
+    assert plan.auto_num_proc(["-", "s3://bucket/x.txt"], cores=8) == 2  # unknown sizes: one process's worth each

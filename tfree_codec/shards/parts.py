@@ -15,7 +15,8 @@ from .docs import pack
 from .lexicon import encode_documents, lexicon_name
 from .reader import CODEC, MANIFEST, seal, shard_name
 from .rows import _codec_for, as_config
-from .writer import SHARD_KEYS, _batches, _canonical, _digest, _fsync, manifest_totals, merge_lexicons, write_shard
+from .plan import input_digest
+from .writer import SHARD_KEYS, _batches, _canonical, _fsync, manifest_totals, merge_lexicons, write_shard
 
 
 def write_part(texts, out_dir: str, index: int, count: int, config, first_id: int) -> dict:
@@ -35,7 +36,7 @@ def write_part(texts, out_dir: str, index: int, count: int, config, first_id: in
     batch, lexicon, n_bytes, digest = encode_documents(_codec_for(config), docs, _batches(docs))
     stats = write_shard(out_dir, file, batch, lexicon, config)
     return {"file": file, "documents": len(texts), "utf8_bytes": int(n_bytes.sum()), "first_id": int(first_id),
-            "input_sha256": _digest(digest, n_bytes), **stats}
+            "input_sha256": input_digest(digest, n_bytes), **stats}
 
 
 def finish_parts(out_dir: str, entries, config) -> dict:

@@ -1,8 +1,8 @@
 """``encode_to_shards``: inputs -> a directory of Arrow shards, in parallel, resumable, byte-reproducible.
 
-Two passes over the inputs. The plan pass reads every document once, checks it (UTF-8, not empty) and cuts the
-stream into shards by document count or UTF-8 bytes, so shard i is a fixed range of the input that does not
-depend on the number of processes. The encode pass streams the documents again (or, for inputs under
+Two passes over the inputs. The plan pass (``plan.py``) reads every document once, checks it (UTF-8, not empty)
+and cuts the stream into shards by document count or UTF-8 bytes, so shard i is a fixed range of the input that
+does not depend on the number of processes. The encode pass streams the documents again (or, for inputs under
 KEEP_BYTES, takes them from the plan pass); each missing shard is encoded
 by this process or a spawned worker, written as ``.tmp-<pid>-<name>`` and renamed into place by whoever encoded
 it (only small stats travel back, never arrays).
@@ -34,10 +34,11 @@ from .hf import CARD, card_is_ours, write_card
 from .docs import Docs, concat, pack
 from .lexicon import (FORMAT, FORMAT_VERSION, LEXICON, Merger, encode_documents, lexicon_batch_utf8, lexicon_name,
                       stream_buffer, stream_bytes)
-from .reader import CODEC, MANIFEST, seal, shard_name
+from .reader import CODEC, MANIFEST, seal
 from .resume import JOURNAL, DirLock, drop_temporaries, kept_shard, record, records, reuse_manifest
 from .rows import _codec_for
-from .sources import SPLITS, detect_format, expand_inputs, is_url, iter_batches
+from .plan import auto_num_proc, input_digest, make_plan  # noqa: F401 (make_plan: the plan pass, tested here)
+from .sources import SPLITS, expand_inputs, iter_batches
 from .workers import start_pool, stop_pool, warm_up
 
 PLAN = ".plan.json"
@@ -45,79 +46,10 @@ TMP_PREFIX = ".tmp-"
 DEFAULT_SHARD_BYTES = 2 << 20  # UTF-8 bytes of text per shard: ~75 MB on disk with v=8192, m=10
 BATCH_BYTES = 1 << 20           # text given to the kernels at a time (bounded memory)
 KEEP_BYTES = 512 << 20          # inputs up to this size are read once: the plan pass keeps their documents
-PROC_BYTES = 128 << 20          # input per process of the default --num-proc (auto_num_proc)
-COMPRESSED_RATIO = 4
 
 
 def _canonical(obj) -> bytes:
     return (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def _digest(h, lengths) -> str:
-    """The input digest of a shard: sha256 of its documents' UTF-8, one after the other (fed to ``h`` already),
-    then of their byte lengths as little-endian uint64 (so document boundaries count too)."""
-    h.update(np.asarray(lengths, "<u8").tobytes())
-    return h.hexdigest()
-
-
-def make_plan(files, read, config: CodecConfig, options: dict, docs_per_shard: int | None, shard_bytes: int | None,
-              progress=None, keep: list | None = None) -> dict:
-    """Read every document once (``read(path)`` yields them in ``Docs`` batches) and cut shards; raise TfreeError
-    on bad or empty input before anything is written. The batches are appended to ``keep`` while the input is
-    under KEEP_BYTES; past that ``keep`` is emptied and left so."""
-    if docs_per_shard is not None and docs_per_shard < 1:
-        raise TfreeError("--docs-per-shard must be at least 1")
-    if docs_per_shard is None and (shard_bytes or 0) < 1:
-        raise TfreeError("--shard-bytes must be at least 1")
-    max_docs = docs_per_shard or 1 << 62
-    max_bytes = shard_bytes if docs_per_shard is None else 1 << 62
-    shards: list[dict] = []
-    first, n_docs, n_bytes, h, lengths, sources = 0, 0, 0, hashlib.sha256(), [], []
-    shown = shown_docs = total = 0  # bytes and documents reported to ``progress`` (once per shard, not per doc)
-    for path in files:
-        j0 = 0  # number (in its input) of the batch's first document
-        for chunk in read(path):
-            lens = chunk.lengths()
-            if keep is not None:
-                if total + n_bytes + int(lens.sum()) <= KEEP_BYTES:
-                    keep.append(chunk)
-                else:
-                    keep.clear()
-                    keep = None
-            pos = 0
-            while pos < len(chunk):
-                if not sources or sources[-1]["input"] != path:
-                    sources.append({"input": path, "start": j0 + pos, "stop": j0 + pos})
-                room = min(max_docs - n_docs, len(chunk) - pos)
-                full = np.flatnonzero(n_bytes + np.cumsum(lens[pos:pos + room]) >= max_bytes)
-                end = pos + (int(full[0]) + 1 if len(full) else room)
-                h.update(chunk.slice(pos, end).raw())
-                lengths.append(lens[pos:end])
-                n_docs, n_bytes = n_docs + end - pos, n_bytes + int(lens[pos:end].sum())
-                pos = end
-                if n_docs == max_docs or n_bytes >= max_bytes:
-                    sources[-1]["stop"] = j0 + end
-                    shards.append({"documents": n_docs, "utf8_bytes": n_bytes, "first_id": first, "sources": sources,
-                                   "input_sha256": _digest(h, np.concatenate(lengths))})
-                    first, total = first + n_docs, total + n_bytes
-                    n_docs, n_bytes, h, lengths, sources = 0, 0, hashlib.sha256(), [], []
-                    if progress:
-                        progress(total - shown, first - shown_docs)
-                        shown, shown_docs = total, first
-            j0 += len(chunk)
-        if sources and sources[-1]["input"] == path:
-            sources[-1]["stop"] = j0
-    if n_docs:
-        shards.append({"documents": n_docs, "utf8_bytes": n_bytes, "first_id": first, "sources": sources,
-                       "input_sha256": _digest(h, np.concatenate(lengths))})
-    if progress:
-        progress(total + n_bytes - shown, first + n_docs - shown_docs)
-    if not shards or not any(s["utf8_bytes"] for s in shards):
-        raise TfreeError("the input holds no text (empty input)")
-    for i, s in enumerate(shards):
-        s["file"] = shard_name(i, len(shards))
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "codec_fingerprint": config.fingerprint(),
-            "options": options, "inputs": list(files), "shards": shards}
 
 
 # -- one shard (runs in a worker process, or inline with one process) ----------------------------------------------
@@ -165,7 +97,7 @@ def encode_shard_batches(docs: Docs, entry: dict, config: CodecConfig, parent_pi
             on_batch()
 
     batch, lexicon, n_bytes, digest = encode_documents(_codec_for(config), docs, _batches(docs), between_batches)
-    if len(docs) != entry["documents"] or (check and _digest(digest, n_bytes) != entry["input_sha256"]):
+    if len(docs) != entry["documents"] or (check and input_digest(digest, n_bytes) != entry["input_sha256"]):
         raise TfreeError(f"the input changed while encoding ({entry['file']} differs from the plan): rerun the command")
     return batch, lexicon
 
@@ -183,20 +115,6 @@ def _batches(docs: Docs):
         hi = min(hi, n)
         yield lo, hi
         lo = hi
-
-
-def auto_num_proc(files: list[str], cores: int | None = None) -> int:
-    """The default ``--num-proc``: one process per PROC_BYTES of input (its size on disk, compressed inputs
-    counted at COMPRESSED_RATIO times theirs; stdin and URLs as one PROC_BYTES), at most one per core. A worker
-    costs about a second to start (interpreter, imports, kernels) and competes with this process's reading, so a
-    smaller input is faster in one process."""
-    total = 0
-    for f in files:
-        if f == "-" or is_url(f) or not os.path.isfile(f):
-            total += PROC_BYTES
-        else:
-            total += os.path.getsize(f) * (COMPRESSED_RATIO if detect_format(f)[1] else 1)
-    return max(1, min(cores or os.cpu_count() or 1, total // PROC_BYTES))
 
 
 # -- the directory protocol ---------------------------------------------------------------------------------------
@@ -322,7 +240,7 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
             pool = start_pool(num_proc - 1, config)
         bars.append(_Progress(None, "plan", progress))
         kept: list[Docs] = []
-        plan = make_plan(files, read, config, options, docs_per_shard, shard_bytes, bars[-1].update, kept)
+        plan = make_plan(files, read, config, options, docs_per_shard, shard_bytes, bars[-1].update, kept, KEEP_BYTES)
         bars[-1].close()
         plan_bytes = _canonical(plan)
         state = prepare_dir(out_dir, plan_bytes, config, overwrite)

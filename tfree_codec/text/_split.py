@@ -188,38 +188,30 @@ def walk(buf, starts, cls, breaks, bstarts, max_chars, offs, ids, nws, tab, shif
                 return 1 if full else 2
             # -- settle the spaces between the previous word and this one
             expected = prev_text and not is_marker and (prev_flags & NO_WS_AFTER) == 0 and (first & NO_WS_BEFORE) == 0
-            if pend == 0:
-                if expected:
-                    if spans:
-                        offs[nw, 0] = ci
-                        offs[nw, 1] = ci
-                    ids[nw] = NO_WS
-                    nw += 1
-            elif not (pend == 1 and expected):
-                p = pend_at
+            if pend == 0 and expected:
+                if spans:
+                    offs[nw, 0] = ci
+                    offs[nw, 1] = ci
+                ids[nw] = NO_WS
+                nw += 1
+            # the spaces (unless one is expected), then the unit's newlines: a marker per power of two, biggest first
+            run, p, base = (0 if pend == 1 and expected else pend), pend_at, WS_BASE
+            for _ in range(2):
                 for q in range(N_POW - 1, -1, -1):
-                    while pend >= (1 << q):
+                    while run >= (1 << q):
                         if spans:
                             offs[nw, 0] = p
                             offs[nw, 1] = p + (1 << q)
-                        ids[nw] = WS_BASE + q
+                        ids[nw] = base + q
                         nw += 1
                         p += 1 << q
-                        pend -= 1 << q
+                        run -= 1 << q
+                run, p, base = (e - ci if is_marker else 0), ci, NL_BASE
             pend = 0
             if i >= n:
                 break
             # -- the unit itself
-            if is_marker:  # a run of newlines
-                p = ci
-                for q in range(N_POW - 1, -1, -1):
-                    while e - p >= (1 << q):
-                        if spans:
-                            offs[nw, 0] = p
-                            offs[nw, 1] = p + (1 << q)
-                        ids[nw] = NL_BASE + q
-                        nw += 1
-                        p += 1 << q
+            if is_marker:  # the newlines (done above)
                 prev_text = False
             else:
                 if spans:
@@ -248,7 +240,6 @@ def walk(buf, starts, cls, breaks, bstarts, max_chars, offs, ids, nws, tab, shif
 def intern_words(buf, woff, tab, shift, data, coff, single, cnt, ids):
     """Cache ids of the words buf[woff[w]:woff[w+1]] (UTF-8, non-empty) into ids, added in order if new (room is
     reserved for all): the ids ``walk`` gives the same words."""
-    mask = tab.shape[0] // 2 - 1
     for w in range(ids.shape[0]):
         s = woff[w]
         e = woff[w + 1]
