@@ -61,17 +61,18 @@ def stream_bytes(batch: pa.RecordBatch, metadata: dict | None = None) -> bytes:
 
 
 # -- writing: documents -> (documents batch, lexicon batch) ----------------------------------------------------------
-def encode_documents(codec: Codec, docs, batches=None, on_batch=None):
+def encode_documents(codec: Codec, docs, batches=None, on_batch=None, hashed: bool = True):
     """(documents batch, lexicon batch, UTF-8 lengths, sha256 of the UTF-8 text one document after the other) of one
     shard. ``docs``: a ``Docs`` batch or a list of strings. ``batches`` are (lo, hi) ranges the documents are split
-    in (bounded memory); ``on_batch()`` runs after each one."""
+    in (bounded memory); ``on_batch()`` runs after each one. Without ``hashed`` the sha256 is of nothing."""
     if not isinstance(docs, Docs):
         docs = pack(list(docs))
     lex = Lexicon(codec)
     digest, n_words, ids = hashlib.sha256(), [], []
     for lo, hi in batches or [(0, len(docs))]:
         part = docs.slice(lo, hi)
-        digest.update(part.raw())
+        if hashed:
+            digest.update(part.raw())
         nw, w = lex.add_utf8(part.data, part.offsets, ascii=part.ascii)
         n_words.append(nw)
         ids.append(w)

@@ -96,7 +96,8 @@ def encode_shard_batches(docs: Docs, entry: dict, config: CodecConfig, parent_pi
         if on_batch is not None:
             on_batch()
 
-    batch, lexicon, n_bytes, digest = encode_documents(_codec_for(config), docs, _batches(docs), between_batches)
+    batch, lexicon, n_bytes, digest = encode_documents(_codec_for(config), docs, _batches(docs), between_batches,
+                                                       hashed=check)
     if len(docs) != entry["documents"] or (check and input_digest(digest, n_bytes) != entry["input_sha256"]):
         raise TfreeError(f"the input changed while encoding ({entry['file']} differs from the plan): rerun the command")
     return batch, lexicon

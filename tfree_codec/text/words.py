@@ -114,7 +114,10 @@ def may_need_icu(buf: np.ndarray, cls: np.ndarray) -> bool:
     """Whether UTF-8 ``buf`` holds a letter of a no-space script. Nearly all of them take 3 or 4 bytes (the few
     2-byte ones share two lead bytes), so only the characters that start with such a byte (in European text: a few
     quotes and dashes) are decoded and looked up, with numpy, instead of compiling and running ``icu_input``."""
-    lead = np.flatnonzero((buf >= 0xE0) | _ns_lead2()[buf])
+    lead = buf >= 0xE0
+    for b in _ns_lead2():
+        lead |= buf == b
+    lead = np.flatnonzero(lead)
     if not len(lead):
         return False
     b = [buf[np.minimum(lead + k, len(buf) - 1)].astype(np.int64) for k in range(4)]
@@ -126,14 +129,10 @@ def may_need_icu(buf: np.ndarray, cls: np.ndarray) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _ns_lead2() -> np.ndarray:
-    """(256,) bool: the lead bytes of the 2-byte characters that are no-space letters (U+02BC, some combining
-    marks)."""
-    cls = tables()[0]
-    out = np.zeros(256, np.bool_)
-    low = np.flatnonzero((cls[0x80:0x800] & CLASS_MASK) == LETTER_NS) + 0x80
-    out[0xC0 | (low >> 6)] = True
-    return out
+def _ns_lead2() -> tuple[int, ...]:
+    """The lead bytes of the 2-byte characters that are no-space letters (U+02BC, some combining marks)."""
+    low = np.flatnonzero((tables()[0][0x80:0x800] & CLASS_MASK) == LETTER_NS) + 0x80
+    return tuple(sorted(set((0xC0 | (low >> 6)).tolist())))
 
 
 def icu_breaks(buf: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -148,7 +147,7 @@ def icu_breaks(buf: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndar
     segmenting. Only the runs: text with a few such letters among much else gives ICU little to walk.
     """
     K, cls = kernels(), tables()[0]
-    if not may_need_icu(buf, cls):
+    if not may_need_icu(buf[starts[0]:starts[-1]], cls):
         return _EMPTY, np.zeros(len(starts), np.int64)
     none = np.zeros(0, np.int64)
     n, runs = K.icu_input(buf, starts, cls, np.zeros(0, np.uint32), none, none, none)
