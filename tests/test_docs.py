@@ -108,3 +108,19 @@ def test_a_lexicon_without_the_markers_first_is_refused(tmp_path):
 def test_docs_len_and_bytes():
     d = Docs(np.frombuffer(b"abcdef", np.uint8), np.array([1, 3, 6], np.int64), True)
     assert len(d) == 2 and d.nbytes() == 5 and d.texts() == ["bc", "def"] and d.compact().texts() == ["bc", "def"]
+
+
+@given(st.one_of(st.binary(max_size=40), st.text(max_size=20).map(lambda t: t.encode("utf-8", "surrogatepass")),
+                 st.lists(st.sampled_from([b"a", b"\xc3\xa9", b"\xe2\x80\x9c", b"\xf0\x9f\x98\x80", b"\xed\xa0\x80",
+                                           b"\xe0\x80\xaf", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"\x80", b"\xe2\x80",
+                                           b"\xf0\x9f", b"\xff"]), max_size=12).map(b"".join)))
+def test_the_numpy_utf8_check_agrees_with_pythons_decoder(data):
+    from tfree_codec.shards.docs import sparse_utf8_ok
+
+    for padded in (data + b"x" * 8 * len(data), b"x" * 8 * len(data) + data):  # sparse enough for it to answer
+        try:
+            padded.decode("utf-8")
+            valid = True
+        except UnicodeDecodeError:
+            valid = False
+        assert sparse_utf8_ok(np.frombuffer(padded, np.uint8)) is valid

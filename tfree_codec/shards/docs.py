@@ -90,6 +90,34 @@ def concat(parts: list[Docs]) -> Docs:
     return Docs(np.concatenate([p.raw() for p in parts]), offsets.astype(np.int64), all(p.ascii for p in parts))
 
 
+def sparse_utf8_ok(arr: np.ndarray) -> bool | None:
+    """Whether ``arr`` is well-formed UTF-8 (as Python's strict decoder has it), checked with numpy on its non-ASCII
+    bytes alone; None when they are more than an eighth of it (the decoder is faster then). Every lead byte must
+    be followed by as many continuation bytes as it announces (in the ranges that exclude overlong forms,
+    surrogates and code points past U+10FFFF), and those must be all the continuation bytes there are."""
+    hi = np.flatnonzero(arr >= 0x80)
+    if len(hi) * 8 > len(arr):
+        return None
+    if not len(hi):
+        return True
+    b = arr[hi]
+    if ((b == 0xC0) | (b == 0xC1) | (b >= 0xF5)).any():
+        return False
+    lead = b >= 0xC0
+    pos, lb = hi[lead], b[lead]
+    need = (lb >= 0xC0).astype(np.int64) + (lb >= 0xE0) + (lb >= 0xF0)
+    if int(need.sum()) != len(hi) - len(pos) or (pos + need >= len(arr)).any():
+        return False
+    for k in (1, 2, 3):
+        c = arr[np.minimum(pos[need >= k] + k, len(arr) - 1)]
+        if ((c < 0x80) | (c > 0xBF)).any():
+            return False
+    second = arr[np.minimum(pos + 1, len(arr) - 1)]
+    bad = (((lb == 0xE0) & (second < 0xA0)) | ((lb == 0xED) & (second > 0x9F)) | ((lb == 0xF0) & (second < 0x90))
+           | ((lb == 0xF4) & (second > 0x8F)))
+    return not bad.any()
+
+
 # Python's whitespace (str.isspace, what str.strip() removes) outside ASCII, as UTF-8: a line that starts with one of
 # these (or with ASCII whitespace) may be blank and is looked at in Python; every other line holds a non-space.
 _ASCII_SPACE = np.zeros(256, np.bool_)
@@ -97,16 +125,23 @@ _ASCII_SPACE[list(b"\t\x0b\x0c\r\x1c\x1d\x1e\x1f ")] = True
 _WIDE_SPACES = [chr(c).encode("utf-8") for c in range(0x80, 0x3001) if chr(c).isspace()]
 
 
-def _may_be_blank(arr: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Per line starting at ``starts`` (non-empty lines of arr): whether its first character is whitespace."""
+def _may_be_blank(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per line arr[starts[i]:ends[i]] (non-empty): whether it may be blank, i.e. its first character is whitespace
+    and none of its next few bytes is ASCII but not whitespace (an indented line is seen to hold text here)."""
     n = len(arr)
     b = [arr[np.minimum(starts + k, n - 1)] for k in range(3)]
-    out = _ASCII_SPACE[b[0]]
+    maybe = _ASCII_SPACE[b[0]]
     for w in _WIDE_SPACES:
         hit = b[0] == w[0]
         for k in range(1, len(w)):
             hit &= b[k] == w[k]
-        out |= hit
+        maybe |= hit
+    idx = np.flatnonzero(maybe)
+    for k in range(1, 9):
+        c = arr[np.minimum(starts[idx] + k, ends[idx] - 1)]
+        idx = idx[(c >= 0x80) | _ASCII_SPACE[c]]  # a byte within the line that is ASCII text: not blank
+    out = np.zeros(len(starts), np.bool_)
+    out[idx] = True
     return out
 
 
@@ -120,8 +155,8 @@ def lines(block, ascii: bool = False) -> Docs:
     ends = np.concatenate([nl, [len(arr)]])
     blank = ends == starts
     maybe = np.flatnonzero(~blank)
-    maybe = maybe[_may_be_blank(arr, starts[maybe])] if len(arr) else maybe
-    for i in maybe.tolist():  # rare: lines that start with whitespace (indented, or blank)
+    maybe = maybe[_may_be_blank(arr, starts[maybe], ends[maybe])] if len(arr) else maybe
+    for i in maybe.tolist():  # rare: lines of whitespace, or deeply indented ones
         blank[i] = not arr[starts[i]:ends[i]].tobytes().decode("utf-8").strip()
     keep = np.ones(len(arr), np.bool_)
     keep[nl] = False

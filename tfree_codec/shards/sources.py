@@ -20,7 +20,7 @@ from itertools import islice
 import numpy as np
 
 from ..config import TfreeError
-from .docs import Docs, lines, pack
+from .docs import Docs, lines, pack, sparse_utf8_ok
 
 COMPRESSED = {".gz": "gzip", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd"}
 FORMATS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
@@ -256,10 +256,13 @@ def _documents(pieces: list[str], n: int) -> list[str]:
     return [p[:-1] if p[-1] == "\r" else p for p in pieces[:n] if p.strip()]
 
 
-def _check_utf8(data: bytes, path: str, base: int) -> bool:
-    """Whether ``data`` is ASCII; TfreeError (naming the byte) if it is not UTF-8."""
-    if data.isascii():
+def _check_utf8(data, path: str, base: int, ascii: bool = False) -> bool:
+    """Whether ``data`` (bytes or a memoryview) is ASCII (``ascii``: known to be); TfreeError (naming the byte) if it
+    is not UTF-8."""
+    if ascii or (isinstance(data, bytes) and data.isascii()):
         return True
+    if sparse_utf8_ok(np.frombuffer(data, np.uint8)):
+        return False
     try:
         codecs.utf_8_decode(data, "strict", True)
     except UnicodeDecodeError as e:
@@ -268,21 +271,23 @@ def _check_utf8(data: bytes, path: str, base: int) -> bool:
 
 
 def _line_batches(f, path: str) -> Iterator[Docs]:
-    """``--split lines`` of a plain text file, block by block, on the bytes: a block ends after its last "\n" (never
+    """``--split lines`` of a plain text file, block by block, on the bytes: a block ends after its last "\\n" (never
     inside a character), the rest is carried to the next."""
     carry, pos = b"", 0
     while True:
         block = f.read(BLOCK)
-        data = carry + block
+        data = carry + block if carry else block
         if block:
             cut = data.rfind(b"\n") + 1
             if not cut:  # a line longer than a block: read on
                 carry = data
                 continue
-            data, carry = data[:cut], data[cut:]
-        ascii = _check_utf8(data, path, pos)
-        pos += len(data)
-        yield lines(data, ascii)
+            head, carry = memoryview(data)[:cut], data[cut:]  # no copy of the block
+        else:
+            head = memoryview(data)
+        ascii = _check_utf8(head, path, pos, data.isascii())  # (a superset's ASCII check is a fast one)
+        pos += len(head)
+        yield lines(head, ascii)
         if not block:
             return
 

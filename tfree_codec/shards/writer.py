@@ -192,20 +192,22 @@ class _Progress:
     """tqdm over UTF-8 bytes (MB/s) with documents/s beside it."""
 
     def __init__(self, total: int, desc: str, enabled: bool):
-        from tqdm.auto import tqdm
+        self.bar, self.docs, self.t0 = None, 0, time.perf_counter()
+        if enabled:  # tqdm takes a tenth of a second to import: not for -q
+            from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1000, disable=not enabled,
-                        dynamic_ncols=True, leave=False)
-        self.docs, self.t0 = 0, time.perf_counter()
+            self.bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1000, dynamic_ncols=True,
+                            leave=False)
 
     def update(self, n_bytes: int, n_docs: int) -> None:
         self.docs += n_docs
-        self.bar.update(n_bytes)
-        if not self.bar.disable:
+        if self.bar is not None:
+            self.bar.update(n_bytes)
             self.bar.set_postfix_str(f"{self.docs / max(time.perf_counter() - self.t0, 1e-9):,.0f} docs/s", refresh=False)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = "none", text_column: str = "text",
