@@ -82,12 +82,15 @@ D, I, CI, NW, FIRST, PREV, FLAGS, PEND, PEND_AT, BI, WANT = range(11)
 
 
 @njit(cache=True, nogil=True)
-def walk(buf, starts, cls, breaks, bstarts, max_chars, offs, ids, nws, tab, shift, data, coff, single, cnt, st):
+def walk(buf, starts, cls, breaks, bstarts, max_chars, whole, offs, ids, nws, tab, shift, data, coff, single, cnt, st):
     """Words of each text buf[starts[d]:starts[d+1]] (UTF-8), one text after the other: ids (int32, < N_MARKERS
     for marker words, else cache ids) and, unless ``offs`` is empty, (start, end) character spans in offs
     (relative to each text); nws[d] gets text d's word count. Text d's extra boundaries (ICU's) are
     breaks[bstarts[d]:bstarts[d+1]], sorted character offsets. The table has tab.shape[0] // 2 slots and hash h
     goes in slot (h * golden) >> shift: the product's top bits, which depend on all of h (FNV-1a's low bits do not).
+
+    With ``whole``, each (non-empty) text is one word as it stands: how a list of words is interned (the same ids
+    the split gives the same words).
 
     Runs from state ``st`` until it is done (returns 0, st[NW] words), or the output (1) or the cache (2, for a
     word of st[WANT] bytes) lacks room for the next unit: then ``st`` is where to resume, once the caller has
@@ -114,7 +117,16 @@ def walk(buf, starts, cls, breaks, bstarts, max_chars, offs, ids, nws, tab, shif
             j = i   # end of the unit: byte
             e = ci  # and character
             c = -1
-            if i < n:
+            if i < n and whole:
+                c, L = utf8_char(buf, i, n)
+                if i + L < n:
+                    c = -1
+                for q in range(i, n):
+                    h = (h ^ np.uint64(buf[q])) * FNV
+                is_marker = False
+                j = n
+                e = ci + 1
+            elif i < n:
                 b = buf[i]
                 if b == 32:
                     while j < n and buf[j] == 32:
@@ -234,27 +246,6 @@ def walk(buf, starts, cls, breaks, bstarts, max_chars, offs, ids, nws, tab, shif
             prev_text, prev_flags, pend, pend_at, bi = False, 0, 0, 0, bstarts[d]
     st[NW] = nw
     return 0
-
-
-@njit(cache=True, nogil=True)
-def intern_words(buf, woff, tab, shift, data, coff, single, cnt, ids):
-    """Cache ids of the words buf[woff[w]:woff[w+1]] (UTF-8, non-empty) into ids, added in order if new (room is
-    reserved for all): the ids ``walk`` gives the same words."""
-    for w in range(ids.shape[0]):
-        s = woff[w]
-        e = woff[w + 1]
-        c, L = utf8_char(buf, s, e)
-        one = s + L == e and c < single.shape[0]
-        if one and single[c] >= 0:
-            ids[w] = single[c]
-            continue
-        h = FNV0
-        for q in range(s, e):
-            h = (h ^ np.uint64(buf[q])) * FNV
-        hit = _find(buf, s, e, h, tab, shift, data, coff)
-        ids[w] = hit if hit >= 0 else _insert(buf, s, e, h, -1 - hit, tab, data, coff, cnt)
-        if one:
-            single[c] = ids[w]
 
 
 @njit(cache=True, nogil=True)

@@ -210,7 +210,8 @@ class WordCache:
             while 2 * (u + words) > slots:
                 slots *= 2
             new = np.zeros(2 * slots, np.uint64)
-            kernels().rehash(self.tab, new, _shift(slots))
+            if u:
+                kernels().rehash(self.tab, new, _shift(slots))
             self.tab = new
 
     def split_utf8(self, buf: np.ndarray, starts: np.ndarray, max_word_chars: int, segmenter: str, *,
@@ -222,15 +223,22 @@ class WordCache:
         breaks, bstarts = _EMPTY, np.zeros(len(starts), np.int64)
         if segmenter == "icu" and not ascii:  # ICU per run, never across texts
             breaks, bstarts = icu_breaks(buf, starts)
-        cap = int(starts[-1] - starts[0]) // 3 + 8 * len(starts) + 16  # room for prose; grown for odd text
+        n = int(starts[-1] - starts[0])
+        if not len(self):  # a table sized for the text: prose has a new word every 30-60 bytes at first
+            self.reserve(n // 32, n // 8)
+        cap = n // 3 + 8 * len(starts) + 16  # room for prose; grown for odd text
+        return self._walk(buf, starts, breaks, bstarts, max_word_chars, False, spans, cap)
+
+    def _walk(self, buf, starts, breaks, bstarts, max_chars: int, whole: bool, spans: bool, cap: int):
+        """``_split.walk`` run to the end, growing the output and the cache whenever it stops for room."""
         nws = np.empty(len(starts) - 1, np.int64)
         offs = np.empty((cap, 2) if spans else (0, 2), np.int64)
         ids = np.empty(cap, np.int32)
         K, cls = kernels(), tables()[0]
-        st = np.zeros(11, np.int64)  # the walk's state (_split.walk)
+        st = np.zeros(11, np.int64)  # the walk's state
         if len(starts) > 1:
             st[K.I], st[K.BI] = starts[0], bstarts[0]
-        while why := K.walk(buf, starts, cls, breaks, bstarts, max_word_chars, offs, ids, nws, self.tab,
+        while why := K.walk(buf, starts, cls, breaks, bstarts, max_chars, whole, offs, ids, nws, self.tab,
                             _shift(len(self.tab) // 2), self.data, self.coff, self.single, self.cnt, st):
             if why == 1:  # out of room for words
                 need = 2 * len(ids) + int(st[K.PEND] + st[K.WANT]) // 64 + 16
@@ -253,12 +261,9 @@ class WordCache:
         return self.split_utf8(buf, starts, max_word_chars, segmenter, spans=spans, ascii=ascii)
 
     def intern_utf8(self, buf: np.ndarray, woff: np.ndarray) -> np.ndarray:
-        """Cache ids of the (non-empty) words buf[woff[w]:woff[w+1]]."""
-        ids, buf = np.empty(len(woff) - 1, np.int32), readonly(buf)
-        self.reserve(len(ids), int(woff[-1] - woff[0]))
-        kernels().intern_words(buf, woff, self.tab, _shift(len(self.tab) // 2), self.data, self.coff, self.single,
-                               self.cnt, ids)
-        return ids
+        """Cache ids of the (non-empty) words buf[woff[w]:woff[w+1]], each taken whole (the walk's ``whole``)."""
+        self.reserve(len(woff) - 1, int(woff[-1] - woff[0]))
+        return self._walk(readonly(buf), woff, _EMPTY, np.zeros(len(woff), np.int64), 1, True, False, len(woff) + 16)[2]
 
     def intern(self, word_list: list[str]) -> np.ndarray:
         """Cache ids of the (non-empty) words."""
