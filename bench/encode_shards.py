@@ -1,159 +1,129 @@
-"""The gates of shard format 2 (issue 17), measured in one run against tiktoken cl100k on the same documents.
+"""``tfree encode`` end to end against a tiktoken + uint32 script, wall clock from outside, alternated run by run.
 
-    python bench/encode_shards.py                          # every corpus in ../shared/data, first 4M characters
-    python bench/encode_shards.py --mb 8 --corpora english_prose mono_de
+    python bench/encode_shards.py                         # 31 MB of English lines (english_prose, then again)
+    python bench/encode_shards.py --corpus /tmp/other.txt --mb 8 --repeat 3
+    python bench/encode_shards.py --size-only --mb 100   # only the on-disk size, every corpus whole
 
-For each corpus, a slice (the first --mb million characters, cut at a line end) is written to a scratch file and cut into lines
-(``--split lines``), and:
+The input is the first --mb million bytes of lines of the corpus (a corpus shorter than that is repeated from its
+start; english_prose is 23.7 MB, so the default 31 MB holds 7.3 MB of it twice: tfree's lexicon has seen those
+words, tiktoken has no such state). Each command runs as a subprocess, timed from outside (interpreter start and
+imports included), in rounds: every command once per round, the order rotating, so load elsewhere hits them
+alike; best and median of --repeat rounds are printed.
 
-* on disk: ``tfree encode --num-proc 1`` output (shards + shard lexicons + lexicon.arrow + manifest + codec.json)
-  against the UTF-8 input bytes (gate <= 1.2x), and tiktoken's uint32 token file beside it;
-* end to end: ``tfree encode --num-proc 1`` MB/s against ``bench/tiktoken_encode.py`` (``encode_ordinary`` per
-  document, uint32 ids into one file), both as subprocesses, both timed by themselves after imports ("cmd") and
-  from outside ("wall", interpreter start included) (gate >= 2x); ``--num-proc 2`` against 1 (gate >= 1.6x) on
-  the corpora given to --num-proc-2;
-* in memory, one thread: ``Lexicon.add`` (text -> word ids) against a loop of tiktoken ``encode_ordinary``
-  (gate >= 4x on english_prose, >= 1x on every mono_*). Best of --repeat.
+* ``tfree encode --split lines --num-proc 1`` and with the default ``--num-proc`` (``auto_num_proc``);
+* ``bench/tiktoken_encode.py`` in each of its modes (a loop of ``encode_ordinary``, ``encode_ordinary_batch``,
+  a thread pool): the gate compares with the fastest.
+
+Gates (issue 23): ``--num-proc 1`` >= 2x the fastest tiktoken script; the default ``--num-proc`` >= 1x one process.
+With --size-only: shards + shard lexicons + lexicon.arrow + manifest + codec.json against the UTF-8 input (issue 17:
+<= 1.2x).
 """
 from __future__ import annotations
 
 import argparse
-import lzma
 import os
-import platform
-import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.environ.get("TFREE_DATA", os.path.join(ROOT, "..", "shared", "data"))  # ../shared beside the clone
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tfree_codec import Codec  # noqa: E402
-from tfree_codec.shards.sources import iter_documents  # noqa: E402
-
-
-def tiktoken_cache() -> str:
-    cache = os.environ.setdefault("TIKTOKEN_CACHE_DIR", os.path.join(ROOT, "bench", ".cache", "tiktoken"))
-    if not os.path.isdir(cache) or not os.listdir(cache):
-        subprocess.run(["bash", os.path.join(ROOT, "..", "shared", "tools", "tiktoken_offline.sh"), cache], check=True,
-                       env={**os.environ, "PYTHON": sys.executable})
-    return cache
+from alternate import LANGUAGES, load, tiktoken_encoding, versions  # noqa: E402
 
 
 def slice_corpus(name: str, mb: float, scratch: str) -> str:
-    with lzma.open(os.path.join(DATA, f"{name}.txt.xz"), "rt", encoding="utf-8", newline="") as f:
-        text = f.read(int(mb * 1e6))
-    cut = text.rfind("\n") + 1 or len(text)
-    path = os.path.join(scratch, f"{name}.txt")
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        f.write(text[:cut])
+    """A file of the corpus's first ``mb`` million bytes, cut at a line end (repeated from the start if short)."""
+    data = load(name).encode("utf-8")
+    want = int(mb * 1e6)
+    out = data * (want // max(len(data), 1) + 1)
+    out = out[:out.rfind(b"\n", 0, want) + 1] if len(out) > want else out
+    path = os.path.join(scratch, os.path.basename(name).split(".")[0] + ".txt")
+    with open(path, "wb") as f:
+        f.write(out)
     return path
 
 
-def run(cmd: list[str]) -> tuple[float, str]:
+def tfree(path: str, out: str, num_proc: int | None) -> list[str]:
+    cmd = [sys.executable, "-m", "tfree_cli", "encode", path, "-o", out, "--split", "lines", "-q"]
+    return cmd + (["--num-proc", str(num_proc)] if num_proc else [])
+
+
+def tiktoken_script(path: str, out: str, mode: str) -> list[str]:
+    return [sys.executable, os.path.join(ROOT, "bench", "tiktoken_encode.py"), path, "-o", out, "--mode", mode]
+
+
+def timed(cmd: list[str]) -> float:
+    """Seconds the command takes (after removing the output directory a previous run left)."""
+    out = cmd[cmd.index("-o") + 1]
+    if os.path.isdir(out):
+        shutil.rmtree(out)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{r.stderr}")
-    return time.perf_counter() - t0, r.stdout + r.stderr
+    return time.perf_counter() - t0
 
 
-def tfree_encode(path: str, out: str, num_proc: int) -> tuple[float, float, int]:
-    """(wall s, cmd s, bytes on disk) of ``tfree encode --split lines``."""
-    shutil.rmtree(out, ignore_errors=True)
-    wall, log = run([sys.executable, "-c", "from cli.main import main; main()", "encode", path, "-o", out,
-                     "--split", "lines", "--num-proc", str(num_proc), "-q"])
-    cmd = float(re.search(r": ([\d.]+) s,", log).group(1))
-    size = sum(os.path.getsize(os.path.join(out, n)) for n in os.listdir(out))
-    return wall, cmd, size
-
-
-def tiktoken_script(path: str, out: str) -> tuple[float, float, int]:
-    wall, log = run([sys.executable, os.path.join(ROOT, "bench", "tiktoken_encode.py"), path, "--split", "lines",
-                     "-o", out])
-    return wall, float(log.split()[0]), os.path.getsize(out)
-
-
-def in_memory(docs: list[str], repeat: int) -> tuple[float, float]:
-    """(tfree s, tiktoken s): text -> ids on one thread, best of ``repeat``; a fresh lexicon per pass."""
-    import tiktoken
-
-    codec = Codec()
-    codec.lexicon().add(["Load the kernels first: Grüße, 日本語."])
-    enc = tiktoken.get_encoding("cl100k_base")
-    enc.encode_ordinary("load the ranks first")
-    best_t = best_k = float("inf")
-    for _ in range(repeat):
-        lex = codec.lexicon()
-        t0 = time.perf_counter()
-        for i in range(0, len(docs), 4096):  # as tfree encode feeds it: batches of documents
-            lex.add(docs[i:i + 4096])
-        best_t = min(best_t, time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for d in docs:
-            enc.encode_ordinary(d)
-        best_k = min(best_k, time.perf_counter() - t0)
-    return best_t, best_k
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "NOT MET"
+def disk_bytes(out: str) -> int:
+    return sum(os.path.getsize(os.path.join(out, n)) for n in os.listdir(out))
 
 
 def main() -> None:
-    names = sorted(n[:-len(".txt.xz")] for n in os.listdir(DATA) if n.endswith(".txt.xz")) if os.path.isdir(DATA) else []
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpora", nargs="+", default=names)
-    ap.add_argument("--mb", type=float, default=4.0, help="million characters of each corpus (its first lines)")
-    ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--num-proc-2", nargs="*", default=["english_prose"], help="corpora also run with --num-proc 2")
-    ap.add_argument("--size-only", action="store_true", help="only the on-disk gate (e.g. whole corpora: --mb 100)")
+    ap.add_argument("--corpus", default="english_prose", help="a name in ../shared/data or a text file")
+    ap.add_argument("--mb", type=float, default=31.0)
+    ap.add_argument("--repeat", type=int, default=5, help="rounds (every command once per round)")
+    ap.add_argument("--modes", nargs="+", default=["loop", "threads", "batch"], help="tiktoken_encode.py modes")
+    ap.add_argument("--size-only", action="store_true", help="only the on-disk gate, on every corpus")
     args = ap.parse_args()
-    if not args.size_only:
-        tiktoken_cache()
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, "
-          f"load average {os.getloadavg()[0]:.2f} at start; first {args.mb:g}M characters of each corpus, --split lines")
     scratch = tempfile.mkdtemp(prefix="tfree-bench-")
-    print(f"{'corpus':14} {'MB':>5} {'disk/text':>9} {'tiktoken':>8} | {'encode MB/s':>11} {'tiktoken':>8} "
-          f"{'ratio':>6} {'(wall)':>6} | {'ids MB/s':>8} {'tiktoken':>8} {'ratio':>6}")
-    gates = []
     try:
-        for name in args.corpora:
-            path = slice_corpus(name, args.mb, scratch)
-            mb = os.path.getsize(path) / 1e6
-            e_wall, e_cmd, size = tfree_encode(path, os.path.join(scratch, "out"), 1)
-            if args.size_only:
-                print(f"{name:14} {mb:5.1f} {size / (mb * 1e6):8.2f}x  ({mb / e_cmd:.2f} MB/s)", flush=True)
-                gates.append((f"{name}: shards + lexicon <= 1.2x text", size / (mb * 1e6) <= 1.2,
-                              f"{size / (mb * 1e6):.2f}x"))
-                continue
-            k_wall, k_cmd, k_size = tiktoken_script(path, os.path.join(scratch, "tokens.u32"))
-            docs = list(iter_documents(path, split="lines"))
-            t_mem, k_mem = in_memory(docs, args.repeat)
-            print(f"{name:14} {mb:5.1f} {size / (mb * 1e6):8.2f}x {k_size / (mb * 1e6):7.2f}x | {mb / e_cmd:11.2f} "
-                  f"{mb / k_cmd:8.2f} {k_cmd / e_cmd:5.2f}x {k_wall / e_wall:5.2f}x | {mb / t_mem:8.2f} "
-                  f"{mb / k_mem:8.2f} {k_mem / t_mem:5.2f}x", flush=True)
-            gates.append((f"{name}: shards + lexicon <= 1.2x text", size / (mb * 1e6) <= 1.2, f"{size / (mb * 1e6):.2f}x"))
-            gates.append((f"{name}: tfree encode 1 process >= 2x tiktoken script", k_cmd / e_cmd >= 2,
-                          f"{k_cmd / e_cmd:.2f}x cmd, {k_wall / e_wall:.2f}x wall"))
-            need = 4.0 if name == "english_prose" else 1.0
-            gates.append((f"{name}: in-memory ids >= {need:g}x tiktoken", k_mem / t_mem >= need, f"{k_mem / t_mem:.2f}x"))
-            if name in args.num_proc_2:
-                w2, c2, _ = tfree_encode(path, os.path.join(scratch, "out"), 2)
-                print(f"{'':14} --num-proc 2: {mb / c2:.2f} MB/s cmd ({e_cmd / c2:.2f}x one process), "
-                      f"{mb / w2:.2f} MB/s wall ({e_wall / w2:.2f}x)")
-                gates.append((f"{name}: --num-proc 2 >= 1.6x one process", e_cmd / c2 >= 1.6,
-                              f"{e_cmd / c2:.2f}x cmd, {e_wall / w2:.2f}x wall"))
+        if args.size_only:
+            for name in LANGUAGES:
+                path = slice_corpus(name, min(args.mb, len(load(name).encode()) / 1e6), scratch)
+                out = os.path.join(scratch, "out")
+                timed(tfree(path, out, 1))
+                ratio = disk_bytes(out) / os.path.getsize(path)
+                print(f"{name}: {os.path.getsize(path) / 1e6:.1f} MB, on disk {ratio:.2f}x the text "
+                      f"({'met' if ratio <= 1.2 else 'NOT MET'}: <= 1.2x)", flush=True)
+            return
+        tiktoken_encoding()  # the offline rank files, and TIKTOKEN_CACHE_DIR for the subprocesses
+        path = slice_corpus(args.corpus, args.mb, scratch)
+        mb = os.path.getsize(path) / 1e6
+        cmds = {"tfree --num-proc 1": tfree(path, os.path.join(scratch, "one"), 1),
+                "tfree (default --num-proc)": tfree(path, os.path.join(scratch, "auto"), None)}
+        cmds.update({f"tiktoken script ({m})": tiktoken_script(path, os.path.join(scratch, f"{m}.u32"), m)
+                     for m in args.modes})
+        print(f"# {versions()}")
+        print(f"# {mb:.1f} MB of lines of {args.corpus}, {args.repeat} rounds, wall clock from outside")
+        timed(cmds["tfree --num-proc 1"])  # a first run loads numba's cache into the page cache
+        times = {k: [] for k in cmds}
+        order = list(cmds)
+        for r in range(args.repeat):
+            for k in order[r % len(order):] + order[:r % len(order)]:
+                times[k].append(timed(cmds[k]))
+        print("\n| command | best s | median s | MB/s (best) |")
+        print("|---|---:|---:|---:|")
+        for k, ts in times.items():
+            print(f"| {k} | {min(ts):.2f} | {statistics.median(ts):.2f} | {mb / min(ts):.1f} |")
+        tik = min((k for k in times if k.startswith("tiktoken")), key=lambda k: min(times[k]))
+        one, auto = min(times["tfree --num-proc 1"]), min(times["tfree (default --num-proc)"])
+        med = statistics.median
+        print("\ngates:")
+        for what, ratio, need, mratio in (
+                (f"tfree encode --num-proc 1 >= 2x {tik}", min(times[tik]) / one, 2.0,
+                 med(times[tik]) / med(times["tfree --num-proc 1"])),
+                ("default --num-proc >= 1x one process", one / auto, 1.0,
+                 med(times["tfree --num-proc 1"]) / med(times["tfree (default --num-proc)"]))):
+            print(f"  {'met' if ratio >= need else 'NOT MET':7} {what}: {ratio:.2f}x best, {mratio:.2f}x median")
+        print(f"# load average {os.getloadavg()[0]:.2f} at the end")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print("\ngates:")
-    for what, ok, figure in gates:
-        print(f"  {verdict(ok):7} {what}: {figure}")
-    print(f"# load average {os.getloadavg()[0]:.2f} at end")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import pytest
 from tfree_codec import MARKERS, Codec, CodecConfig, TfreeError
 from tfree_codec.shards import lexicon
 from tfree_codec.shards import writer as shard_writer
+from tfree_codec.shards.docs import pack
 from tfree_codec.shards.rows import encode_record_batch, encode_texts, schema
 from tfree_codec.shards.reader import ShardDataset, seal
 
@@ -205,8 +206,8 @@ def test_inputs_too_large_to_keep_are_read_twice_with_the_same_result(encoded, t
     tmp, out, _, _ = encoded
     monkeypatch.setattr(shard_writer, "KEEP_BYTES", 100)  # the plan pass gives up keeping documents mid-way
     reads = []
-    real = shard_writer.iter_documents
-    monkeypatch.setattr(shard_writer, "iter_documents", lambda *a, **k: (reads.append(a[0]), real(*a, **k))[1])
+    real = shard_writer.iter_batches
+    monkeypatch.setattr(shard_writer, "iter_batches", lambda *a, **k: (reads.append(a[0]), real(*a, **k))[1])
     shard_writer.encode_to_shards([str(tmp / "in.txt")], tmp_path / "big", CODEC.config, split="lines",
                                   num_proc=1, docs_per_shard=15, progress=False)
     assert len(reads) == 2  # plan pass, encode pass
@@ -216,7 +217,7 @@ def test_inputs_too_large_to_keep_are_read_twice_with_the_same_result(encoded, t
 def test_resume_reuses_valid_shards_and_replaces_bad_ones(encoded, tmp_path, monkeypatch):
     tmp, out, _, _ = encoded
     kw = dict(split="lines", num_proc=1, docs_per_shard=15, progress=False)
-    real, calls = shard_writer.encode_shard, []
+    real, calls = shard_writer.encode_shard_batches, []
 
     def interrupted(*a, **k):
         if len(calls) == 2:
@@ -224,7 +225,7 @@ def test_resume_reuses_valid_shards_and_replaces_bad_ones(encoded, tmp_path, mon
         calls.append(1)
         return real(*a, **k)
 
-    monkeypatch.setattr(shard_writer, "encode_shard", interrupted)
+    monkeypatch.setattr(shard_writer, "encode_shard_batches", interrupted)
     with pytest.raises(KeyboardInterrupt):
         shard_writer.encode_to_shards([str(tmp / "in.txt")], tmp_path / "r", CODEC.config, **kw)
     r = tmp_path / "r"
@@ -233,7 +234,7 @@ def test_resume_reuses_valid_shards_and_replaces_bad_ones(encoded, tmp_path, mon
                                      "shard-00001-of-00003.lexicon.arrow"]
     (r / "shard-00001-of-00003.arrow").write_bytes(b"not arrow")  # a damaged shard is encoded again
     (r / ".tmp-123-shard-00002-of-00003.arrow").write_bytes(b"partial")  # leftovers are removed
-    monkeypatch.setattr(shard_writer, "encode_shard", real)
+    monkeypatch.setattr(shard_writer, "encode_shard_batches", real)
     s = shard_writer.encode_to_shards([str(tmp / "in.txt")], r, CODEC.config, **kw)
     assert s["resumed"] == 1 and dir_bytes(r) == dir_bytes(out)
 
@@ -315,7 +316,7 @@ def test_a_finished_directory_missing_a_shard_is_repaired_by_a_rerun(encoded, tm
 
 def test_input_that_changed_since_the_plan_is_refused(tmp_path):
     write_docs(tmp_path / "in.txt", ["one", "two"])
-    plan = shard_writer.make_plan([str(tmp_path / "in.txt")], lambda p: iter(["one", "two"]), CODEC.config, {},
+    plan = shard_writer.make_plan([str(tmp_path / "in.txt")], lambda p: iter([pack(["one", "two"])]), CODEC.config, {},
                                   None, 1 << 20)
     entry = plan["shards"][0]
     with pytest.raises(TfreeError, match="input changed while encoding"):
@@ -382,11 +383,12 @@ def test_plan_cuts_in_chunks_equal_the_per_document_rule(seed, monkeypatch):
     import random
 
     rng = random.Random(seed)
-    monkeypatch.setattr(shard_writer, "PLAN_CHUNK", rng.choice([1, 3, 7, 4096]))
+    k = rng.choice([1, 3, 7, 4096])  # documents per batch the reader yields
     files = {f"f{i}": ["é" * rng.randint(0, 20) for _ in range(rng.randint(0, 25))] for i in range(rng.randint(1, 3))}
     files["last"] = ["x"]
     dps, sb = rng.choice([(None, 1), (None, 15), (None, 60), (2, None), (5, None)])
-    plan = shard_writer.make_plan(list(files), lambda p: iter(files[p]), CODEC.config, {}, dps, sb)
+    plan = shard_writer.make_plan(list(files), lambda p: (pack(files[p][i:i + k]) for i in range(0, len(files[p]), k)),
+                                  CODEC.config, {}, dps, sb)
     lengths = [len(d.encode()) for p in files for d in files[p]]
     assert [s["documents"] for s in plan["shards"]] == _naive_cuts(lengths, dps or 1 << 62, sb or 1 << 62)
     assert sum(s["stop"] - s["start"] for sh in plan["shards"] for s in sh["sources"]) == len(lengths)
@@ -397,13 +399,26 @@ def test_record_batches_follow_their_rule(seed, monkeypatch):
     import random
 
     rng = random.Random(seed)
-    monkeypatch.setattr(shard_writer, "BATCH_CHARS", 20)
-    monkeypatch.setattr(shard_writer, "BATCH_DOCS", rng.choice([1, 3, 4096]))
+    monkeypatch.setattr(shard_writer, "BATCH_BYTES", 20)
     texts = ["x" * rng.choice([0, 1, 5, 25]) for _ in range(rng.randint(0, 30))]
-    bounds = list(shard_writer._batches(texts))
+    bounds = list(shard_writer._batches(pack(texts)))
     assert bounds[0][0] == 0 and bounds[-1][1] == len(texts) and all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
     for lo, hi in bounds:
-        size = sum(map(len, texts[lo:hi]))
-        assert hi - lo <= shard_writer.BATCH_DOCS and (hi - lo == 1 or all(len(t) < 20 for t in texts[lo:hi]))
-        assert hi == len(texts) or hi - lo == shard_writer.BATCH_DOCS or size >= 20 or len(texts[hi]) >= 20
-        assert sum(map(len, texts[lo:hi - 1])) < 20  # a batch ends as soon as it reaches BATCH_CHARS
+        assert hi > lo or not texts
+        assert hi == len(texts) or sum(map(len, texts[lo:hi])) >= 20  # a batch ends once it reaches BATCH_BYTES
+        assert sum(map(len, texts[lo:hi - 1])) < 20  # and not later
+
+
+def test_the_default_number_of_processes_follows_the_input_size(tmp_path, monkeypatch):
+    from tfree_codec.shards import plan
+
+    monkeypatch.setattr(plan, "PROC_BYTES", 1000)
+    small, big, packed = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "c.txt.gz"
+    small.write_bytes(b"x" * 999)
+    big.write_bytes(b"x" * 3500)
+    packed.write_bytes(b"x" * 500)  # counted at COMPRESSED_RATIO times its size
+    assert plan.auto_num_proc([str(small)], cores=8) == 1  # never fewer than one
+    assert plan.auto_num_proc([str(big)], cores=8) == 3
+    assert plan.auto_num_proc([str(big)], cores=2) == 2  # never more than the cores
+    assert plan.auto_num_proc([str(packed)], cores=8) == 2
+    assert plan.auto_num_proc(["-", "s3://bucket/x.txt"], cores=8) == 2  # unknown sizes: one process's worth each

@@ -1,4 +1,5 @@
 """Text -> words: the T-FREE whitespace rules, losslessness for every string, segmentation of spaceless scripts."""
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -6,6 +7,7 @@ from hypothesis import strategies as st
 from tfree_codec import MARKERS, Codec, CodecConfig, join, split
 from tfree_codec.text import _reference as R
 from tfree_codec.assets import sample_text
+from tfree_codec.text.words import WordCache, words_from_spans
 
 codec = Codec()
 
@@ -147,3 +149,84 @@ def test_fast_splitting_equals_the_reference_on_mixed_scripts(text):
 def test_texts_encoded_together_never_share_an_icu_run():
     texts = ["東京", "都に住んでいます", "漢", "字です", "Base", "가漢字"]
     assert [e.words for e in codec.encode_batch(texts, num_threads=1)] == [R.split(t) for t in texts]
+
+
+# -- the UTF-8 walk (text/_split.py) against the reference, offsets included -----------------------------------------
+ANY = st.text(st.characters(codec=None, exclude_categories=()))  # lone surrogates, controls, anything
+LOOKALIKES = st.lists(st.sampled_from(MARKERS + ("<|", "|>", " ", "  ", "\n", "a", "Zé", "1", ".", "'", "日本", "\r",
+                                                 "\t", "<", "|", ">", "\ud800", "\udfff", "😀", "ไทย"))).map("".join)
+
+
+@given(st.one_of(ANY, LOOKALIKES, SCRIPTS), st.sampled_from([(32, "icu"), (3, "icu"), (1, "none"), (5, "none")]))
+def test_the_utf8_walk_gives_the_references_words_and_offsets(text, options):
+    max_chars, segmenter = options
+    offsets, ids = WordCache().split(text, max_chars, segmenter)
+    words, spans = R.split_with_offsets(text, max_chars, segmenter)
+    assert words_from_spans(text, offsets, ids) == words
+    assert offsets.tolist() == [list(s) for s in spans]
+
+
+@given(st.lists(st.one_of(ANY, LOOKALIKES, SCRIPTS), max_size=8), st.lists(st.one_of(LOOKALIKES, SCRIPTS), max_size=4))
+def test_word_ids_of_batches_are_the_references_words(first, second):
+    lex = codec.lexicon()
+    got, want = [], []
+    for texts in (first, second):  # one lexicon across calls: ids stay put
+        n_words, ids = lex.add(texts)
+        vocab = lex.words()
+        got += [vocab[i] for i in ids.tolist()]
+        want += [w for t in texts for w in R.split(t)]
+        assert n_words.tolist() == [len(R.split(t)) for t in texts]
+    assert got == want
+
+
+@given(st.lists(st.one_of(st.text(), SCRIPTS), max_size=8))
+def test_utf8_input_gives_the_ids_of_str_input(texts):
+    data = [t.encode("utf-8") for t in texts]
+    starts = np.concatenate([[0], np.cumsum([len(b) for b in data])]).astype(np.int64)
+    a, b = codec.lexicon(), codec.lexicon()
+    n1, ids1 = a.add(texts)
+    n2, ids2 = b.add_utf8(np.frombuffer(b"".join(data), np.uint8), starts, ascii=all(t.isascii() for t in texts))
+    assert n1.tolist() == n2.tolist() and ids1.tolist() == ids2.tolist() and a.words() == b.words()
+    assert a.utf8()[0].tobytes().decode() == "".join(a.words())
+
+
+def _letters(i: int) -> str:
+    """The i-th word over a-z (a, b, ..., z, aa, ab, ...)."""
+    s = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        s += chr(97 + r)
+    return s
+
+
+def test_the_walk_resumes_where_it_ran_out_of_room():
+    # one word per character (its output outgrows the first guess many times) and thousands of distinct words
+    # (the word cache grows and its table is rehashed mid-text), in one text and cut into many
+    rng = np.random.default_rng(0)
+    distinct = [_letters(i) for i in rng.permutation(20_000)]
+    text = ".,;:" * 30_000 + " ".join(distinct) + "日本語の文章です" * 500
+    assert split(text) == R.split(text)
+    texts = [text[i:i + 997] for i in range(0, len(text), 997)]
+    lex = codec.lexicon()
+    n_words, ids = lex.add(texts)
+    vocab = lex.words()
+    assert [vocab[i] for i in ids.tolist()] == [w for t in texts for w in R.split(t)]
+    cache = WordCache()
+    assert len(vocab) > 15_000
+    assert cache.intern(vocab[16:]).tolist() == list(range(16, len(vocab)))  # same words, same ids, in order
+
+
+def test_the_icu_prefilter_finds_every_no_space_letter():
+    from tfree_codec.text._unicode import CLASS_MASK, LETTER_NS, tables
+    from tfree_codec.text.words import may_need_icu
+
+    cls = tables()[0]
+    is_ns = (cls & CLASS_MASK) == LETTER_NS
+    ns = np.flatnonzero(is_ns)
+    sample = list(ns[ns < 0x800]) + list(ns[::97]) + [ns[-1]]
+    for c in sample:
+        assert may_need_icu(np.frombuffer(f"ab{chr(c)}—x".encode(), np.uint8), cls), hex(c)
+    others = [c for c in range(0x80, 0x110000, 89) if not is_ns[c] and not 0xD800 <= c < 0xE000]
+    text = " ".join(map(chr, others)).encode()
+    assert not may_need_icu(np.frombuffer(text, np.uint8), cls)

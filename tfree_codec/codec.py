@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -46,18 +45,31 @@ class Encoded:
 # A word cache is dropped and started afresh past these sizes, so memory stays bounded on endless streams.
 MAX_CACHED_WORDS = 1 << 20
 MAX_CACHED_ROWS = 1 << 26
-# Until the numba kernels are loaded, the first few short texts take the pure-Python reference path (same words,
-# same patterns: tested), so `tfree inspect hello` or a prompt never waits for numba's start-up.
-SMALL_TEXT_CHARS = 256
-SMALL_TEXT_CALLS = 32
-_small_calls = 0
+# Until this process has loaded the numba kernels, small inputs take the pure-Python reference path (same words,
+# same patterns: tested). Loading the kernels costs half a second, and compiling them on the first run after install
+# a few seconds, which `tfree inspect hello`, a prompt or `tfree stats` of a small file never wait for. The budget
+# bounds what the slow path (~8 us a character) may cost a process before the kernels take over.
+PYTHON_PATH_CHARS = 1 << 16
+_python_budget = PYTHON_PATH_CHARS
 
 
 def _python_path(texts) -> bool:
-    """Whether these texts take the pure-Python path: the kernels are not loaded yet and the texts are few and
-    short."""
-    return ("tfree_codec.text._kernels" not in sys.modules and len(texts) + _small_calls <= SMALL_TEXT_CALLS
-            and all(len(t) <= SMALL_TEXT_CHARS for t in texts))
+    """Whether these texts take the pure-Python path (and spend its budget): the kernels are not loaded yet and
+    the texts fit what is left of the budget."""
+    global _python_budget
+    if words.kernels_loaded():
+        return False
+    n = sum(map(len, texts))
+    if n > _python_budget:
+        return False
+    _python_budget -= n
+    return True
+
+
+def load_kernels() -> None:
+    """Load the numba kernels now (compiling them on the first run after install), e.g. before timing: from here
+    on every input takes them."""
+    words.kernels()
 
 
 def default_num_threads() -> int:
@@ -110,19 +122,25 @@ class Lexicon:
 
     def add(self, texts) -> tuple[np.ndarray, np.ndarray]:
         """(words per text (int64), word ids (uint32) of all ``texts`` one after the other); counts the words."""
-        texts = list(texts)
-        for t in texts:
-            if not isinstance(t, str):
-                raise TypeError(f"expected str, got {type(t).__name__}")
         c = self.codec.config
-        n_words, _, ids = self._cache.split_many(texts, c.max_word_chars, c.segmenter)
+        n_words, _, ids = self._cache.split_many(list(texts), c.max_word_chars, c.segmenter, spans=False)
+        return n_words, self._count(ids)
+
+    def add_utf8(self, buf: np.ndarray, starts: np.ndarray, *, ascii: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``add`` of the texts buf[starts[d]:starts[d+1]], given as well-formed UTF-8 (uint8 array, int64 byte
+        offsets; ``ascii`` if all bytes are known to be ASCII): no Python string per text."""
+        c = self.codec.config
+        n_words, _, ids = self._cache.split_utf8(buf, starts, c.max_word_chars, c.segmenter, spans=False, ascii=ascii)
+        return n_words, self._count(ids)
+
+    def _count(self, ids: np.ndarray) -> np.ndarray:
         n = len(self)
         if len(self._counts) < n:
             grown = np.zeros(max(n, 2 * len(self._counts)), np.int64)
             grown[:len(self._counts)] = self._counts
             self._counts = grown
         self._counts[:n] += np.bincount(ids, minlength=n)
-        return n_words, ids.view(np.uint32)
+        return ids.view(np.uint32)
 
     @property
     def counts(self) -> np.ndarray:
@@ -132,6 +150,11 @@ class Lexicon:
     def words(self) -> list[str]:
         """All words by id: the markers, then the text words in order of first appearance."""
         return list(words.MARKERS) + self._cache.words()
+
+    def utf8(self) -> tuple[np.ndarray, np.ndarray]:
+        """The words by id as (UTF-8 bytes, offsets (len + 1)), markers included: ``words()`` without a Python
+        string per word."""
+        return self._cache.utf8(markers=True)
 
     def patterns(self) -> tuple[np.ndarray, np.ndarray]:
         """CSR (indptr, indices) of every word id's activation pattern."""
@@ -222,13 +245,13 @@ class Codec:
     # -- patterns -------------------------------------------------------------------------------------------
     def encode(self, text: str) -> Encoded:
         """Words, character offsets and the CSR activation patterns of ``text``."""
-        global _small_calls
+        if not isinstance(text, str):
+            raise TypeError(f"expected str, got {type(text).__name__}")
         if _python_path((text,)):
-            _small_calls += 1
             return self._encode_python(text)
         cache = self._borrow()  # not a context manager: this is per document, and generators cost microseconds
         try:
-            _, offsets, ids = cache.split(text, self.config.max_word_chars, self.config.segmenter)
+            offsets, ids = cache.split(text, self.config.max_word_chars, self.config.segmenter)
             return Encoded(text, offsets, ids, *self._gather(cache, ids))
         finally:
             self._give_back(cache)
@@ -245,7 +268,7 @@ class Codec:
             if not isinstance(t, str):
                 raise TypeError(f"expected str, got {type(t).__name__}")
         if _python_path(texts):
-            return [self.encode(t) for t in texts]  # a few short texts: no numba start-up (see encode)
+            return [self._encode_python(t) for t in texts]  # a small input: no numba start-up (see encode)
         chunks = list(_chunks(texts))
         n = min(num_threads or default_num_threads(), len(chunks))
         if n <= 1:
@@ -273,12 +296,9 @@ class Codec:
         for w in plain:
             if not isinstance(w, str) or not w:
                 raise TfreeError(f"cannot encode word {w!r}: words are non-empty strings")
-        cps = words.code_points("".join(plain))
-        lens = np.fromiter((len(w) for w in plain), np.int64, count=len(plain))
-        spans = np.stack([np.cumsum(lens) - lens, np.cumsum(lens)], axis=1)
         cache = self._borrow()
         try:
-            plain_ids = iter(cache.intern(cps, spans).tolist())
+            plain_ids = iter(cache.intern(plain).tolist())
             ids = np.array([words.MARKER_ID[w] if w in words.MARKER_ID else next(plain_ids) for w in word_list], np.int32)
             return self._gather(cache, ids)
         finally:

@@ -24,7 +24,8 @@ from .lexicon import LEXICON, check_documents, column_numpy, lexicon_name, list_
 from .parts import finish_parts
 from .reader import CODEC, MANIFEST, MANIFEST_SUM, file_sha256, manifest_digest, shard_name
 from .resume import JOURNAL
-from .writer import PLAN, SHARD_KEYS, TMP_PREFIX, _digest
+from .plan import input_digest
+from .writer import PLAN, SHARD_KEYS, TMP_PREFIX
 
 _DOCS = re.compile(r"shard-(\d{5})-of-(\d{5})\.arrow")
 _LEX = re.compile(r"shard-(\d{5})-of-(\d{5})\.lexicon\.arrow")
@@ -76,7 +77,7 @@ def shard_entry(out_dir: str, file: str, first_id: int, config: CodecConfig) -> 
             h.update(data)
             row += 1
         n_words += int(offsets[-1] - offsets[0])
-    return {**entry, "input_sha256": _digest(h, n_bytes), "words": n_words, "lexicon_words": len(words),
+    return {**entry, "input_sha256": input_digest(h, n_bytes), "words": n_words, "lexicon_words": len(words),
             "size": os.path.getsize(path), "sha256": file_sha256(path), "lexicon_size": os.path.getsize(lex_path),
             "lexicon_sha256": file_sha256(lex_path)}
 

@@ -19,8 +19,9 @@ import pyarrow as pa
 
 from ..codec import Codec, Lexicon
 from ..config import TfreeError
-from ..text.markers import MARKERS, N_MARKERS
-from ..text.words import WordCache, code_points
+from ..text.markers import MARKER_ID, MARKERS, MARKERS_UTF8, MARKERS_UTF8_OFFSETS, N_MARKERS
+from ..text.words import WordCache
+from .docs import Docs, pack
 
 FORMAT = "tfree-shards"
 FORMAT_VERSION = 2
@@ -46,52 +47,63 @@ def _np(values: np.ndarray, type_: pa.DataType) -> pa.Array:
     return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
 
 
-def stream_bytes(batch: pa.RecordBatch, metadata: dict | None = None) -> bytes:
-    """One record batch as the bytes of an Arrow IPC stream."""
+def stream_buffer(batch: pa.RecordBatch, metadata: dict | None = None) -> pa.Buffer:
+    """One record batch as an Arrow IPC stream, in memory (a buffer: writing and hashing it copy nothing)."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema.with_metadata(metadata or {})) as w:
         w.write_batch(batch)
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
+
+
+def stream_bytes(batch: pa.RecordBatch, metadata: dict | None = None) -> bytes:
+    """One record batch as the bytes of an Arrow IPC stream."""
+    return stream_buffer(batch, metadata).to_pybytes()
 
 
 # -- writing: documents -> (documents batch, lexicon batch) ----------------------------------------------------------
-def encode_documents(codec: Codec, texts: list[str], batches=None, on_batch=None):
+def encode_documents(codec: Codec, docs, batches=None, on_batch=None, hashed: bool = True):
     """(documents batch, lexicon batch, UTF-8 lengths, sha256 of the UTF-8 text one document after the other) of one
-    shard. ``batches`` are (lo, hi) ranges the texts are split in (bounded memory); ``on_batch()`` runs after
-    each one."""
+    shard. ``docs``: a ``Docs`` batch or a list of strings. ``batches`` are (lo, hi) ranges the documents are split
+    in (bounded memory); ``on_batch()`` runs after each one. Without ``hashed`` the sha256 is of nothing."""
+    if not isinstance(docs, Docs):
+        docs = pack(list(docs))
     lex = Lexicon(codec)
-    digest, lengths, n_words, ids = hashlib.sha256(), [], [], []
-    for lo, hi in batches or [(0, len(texts))]:
-        data = [t.encode("utf-8") for t in texts[lo:hi]]
-        digest.update(b"".join(data))
-        lengths.append(np.fromiter(map(len, data), np.int64, count=len(data)))
-        nw, w = lex.add(texts[lo:hi])
+    digest, n_words, ids = hashlib.sha256(), [], []
+    for lo, hi in batches or [(0, len(docs))]:
+        part = docs.slice(lo, hi)
+        if hashed:
+            digest.update(part.raw())
+        nw, w = lex.add_utf8(part.data, part.offsets, ascii=part.ascii)
         n_words.append(nw)
         ids.append(w)
         if on_batch is not None:
             on_batch()
-    n_bytes = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    n_bytes = docs.lengths()
     if len(n_bytes) and n_bytes.max() > 0xFFFFFFFF:
         raise TfreeError(f"a document of {int(n_bytes.max()):,} bytes is too large (n_bytes is uint32)")
-    offsets = np.zeros(len(texts) + 1, np.int64)
+    offsets = np.zeros(len(docs) + 1, np.int64)
     np.cumsum(np.concatenate(n_words) if n_words else np.zeros(0, np.int64), out=offsets[1:])
     if offsets[-1] >= 1 << 31:
         raise TfreeError(f"{int(offsets[-1]):,} words do not fit one shard (int32 offsets): use smaller shards")
     id_type = pa.uint16() if len(lex) < UINT16_WORDS else pa.uint32()
     flat = np.concatenate(ids) if ids else np.zeros(0, np.uint32)
     words = pa.ListArray.from_arrays(_np(offsets, pa.int32()), _np(flat, id_type))
-    docs = pa.RecordBatch.from_arrays([_np(n_bytes, pa.uint32()), words], schema=doc_schema(id_type))
-    return docs, lexicon_batch(lex.words(), lex.counts), n_bytes, digest
+    batch = pa.RecordBatch.from_arrays([_np(n_bytes, pa.uint32()), words], schema=doc_schema(id_type))
+    return batch, lexicon_batch_utf8(*lex.utf8(), lex.counts), n_bytes, digest
 
 
 def lexicon_batch(words: list[str], counts) -> pa.RecordBatch:
-    data = [w.encode("utf-8") for w in words]
-    offsets = np.zeros(len(data) + 1, np.int64)
-    np.cumsum(np.fromiter(map(len, data), np.int64, count=len(data)), out=offsets[1:])
+    packed = pack(words)
+    return lexicon_batch_utf8(packed.data, packed.offsets, counts)
+
+
+def lexicon_batch_utf8(data: np.ndarray, offsets: np.ndarray, counts) -> pa.RecordBatch:
+    """The lexicon batch of the words data[offsets[w]:offsets[w+1]] (offsets from 0) and their counts."""
     if offsets[-1] >= 1 << 31:
         raise TfreeError("a lexicon over 2 GB of words does not fit one Arrow batch: use smaller shards")
     # from buffers: pa.array(list) would import pandas to look at the list, a second in a fresh process
-    col = pa.StringArray.from_buffers(len(data), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(data)))
+    col = pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets.astype(np.int32)),
+                                      pa.py_buffer(np.ascontiguousarray(data)))
     return pa.RecordBatch.from_arrays([col, _np(np.asarray(counts), pa.uint64())], schema=LEXICON_SCHEMA)
 
 
@@ -145,6 +157,33 @@ def read_lexicon(path: str) -> tuple[list[str], np.ndarray]:
     return words, counts
 
 
+def read_lexicon_utf8(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(UTF-8 bytes, offsets, counts) of a lexicon file's words, no Python string per word; checked as far as
+    ``check_lexicon`` goes without interning the words (``Merger.add_file`` checks that they are distinct)."""
+    t = read_stream(path)
+    if not t.schema.remove_metadata().equals(LEXICON_SCHEMA):
+        raise TfreeError(f"{path}: not a tfree lexicon (unexpected columns)")
+    try:
+        col = t.column("word").combine_chunks()
+        col.validate(full=True)  # offsets in bounds, valid UTF-8
+    except pa.ArrowException as e:
+        raise TfreeError(f"{path}: damaged lexicon ({e})") from None
+    _, offsets, data = col.buffers()
+    offsets = np.frombuffer(offsets, np.int32, count=len(col) + 1, offset=col.offset * 4).astype(np.int64)
+    data = np.frombuffer(data, np.uint8) if data is not None and data.size else np.zeros(0, np.uint8)
+    n = len(MARKERS_UTF8)
+    head = offsets[:N_MARKERS + 1] - offsets[0]
+    if len(offsets) <= N_MARKERS or tuple(head.tolist()) != MARKERS_UTF8_OFFSETS or \
+            data[offsets[0]:offsets[0] + n].tobytes() != MARKERS_UTF8:
+        raise TfreeError(f"{path}: damaged lexicon (it does not start with the marker words)")
+    starts, lens = offsets[N_MARKERS:-1], np.diff(offsets[N_MARKERS:])
+    # a word that is a marker starts with "<" (which is a word of its own in text): look at those in Python
+    odd = np.flatnonzero((lens == 0) | (data[np.minimum(starts, max(len(data) - 1, 0))] == ord("<")))
+    if any(lens[i] == 0 or data[starts[i]:starts[i] + lens[i]].tobytes().decode() in MARKER_ID for i in odd.tolist()):
+        raise TfreeError(f"{path}: damaged lexicon (empty or repeated words)")
+    return data, offsets, column_numpy(t, "count")
+
+
 def check_lexicon(words: list[str]) -> str | None:
     """What is wrong with a lexicon's words, or None: the markers first, then distinct non-empty non-markers."""
     if words[:N_MARKERS] != list(MARKERS):
@@ -193,23 +232,36 @@ class Merger:
         self._counts = np.zeros(N_MARKERS, np.int64)
 
     def add(self, words: list[str], counts=None) -> np.ndarray:
-        rest = words[N_MARKERS:]
-        cps = code_points("".join(rest))
-        ends = np.cumsum(np.fromiter(map(len, rest), np.int64, count=len(rest)))
-        spans = np.stack([ends - np.fromiter(map(len, rest), np.int64, count=len(rest)), ends], axis=1)
-        gids = np.concatenate([np.arange(N_MARKERS), self._cache.intern(cps, spans)]).astype(np.int64)
+        gids = np.concatenate([np.arange(N_MARKERS), self._cache.intern(words[N_MARKERS:])]).astype(np.int64)
         if counts is not None:
-            n = N_MARKERS + len(self._cache)
-            if len(self._counts) < n:
-                self._counts = np.concatenate([self._counts, np.zeros(n - len(self._counts), np.int64)])
-            np.add.at(self._counts, gids, np.asarray(counts, np.int64))
+            self._count(gids, counts)
         return gids
+
+    def add_file(self, path: str) -> np.ndarray:
+        """``add`` of a shard lexicon file (``read_lexicon_utf8``), refused in one line if damaged."""
+        data, offsets, counts = read_lexicon_utf8(path)
+        gids = self._cache.intern_utf8(data, offsets[N_MARKERS:])
+        if len(np.unique(gids)) != len(gids):
+            raise TfreeError(f"{path}: damaged lexicon (empty or repeated words)")
+        gids = np.concatenate([np.arange(N_MARKERS), gids]).astype(np.int64)
+        self._count(gids, counts)
+        return gids
+
+    def _count(self, gids: np.ndarray, counts) -> None:
+        n = N_MARKERS + len(self._cache)
+        if len(self._counts) < n:
+            self._counts = np.concatenate([self._counts, np.zeros(n - len(self._counts), np.int64)])
+        np.add.at(self._counts, gids, np.asarray(counts, np.int64))
 
     def __len__(self) -> int:
         return N_MARKERS + len(self._cache)
 
     def words(self) -> list[str]:
         return list(MARKERS) + self._cache.words()
+
+    def utf8(self) -> tuple[np.ndarray, np.ndarray]:
+        """``words()`` as (UTF-8 bytes, offsets from 0)."""
+        return self._cache.utf8(markers=True)
 
     @property
     def counts(self) -> np.ndarray:

@@ -11,10 +11,12 @@ import os
 
 from ..config import TfreeError, atomic_write
 from .hf import write_card
+from .docs import pack
 from .lexicon import encode_documents, lexicon_name
 from .reader import CODEC, MANIFEST, seal, shard_name
 from .rows import _codec_for, as_config
-from .writer import SHARD_KEYS, _batches, _canonical, _digest, _fsync, manifest_totals, merge_lexicons, write_shard
+from .plan import input_digest
+from .writer import SHARD_KEYS, _batches, _canonical, _fsync, manifest_totals, merge_lexicons, write_shard
 
 
 def write_part(texts, out_dir: str, index: int, count: int, config, first_id: int) -> dict:
@@ -30,10 +32,11 @@ def write_part(texts, out_dir: str, index: int, count: int, config, first_id: in
     config = as_config(config)
     os.makedirs(out_dir, exist_ok=True)
     file = shard_name(index, count)
-    docs, lexicon, n_bytes, digest = encode_documents(_codec_for(config), texts, _batches(texts))
-    stats = write_shard(out_dir, file, docs, lexicon, config)
+    docs = pack(texts, f"part {index}", first_id)
+    batch, lexicon, n_bytes, digest = encode_documents(_codec_for(config), docs, _batches(docs))
+    stats = write_shard(out_dir, file, batch, lexicon, config)
     return {"file": file, "documents": len(texts), "utf8_bytes": int(n_bytes.sum()), "first_id": int(first_id),
-            "input_sha256": _digest(digest, n_bytes), **stats}
+            "input_sha256": input_digest(digest, n_bytes), **stats}
 
 
 def finish_parts(out_dir: str, entries, config) -> dict:

@@ -15,8 +15,12 @@ import os
 import re
 import sys
 from collections.abc import Iterator
+from itertools import islice
+
+import numpy as np
 
 from ..config import TfreeError
+from .docs import Docs, lines, pack, sparse_utf8_ok
 
 COMPRESSED = {".gz": "gzip", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd"}
 FORMATS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
@@ -26,6 +30,7 @@ SPLITS = ("none", "lines", "paragraphs")
 # "\n" (a regex that starts with a literal is several times faster) and a piece's trailing "\r" is dropped after.
 _SPLITTERS = {"lines": lambda text: text.split("\n"), "paragraphs": re.compile(r"\n(?:[ \t\f\v\r]*\n)+").split}
 BLOCK = 1 << 24  # bytes read at a time when splitting plain text
+CHUNK = 4096     # documents packed at a time from readers that make Python strings (JSONL, paragraphs)
 
 
 def expand_inputs(inputs) -> list[str]:
@@ -214,6 +219,8 @@ def _decode_error(path: str, e: UnicodeError, base: int = 0) -> TfreeError:
 
 
 def _text_docs(f, path: str, split: str) -> Iterator[str]:
+    """The documents of a plain text file as Python strings: how ``--split paragraphs`` reads, and the reference
+    that ``_line_batches`` (lines on the bytes) is tested against."""
     if split == "none":
         try:
             text = f.read().decode("utf-8")
@@ -249,6 +256,57 @@ def _documents(pieces: list[str], n: int) -> list[str]:
     return [p[:-1] if p[-1] == "\r" else p for p in pieces[:n] if p.strip()]
 
 
+def _check_utf8(data, path: str, base: int, ascii: bool = False) -> bool:
+    """Whether ``data`` (bytes or a memoryview) is ASCII (``ascii``: known to be); TfreeError (naming the byte) if it
+    is not UTF-8."""
+    if ascii or (isinstance(data, bytes) and data.isascii()):
+        return True
+    if sparse_utf8_ok(np.frombuffer(data, np.uint8)):
+        return False
+    try:
+        codecs.utf_8_decode(data, "strict", True)
+    except UnicodeDecodeError as e:
+        raise _decode_error(path, e, base) from None
+    return False
+
+
+def _line_batches(f, path: str) -> Iterator[Docs]:
+    """``--split lines`` of a plain text file, block by block, on the bytes: a block ends after its last "\\n" (never
+    inside a character), the rest is carried to the next."""
+    carry, pos = b"", 0
+    while True:
+        block = f.read(BLOCK)
+        data = carry + block if carry else block
+        if block:
+            cut = data.rfind(b"\n") + 1
+            if not cut:  # a line longer than a block: read on
+                carry = data
+                continue
+            head, carry = memoryview(data)[:cut], data[cut:]  # no copy of the block
+        else:
+            head = memoryview(data)
+        ascii = _check_utf8(head, path, pos, data.isascii())  # (a superset's ASCII check is a fast one)
+        pos += len(head)
+        yield lines(head, ascii)
+        if not block:
+            return
+
+
+def _whole(f, path: str) -> Iterator[Docs]:
+    data = f.read()
+    ascii = _check_utf8(data, path, 0)
+    if data:
+        yield Docs(np.frombuffer(data, np.uint8), np.array([0, len(data)], np.int64), ascii)
+
+
+def _packed(texts: Iterator[str], path: str) -> Iterator[Docs]:
+    """Documents made as Python strings, packed CHUNK at a time."""
+    first = 0
+    while chunk := list(islice(texts, CHUNK)):
+        yield pack(chunk, path, first)
+        first += len(chunk)
+
+
 def _jsonl_docs(f, path: str, text_column: str) -> Iterator[str]:
     for n, line in enumerate(f, 1):
         try:
@@ -269,8 +327,10 @@ def _jsonl_docs(f, path: str, text_column: str) -> Iterator[str]:
         yield text
 
 
-def _arrow_docs(source, path: str, fmt: str, text_column: str) -> Iterator[str]:
-    """Documents of a Parquet or Arrow (IPC stream or file) input; ``source`` is a pyarrow NativeFile."""
+def _arrow_batches(source, path: str, fmt: str, text_column: str) -> Iterator[Docs]:
+    """Documents of a Parquet or Arrow (IPC stream or file) input; ``source`` is a pyarrow NativeFile. A string
+    column is packed UTF-8 already: its buffers become the batch, uncopied (checked first: Arrow does not promise
+    valid UTF-8)."""
     import pyarrow as pa
 
     try:
@@ -296,17 +356,31 @@ def _arrow_docs(source, path: str, fmt: str, text_column: str) -> Iterator[str]:
             if col.null_count:
                 first = col.is_null().to_pylist().index(True)
                 raise TfreeError(f"{path}: column {text_column!r} is null at row {row + first}")
-            yield from col.to_pylist()
+            try:
+                col.validate(full=True)
+            except pa.ArrowInvalid as e:
+                raise TfreeError(f"{path}: column {text_column!r} near row {row}: not valid UTF-8 ({e})") from None
+            yield _arrow_docs(col, 8 if pa.types.is_large_string(col.type) else 4)
             row += len(col)
     except (pa.ArrowInvalid, pa.ArrowException) as e:
         raise TfreeError(f"{path}: cannot read as {fmt}: {e}") from None
 
 
-def iter_documents(path: str, *, fmt: str = "auto", split: str = "none", text_column: str = "text",
-                   stdin: bytes | None = None) -> Iterator[str]:
-    """The documents of one input, in order. ``split`` applies to plain text: ``none`` (the whole file is
-    one document), ``lines`` or ``paragraphs`` (blank-line separated); whitespace-only pieces are skipped.
-    ``stdin``: the bytes to read for ``-`` (a job that walks its input twice reads stdin once)."""
+def _arrow_docs(col, width: int) -> Docs:
+    """A string array's documents (``width``: bytes per offset), over its own buffers."""
+    _, offsets, data = col.buffers()
+    offsets = np.frombuffer(offsets, f"<i{width}", count=len(col) + 1, offset=col.offset * width).astype(np.int64)
+    data = np.frombuffer(data, np.uint8) if data is not None and data.size else np.zeros(0, np.uint8)
+    raw = data[offsets[0]:offsets[-1]]
+    return Docs(data, offsets, bool(raw.size == 0 or raw.max() < 0x80))
+
+
+def iter_batches(path: str, *, fmt: str = "auto", split: str = "none", text_column: str = "text",
+                 stdin: bytes | None = None) -> Iterator[Docs]:
+    """The documents of one input, in order, as batches of packed UTF-8 (``docs.Docs``). ``split`` applies to plain
+    text: ``none`` (the whole file is one document), ``lines`` or ``paragraphs`` (blank-line separated);
+    whitespace-only pieces are skipped. ``stdin``: the bytes to read for ``-`` (a job that walks its input twice
+    reads stdin once)."""
     if split not in SPLITS:
         raise TfreeError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     fmt, comp = detect_format(path, fmt)
@@ -320,10 +394,17 @@ def iter_documents(path: str, *, fmt: str = "auto", split: str = "none", text_co
             else:
                 source = pa.memory_map(path)
             with source:
-                yield from _arrow_docs(source, path, fmt, text_column)
+                yield from _arrow_batches(source, path, fmt, text_column)
         elif fmt in ("text", "jsonl"):
             with open_binary(path, comp, stdin) as f:
-                yield from _text_docs(f, path, split) if fmt == "text" else _jsonl_docs(f, path, text_column)
+                if fmt == "jsonl":
+                    yield from _packed(_jsonl_docs(f, path, text_column), path)
+                elif split == "lines":
+                    yield from _line_batches(f, path)
+                elif split == "none":
+                    yield from _whole(f, path)
+                else:
+                    yield from _packed(_text_docs(f, path, split), path)
         else:
             raise TfreeError(f"unknown input format {fmt!r}")
     except (EOFError, lzma.LZMAError, gzip.BadGzipFile) as e:
@@ -334,3 +415,10 @@ def iter_documents(path: str, *, fmt: str = "auto", split: str = "none", text_co
         if type(e).__name__ == "ZstdError":
             raise TfreeError(f"{path}: corrupt compressed input ({e})") from None
         raise
+
+
+def iter_documents(path: str, *, fmt: str = "auto", split: str = "none", text_column: str = "text",
+                   stdin: bytes | None = None) -> Iterator[str]:
+    """``iter_batches`` one document (a str) at a time."""
+    for batch in iter_batches(path, fmt=fmt, split=split, text_column=text_column, stdin=stdin):
+        yield from batch.texts()

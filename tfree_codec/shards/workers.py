@@ -18,7 +18,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 from ..config import CodecConfig
-from .lexicon import encode_documents
+from ..text.markers import MARKERS
+from .lexicon import Merger, encode_documents
 from .rows import _codec_for
 
 PARENT_POLL_S = 0.2
@@ -45,9 +46,11 @@ def _init(parent: int) -> None:
     threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
-def _warm_up(config: CodecConfig) -> None:
-    # numba loads each kernel from its on-disk cache on the first call: make those calls before real work arrives
+def warm_up(config: CodecConfig) -> None:
+    """Load the kernels a shard needs: numba loads each from its on-disk cache (or compiles it, on the first run
+    after install) on its first call, so make those calls before real work arrives."""
     encode_documents(_codec_for(config), ["Warm-up text, long enough for the kernels: Grüße, naïve café. " * 6])
+    Merger().add(list(MARKERS) + ["warm", "up"])
 
 
 def start_pool(n: int, config: CodecConfig) -> ProcessPoolExecutor:
@@ -61,7 +64,7 @@ def start_pool(n: int, config: CodecConfig) -> ProcessPoolExecutor:
             pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
                                        initargs=(os.getpid(),))
             for _ in range(n):  # a spawn pool starts one process per submit while none is idle: all n start here
-                pool.submit(_warm_up, config)
+                pool.submit(warm_up, config)
     finally:
         if block:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -1,8 +1,8 @@
 """``encode_to_shards``: inputs -> a directory of Arrow shards, in parallel, resumable, byte-reproducible.
 
-Two passes over the inputs. The plan pass reads every document once, checks it (UTF-8, not empty) and cuts the
-stream into shards by document count or UTF-8 bytes, so shard i is a fixed range of the input that does not
-depend on the number of processes. The encode pass streams the documents again (or, for inputs under
+Two passes over the inputs. The plan pass (``plan.py``) reads every document once, checks it (UTF-8, not empty)
+and cuts the stream into shards by document count or UTF-8 bytes, so shard i is a fixed range of the input that
+does not depend on the number of processes. The encode pass streams the documents again (or, for inputs under
 KEEP_BYTES, takes them from the plan pass); each missing shard is encoded
 by this process or a spawned worker, written as ``.tmp-<pid>-<name>`` and renamed into place by whoever encoded
 it (only small stats travel back, never arrays).
@@ -21,176 +21,101 @@ import json
 import os
 import re
 import sys
+import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from itertools import chain, islice
+from itertools import chain
 
 import numpy as np
 import pyarrow as pa
 
+from ..codec import default_num_threads
 from ..config import CodecConfig, TfreeError, atomic_write
 from .hf import CARD, card_is_ours, write_card
-from .lexicon import (FORMAT, FORMAT_VERSION, LEXICON, Merger, encode_documents, lexicon_batch, lexicon_name,
-                      read_lexicon, stream_bytes)
-from .reader import CODEC, MANIFEST, seal, shard_name
+from .docs import Docs, concat, pack
+from .lexicon import (FORMAT, FORMAT_VERSION, LEXICON, Merger, encode_documents, lexicon_batch_utf8, lexicon_name,
+                      stream_buffer, stream_bytes)
+from .reader import CODEC, MANIFEST, seal
 from .resume import JOURNAL, DirLock, drop_temporaries, kept_shard, record, records, reuse_manifest
 from .rows import _codec_for
-from .sources import SPLITS, expand_inputs, iter_documents
-from .workers import start_pool, stop_pool
+from .plan import auto_num_proc, input_digest, make_plan  # noqa: F401 (make_plan: the plan pass, tested here)
+from .sources import SPLITS, expand_inputs, iter_batches
+from .workers import start_pool, stop_pool, warm_up
 
 PLAN = ".plan.json"
 TMP_PREFIX = ".tmp-"
 DEFAULT_SHARD_BYTES = 2 << 20  # UTF-8 bytes of text per shard: ~75 MB on disk with v=8192, m=10
-BATCH_DOCS = 4096               # record batch bounds: offsets stay far below int32 and arrays stay small
-BATCH_CHARS = 512 << 10
+BATCH_BYTES = 1 << 20           # text given to the kernels at a time (bounded memory)
 KEEP_BYTES = 512 << 20          # inputs up to this size are read once: the plan pass keeps their documents
-PLAN_CHUNK = 4096               # documents the plan pass takes at a time
 
 
 def _canonical(obj) -> bytes:
     return (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _utf8(doc: str, where: str) -> bytes:
-    try:
-        return doc.encode("utf-8")
-    except UnicodeEncodeError:
-        raise TfreeError(f"{where}: text contains a lone surrogate (not valid UTF-8)") from None
-
-
-def _digest(h, lengths) -> str:
-    """The input digest of a shard: sha256 of its documents' UTF-8, one after the other (fed to ``h`` already),
-    then of their byte lengths as little-endian uint64 (so document boundaries count too)."""
-    h.update(np.asarray(lengths, "<u8").tobytes())
-    return h.hexdigest()
-
-
-def _utf8_all(docs: list[str], path: str, j0: int) -> list[bytes]:
-    try:
-        return [d.encode("utf-8") for d in docs]
-    except UnicodeEncodeError:
-        for j, d in enumerate(docs):
-            _utf8(d, f"{path}: document {j0 + j}")  # raises, naming the document
-        raise
-
-
-def make_plan(files, read, config: CodecConfig, options: dict, docs_per_shard: int | None, shard_bytes: int | None,
-              progress=None, keep: list | None = None) -> dict:
-    """Read every document once (``read(path)`` yields them) and cut shards; raise TfreeError on bad or empty
-    input before anything is written. The documents are
-    appended to ``keep`` while the input is under KEEP_BYTES; past that ``keep`` is emptied and left so."""
-    if docs_per_shard is not None and docs_per_shard < 1:
-        raise TfreeError("--docs-per-shard must be at least 1")
-    if docs_per_shard is None and (shard_bytes or 0) < 1:
-        raise TfreeError("--shard-bytes must be at least 1")
-    max_docs = docs_per_shard or 1 << 62
-    max_bytes = shard_bytes if docs_per_shard is None else 1 << 62
-    shards: list[dict] = []
-    first, n_docs, n_bytes, h, lengths, sources = 0, 0, 0, hashlib.sha256(), [], []
-    shown = shown_docs = total = 0  # bytes and documents reported to ``progress`` (once per shard, not per doc)
-    for path in files:
-        docs, j0 = iter(read(path)), 0  # j0: number (in its input) of the chunk's first document
-        # Documents go through in chunks, cut points found with numpy: a Python loop per document cost 40% of
-        # a one-process run on English lines.
-        while chunk := list(islice(docs, PLAN_CHUNK)):
-            data = _utf8_all(chunk, path, j0)
-            lens = np.fromiter(map(len, data), np.int64, count=len(data))
-            if keep is not None:
-                if total + n_bytes + int(lens.sum()) <= KEEP_BYTES:
-                    keep.extend(chunk)
-                else:
-                    keep.clear()
-                    keep = None
-            pos = 0
-            while pos < len(chunk):
-                if not sources or sources[-1]["input"] != path:
-                    sources.append({"input": path, "start": j0 + pos, "stop": j0 + pos})
-                room = min(max_docs - n_docs, len(chunk) - pos)
-                full = np.flatnonzero(n_bytes + np.cumsum(lens[pos:pos + room]) >= max_bytes)
-                end = pos + (int(full[0]) + 1 if len(full) else room)
-                h.update(b"".join(data[pos:end]))
-                lengths += lens[pos:end].tolist()
-                n_docs, n_bytes = n_docs + end - pos, n_bytes + int(lens[pos:end].sum())
-                pos = end
-                if n_docs == max_docs or n_bytes >= max_bytes:
-                    sources[-1]["stop"] = j0 + end
-                    shards.append({"documents": n_docs, "utf8_bytes": n_bytes, "first_id": first, "sources": sources,
-                                   "input_sha256": _digest(h, lengths)})
-                    first, total = first + n_docs, total + n_bytes
-                    n_docs, n_bytes, h, lengths, sources = 0, 0, hashlib.sha256(), [], []
-                    if progress:
-                        progress(total - shown, first - shown_docs)
-                        shown, shown_docs = total, first
-            j0 += len(chunk)
-        if sources and sources[-1]["input"] == path:
-            sources[-1]["stop"] = j0
-    if n_docs:
-        shards.append({"documents": n_docs, "utf8_bytes": n_bytes, "first_id": first, "sources": sources,
-                       "input_sha256": _digest(h, lengths)})
-    if progress:
-        progress(total + n_bytes - shown, first + n_docs - shown_docs)
-    if not shards or not any(s["utf8_bytes"] for s in shards):
-        raise TfreeError("the input holds no text (empty input)")
-    for i, s in enumerate(shards):
-        s["file"] = shard_name(i, len(shards))
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "codec_fingerprint": config.fingerprint(),
-            "options": options, "inputs": list(files), "shards": shards}
-
-
 # -- one shard (runs in a worker process, or inline with one process) ----------------------------------------------
-def write_shard(out_dir: str, file: str, docs: pa.RecordBatch, lexicon: pa.RecordBatch, config: CodecConfig) -> dict:
+def write_shard(out_dir: str, file: str, docs: pa.RecordBatch, lexicon: pa.RecordBatch, config: CodecConfig,
+                sync: bool = False) -> dict:
     """Write a shard's two files (lexicon first, documents last), each as ``.tmp-<pid>-<name>`` renamed into place;
-    returns the stats its manifest entry keeps. Durable later: every file is fsynced before the manifest."""
+    returns the stats its manifest entry keeps. Durable later (every file is fsynced before the manifest), or now
+    with ``sync``."""
     meta = {"tfree.format": FORMAT, "tfree.format_version": str(FORMAT_VERSION),
             "tfree.codec_fingerprint": config.fingerprint()}
     stats = {"words": int(len(docs.column("words").values)), "lexicon_words": lexicon.num_rows}
     for key, name, batch in (("lexicon_", lexicon_name(file), lexicon), ("", file, docs)):
-        data = stream_bytes(batch, meta)
+        data = stream_buffer(batch, meta)
         tmp = os.path.join(out_dir, f"{TMP_PREFIX}{os.getpid()}-{name}")
         with open(tmp, "wb") as f:
             f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, os.path.join(out_dir, name))
-        stats[key + "size"], stats[key + "sha256"] = len(data), hashlib.sha256(data).hexdigest()
+        stats[key + "size"], stats[key + "sha256"] = data.size, hashlib.sha256(data).hexdigest()
     return stats
 
 
-def encode_shard(out_dir: str, entry: dict, texts: list[str], config: CodecConfig, parent_pid: int | None = None,
-                 on_batch=None) -> dict:
+def encode_shard(out_dir: str, entry: dict, docs: Docs, config: CodecConfig, parent_pid: int | None = None,
+                 on_batch=None, check: bool = True) -> dict:
     """Encode one planned shard and move its files into place; returns their stats.
 
     In a worker, ``parent_pid`` is the main process: if it dies (killed), the worker stops between batches
     instead of racing the rerun. ``on_batch()`` is called after each batch (the main process feeds its workers
-    from there)."""
+    from there). ``check``: the documents were read again, so compare them with the plan's digest."""
+    return write_shard(out_dir, entry["file"], *encode_shard_batches(docs, entry, config, parent_pid, on_batch, check),
+                       config)
+
+
+def encode_shard_batches(docs: Docs, entry: dict, config: CodecConfig, parent_pid: int | None = None, on_batch=None,
+                         check: bool = True):
+    """The (documents batch, lexicon batch) of one planned shard, not written yet."""
+    if not isinstance(docs, Docs):
+        docs = pack(list(docs))
     def between_batches():
         if parent_pid is not None and os.getppid() != parent_pid:
             os._exit(1)
         if on_batch is not None:
             on_batch()
 
-    docs, lexicon, n_bytes, digest = encode_documents(_codec_for(config), texts, _batches(texts),
-                                                      between_batches)
-    if len(texts) != entry["documents"] or _digest(digest, n_bytes) != entry["input_sha256"]:
+    batch, lexicon, n_bytes, digest = encode_documents(_codec_for(config), docs, _batches(docs), between_batches,
+                                                       hashed=check)
+    if len(docs) != entry["documents"] or (check and input_digest(digest, n_bytes) != entry["input_sha256"]):
         raise TfreeError(f"the input changed while encoding ({entry['file']} differs from the plan): rerun the command")
-    return write_shard(out_dir, entry["file"], docs, lexicon, config)
+    return batch, lexicon
 
 
-def _batches(texts):
-    """Record batch bounds (lo, hi): a pure function of the shard's documents. A document of BATCH_CHARS or
-    more gets a batch of its own; other batches end at BATCH_DOCS documents or once they reach BATCH_CHARS."""
-    lens = np.fromiter(map(len, texts), np.int64, count=len(texts))
-    lo, n = 0, len(texts)
+def _batches(docs: Docs):
+    """Batch bounds (lo, hi) of about BATCH_BYTES of text each (a bigger document gets one of its own): bounded
+    memory, whatever the documents."""
+    ends = docs.offsets[1:] - docs.offsets[0]
+    lo, n = 0, len(docs)
     if not n:
         yield 0, 0
     while lo < n:
-        window = lens[lo:lo + BATCH_DOCS]
-        big = np.flatnonzero(window >= BATCH_CHARS)
-        if len(big) and big[0] == 0:
-            hi = lo + 1
-        else:
-            window = window[:big[0]] if len(big) else window
-            full = np.flatnonzero(np.cumsum(window) >= BATCH_CHARS)
-            hi = lo + (int(full[0]) + 1 if len(full) else len(window))
+        done = int(ends[lo - 1]) if lo else 0
+        hi = max(int(np.searchsorted(ends, done + BATCH_BYTES, side="left")) + 1, lo + 1)
+        hi = min(hi, n)
         yield lo, hi
         lo = hi
 
@@ -269,27 +194,29 @@ class _Progress:
     """tqdm over UTF-8 bytes (MB/s) with documents/s beside it."""
 
     def __init__(self, total: int, desc: str, enabled: bool):
-        from tqdm.auto import tqdm
+        self.bar, self.docs, self.t0 = None, 0, time.perf_counter()
+        if enabled:  # tqdm takes a tenth of a second to import: not for -q
+            from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1000, disable=not enabled,
-                        dynamic_ncols=True, leave=False)
-        self.docs, self.t0 = 0, time.perf_counter()
+            self.bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1000, dynamic_ncols=True,
+                            leave=False)
 
     def update(self, n_bytes: int, n_docs: int) -> None:
         self.docs += n_docs
-        self.bar.update(n_bytes)
-        if not self.bar.disable:
+        if self.bar is not None:
+            self.bar.update(n_bytes)
             self.bar.set_postfix_str(f"{self.docs / max(time.perf_counter() - self.t0, 1e-9):,.0f} docs/s", refresh=False)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 @dataclass(frozen=True)
 class EncodeOptions:
     """How ``encode_to_shards`` reads its inputs and cuts its shards (``tfree encode``'s options).
 
-    ``num_proc`` processes encode (default: all cores): this one and ``num_proc - 1`` spawned workers."""
+    ``num_proc`` processes encode: this one and ``num_proc - 1`` spawned workers (default: ``auto_num_proc``)."""
 
     split: str = "none"
     text_column: str = "text"
@@ -311,26 +238,29 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, options: EncodeO
     out_dir = os.fspath(out_dir)
     if split not in SPLITS:
         raise TfreeError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-    num_proc = num_proc or os.cpu_count() or 1
     files = expand_inputs(inputs)
+    num_proc = num_proc or auto_num_proc(files)
     if not overwrite:
         check_codec(out_dir, config)  # fail fast, before reading the input
     options = {"format": fmt, "split": split, "text_column": text_column}
     stdin = sys.stdin.buffer.read() if "-" in files else None  # read once, walked twice
 
     def read(path):
-        return iter_documents(path, fmt=fmt, split=split, text_column=text_column, stdin=stdin)
+        return iter_batches(path, fmt=fmt, split=split, text_column=text_column, stdin=stdin)
 
     lock = DirLock(out_dir)  # a second run into out_dir stops here, in one line
     pool, encoded, damaged = None, False, 0
     bars: list[_Progress] = []
+    # This process's kernels load (or, on the first run after install, compile) while the plan pass reads: numba's
+    # loading and LLVM release the GIL much of the time, and the plan pass is mostly numpy and I/O.
+    threading.Thread(target=warm_up, args=(config,), name="tfree-warm-up", daemon=True).start()
     try:
         if num_proc > 1 and not os.path.exists(os.path.join(out_dir, MANIFEST)):
             # Workers start now, so their imports and kernel loading overlap the plan pass.
             pool = start_pool(num_proc - 1, config)
         bars.append(_Progress(None, "plan", progress))
-        kept: list[str] = []
-        plan = make_plan(files, read, config, options, docs_per_shard, shard_bytes, bars[-1].update, kept)
+        kept: list[Docs] = []
+        plan = make_plan(files, read, config, options, docs_per_shard, shard_bytes, bars[-1].update, kept, KEEP_BYTES)
         bars[-1].close()
         plan_bytes = _canonical(plan)
         state = prepare_dir(out_dir, plan_bytes, config, overwrite)
@@ -354,8 +284,9 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, options: EncodeO
         if workers > 0 and pool is None:
             pool = start_pool(workers, config)
         if todo:
-            docs = iter(kept) if kept else chain.from_iterable(map(read, files))
-            _encode_missing(out_dir, docs, entries, results, config, pool, workers, bars[-1])
+            batches = iter(kept) if kept else chain.from_iterable(map(read, files))
+            _encode_missing(out_dir, batches, entries, results, config, pool, workers, bars[-1], check=not kept,
+                            threads=default_num_threads() if num_proc == 1 else 1)
         encoded = True
     finally:
         for bar in bars:
@@ -386,24 +317,44 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, options: EncodeO
             "seconds": time.perf_counter() - t0, "up_to_date": state == "complete", "damaged": damaged}
 
 
-def _encode_missing(out_dir, docs, entries, results, config, pool, slots, bar) -> None:
+class _Stream:
+    """The documents of a stream of ``Docs`` batches, taken shard by shard (in order; skipped ones are passed over)."""
+
+    def __init__(self, batches):
+        self.batches, self.cur, self.at, self.pos = iter(batches), None, 0, 0
+
+    def take(self, first: int, n: int) -> Docs:
+        """Documents first..first+n-1 of the stream (first >= where the last take ended)."""
+        parts, skip = [], first - self.pos
+        while skip or n:
+            if self.cur is None or self.at == len(self.cur):
+                self.cur, self.at = next(self.batches), 0
+                continue
+            k = min(skip, len(self.cur) - self.at)
+            self.at, skip = self.at + k, skip - k
+            k = min(n, len(self.cur) - self.at)
+            if k:
+                parts.append(self.cur.slice(self.at, self.at + k))
+                self.at, n = self.at + k, n - k
+        self.pos = first + sum(map(len, parts))
+        return parts[0] if len(parts) == 1 else concat(parts)
+
+
+def _encode_missing(out_dir, batches, entries, results, config, pool, slots, bar, check, threads=1) -> None:
     """Second pass: stream the documents (kept from the plan pass, or read again) and encode every shard not
     in ``results``.
 
-    Each worker holds one shard at a time; this process encodes the others itself and, between its record
-    batches, hands a freed worker the next shard. So nobody waits on a queue and the run ends within about one
-    shard of perfectly balanced."""
+    Without workers, ``threads`` threads of this process each encode and write one shard at a time: the kernels,
+    hashing, writing and fsync release the GIL. With workers, each worker holds one shard at a time; this process
+    encodes the others itself and, between its record batches, hands a freed worker the next shard. So nobody
+    waits on a queue and the run ends within about one shard of perfectly balanced. This process's shards are
+    written (serialised, hashed, written, fsynced) by a thread while it encodes the next one."""
     todo = iter(i for i in range(len(entries)) if i not in results)
     inflight: dict = {}
-    pos = 0  # documents of the stream consumed so far
+    stream = _Stream(batches)
 
-    def take(i: int) -> list[str]:
-        nonlocal pos
-        first = entries[i]["first_id"]  # shards are taken in order; skip the documents of finished ones
-        for _ in islice(docs, first - pos):
-            pass
-        pos = first + entries[i]["documents"]
-        return list(islice(docs, entries[i]["documents"]))
+    def take(i: int) -> Docs:
+        return stream.take(entries[i]["first_id"], entries[i]["documents"])
 
     def finish(i: int, stats: dict) -> None:
         results[i] = stats
@@ -417,15 +368,45 @@ def _encode_missing(out_dir, docs, entries, results, config, pool, slots, bar) -
             i = next(todo, None)
             if i is None:
                 return
-            inflight[pool.submit(encode_shard, out_dir, entries[i], take(i), config, os.getpid())] = i
+            inflight[pool.submit(encode_shard, out_dir, entries[i], take(i).compact(), config, os.getpid(),
+                                 check=check)] = i
 
+    if not slots:
+        _encode_threads(out_dir, todo, take, finish, entries, config, check, threads)
+        return
     dispatch()
-    for i in todo:
-        finish(i, encode_shard(out_dir, entries[i], take(i), config, on_batch=dispatch if slots else None))
-        dispatch()
+    with ThreadPoolExecutor(1) as sink:
+        writing = None  # (shard, future) being written
+        for i in todo:
+            batch, lexicon = encode_shard_batches(take(i), entries[i], config, on_batch=dispatch if slots else None,
+                                                  check=check)
+            if writing is not None:
+                finish(writing[0], writing[1].result())
+            writing = (i, sink.submit(write_shard, out_dir, entries[i]["file"], batch, lexicon, config, True))
+            dispatch()
+        if writing is not None:
+            finish(writing[0], writing[1].result())
     while inflight:
         wait(inflight, return_when=FIRST_COMPLETED)
         dispatch()
+
+
+def _encode_threads(out_dir, todo, take, finish, entries, config, check, threads) -> None:
+    """The shards ``todo``, each encoded and written by one of ``threads`` threads; at most ``threads + 1`` shards'
+    documents are held at a time, and shards are recorded finished in order."""
+    def one(i: int, docs: Docs) -> dict:
+        batch, lexicon = encode_shard_batches(docs, entries[i], config, check=check)
+        return write_shard(out_dir, entries[i]["file"], batch, lexicon, config, True)
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="tfree-encode") as pool:
+        queue: list = []
+        for i in todo:
+            if len(queue) > threads:
+                j, f = queue.pop(0)
+                finish(j, f.result())
+            queue.append((i, pool.submit(one, i, take(i))))
+        for j, f in queue:
+            finish(j, f.result())
 
 
 def _fsync(path: str) -> None:
@@ -440,8 +421,8 @@ def merge_lexicons(out_dir: str, files: list[str]) -> dict:
     """The merge step: fold the shard lexicons (in shard order) into ``lexicon.arrow``; returns its stats."""
     merger = Merger()
     for f in files:
-        merger.add(*read_lexicon(os.path.join(out_dir, lexicon_name(f))))
-    data = stream_bytes(lexicon_batch(merger.words(), merger.counts), {"tfree.format": FORMAT})
+        merger.add_file(os.path.join(out_dir, lexicon_name(f)))
+    data = stream_bytes(lexicon_batch_utf8(*merger.utf8(), merger.counts), {"tfree.format": FORMAT})
     atomic_write(os.path.join(out_dir, LEXICON), data)
     return {"file": LEXICON, "words": len(merger), "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 

@@ -19,4 +19,6 @@ MARKERS: tuple[str, ...] = (
 )
 MARKER_TEXT: tuple[str, ...] = ("", "", *(" " * (1 << q) for q in range(N_POW)), *("\n" * (1 << q) for q in range(N_POW)))
 MARKER_ID = {w: i for i, w in enumerate(MARKERS)}
+MARKERS_UTF8 = "".join(MARKERS).encode("utf-8")  # the markers' bytes one after the other, and where each starts
+MARKERS_UTF8_OFFSETS = tuple(sum(len(m.encode("utf-8")) for m in MARKERS[:i]) for i in range(N_MARKERS + 1))
 assert len(MARKERS) == N_MARKERS

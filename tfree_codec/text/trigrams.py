@@ -18,7 +18,8 @@ import hashlib
 import numpy as np
 
 from ._unicode import tables
-from .words import MARKERS, kernels
+from .markers import N_MARKERS
+from .words import MARKERS, grown, kernels
 
 _MASK = (1 << 64) - 1
 
@@ -110,14 +111,22 @@ def marker_table(v: int, m: int, k: int, family: str, seed: int) -> tuple[np.nda
 
 def hash_unhashed(cache, v: int, m: int, k: int, family: str, seed: int) -> None:
     """Give every word of ``cache`` that has no pattern yet its pattern."""
-    if cache.cnt[1] == cache.cnt[0]:
+    nh, nu = int(cache.cnt[1]), int(cache.cnt[0])
+    if nh == nu:
         return
+    cache.pptr = grown(cache.pptr, N_MARKERS + nu + 1)
+    pos = int(cache.pptr[N_MARKERS + nh])
     if family == "tfree":
-        cache.pptr, cache.pidx = kernels().hash_new(cache.chars, cache.coff, cache.cnt, cache.pptr, cache.pidx,
-                                            tables()[1], v, m, k, seed)
+        lens = np.diff(cache.coff[nh:nu + 1])
+        cache.pidx = grown(cache.pidx, pos + m * int(lens.sum()))  # at most m rows per trigram, one per byte
+        maxlen = int(lens.max())
+        kernels().hash_new(cache.data, cache.coff, cache.cnt, cache.pptr, cache.pidx, tables()[1], v, m, k, seed,
+                           np.empty(maxlen + 2, np.uint8), np.empty(maxlen + 2, np.uint8),
+                           np.zeros((v >> 6) + 1, np.uint64), np.empty(m, np.int64))
         return
     pats = [aleph_word_rows(w, v, m, k) for w in cache.unhashed_words()]
-    indptr = np.zeros(len(pats) + 1, np.int64)
-    indptr[1:] = np.cumsum([len(p) for p in pats])
-    indices = np.fromiter((r for p in pats for r in p), np.uint32, count=int(indptr[-1]))
-    cache.pptr, cache.pidx = kernels().append_patterns(cache.cnt, cache.pptr, cache.pidx, indptr, indices)
+    ends = np.cumsum([len(p) for p in pats], dtype=np.int64)
+    cache.pidx = grown(cache.pidx, pos + int(ends[-1]))
+    cache.pidx[pos:pos + int(ends[-1])] = np.fromiter((r for p in pats for r in p), np.uint32, count=int(ends[-1]))
+    cache.pptr[N_MARKERS + nh + 1:N_MARKERS + nu + 1] = pos + ends
+    cache.cnt[1] = nu
