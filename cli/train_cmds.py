@@ -59,6 +59,12 @@ def _size(ctx, param, value):
 @click.option("--baseline", type=click.Choice(["bpe"]), help="train the BPE baseline (same body, softmax head)")
 @click.option("--bpe-vocab", type=int, default=32000, show_default=True, help="BPE vocabulary of the baseline")
 @click.option("--pos-weight", type=float, default=100.0, show_default=True, help="BCE weight of active rows")
+@click.option("--objective", type=click.Choice(["bce", "word", "mix"]), default="bce", show_default=True,
+              help="what the T-FREE head trains for: each row (bce), the dictionary softmax decoding reads (word), "
+              "or both (mix: word + --mix-bce x bce); docs/training.md")
+@click.option("--word-budget", type=int, default=8192, show_default=True,
+              help="dictionary words scored exactly per step; bigger dictionaries use a sampled softmax")
+@click.option("--mix-bce", type=float, default=0.1, show_default=True, help="--objective mix: the BCE term's weight")
 @click.option("--od-weight", type=float, default=0.0, show_default=True,
               help="Over-Decoding: a second head learns the word after next, its loss weighted W (0: none; ~0.1)")
 @click.option("--od-anneal", is_flag=True, help="the --od-weight falls linearly to 0 over the run")

@@ -140,7 +140,7 @@ def _load_vocab(path: str, codec, mode: str):
     dictionary = Dictionary.load(os.path.join(path, DICT_FILE), codec)
     cal = load_calibration(path)
     return dictionary, {"temperature": float(cal.temperature), "prior_weight": float(cal.prior_weight),
-                        "zero_count_weight": float(cal.zero_count_weight)}
+                        "zero_count_weight": float(cal.zero_count_weight), "score": cal.score}
 
 
 def export(src: str, dst: str, *, min_count: int = 1, half: bool = False) -> str:
@@ -305,7 +305,7 @@ def stream(model, codec, vocab, prompt: str, *, max_new_tokens: int = DEFAULT_MA
     cal = {"temperature": Calibration().temperature, "prior_weight": 0.0, "zero_count_weight": 0.0,
            **(calibration or {})}
     words = _WordSampler(vocab, cal["temperature"], (cal["prior_weight"], cal["zero_count_weight"]),
-                         spell_below if spell else None)
+                         spell_below if spell else None, cal.get("score", "sigmoid_diff"))
     return _run_tfree(model, codec, vocab, prompt, device, max_new_tokens, temperature, top_k, top_p, rng, stop,
                       words, use_cache, stop_at_eot, draft, draft_stats)
 
@@ -316,8 +316,8 @@ class _WordSampler:
     dictionary each word). With ``spell_below``, where even the best dictionary word scores below it, a spelling
     of the activations (spell.py) is taken instead when it scores better than that word."""
 
-    def __init__(self, dictionary, t_cal: float, prior: tuple, spell_below: float | None):
-        self.dictionary, self.decoder = dictionary, Decoder(dictionary)
+    def __init__(self, dictionary, t_cal: float, prior: tuple, spell_below: float | None, score: str = "sigmoid_diff"):
+        self.dictionary, self.decoder = dictionary, Decoder(dictionary, score=score)
         self.scale, self.b, self.spell_below = np.float32(1.0 / t_cal), tuple(prior), spell_below
         self._prior = np.zeros(0, np.float32)
 
@@ -371,7 +371,7 @@ def _run_tfree(model, codec, dictionary, prompt, device, n_new, temperature, top
     if draft:
         from .speculative import DraftStats, Drafter, draft_words  # noqa: PLC0415
 
-        drafter = Drafter(dictionary, 1.0 / float(sampler.scale), sampler.b)
+        drafter = Drafter(dictionary, 1.0 / float(sampler.scale), sampler.b, score=sampler.decoder.score)
         source = draft_words(window, dictionary.words, pick,
                              lambda lg: sampler.probs(lg, temperature, top_k, top_p), drafter,
                              draft_stats if draft_stats is not None else DraftStats(),

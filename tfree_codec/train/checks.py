@@ -10,7 +10,7 @@ import torch
 
 from ..config import TfreeError
 from ..model.transformer import ModelConfig
-from .settings import oe_options
+from .settings import objective_options, oe_options
 
 
 def validate(cfg) -> None:
@@ -47,12 +47,14 @@ def validate(cfg) -> None:
         bad("od_weight", od, "a non-negative number")
     if cfg.od_anneal and not od:
         raise TfreeError("--od-anneal anneals the Over-Decoding loss: give --od-weight W > 0 with it")
+    if cfg.objective != "bce" and cfg.baseline:
+        raise TfreeError(f"--objective {cfg.objective}: the word objective needs a T-FREE model, not --baseline bpe")
     if od and cfg.baseline:
         raise TfreeError("--od-weight: Over-Decoding needs a T-FREE model, not --baseline bpe")
     # the model's shape (heads dividing the width, ...) before a dictionary or tokenizer is written for it
     ModelConfig.from_preset(cfg.preset, mode="bpe" if cfg.baseline else "tfree", vocab_size=16, seq_len=cfg.seq_len,
                             n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight,
-                            od=od > 0, **oe_options(cfg))
+                            od=od > 0, **oe_options(cfg), **objective_options(cfg))
 
 
 def validate_oe(cfg) -> None:

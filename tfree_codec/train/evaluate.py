@@ -102,12 +102,13 @@ def _lookup(keys, values, query):
 
 
 # -- dictionary scores ---------------------------------------------------------------------------------------------
-def dictionary_scorer(dictionary):
-    """``.scores((N, v) logits) -> (N, W)``: s(w) = mean(sigmoid[P_w]) - mean(sigmoid[not P_w]) for every word, on
-    the logits' device (the decoder's torch path: one sparse (W, v) x (v, N) product)."""
+def dictionary_scorer(dictionary, score: str = "sigmoid_diff"):
+    """``.scores((N, v) logits) -> (N, W)``: every word's ``score`` (``sigmoid_diff``: s(w) = mean(sigmoid[P_w]) -
+    mean(sigmoid[not P_w]); ``mean_logit``: the mean of the logits over P_w, the word objective's) on the logits'
+    device (the decoder's torch path: one sparse (W, v) x (v, N) product)."""
     from ..decode.torch_decoder import TorchDecoder  # noqa: PLC0415
 
-    return TorchDecoder(dictionary)
+    return TorchDecoder(dictionary, score)
 
 
 def log_softmax_at(scores, target, params, feats):
@@ -202,6 +203,7 @@ class Calibration:
 
     temperature: float = 0.07
     prior_weight: float = 0.0
+    score: str = "sigmoid_diff"  # or "mean_logit": a model trained with the word objective (model/word_head.py)
     zero_count_weight: float = 0.0
     temperature_plain: float = 0.07
     p_unk: float = 0.02
@@ -448,7 +450,7 @@ def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: 
         dictionary = Dictionary.load(os.path.join(path, DICT_FILE), codec)
         cal = load_calibration(path)
         spelling = SpellingModel(dictionary.words, cal.spell_order)
-        scorer = dictionary_scorer(dictionary)
+        scorer = dictionary_scorer(dictionary, cal.score)
         acc = evaluate_tfree(model, corpus, units, dictionary, scorer, spelling, cal.params(), batch_size, dev,
                              autocast, progress=bar)
         r = tfree_bpb(acc, cal)
@@ -458,7 +460,7 @@ def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: 
                       coverage_words=r["coverage_words"], coverage_bytes=r["coverage_bytes"],
                       dictionary_words=len(dictionary), calibration=cal.to_dict(),
                       convention=(f"p(word) = (1 - {cal.p_unk:.4f}) softmax over the {len(dictionary):,}-word "
-                                  f"dictionary of s/{cal.temperature:.4f} + {cal.prior_weight:.3f} log(count+1)"
+                                  f"dictionary of {cal.score} s/{cal.temperature:.4f} + {cal.prior_weight:.3f} log(count+1)"
                                   + (f" + {cal.zero_count_weight:.3f} [count=0]" if cal.zero_count_weight else "")
                                   + "; "
                                   f"unseen words {cal.p_unk:.4f} x a byte {cal.spell_order}-gram spelling probability"))

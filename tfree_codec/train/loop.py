@@ -15,13 +15,14 @@ import secrets
 import time
 from collections import Counter
 
+import numpy as np
 import torch
 
 from ..model import checkpoint as ckpt
 from ..config import TfreeError, atomic_write
 from .data import (TOKENIZER_FILE, Corpus, Packer, PatternSource, TokenSource, load_tokenizer, make_units,
                    split_units, train_bpe)
-from ..decode.dictionary import Dictionary
+from ..decode.dictionary import Dictionary, prior_features
 from . import init_from, report
 from .evaluate import (DICT_FILE, Calibration, SpellingModel, calibrate, dictionary_scorer, evaluate_bpe,
                        evaluate_tfree, tfree_bpb)
@@ -32,7 +33,7 @@ from .checks import check_finite as _check_finite
 from .checks import data_fingerprint as _data_fingerprint
 from .checks import validate
 from ..model.optim import clip_grad_norm
-from .settings import (RESUME_FIXED, TrainConfig, body_frozen, init_dist, lr_at, lr_for,  # noqa: F401  (re-exported)
+from .settings import (RESUME_FIXED, TrainConfig, body_frozen, init_dist, lr_at, lr_for, objective_options,  # noqa: F401  (re-exported)
                        od_weight_at, oe_options)
 
 TRAINED_WHEN_FROZEN = ("embed.", "head.", "norm.")  # --freeze-body (tfree retok): the input, the output, final norm
@@ -83,13 +84,15 @@ class Run:
         T = cfg.seq_len or ModelConfig.from_preset(cfg.preset).seq_len
         self.model_config = ModelConfig.from_preset(
             cfg.preset, mode=self.mode, vocab_size=self.vocab_size, seq_len=T, n_layer=cfg.n_layer,
-            n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight, od=cfg.od_weight > 0, **oe_options(cfg))
+            n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight, od=cfg.od_weight > 0, **oe_options(cfg), **objective_options(cfg))
         torch.manual_seed(self.seed)
         self.model = Model(self.model_config).to(self.device)
         if self.model_config.oe_orders:
             self.source.oe = self.model_config
             # sparse table gradients and SparseAdam; DDP over NCCL cannot all-reduce sparse gradients
             self.model.sparse_tables(not (self.dist.world > 1 and self.device.type == "cuda"))
+        if self.model_config.objective != "bce":
+            self._word_objective()
         if self.init_src:
             init_from.load_weights(self.model, self.init_src)
             self.log(init_from.describe(self.init_src))
@@ -209,6 +212,13 @@ class Run:
             self.val_source = TokenSource(self.corpus, self.val_units, self.tokenizer, eot)
             self.artifacts = {TOKENIZER_FILE: path}
 
+    def _word_objective(self) -> None:
+        """The word objective scores the run's dictionary: the model gets its patterns and counts, the loader
+        each target's dictionary id."""
+        d = self.dictionary
+        self.model.word_head.set_dictionary(d.indptr, d.indices, prior_features(d.counts))
+        self.source.dict_ids = np.array([d.index(w) for w in self.corpus.lexicon_words], np.int64)
+
     def _unit_texts(self, units):
         return (self.corpus.text(d, a, b) for d, a, b in zip(units.doc.tolist(), units.start.tolist(), units.stop.tolist()))
 
@@ -292,12 +302,16 @@ class Run:
         if self.mode == "bpe":
             r = evaluate_bpe(self.model, self.val_source, self.val_units, device=self.device, autocast=self.autocast)
             return {"val_bpb": r["bpb"]}
+        word = self.model_config.objective != "bce"
         if not hasattr(self, "scorer"):
-            self.scorer = dictionary_scorer(self.dictionary)
+            self.scorer = dictionary_scorer(self.dictionary, "mean_logit" if word else "sigmoid_diff")
             self.spelling = SpellingModel(self.dictionary.words, self.calibration.spell_order)
         kw = {"device": self.device, "autocast": self.autocast}
-        cal = calibrate(self.model, self.corpus, self.val_units, self.dictionary, self.scorer, self.spelling,
-                        self.calibration, **kw)
+        if word:  # the distribution the model trains for is its calibration: nothing to fit but p_unk
+            cal = Calibration(**{**self.calibration.to_dict(), **self.model.word_head.calibration()})
+        else:
+            cal = calibrate(self.model, self.corpus, self.val_units, self.dictionary, self.scorer, self.spelling,
+                            self.calibration, **kw)
         acc = evaluate_tfree(self.model, self.corpus, self.val_units, self.dictionary, self.scorer, self.spelling,
                              cal.params(), **kw)
         p_unk = (acc["unseen"] + 0.5) / (acc["items"] + 1)  # maximum likelihood (add-half) on the slice

@@ -146,7 +146,7 @@ def greedy_sample(run, n_words: int = 24, prompt_words: int = 8) -> str:
     if scorer is None:
         from .evaluate import dictionary_scorer  # noqa: PLC0415
 
-        scorer = run.scorer = dictionary_scorer(dic)
+        scorer = run.scorer = dictionary_scorer(dic, cal.score)
     prior = torch.from_numpy(count_prior(dic.counts, cal.prior_weight, cal.zero_count_weight)).to(run.device)
     out = [EOT, *words]
     for _ in range(n_words):

@@ -19,7 +19,7 @@ from ..model import checkpoint as ckpt
 RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "batch_size", "baseline", "bpe_vocab",
                 "pos_weight", "chunk_words", "val_bytes", "lr", "warmup", "weight_decay", "od_weight", "od_anneal",
                 "oe_orders", "oe_rows", "oe_slices", "oe_distinct", "oe_unigram", "oe_lr_scale", "freeze_body",
-                "unfreeze_after", "unfreeze_lr")
+                "unfreeze_after", "unfreeze_lr", "objective", "word_budget", "mix_bce")
 
 
 @dataclass
@@ -49,6 +49,9 @@ class TrainConfig:
     baseline: str | None = None       # None (T-FREE) or "bpe"
     bpe_vocab: int = 32000
     pos_weight: float = 100.0
+    objective: str = "bce"            # what the T-FREE head trains for: "bce", "word", "mix" (model/word_head.py)
+    word_budget: int = 8192           # dictionary words scored exactly per step (past it: a sampled softmax)
+    mix_bce: float = 0.1              # "mix": the BCE term's weight beside the word objective
     chunk_words: int = 1024
     compile: bool = False
     progress: bool = True
@@ -115,6 +118,13 @@ def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
         return cfg.lr * (step + 1) / cfg.warmup
     frac = min(1.0, (step - cfg.warmup) / max(1, max_steps - cfg.warmup))
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def objective_options(cfg) -> dict:
+    """ModelConfig's objective fields from a TrainConfig (a BPE baseline has only its softmax)."""
+    if cfg.baseline:
+        return {}
+    return {"objective": cfg.objective, "word_budget": cfg.word_budget, "mix_bce": float(cfg.mix_bce)}
 
 
 def od_weight_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
