@@ -163,12 +163,26 @@ def plot(runs, out_file, labels):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object")
+@click.option("--breakdown", is_flag=True, help="bits per byte by word class (frequency, numbers, punctuation, "
+              "markers, unseen) of a T-FREE CHECKPOINT, beside a BPE model's given with --against")
+@click.option("--against", type=click.Path(exists=True, file_okay=False),
+              help="--breakdown: a BPE checkpoint, its tokens grouped by the T-FREE word they fall in")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 @friendly
-def eval_(checkpoint, data, device, batch_size, as_json, quiet):
+def eval_(checkpoint, data, device, batch_size, as_json, breakdown, against, quiet):
     """Held-out bits per byte of CHECKPOINT (e.g. RUN/final) on DATA (shard directory or text file), with
     parameter counts and, for T-FREE, the dictionary's coverage and the unseen-word convention used."""
     from tfree_codec.train.evaluate import evaluate_checkpoint
+
+    if against and not breakdown:
+        raise TfreeError("--against goes with --breakdown")
+    if breakdown:
+        from tfree_codec.train.breakdown import breakdown as run_breakdown
+        from tfree_codec.train.breakdown import format_table
+
+        r = run_breakdown(checkpoint, data, against, device, batch_size)
+        click.echo(json.dumps(r) if as_json else format_table(r))
+        return
 
     r = evaluate_checkpoint(checkpoint, data, device, batch_size, progress=show_progress(quiet))
     if as_json:

@@ -174,3 +174,31 @@ def test_mean_logit_scores_agree_between_the_numba_and_torch_scorers():
         got = np.empty(len(d), np.float32)
         got[sc.order] = sc.score_one(logits[b])
         assert np.allclose(got, manual[b], atol=1e-4)
+
+
+def test_the_breakdown_adds_up_to_each_models_bits_per_byte(make_tiny_shards, tmp_path):
+    """`tfree eval --breakdown --against BPE`: the classes' bits sum to what `tfree eval` reports for each model."""
+    from tfree_codec.train.breakdown import CLASSES, breakdown, format_table, word_class
+
+    shards = make_tiny_shards(1)
+    common = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--seq-len", "16",
+              "--batch-size", "4", "--max-steps", "4", "--val-bytes", "400", "--seed", "0", "-q"]
+    for name, extra in (("t", []), ("b", ["--baseline", "bpe", "--bpe-vocab", "300"])):
+        r = CliRunner().invoke(main, ["train", shards, "-o", str(tmp_path / name), *common, *extra])
+        assert r.exit_code == 0, r.output
+    t, b = str(tmp_path / "t" / "final"), str(tmp_path / "b" / "final")
+    got = breakdown(t, shards, b, "cpu")
+    for path, key in ((t, "tfree_bpb"), (b, "bpe_bpb")):
+        ev = json.loads(CliRunner().invoke(main, ["eval", path, shards, "--json", "-q"]).output)
+        assert got[key] == pytest.approx(ev["bpb"], rel=1e-5)
+    assert set(got["classes"]) == set(CLASSES)
+    assert got["classes"]["marker"]["words"] > 0 and got["classes"]["top 1k"]["words"] > 0
+    assert sum(c["bytes"] for c in got["classes"].values()) == got["bytes"]
+    assert "T-FREE/BPE" in format_table(got)
+    out = CliRunner().invoke(main, ["eval", t, shards, "--breakdown", "--against", b, "-q"])
+    assert out.exit_code == 0 and "top 1k" in out.output, out.output
+    refused = CliRunner().invoke(main, ["eval", t, shards, "--against", b, "-q"])
+    assert refused.exit_code != 0 and "--breakdown" in refused.output
+    assert [word_class(w, i) for w, i in (("<|endoftext|>", 0), (",", 20), ("42", 30), ("cat", -1), ("cat", 20),
+                                          ("dog", 2000), ("emu", 20000))] == \
+        ["marker", "punctuation", "number", "unseen", "top 1k", "1k-10k", "rare"]

@@ -111,10 +111,11 @@ def dictionary_scorer(dictionary, score: str = "sigmoid_diff"):
     return TorchDecoder(dictionary, score)
 
 
-def log_softmax_at(scores, target, params, feats):
+def log_softmax_at(scores, target, params, feats, rows: bool = False):
     """For each (scale a, prior weights w) in ``params``: log softmax(a * scores + feats @ w)[target], summed over
-    rows. scores (N, W), target (N,), feats (W, K) (``prior_features``) -> (len(params),) float64. Written out
-    because torch's CPU logsumexp is ~8x slower than exp."""
+    rows. scores (N, W), target (N,), feats (W, K) (``prior_features``) -> (len(params),) float64; with ``rows``,
+    a list of each parameter set's (N,) values instead. Written out because torch's CPU logsumexp is ~8x slower
+    than exp."""
     buf = torch.empty_like(scores)
     out = []
     for a, w in params:
@@ -124,8 +125,9 @@ def log_softmax_at(scores, target, params, feats):
         z_t = buf.gather(1, target[:, None])                                  # (N, 1)
         top = buf.max(1, keepdim=True).values
         buf.sub_(top).exp_()
-        out.append(float((z_t - top - buf.sum(1, keepdim=True).log()).sum()))
-    return np.array(out)
+        lp = (z_t - top - buf.sum(1, keepdim=True).log())[:, 0]
+        out.append(lp if rows else float(lp.sum()))
+    return out if rows else np.array(out)
 
 
 def fit_scale(scores, target, feats, prior: bool = True, init=(1 / 0.07, 0.0, 0.0), iters: int = 25) -> tuple:
@@ -274,10 +276,12 @@ def unit_ngram_rows(config, words) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate_tfree(model, corpus: Corpus, units: Units, dictionary, scorer, spelling, params, batch_size: int = 16,
-                   device="cpu", autocast=None, progress=None, keep_scores: int = 0) -> dict:
+                   device="cpu", autocast=None, progress=None, keep_scores: int = 0, per_item: list | None = None) -> dict:
     """Sum of log-probabilities of every in-dictionary target word under each (scale, prior weight) in ``params``
     (``log_softmax_at``), and the counts that make them bits per byte (``tfree_bpb``). With ``keep_scores``, the
-    scores and targets of the first that many in-dictionary positions are kept too (for ``fit_scale``)."""
+    scores and targets of the first that many in-dictionary positions are kept too (for ``fit_scale``). With
+    ``per_item``, each target's natural-log softmax probability under ``params[0]`` (NaN where the word is not in
+    the dictionary) is appended to it, unit by unit in stream order (breakdown.py)."""
     from ..model.transformer import Patterns  # noqa: PLC0415
 
     T = model.config.seq_len
@@ -308,11 +312,19 @@ def evaluate_tfree(model, corpus: Corpus, units: Units, dictionary, scorer, spel
         keep = tgt_t >= 0
         if keep.any():
             scores = scorer.scores(logits.reshape(B * T, -1)[keep])
-            if params:
+            if params and per_item is not None:
+                each = log_softmax_at(scores, tgt_t[keep], params, feats, rows=True)
+                lp[:] += [float(x.sum()) for x in each]
+                row = torch.full((B * T,), float("nan"), dtype=torch.float64)
+                row[keep.cpu()] = each[0].double().cpu()
+                per_item.extend(row.reshape(B, T)[i, :len(p[2])].numpy() for i, p in enumerate(pending))
+            elif params:
                 lp[:] += log_softmax_at(scores, tgt_t[keep], params, feats)
             room = keep_scores - sum(len(t) for t in kept_t)
             if room > 0:
                 kept_s.append(scores[:room].cpu()), kept_t.append(tgt_t[keep][:room].cpu())
+        elif per_item is not None:
+            per_item.extend(np.full(len(p[2]), np.nan) for p in pending)
         pending.clear()
 
     for u in range(len(units)):
@@ -384,8 +396,10 @@ def calibrate(model, corpus: Corpus, units: Units, dictionary, scorer, spelling,
 
 
 @torch.no_grad()
-def evaluate_bpe(model, source, units: Units, batch_size: int = 16, device="cpu", autocast=None, progress=None) -> dict:
-    """Total bits of a BPE model on ``source``'s units (a data.TokenSource), each from <|endoftext|>."""
+def evaluate_bpe(model, source, units: Units, batch_size: int = 16, device="cpu", autocast=None, progress=None,
+                 per_item: list | None = None) -> dict:
+    """Total bits of a BPE model on ``source``'s units (a data.TokenSource), each from <|endoftext|>. With
+    ``per_item``, each target token's bits are appended to it, in stream order."""
     T = model.config.seq_len
     bits, items, pending = 0.0, 0, []
 
@@ -399,7 +413,11 @@ def evaluate_bpe(model, source, units: Units, batch_size: int = 16, device="cpu"
         with (autocast or contextlib.nullcontext)():
             logits, _ = model(x.to(device))
         nats = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.to(device).reshape(-1),
-                                                 ignore_index=-1, reduction="sum")
+                                                 ignore_index=-1, reduction="sum" if per_item is None else "none")
+        if per_item is not None:
+            each = nats.double().cpu().reshape(len(pending), T) / LN2
+            per_item.extend(float(x) for i, row in enumerate(pending) for x in each[i, :len(row) - 1])
+            nats = nats.sum()
         bits += float(nats) / LN2
         pending.clear()
 
