@@ -22,11 +22,11 @@ from ..model import checkpoint as ckpt
 from ..model.transformer import ModelConfig
 from .data import TOKENIZER_FILE
 from .evaluate import DICT_FILE
-from .settings import oe_options
+from .settings import objective_options, oe_options
 
 # The options that make a model's shape: the CLI takes them from the source unless they are typed.
 SHAPE_OPTIONS = ("n_layer", "n_head", "n_embd", "seq_len", "pos_weight", "oe_orders", "oe_rows", "oe_slices",
-                 "oe_distinct", "oe_unigram")
+                 "oe_distinct", "oe_unigram", "objective", "word_budget", "mix_bce")
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def check_shape(source: Source, cfg) -> None:
                          f"{'drop --baseline' if want.mode == 'tfree' else 'add --baseline bpe'}")
     mine = ModelConfig.from_preset(cfg.preset, mode=mode, vocab_size=want.vocab_size, seq_len=cfg.seq_len,
                                    n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight,
-                                   **oe_options(cfg))
+                                   **oe_options(cfg), **objective_options(cfg))
     diff = [f"{f.name} {getattr(want, f.name)!r} (asked {getattr(mine, f.name)!r})" for f in dataclasses.fields(want)
             if getattr(want, f.name) != getattr(mine, f.name)]
     if diff:
