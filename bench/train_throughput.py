@@ -37,6 +37,7 @@ from tfree_codec.train.data import train_bpe
 from tfree_codec.model.device import autocast_for, resolve_device
 from tfree_codec.model.optim import clip_grad_norm
 from tfree_codec.text.words import EOT
+from tfree_codec.decode.dictionary import prior_features
 
 
 class PerOccurrence(PatternSource):
@@ -67,6 +68,9 @@ def main() -> None:
     ap.add_argument("--oe-orders", default="2,3")
     ap.add_argument("--oe-slices", type=int, default=2)
     ap.add_argument("--oe-only", action="store_true", help="only the plain and the Over-Encoding T-FREE models")
+    ap.add_argument("--objectives", default="word,mix", help="T-FREE models trained with these objectives beside BCE "
+                    "(model/word_head.py), their dictionary every word of the text as `tfree train` builds it")
+    ap.add_argument("--word-budget", type=int, default=8192)
     ap.add_argument("--rss-of", type=int, help=argparse.SUPPRESS)  # internal: one process's memory for --oe-rows
     args = ap.parse_args()
     if args.rss_of is not None:
@@ -91,6 +95,10 @@ def main() -> None:
         oe = ModelConfig(mode="tfree", vocab_size=8192, seq_len=args.seq_len, oe_rows=args.oe_rows,
                          oe_orders=tuple(int(n) for n in args.oe_orders.split(",")), oe_slices=args.oe_slices, **body)
         runs["tfree v=8192 OE"] = (oe, PatternSource(corpus, units, oe))
+    for objective in filter(None, args.objectives.split(",")):
+        cfg = ModelConfig(mode="tfree", vocab_size=8192, seq_len=args.seq_len, objective=objective,
+                          word_budget=args.word_budget, **body)
+        runs[f"tfree v=8192 {objective}"] = (cfg, PatternSource(corpus, units))
     if args.oe_only:
         del runs["tfree v=8192 per-occ"]
     if not args.oe_only:
@@ -107,6 +115,10 @@ def main() -> None:
     for name, (cfg, src) in runs.items():
         torch.manual_seed(0)
         model = Model(cfg).to(device).sparse_tables()  # as `tfree train` makes them (no-op without tables)
+        if cfg.objective != "bce":
+            words = dictionary_for(corpus, units)
+            model.word_head.set_dictionary(words.indptr, words.indices, prior_features(words.counts))
+            src.dict_ids = np.array([words.index(w) for w in corpus.lexicon_words], np.int64)
         opt = model.configure_optimizer(1e-3, device_type=device.type)
         packer = Packer(src.lengths, units.last, units.n_bytes, cfg.seq_len, seed=0)
         state[name] = (model, opt, packer, src, [])
@@ -143,6 +155,11 @@ def main() -> None:
         vs = f"{rates[name][0] / rates['bpe 32000'][0]:>11.2f}x" if "bpe 32000" in rates else f"{'-':>12}"
         print(f"{name:<20} {model.config.seq_len:>5} {p['total']:>10,} {p['embedding'] + p['head']:>10,} "
               f"{rates[name][1]:>9,.0f} {rates[name][0] / 1e3:>8.1f} {vs} {rates[name][2]:>8.1f}")
+    for objective in filter(None, args.objectives.split(",")):
+        r = rates[f"tfree v=8192 {objective}"][3] / rates["tfree v=8192"][3]
+        W = len(dictionary_for(corpus, units))
+        print(f"objective {objective} / bce words/s with the loader's time: {r:.1%} ({W:,}-word dictionary, budget "
+              f"{args.word_budget:,}; {'met' if r >= 0.8 else 'NOT MET'}: >= 80%)")
     if "tfree v=8192 per-occ" in rates:
         v2, v1 = rates["tfree v=8192"][1], rates["tfree v=8192 per-occ"][1]
         print(f"format 2 loader / per-occurrence: {v2 / v1:.2f}x words/s ({'met' if v2 >= v1 else 'NOT MET'}: not below)")
@@ -163,6 +180,24 @@ def main() -> None:
         r_step, r_all = oe[1] / plain[1], oe[3] / plain[3]
         print(f"OE / plain words/s: {r_step:.1%} per step, {r_all:.1%} with the loader's time "
               f"({'met' if r_all >= 0.85 else 'NOT MET'}: >= 85%)")
+
+
+_DICTIONARY = {}
+
+
+def dictionary_for(corpus, units):
+    """Every word of the text, counted, as `tfree train` builds its run's dictionary (once per bench)."""
+    from collections import Counter
+
+    from tfree_codec.decode.dictionary import Dictionary
+
+    if "d" not in _DICTIONARY:
+        counts = Counter()
+        for d, a, b in zip(units.doc.tolist(), units.start.tolist(), units.stop.tolist()):
+            counts.update(corpus.words(d, a, b))
+        counts[EOT] += int(units.last.sum())
+        _DICTIONARY["d"] = Dictionary.from_counts(corpus.codec, counts)
+    return _DICTIONARY["d"]
 
 
 def rss_after_a_step(args, rows: int) -> int:

@@ -59,6 +59,12 @@ def _size(ctx, param, value):
 @click.option("--baseline", type=click.Choice(["bpe"]), help="train the BPE baseline (same body, softmax head)")
 @click.option("--bpe-vocab", type=int, default=32000, show_default=True, help="BPE vocabulary of the baseline")
 @click.option("--pos-weight", type=float, default=100.0, show_default=True, help="BCE weight of active rows")
+@click.option("--objective", type=click.Choice(["bce", "word", "mix"]), default="bce", show_default=True,
+              help="what the T-FREE head trains for: each row (bce), the dictionary softmax decoding reads (word), "
+              "or both (mix: word + --mix-bce x bce); docs/training.md")
+@click.option("--word-budget", type=int, default=8192, show_default=True,
+              help="dictionary words scored exactly per step; bigger dictionaries use a sampled softmax")
+@click.option("--mix-bce", type=float, default=0.1, show_default=True, help="--objective mix: the BCE term's weight")
 @click.option("--od-weight", type=float, default=0.0, show_default=True,
               help="Over-Decoding: a second head learns the word after next, its loss weighted W (0: none; ~0.1)")
 @click.option("--od-anneal", is_flag=True, help="the --od-weight falls linearly to 0 over the run")
@@ -163,12 +169,26 @@ def plot(runs, out_file, labels):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object")
+@click.option("--breakdown", is_flag=True, help="bits per byte by word class (frequency, numbers, punctuation, "
+              "markers, unseen) of a T-FREE CHECKPOINT, beside a BPE model's given with --against")
+@click.option("--against", type=click.Path(exists=True, file_okay=False),
+              help="--breakdown: a BPE checkpoint, its tokens grouped by the T-FREE word they fall in")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 @friendly
-def eval_(checkpoint, data, device, batch_size, as_json, quiet):
+def eval_(checkpoint, data, device, batch_size, as_json, breakdown, against, quiet):
     """Held-out bits per byte of CHECKPOINT (e.g. RUN/final) on DATA (shard directory or text file), with
     parameter counts and, for T-FREE, the dictionary's coverage and the unseen-word convention used."""
     from tfree_codec.generate.score import evaluate_checkpoint
+
+    if against and not breakdown:
+        raise TfreeError("--against goes with --breakdown")
+    if breakdown:
+        from tfree_codec.generate.breakdown import breakdown as run_breakdown
+        from tfree_codec.generate.breakdown import format_table
+
+        r = run_breakdown(checkpoint, data, against, device, batch_size)
+        click.echo(json.dumps(r) if as_json else format_table(r))
+        return
 
     r = evaluate_checkpoint(checkpoint, data, device, batch_size, progress=show_progress(quiet))
     if as_json:

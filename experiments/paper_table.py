@@ -120,6 +120,9 @@ def main() -> None:
     ap.add_argument("--evals", type=int, default=10, help="validation points per run (curves to compare)")
     ap.add_argument("--pos-weight", type=float, default=300.0, help="T-FREE BCE positive weight")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--tfree-args", default="", help="extra `tfree train` options of the T-FREE arms (an arm tried "
+                    "against the defaults), e.g. '--objective bce'; --tag names the arm's runs")
+    ap.add_argument("--tag", default="", help="suffix of the T-FREE runs' names (with --tfree-args)")
     ap.add_argument("--results", default=os.path.join(ROOT, "docs", "results.md"))
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
@@ -139,6 +142,8 @@ def main() -> None:
         v = size if kind == "tfree" else 8192  # the BPE runs read the words of the v = 8192 shards
         train_shards = encode(train_jsonl, os.path.join(args.work, f"train-v{v}"), v)
         test_shards = encode(test_jsonl, os.path.join(args.work, f"test-v{v}"), v)
+        if kind == "tfree" and args.tag:
+            name += args.tag
         run_dir = os.path.join(args.work, name)
         if not os.path.isfile(os.path.join(run_dir, "final", "checkpoint.json")):
             extra, seq = [], args.seq_len
@@ -147,7 +152,7 @@ def main() -> None:
                 extra = ["--baseline", "bpe", "--bpe-vocab", size]
                 print(f"{name}: {bpt:.2f} bytes per token -> {seq} tokens per sequence", flush=True)
             else:
-                extra = ["--pos-weight", args.pos_weight]
+                extra = ["--pos-weight", args.pos_weight, *args.tfree_args.split()]
             t0 = time.time()
             p = tfree("train", train_shards, "-o", run_dir, "--seq-len", seq, *common, *extra,
                       *(["--resume", "auto"] if os.path.isdir(run_dir) else []))

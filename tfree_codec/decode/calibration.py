@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 
-def log_softmax_at(scores, target, params, feats):
+def log_softmax_at(scores, target, params, feats, rows: bool = False):
     """For each (scale a, prior weights w) in ``params``: log softmax(a * scores + feats @ w)[target], summed over
-    rows. scores (N, W), target (N,), feats (W, K) (``prior_features``) -> (len(params),) float64. Written out
-    because torch's CPU logsumexp is ~8x slower than exp."""
+    rows. scores (N, W), target (N,), feats (W, K) (``prior_features``) -> (len(params),) float64; with ``rows``,
+    a list of each parameter set's (N,) values instead. Written out because torch's CPU logsumexp is ~8x slower
+    than exp."""
     buf = torch.empty_like(scores)
     out = []
     for a, w in params:
@@ -29,8 +30,9 @@ def log_softmax_at(scores, target, params, feats):
         z_t = buf.gather(1, target[:, None])                                  # (N, 1)
         top = buf.max(1, keepdim=True).values
         buf.sub_(top).exp_()
-        out.append(float((z_t - top - buf.sum(1, keepdim=True).log()).sum()))
-    return np.array(out)
+        lp = (z_t - top - buf.sum(1, keepdim=True).log())[:, 0]
+        out.append(lp if rows else float(lp.sum()))
+    return out if rows else np.array(out)
 
 
 def fit_scale(scores, target, feats, prior: bool = True, init=(1 / 0.07, 0.0, 0.0), iters: int = 25) -> tuple:
@@ -108,6 +110,7 @@ class Calibration:
 
     temperature: float = 0.07
     prior_weight: float = 0.0
+    score: str = "sigmoid_diff"  # or "mean_logit": a model trained with the word objective (model/word_head.py)
     zero_count_weight: float = 0.0
     temperature_plain: float = 0.07
     p_unk: float = 0.02

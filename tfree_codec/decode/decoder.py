@@ -20,7 +20,7 @@ import numpy as np
 from . import _score
 from ..config import TfreeError
 from .sampling import _LOW, Decoded, Sampler, Sampling  # noqa: F401  (Decoded: re-exported)
-from .scorer import Scorer, sigmoid
+from .scorer import SCORES, Scorer, sigmoid
 from .spell import Speller, spell  # noqa: F401  (re-exported: decoding words that are not in the dictionary)
 
 _GROW = threading.Lock()  # one scorer per dictionary, shared by its decoders: grown under this lock
@@ -36,10 +36,12 @@ class Decoder:
     tensors on a GPU, numba otherwise), "numba" or "torch" (any input, on its device)."""
 
     def __init__(self, dictionary, *, num_threads: int = 1, spell_below: float | None = None, beam: int = 8,
-                 backend: str = "auto"):
+                 backend: str = "auto", score: str = "sigmoid_diff"):
         if backend not in ("auto", "numba", "torch"):
             raise TfreeError(f"backend must be 'auto', 'numba' or 'torch', not {backend!r}")
-        self.backend = backend
+        if score not in SCORES:
+            raise TfreeError(f"unknown word score {score!r} (choose from {', '.join(SCORES)})")
+        self.backend, self.score = backend, score
         self.dictionary = dictionary
         self.codec = dictionary.codec
         self.num_threads = max(1, int(num_threads))
@@ -53,17 +55,17 @@ class Decoder:
         """The dictionary's CPU scorer, built on first use and grown with the dictionary (shared by decoders)."""
         d = self.dictionary
         with _GROW:
-            if d._scorer is None:
-                d._scorer = Scorer(d.codec)
-            sc = d._scorer
+            sc = d._scorers.get(self.score)
+            if sc is None:
+                sc = d._scorers[self.score] = Scorer(d.codec, self.score)
             if len(sc) < len(d):
                 n0, base = len(sc), int(d.indptr[len(sc)])
                 sc.add(d.words[n0:], d.indptr[n0:] - base, d.indices[base:])
             return sc
 
     def _use_torch(self, logits) -> bool:
-        if self.backend == "auto":
-            return _is_torch(logits) and logits.device.type != "cpu"
+        if self.backend == "auto":  # mean logits are not bounded above: the numba normaliser assumes s <= 1
+            return self.score == "mean_logit" or (_is_torch(logits) and logits.device.type != "cpu")
         return self.backend == "torch"
 
     @staticmethod
@@ -187,5 +189,5 @@ class Decoder:
 
         with self._lock:
             if getattr(self, "_torch_decoder", None) is None:
-                self._torch_decoder = TorchDecoder(self.dictionary)
+                self._torch_decoder = TorchDecoder(self.dictionary, self.score)
         return self._torch_decoder

@@ -63,7 +63,7 @@ class Dictionary:
         if len(self._counts) != len(words) or len(self._indptr) != len(words) + 1:
             raise TfreeError("dictionary arrays do not match the number of words")
         self._n = len(words)
-        self._scorer = None  # built by decode.Decoder on first use, grown by extend
+        self._scorers = {}  # score -> its Scorer: built by decode.Decoder on first use, grown with the words
 
     # -- access (views stay valid until the next extend) -------------------------------------------------------
     @property

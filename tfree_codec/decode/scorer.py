@@ -12,6 +12,9 @@ from ..text._unicode import tables
 from ..config import TfreeError
 from ..text.words import MARKER_ID, code_points
 
+# "sigmoid_diff": mean(sigmoid[P_w]) - mean(sigmoid[not P_w]) (docs/decoding.md); "mean_logit": the mean of the
+# logits over P_w, what the word objective trains (model/word_head.py). Both are a_w S_w - c_w S_all over activations.
+SCORES = ("sigmoid_diff", "mean_logit")
 MIN_LANES = 6  # from this batch size on, positions are scored LANES at a time (bench/decode.py)
 MAX_ENDINGS = 3000   # word endings summed once (a unit per ~30 words at most)
 LONGEST_ENDING = 6   # trigrams
@@ -99,7 +102,10 @@ class Scorer:
     """Scores every word of a growing word list against logits: ``add`` appends words (incrementally: only the new
     words are factored), ``run`` scores. Not thread-safe for ``add``; ``run`` keeps per-thread buffers."""
 
-    def __init__(self, codec):
+    def __init__(self, codec, score: str = "sigmoid_diff"):
+        if score not in SCORES:
+            raise TfreeError(f"unknown word score {score!r} (choose from {', '.join(SCORES)})")
+        self.score = score
         c = codec.config
         self.v, self.m = c.vocab_size, c.num_activations
         self._rule = _trigram_rule(c)
@@ -179,6 +185,8 @@ class Scorer:
         self.stid = np.concatenate([self.stid, stid])
         self.xptr = np.concatenate([self.xptr, xptr[1:] + self.xptr[-1]])
         self.xrow, self.xval = np.concatenate([self.xrow, xrow]), np.concatenate([self.xval, xval])
+        if self.score == "mean_logit":
+            c = np.zeros_like(c)
         self.a = np.concatenate([self.a, (1.0 / sizes + c).astype(np.float32)])
         self.c = np.concatenate([self.c, c.astype(np.float32)])
         self.maxd = max(self.maxd, int(np.diff(kptr).max()))
@@ -195,6 +203,10 @@ class Scorer:
                                        np.empty((nch, 4) + shape, np.float64))
         return cache[1:]
 
+    def _activations(self, logits: np.ndarray) -> np.ndarray:
+        """What the score sums over rows: sigmoids, or the logits themselves."""
+        return np.ascontiguousarray(logits, np.float32) if self.score == "mean_logit" else S.sigmoid(logits)
+
     def score_one(self, logits: np.ndarray) -> np.ndarray:
         """Every word's score against one position's (v,) float32 logits, in trie order (``order[i]`` is the
         word at i): generation's path, a word at a time, without ``run``'s blocks. A reused buffer: use it before
@@ -202,7 +214,7 @@ class Scorer:
         if len(self.order) == 0:
             raise TfreeError("the dictionary is empty")
         out, part = self._buffers(False)
-        S.score1(S.sigmoid(logits.reshape(1, -1))[0], self.trows, self.eptr, self.etid, self.lcp, self.sptr, self.stid,
+        S.score1(self._activations(logits.reshape(1, -1))[0], self.trows, self.eptr, self.etid, self.lcp, self.sptr, self.stid,
                  self.xptr, self.xrow, self.xval, self.a, self.c, self.maxd, np.float32(0), True, out,
                  np.full(1, -1, np.int64), np.zeros(1, np.float32), part)
         return out
@@ -224,7 +236,7 @@ class Scorer:
         if B < MIN_LANES:
             out, part = self._buffers(False)
             kernel = S.score1_parallel if parallel else S.score1
-            sig = S.sigmoid(logits)
+            sig = self._activations(logits)
             for b in range(B):
                 tval = np.zeros(1, np.float32)
                 kernel(sig[b], *args, out, tpos[b:b + 1], tval, part)
@@ -234,7 +246,11 @@ class Scorer:
         kernel = S.score_lanes_parallel if parallel else S.score_lanes
         sigt = np.empty((self.v, S.LANES), np.float32)
         for b0 in range(0, B, S.LANES):
-            S.sigmoid_lanes(logits, b0, sigt)
+            if self.score == "mean_logit":
+                sigt[:] = 0
+                sigt[:, :min(B, b0 + S.LANES) - b0] = logits[b0:b0 + S.LANES].T
+            else:
+                S.sigmoid_lanes(logits, b0, sigt)
             tp = np.full(S.LANES, -1, np.int64)
             tp[:min(B, b0 + S.LANES) - b0] = tpos[b0:b0 + S.LANES]
             tval = np.zeros(S.LANES, np.float32)

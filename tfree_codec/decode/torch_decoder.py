@@ -13,11 +13,14 @@ import torch
 
 from ..config import TfreeError
 from .sampling import Decoded
+from .scorer import SCORES
 
 
 class TorchDecoder:
-    def __init__(self, dictionary):
-        self.dictionary = dictionary
+    def __init__(self, dictionary, score: str = "sigmoid_diff"):
+        if score not in SCORES:
+            raise TfreeError(f"unknown word score {score!r} (choose from {', '.join(SCORES)})")
+        self.dictionary, self.score = dictionary, score
         self.v = dictionary.codec.vocab_size
         self._blocks: dict = {}  # device -> list of (first word, CSR matrix, sizes)
 
@@ -43,6 +46,9 @@ class TorchDecoder:
             logits = logits[None]
         if logits.dim() != 2 or logits.shape[1] != self.v:
             raise TfreeError(f"logits must have shape (B, {self.v}), not {tuple(logits.shape)}")
+        if self.score == "mean_logit":
+            x_t = logits.float().T.contiguous()
+            return torch.cat([torch.sparse.mm(mat, x_t).T / sizes for _, mat, sizes in self._matrices(logits.device)], 1)
         sig = torch.sigmoid(logits.float())                       # (B, v)
         total = sig.sum(1, keepdim=True)                          # (B, 1)
         sig_t = sig.T.contiguous()                                # (v, B)

@@ -32,12 +32,13 @@ LN2 = math.log(2)
 
 
 # -- dictionary scores ---------------------------------------------------------------------------------------------
-def dictionary_scorer(dictionary):
-    """``.scores((N, v) logits) -> (N, W)``: s(w) = mean(sigmoid[P_w]) - mean(sigmoid[not P_w]) for every word, on
-    the logits' device (the decoder's torch path: one sparse (W, v) x (v, N) product)."""
+def dictionary_scorer(dictionary, score: str = "sigmoid_diff"):
+    """``.scores((N, v) logits) -> (N, W)``: every word's ``score`` (``sigmoid_diff``: s(w) = mean(sigmoid[P_w]) -
+    mean(sigmoid[not P_w]); ``mean_logit``: the mean of the logits over P_w, the word objective's) on the logits'
+    device (the decoder's torch path: one sparse (W, v) x (v, N) product)."""
     from ..decode.torch_decoder import TorchDecoder  # noqa: PLC0415
 
-    return TorchDecoder(dictionary)
+    return TorchDecoder(dictionary, score)
 
 
 # -- evaluation streams ----------------------------------------------------------------------------------------------
@@ -84,11 +85,13 @@ class Reading:
 
 @torch.no_grad()
 def evaluate_tfree(model, corpus: Corpus, units: Units, words, params, reading: Reading = Reading(),
-                   keep_scores: int = 0) -> dict:
+                   keep_scores: int = 0, per_item: list | None = None) -> dict:
     """Sum of log-probabilities of every in-dictionary target word under each (scale, prior weight) in ``params``
     (``log_softmax_at``), and the counts that make them bits per byte (``tfree_bpb``). ``words``: the dictionary
     and its scorers (a vocab.Words). With ``keep_scores``, the scores and targets of the first that many
-    in-dictionary positions are kept too (for ``fit_scale``)."""
+    in-dictionary positions are kept too (for ``fit_scale``). With ``per_item``, each target's natural-log softmax
+    probability under ``params[0]`` (NaN where the word is not in the dictionary) is appended to it, an array per
+    window in stream order (train/breakdown.py)."""
     from ..model.transformer import Patterns  # noqa: PLC0415
 
     dictionary, (scorer, spelling) = words.dictionary, words.scorers()
@@ -121,11 +124,19 @@ def evaluate_tfree(model, corpus: Corpus, units: Units, words, params, reading: 
         keep = tgt_t >= 0
         if keep.any():
             scores = scorer.scores(logits.reshape(B * T, -1)[keep])
-            if params:
+            if params and per_item is not None:
+                each = log_softmax_at(scores, tgt_t[keep], params, feats, rows=True)
+                lp[:] += [float(x.sum()) for x in each]
+                row = torch.full((B * T,), float("nan"), dtype=torch.float64)
+                row[keep.cpu()] = each[0].double().cpu()
+                per_item.extend(row.reshape(B, T)[i, :len(p[2])].numpy() for i, p in enumerate(pending))
+            elif params:
                 lp[:] += log_softmax_at(scores, tgt_t[keep], params, feats)
             room = keep_scores - sum(len(t) for t in kept_t)
             if room > 0:
                 kept_s.append(scores[:room].cpu()), kept_t.append(tgt_t[keep][:room].cpu())
+        elif per_item is not None:
+            per_item.extend(np.full(len(p[2]), np.nan) for p in pending)
         pending.clear()
 
     for u in range(len(units)):
@@ -222,8 +233,9 @@ class TokenItems:
 
 
 @torch.no_grad()
-def evaluate_bpe(model, source, units: Units, reading: Reading = Reading()) -> dict:
-    """Total bits of a BPE model on ``source``'s units (a TokenItems), each from <|endoftext|>."""
+def evaluate_bpe(model, source, units: Units, reading: Reading = Reading(), per_item: list | None = None) -> dict:
+    """Total bits of a BPE model on ``source``'s units (a TokenItems), each from <|endoftext|>. With ``per_item``,
+    each target token's bits are appended to it, in stream order."""
     batch_size, device, autocast, progress = reading.batch_size, reading.device, reading.autocast, reading.progress
     T = model.config.seq_len
     bits, items, pending = 0.0, 0, []
@@ -238,7 +250,11 @@ def evaluate_bpe(model, source, units: Units, reading: Reading = Reading()) -> d
         with (autocast or contextlib.nullcontext)():
             logits, _ = model(x.to(device))
         nats = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.to(device).reshape(-1),
-                                                 ignore_index=-1, reduction="sum")
+                                                 ignore_index=-1, reduction="sum" if per_item is None else "none")
+        if per_item is not None:
+            each = nats.double().cpu().reshape(len(pending), T) / LN2
+            per_item.extend(float(x) for i, row in enumerate(pending) for x in each[i, :len(row) - 1])
+            nats = nats.sum()
         bits += float(nats) / LN2
         pending.clear()
 

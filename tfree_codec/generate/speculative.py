@@ -63,7 +63,8 @@ class Drafter:
     word is rarely the right guess, and the decode is the draft's main cost), scored as the main sampler scores,
     with the same calibration."""
 
-    def __init__(self, dictionary, t_cal: float, prior: tuple = (0.0, 0.0), size: int = DRAFT_WORDS):
+    def __init__(self, dictionary, t_cal: float, prior: tuple = (0.0, 0.0), size: int = DRAFT_WORDS,
+                 score: str = "sigmoid_diff"):
         from ..decode.decoder import Decoder  # noqa: PLC0415
         from ..decode.dictionary import Dictionary, count_prior  # noqa: PLC0415
 
@@ -80,7 +81,7 @@ class Drafter:
         sub_idx = np.concatenate([idx[ptr[i]:ptr[i + 1]] for i in keep]) if len(keep) else idx[:0]
         words = [dictionary.words[i] for i in keep]
         sub = Dictionary(dictionary.codec, words, dictionary.counts[keep], sub_ptr, sub_idx)
-        self.scorer = Decoder(sub).scorer()
+        self.scorer = Decoder(sub, score=score).scorer()
         self.ids = keep[self.scorer.order]  # trie position -> main dictionary id
         self.n = n
         self.scale = np.float32(1.0 / t_cal)

@@ -137,7 +137,7 @@ class Words(_Plain):
         self-speculative with the Over-Decoding head (speculative.py)."""
         d = self.dictionary
         c = self.calibration
-        words = _WordSampler(d, c.temperature, (c.prior_weight, c.zero_count_weight), sampler)
+        words = _WordSampler(d, c.temperature, (c.prior_weight, c.zero_count_weight), sampler, c.score)
         words.decoder.scorer()  # grown by the prompt's words now, not inside the first step
 
         def pick(logits):
@@ -150,7 +150,7 @@ class Words(_Plain):
             return _Plain.picks(window, pick)
         from .speculative import Drafter, draft_words  # noqa: PLC0415
 
-        drafter = Drafter(d, 1.0 / float(words.scale), words.b)
+        drafter = Drafter(d, 1.0 / float(words.scale), words.b, score=c.score)
         return draft_words(window, d.words, pick, words.probs, drafter, draft_stats, sampler)
 
     # -- bits -------------------------------------------------------------------------------------------------
@@ -161,7 +161,8 @@ class Words(_Plain):
             from .bits import dictionary_scorer  # noqa: PLC0415
 
             d = self.dictionary
-            self._scoring = dictionary_scorer(d), SpellingModel(d.words, self.calibration.spell_order)
+            self._scoring = (dictionary_scorer(d, self.calibration.score),
+                             SpellingModel(d.words, self.calibration.spell_order))
         return self._scoring
 
     def unit_bits(self, model, corpus, units, reading) -> list[tuple[float, int]]:
@@ -181,7 +182,12 @@ class Words(_Plain):
         weights from the last fit, p_unk by maximum likelihood): the fit is kept as this vocabulary's."""
         from .bits import calibrate, evaluate_tfree, tfree_bpb  # noqa: PLC0415
 
-        cal = calibrate(model, corpus, units, self, reading)
+        if model.config.objective != "bce":  # the distribution it trains for is its calibration: only p_unk is fitted
+            cal = Calibration(**{**self.calibration.to_dict(), **model.word_head.calibration()})
+            self._scoring = None if self.calibration.score != cal.score else self._scoring
+            self.calibration = cal
+        else:
+            cal = calibrate(model, corpus, units, self, reading)
         acc = evaluate_tfree(model, corpus, units, self, cal.params(), reading)
         p_unk = (acc["unseen"] + 0.5) / (acc["items"] + 1)  # maximum likelihood (add-half) on the slice
         self.calibration = Calibration(**{**cal.to_dict(), "p_unk": p_unk})
@@ -206,7 +212,7 @@ class Words(_Plain):
                 "coverage_words": r["coverage_words"], "coverage_bytes": r["coverage_bytes"], "dictionary_words": n,
                 "calibration": cal.to_dict(),
                 "convention": (f"p(word) = (1 - {cal.p_unk:.4f}) softmax over the {n:,}-word dictionary of "
-                               f"s/{cal.temperature:.4f} + {cal.prior_weight:.3f} log(count+1)"
+                               f"{cal.score} s/{cal.temperature:.4f} + {cal.prior_weight:.3f} log(count+1)"
                                + (f" + {cal.zero_count_weight:.3f} [count=0]" if cal.zero_count_weight else "")
                                + "; unseen words "
                                f"{cal.p_unk:.4f} x a byte {cal.spell_order}-gram spelling probability")}
@@ -233,8 +239,8 @@ class _WordSampler:
     dictionary each word). With the sampling's ``spell_below``, where even the best dictionary word scores below
     it, a spelling of the activations (spell.py) is taken instead when it scores better than that word."""
 
-    def __init__(self, dictionary, t_cal: float, prior: tuple, sampler):
-        self.dictionary, self.decoder, self.sampler = dictionary, Decoder(dictionary), sampler
+    def __init__(self, dictionary, t_cal: float, prior: tuple, sampler, score: str = "sigmoid_diff"):
+        self.dictionary, self.decoder, self.sampler = dictionary, Decoder(dictionary, score=score), sampler
         self.scale, self.b = np.float32(1.0 / t_cal), tuple(prior)
         self.spell_below = sampler.sampling.spell_below
         self._prior = np.zeros(0, np.float32)

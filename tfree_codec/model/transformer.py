@@ -52,6 +52,11 @@ class ModelConfig:
     oe_distinct: bool = True   # each slice its own hash and modulus (False: the paper's shared-modulus control)
     oe_unigram: bool = True    # False: the n-gram tables alone (ablation: the paper found it worse)
     od: bool = False           # Over-Decoding: a second head predicting the word after next
+    # what the T-FREE head trains for (word_head.py): "bce" (each row on its own, the paper's recipe), "word" (the
+    # softmax over dictionary words that decoding reads), "mix" (word + mix_bce * bce)
+    objective: str = "bce"
+    word_budget: int = 8192    # dictionary words scored exactly per step; past it, a sampled softmax (word_head.py)
+    mix_bce: float = 0.1
     format_version: int = MODEL_FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -76,6 +81,14 @@ class ModelConfig:
                 problems.append(f"oe_rows must be an integer >= 2, not {self.oe_rows!r}")
             if not isinstance(self.oe_slices, int) or not 1 <= s <= 64 or (isinstance(self.n_embd, int) and self.n_embd < s):
                 problems.append(f"oe_slices {self.oe_slices!r}: need 1 <= orders x slices <= min(64, n_embd)")
+        if self.objective not in OBJECTIVES:
+            problems.append(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
+        elif self.objective != "bce" and self.mode != "tfree":
+            problems.append(f"objective {self.objective!r} needs a T-FREE model")
+        if not isinstance(self.word_budget, int) or self.word_budget < 2:
+            problems.append(f"word_budget must be an integer >= 2, not {self.word_budget!r}")
+        if not (isinstance(self.mix_bce, (int, float)) and math.isfinite(self.mix_bce) and self.mix_bce >= 0):
+            problems.append(f"mix_bce must be a finite number >= 0, not {self.mix_bce!r}")
         if self.format_version != MODEL_FORMAT_VERSION:
             problems.append(f"format_version {self.format_version} is not supported (this tfree reads {MODEL_FORMAT_VERSION})")
         if problems:
@@ -119,6 +132,8 @@ class ModelConfig:
         return cls(**d)
 
 
+OBJECTIVES = ("bce", "word", "mix")
+
 # From a few-minute CPU model to GPU sizes. Body sizes follow nanoGPT/GPT-2 conventions.
 PRESETS = {
     "tiny": dict(n_layer=2, n_head=4, n_embd=128, seq_len=128),
@@ -141,11 +156,14 @@ class Patterns:
     words: torch.Tensor | None = None
     # Over-Encoding models: (B*T, S) int64, each position's row in each of the S n-gram tables (text/ngrams.py)
     oe_rows: torch.Tensor | None = None
+    # Targets under the word objective: (B*T,) int64 dictionary ids of the words (-1: not in the dictionary)
+    word_ids: torch.Tensor | None = None
 
     def to(self, device, non_blocking: bool = False) -> "Patterns":
         def move(t):
             return None if t is None else t.to(device, non_blocking=non_blocking)
-        return Patterns(move(self.indices), move(self.offsets), self.shape, move(self.words), move(self.oe_rows))
+        return Patterns(move(self.indices), move(self.offsets), self.shape, move(self.words), move(self.oe_rows),
+                        move(self.word_ids))
 
     @classmethod
     def from_lists(cls, patterns, shape=None) -> "Patterns":
@@ -293,6 +311,10 @@ class Model(nn.Module):
         # Over-Encoding (overtok.py), made last, so that the rest draws the plain model's initial weights from the
         # same seed
         self.oe = OverEncoding(c) if c.oe_orders else None
+        if c.objective != "bce":  # no random draws: the rest of the model starts as the BCE model does
+            from .word_head import WordHead  # noqa: PLC0415
+
+            self.word_head = WordHead(c.word_budget)
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -386,13 +408,22 @@ class Model(nn.Module):
         if last and targets is not None:
             raise ValueError("last=True gives no loss: the loss needs every position's logits")
         h = self.trunk(inputs, kv_cache, last)
+        objective = self.config.objective
+        after = targets if isinstance(targets, AfterNext) else None
+        nxt = after.next if after else targets
+        if nxt is not None and objective == "word" and after is None:  # no (B, T, v) logits: the head's cost
+            return None, self.word_head.loss(h, self.head.weight, nxt.word_ids, mask)
         logits = self.head(h)  # (B, T or 1, V)
         B, T = logits.shape[:2]
         if targets is None:
             return logits, None
         if self.config.tfree:
-            after = targets if isinstance(targets, AfterNext) else None
-            loss = pattern_bce(logits, after.next if after else targets, mask, self.config.pos_weight)
+            if objective == "word":
+                loss = self.word_head.loss(h, self.head.weight, nxt.word_ids, mask)
+            else:
+                loss = pattern_bce(logits, nxt, mask, self.config.pos_weight)
+            if objective == "mix":
+                loss = self.word_head.loss(h, self.head.weight, nxt.word_ids, mask) + self.config.mix_bce * loss
             if after is None:
                 return logits, loss
             if not self.config.od:

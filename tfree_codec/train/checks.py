@@ -52,6 +52,8 @@ def validate(cfg) -> None:
         bad("od_weight", od, "a non-negative number")
     if f["od_anneal"] and not od:
         raise TfreeError("--od-anneal anneals the Over-Decoding loss: give --od-weight W > 0 with it")
+    if f["objective"] != "bce" and f["baseline"]:
+        raise TfreeError(f"--objective {f['objective']}: the word objective needs a T-FREE model, not --baseline bpe")
     if od and f["baseline"]:
         raise TfreeError("--od-weight: Over-Decoding needs a T-FREE model, not --baseline bpe")
     # the model's shape (heads dividing the width, ...) before a dictionary or tokenizer is written for it

@@ -92,6 +92,7 @@ class PatternSource:
         self.corpus, self.units = corpus, units
         self.lengths = units.stop - units.start
         self.oe = oe  # the ModelConfig of an Over-Encoding model: batches then carry its n-gram rows
+        self.dict_ids = None  # the word objective: lexicon id -> dictionary id (-1: not in it), for the targets
 
     def item_patterns(self, u: int, a: int, b: int):
         if u < 0:
@@ -154,13 +155,16 @@ class PatternSource:
         x = pats(distinct, inverse)
         if self.oe is not None and self.oe.oe_orders:
             x.oe_rows = torch.from_numpy(self.oe_rows(windows, T))
+        y = pats(ids[:, 1:].reshape(-1))
+        if self.dict_ids is not None:
+            y.word_ids = torch.from_numpy(self.dict_ids[ids[:, 1:].reshape(-1)])
         if not od:
-            return x, pats(ids[:, 1:].reshape(-1))
+            return x, y
         starts = np.stack([self.starts(segs) for segs in windows])                     # (B, T+1)
         mask2 = np.zeros((B, T), bool)
         mask2[:, :-1] = ~starts[:, 2:]
         ids2 = np.concatenate([ids[:, 2:], ids[:, -1:]], axis=1)  # the last column is a masked stand-in
-        return x, pats(ids[:, 1:].reshape(-1)), pats(ids2.reshape(-1)), torch.from_numpy(mask2)
+        return x, y, pats(ids2.reshape(-1)), torch.from_numpy(mask2)
 
     def oe_rows(self, windows, T: int) -> np.ndarray:
         """(B*T, S) n-gram rows of the windows' first T items: one ``ngram_rows`` pass over the windows laid end to

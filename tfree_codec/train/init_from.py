@@ -25,7 +25,7 @@ from .settings import model_config
 
 # The options that make a model's shape: the CLI takes them from the source unless they are typed.
 SHAPE_OPTIONS = ("n_layer", "n_head", "n_embd", "seq_len", "pos_weight", "oe_orders", "oe_rows", "oe_slices",
-                 "oe_distinct", "oe_unigram")
+                 "oe_distinct", "oe_unigram", "objective", "word_budget", "mix_bce")
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,14 @@ import secrets
 import time
 from collections import Counter
 
+import numpy as np
 import torch
 
 from ..model import checkpoint as ckpt
 from ..config import TfreeError, atomic_write
 from .data import Packer, PatternSource, TokenSource, train_bpe
 from ..decode.calibration import Calibration
-from ..decode.dictionary import Dictionary
+from ..decode.dictionary import Dictionary, prior_features
 from . import init_from, report
 from ..generate.bits import Reading
 from ..generate.vocab import Tokens, Words
@@ -91,6 +92,8 @@ class Run:
             self.source.oe = self.model_config
             # sparse table gradients and SparseAdam; DDP over NCCL cannot all-reduce sparse gradients
             self.model.sparse_tables(not (self.dist.world > 1 and self.device.type == "cuda"))
+        if self.model_config.objective != "bce":
+            self._word_objective()
         if self.init_src:
             init_from.load_weights(self.model, self.init_src)
             self.log(init_from.describe(self.init_src))
@@ -186,6 +189,13 @@ class Run:
             self.vocab_size = self.codec.vocab_size
             self.source = PatternSource(self.corpus, self.train_units)
         self.artifacts = {os.path.basename(path): path}
+
+    def _word_objective(self) -> None:
+        """The word objective scores the run's dictionary: the model gets its patterns and counts, the loader
+        each target's dictionary id."""
+        d = self.vocab.raw
+        self.model.word_head.set_dictionary(d.indptr, d.indices, prior_features(d.counts))
+        self.source.dict_ids = np.array([d.index(w) for w in self.corpus.lexicon_words], np.int64)
 
     def _build_dictionary(self, path: str) -> str:
         counts = Counter()

@@ -19,7 +19,7 @@ from ..model import checkpoint as ckpt
 RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "batch_size", "baseline", "bpe_vocab",
                 "pos_weight", "chunk_words", "val_bytes", "lr", "warmup", "weight_decay", "od_weight", "od_anneal",
                 "oe_orders", "oe_rows", "oe_slices", "oe_distinct", "oe_unigram", "oe_lr_scale", "freeze_body",
-                "unfreeze_after", "unfreeze_lr")
+                "unfreeze_after", "unfreeze_lr", "objective", "word_budget", "mix_bce")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,9 @@ class Shape:
     baseline: str | None = None       # None (T-FREE) or "bpe"
     bpe_vocab: int = 32000
     pos_weight: float = 100.0
+    objective: str = "bce"            # what the T-FREE head trains for: "bce", "word", "mix" (model/word_head.py)
+    word_budget: int = 8192           # dictionary words scored exactly per step (past it: a sampled softmax)
+    mix_bce: float = 0.1              # "mix": the BCE term's weight beside the word objective
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,15 @@ def model_config(cfg: TrainConfig, vocab_size: int, seq_len: int | None = None, 
     s = cfg.shape
     return ModelConfig.from_preset(s.preset, mode=cfg.mode, vocab_size=vocab_size, seq_len=seq_len or s.seq_len,
                                    n_layer=s.n_layer, n_head=s.n_head, n_embd=s.n_embd, pos_weight=s.pos_weight,
-                                   od=od, **oe_options(cfg))
+                                   od=od, **oe_options(cfg), **objective_options(cfg))
+
+
+def objective_options(cfg: TrainConfig) -> dict:
+    """The objective's ModelConfig fields (a BPE baseline has only its softmax)."""
+    s = cfg.shape
+    if s.baseline:
+        return {}
+    return {"objective": s.objective, "word_budget": s.word_budget, "mix_bce": float(s.mix_bce)}
 
 
 def oe_options(cfg: TrainConfig) -> dict:
