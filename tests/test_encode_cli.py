@@ -149,7 +149,8 @@ def test_shards_info_and_verify(tmp_path):
 def test_sigkill_then_rerun_gives_identical_files(tmp_path):
     rng = random.Random(0)
     words = "the quick brown fox jumps over lazy dogs while Grüße and 3.14 appear".split()
-    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 30))) for _ in range(2000)]
+    # 100 shards: the kill lands while most are still to write, however fast encoding gets
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 30))) for _ in range(10000)]
     (tmp_path / "in.txt").write_text("\n".join(lines))
     cmd = [sys.executable, "-c", "from tfree_cli.main import main; main()", "encode", str(tmp_path / "in.txt"),
            "--split", "lines", "--docs-per-shard", "100", "--num-proc", "2", "-q"]

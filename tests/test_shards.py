@@ -317,7 +317,7 @@ def test_a_finished_directory_missing_a_shard_is_repaired_by_a_rerun(encoded, tm
 def test_input_that_changed_since_the_plan_is_refused(tmp_path):
     write_docs(tmp_path / "in.txt", ["one", "two"])
     plan = shard_writer.make_plan([str(tmp_path / "in.txt")], lambda p: iter([pack(["one", "two"])]), CODEC.config, {},
-                                  None, 1 << 20)
+                                  (None, 1 << 20))
     entry = plan["shards"][0]
     with pytest.raises(TfreeError, match="input changed while encoding"):
         shard_writer.encode_shard(str(tmp_path), entry, ["one", "twp"], CODEC.config)
@@ -388,7 +388,7 @@ def test_plan_cuts_in_chunks_equal_the_per_document_rule(seed, monkeypatch):
     files["last"] = ["x"]
     dps, sb = rng.choice([(None, 1), (None, 15), (None, 60), (2, None), (5, None)])
     plan = shard_writer.make_plan(list(files), lambda p: (pack(files[p][i:i + k]) for i in range(0, len(files[p]), k)),
-                                  CODEC.config, {}, dps, sb)
+                                  CODEC.config, {}, (dps, sb))
     lengths = [len(d.encode()) for p in files for d in files[p]]
     assert [s["documents"] for s in plan["shards"]] == _naive_cuts(lengths, dps or 1 << 62, sb or 1 << 62)
     assert sum(s["stop"] - s["start"] for sh in plan["shards"] for s in sh["sources"]) == len(lengths)

@@ -28,11 +28,13 @@ def input_digest(h, lengths) -> str:
     return h.hexdigest()
 
 
-def make_plan(files, read, config: CodecConfig, options: dict, docs_per_shard: int | None, shard_bytes: int | None,
-              progress=None, keep: list | None = None, keep_bytes: int = 0) -> dict:
-    """Read every document once (``read(path)`` yields them in ``Docs`` batches) and cut shards; raise TfreeError
-    on bad or empty input before anything is written. The batches are appended to ``keep`` while the input is
-    under ``keep_bytes``; past that ``keep`` is emptied and left so."""
+def make_plan(files, read, config: CodecConfig, options: dict, cut: tuple, progress=None, keep: list | None = None,
+              keep_bytes: int = 0) -> dict:
+    """Read every document once (``read(path)`` yields them in ``Docs`` batches) and cut shards (``cut``:
+    (documents per shard or None, bytes per shard or None)); raise TfreeError on bad or empty input before anything
+    is written. The batches are appended to ``keep`` while the input is under ``keep_bytes``; past that ``keep`` is
+    emptied and left so."""
+    docs_per_shard, shard_bytes = cut
     if docs_per_shard is not None and docs_per_shard < 1:
         raise TfreeError("--docs-per-shard must be at least 1")
     if docs_per_shard is None and (shard_bytes or 0) < 1:

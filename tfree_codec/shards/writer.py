@@ -260,7 +260,8 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, options: EncodeO
             pool = start_pool(num_proc - 1, config)
         bars.append(_Progress(None, "plan", progress))
         kept: list[Docs] = []
-        plan = make_plan(files, read, config, options, docs_per_shard, shard_bytes, bars[-1].update, kept, KEEP_BYTES)
+        plan = make_plan(files, read, config, options, (docs_per_shard, shard_bytes), bars[-1].update, kept,
+                             KEEP_BYTES)
         bars[-1].close()
         plan_bytes = _canonical(plan)
         state = prepare_dir(out_dir, plan_bytes, config, overwrite)
@@ -285,8 +286,8 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, options: EncodeO
             pool = start_pool(workers, config)
         if todo:
             batches = iter(kept) if kept else chain.from_iterable(map(read, files))
-            _encode_missing(out_dir, batches, entries, results, config, pool, workers, bars[-1], check=not kept,
-                            threads=default_num_threads() if num_proc == 1 else 1)
+            _encode_missing(out_dir, batches, entries, results, config,
+                            (pool, workers, default_num_threads() if num_proc == 1 else 1), bars[-1], check=not kept)
         encoded = True
     finally:
         for bar in bars:
@@ -340,15 +341,16 @@ class _Stream:
         return parts[0] if len(parts) == 1 else concat(parts)
 
 
-def _encode_missing(out_dir, batches, entries, results, config, pool, slots, bar, check, threads=1) -> None:
+def _encode_missing(out_dir, batches, entries, results, config, helpers: tuple, bar, check) -> None:
     """Second pass: stream the documents (kept from the plan pass, or read again) and encode every shard not
-    in ``results``.
+    in ``results``; ``helpers`` is (the worker pool or None, its workers, threads when there are none).
 
     Without workers, ``threads`` threads of this process each encode and write one shard at a time: the kernels,
     hashing, writing and fsync release the GIL. With workers, each worker holds one shard at a time; this process
     encodes the others itself and, between its record batches, hands a freed worker the next shard. So nobody
     waits on a queue and the run ends within about one shard of perfectly balanced. This process's shards are
     written (serialised, hashed, written, fsynced) by a thread while it encodes the next one."""
+    pool, slots, threads = helpers
     todo = iter(i for i in range(len(entries)) if i not in results)
     inflight: dict = {}
     stream = _Stream(batches)
