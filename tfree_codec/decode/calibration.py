@@ -123,7 +123,11 @@ class Calibration:
                 (1.0 / self.temperature_plain, (0.0, 0.0))]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; ``score`` only where it is not the SPEC's, so a BCE model's calibration.json is as before."""
+        d = asdict(self)
+        if d["score"] == "sigmoid_diff":
+            del d["score"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":

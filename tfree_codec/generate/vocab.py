@@ -212,7 +212,7 @@ class Words(_Plain):
                 "coverage_words": r["coverage_words"], "coverage_bytes": r["coverage_bytes"], "dictionary_words": n,
                 "calibration": cal.to_dict(),
                 "convention": (f"p(word) = (1 - {cal.p_unk:.4f}) softmax over the {n:,}-word dictionary of "
-                               f"{cal.score} s/{cal.temperature:.4f} + {cal.prior_weight:.3f} log(count+1)"
+                               f"{'' if cal.score == 'sigmoid_diff' else cal.score + ' '}s/{cal.temperature:.4f} + {cal.prior_weight:.3f} log(count+1)"
                                + (f" + {cal.zero_count_weight:.3f} [count=0]" if cal.zero_count_weight else "")
                                + "; unseen words "
                                f"{cal.p_unk:.4f} x a byte {cal.spell_order}-gram spelling probability")}

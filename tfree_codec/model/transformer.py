@@ -116,7 +116,11 @@ class ModelConfig:
         return ngram_rows(keys, boundary, self.oe_orders, self.oe_slices, self.oe_rows, self.oe_distinct)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        d = dataclasses.asdict(self)
+        if d["objective"] == "bce":  # a BCE model's file is as before the word objective existed
+            for name in ("objective", "word_budget", "mix_bce"):
+                del d[name]
+        return json.dumps(d, indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":

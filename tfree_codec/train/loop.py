@@ -35,6 +35,7 @@ from .checks import check_finite as _check_finite
 from .checks import data_fingerprint as _data_fingerprint
 from .checks import validate
 from ..model.optim import clip_grad_norm
+from .settings import settings_to_save
 from .settings import (PLAIN, RESUME_FIXED, TrainConfig, body_frozen, init_dist, lr_at, lr_for,  # noqa: F401
                        model_config, od_weight_at)  # (re-exported)
 
@@ -328,7 +329,7 @@ class Run:
         ckpt.save_checkpoint(path, self.model, self.codec, files=self.artifacts, train_state=state, step=self.step,
                              info={"bytes_seen": self.bytes_seen, "seed": self.seed, "params": self.model.num_params(),
                                    "chunk_words": self.cfg.data.chunk_words},
-                             json_files={ckpt.SETTINGS_FILE: {**self.cfg.flat(), "seed": self.seed},
+                             json_files={ckpt.SETTINGS_FILE: {**settings_to_save(self.cfg), "seed": self.seed},
                                          **self.vocab.checkpoint_json})
         if not final and self.cfg.logging.keep_last:
             ckpt.prune_checkpoints(self.out, self.cfg.logging.keep_last)

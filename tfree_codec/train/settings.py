@@ -176,6 +176,16 @@ def model_config(cfg: TrainConfig, vocab_size: int, seq_len: int | None = None, 
                                    od=od, **oe_options(cfg), **objective_options(cfg))
 
 
+def settings_to_save(cfg: TrainConfig) -> dict:
+    """train_config.json's settings: ``flat()``, less the objective's fields where it is BCE (so a BCE run's file
+    is as before the word objective existed; a missing field reads back as its default)."""
+    out = cfg.flat()
+    if out["objective"] == "bce":
+        for name in ("objective", "word_budget", "mix_bce"):
+            del out[name]
+    return out
+
+
 def objective_options(cfg: TrainConfig) -> dict:
     """The objective's ModelConfig fields (a BPE baseline has only its softmax)."""
     s = cfg.shape
