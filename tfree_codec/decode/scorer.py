@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from . import _prune as P
 from . import _score as S
 from ..text._unicode import tables
 from ..config import TfreeError
@@ -114,6 +115,12 @@ class Scorer:
         self.a, self.c = np.zeros(0, np.float32), np.zeros(0, np.float32)
         self.maxd = 0
         self.factored = 0   # words scored through their trigrams (the rest row by row)
+        # per trie position: pattern size and distinct trigram ids (none for a word scored row by row), what the
+        # pruned search (search.py) scores single words and bounds the rest with
+        self.sizes = np.zeros(0, np.int32)
+        self.kptr, self.ktid = np.zeros(1, np.int64), np.zeros(0, np.int32)
+        self._coef: dict = {}
+        self._postings = None
         self._position = None
         self._local = threading.local()
 
@@ -183,6 +190,51 @@ class Scorer:
         self.c = np.concatenate([self.c, c.astype(np.float32)])
         self.maxd = max(self.maxd, int(np.diff(kptr).max()))
         self.factored += int(ok.sum())
+        fin = kid.copy()
+        fin[kid >= first_new] = remap[kid[kid >= first_new] - first_new]
+        lens = (np.diff(kptr) * ok)[local]
+        total = int(lens.sum())
+        at = np.repeat(kptr[:-1][local] - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(total)
+        self.kptr = np.concatenate([self.kptr, self.kptr[-1] + np.cumsum(lens)])
+        self.ktid = np.concatenate([self.ktid, fin[at].astype(np.int32)])
+        self.sizes = np.concatenate([self.sizes, np.diff(indptr)[local].astype(np.int32)])
+        self._coef.clear()
+
+    # the arrays that make a scorer, for the on-disk cache (index.py)
+    STATE = ("trows", "eptr", "etid", "_keys", "_key_ids", "order", "lcp", "sptr", "stid", "xptr", "xrow", "xval",
+             "a", "c", "sizes", "kptr", "ktid")
+
+    def state(self) -> dict:
+        """Everything the scorer holds, as arrays (the inverted index too), for ``restore``."""
+        out = {k.lstrip("_"): getattr(self, k) for k in self.STATE}
+        out["tptr"], out["tpos"] = self.postings()
+        out["scalars"] = np.array([self.maxd, self.factored], np.int64)
+        return out
+
+    @classmethod
+    def restore(cls, codec, arrays: dict) -> "Scorer":
+        """A scorer from ``state()``'s arrays (checked by the caller: index.py validates a cache before use)."""
+        sc = cls(codec)
+        for k in cls.STATE:
+            setattr(sc, k, arrays[k.lstrip("_")])
+        sc.maxd, sc.factored = (int(x) for x in arrays["scalars"])
+        sc._postings = (len(sc.order), arrays["tptr"], arrays["tpos"])
+        return sc
+
+    def postings(self) -> tuple[np.ndarray, np.ndarray]:
+        """The inverted index (tptr, tpos): the trie positions of the words holding each trigram, built on first
+        use after growth."""
+        if self._postings is None or self._postings[0] != len(self.order):
+            self._postings = (len(self.order), *P.postings(self.kptr, self.ktid, len(self.trows)))
+        return self._postings[1:]
+
+    def coefficients(self, score) -> tuple[np.ndarray, np.ndarray]:
+        """(a, c) float32 per trie position for a ``WordScore``: s = a * S_w - c * G."""
+        if score.name == "variant2":
+            return self.a, self.c
+        if score not in self._coef:
+            self._coef[score] = score.coefficients(self.sizes, self.v)
+        return self._coef[score]
 
     def _buffers(self, lanes: bool):
         """Per-thread reused arrays: all scores (n[, LANES]) and per-chunk partials."""
@@ -192,7 +244,7 @@ class Scorer:
             shape = (S.LANES,) if lanes else ()
             nch = -(-len(self.order) // S.CHUNK)
             cache = self._local.buf = (key, np.empty((len(self.order),) + shape, np.float32),
-                                       np.empty((nch, 4) + shape, np.float64))
+                                       np.empty((nch, 5) + shape, np.float64))
         return cache[1:]
 
     def score_one(self, logits: np.ndarray) -> np.ndarray:
@@ -207,24 +259,28 @@ class Scorer:
                  np.full(1, -1, np.int64), np.zeros(1, np.float32), part)
         return out
 
-    def run(self, logits: np.ndarray, invt: float, num_threads: int = 1, *, keep: bool = True, targets=None):
+    def run(self, logits: np.ndarray, invt: float, num_threads: int = 1, *, keep: bool = True, targets=None,
+            score=None):
         """Score (B, v) float32 logits; yield a ``Block`` per group of rows. ``z`` = sum(exp((s - 1) * invt)) over
-        the dictionary (0 if invt is 0). keep=False keeps no scores but those of ``targets`` (B,) word ids: faster.
-        Kept scores are a reused buffer: use them before the next block."""
+        the dictionary (0 if invt is 0; only meaningful for scores <= 1, as variant 2's). keep=False keeps no scores
+        but those of ``targets`` (B,) word ids: faster. ``score``: a ``WordScore`` (default: variant 2). Kept scores
+        are a reused buffer: use them before the next block."""
         if len(self.order) == 0:
             raise TfreeError("the dictionary is empty")
         logits = np.ascontiguousarray(logits, np.float32)
         B = logits.shape[0]
         tpos = np.full(B, -1, np.int64) if targets is None else self.position[np.asarray(targets, np.int64)]
+        identity = score is not None and score.g == "identity"
+        a, c = self.coefficients(score) if score is not None else (self.a, self.c)
         args = (self.trows, self.eptr, self.etid, self.lcp, self.sptr, self.stid, self.xptr, self.xrow, self.xval,
-                self.a, self.c, self.maxd, np.float32(invt), keep)
+                a, c, self.maxd, np.float32(invt), keep)
         parallel = num_threads > 1
         if parallel:
             numba.set_num_threads(min(num_threads, numba.config.NUMBA_NUM_THREADS))
         if B < MIN_LANES:
             out, part = self._buffers(False)
             kernel = S.score1_parallel if parallel else S.score1
-            sig = S.sigmoid(logits)
+            sig = logits if identity else S.sigmoid(logits)
             for b in range(B):
                 tval = np.zeros(1, np.float32)
                 kernel(sig[b], *args, out, tpos[b:b + 1], tval, part)
@@ -234,7 +290,7 @@ class Scorer:
         kernel = S.score_lanes_parallel if parallel else S.score_lanes
         sigt = np.empty((self.v, S.LANES), np.float32)
         for b0 in range(0, B, S.LANES):
-            S.sigmoid_lanes(logits, b0, sigt)
+            S.sigmoid_lanes(logits, b0, sigt, not identity)
             tp = np.full(S.LANES, -1, np.int64)
             tp[:min(B, b0 + S.LANES) - b0] = tpos[b0:b0 + S.LANES]
             tval = np.zeros(S.LANES, np.float32)
@@ -253,12 +309,17 @@ class Block:
     low: np.ndarray            # (len(rows),) float32 the lowest score
     z: np.ndarray              # (len(rows),) float64 sum(exp((s - 1) * invt))
     target: np.ndarray         # (len(rows),) float32 score of each row's target word (when given)
+    second: np.ndarray         # (len(rows),) float32 the best score of the other words
 
     @classmethod
     def of(cls, rows: range, scores, part: np.ndarray, tval: np.ndarray) -> "Block":
-        """From per-chunk partials part (chunks, 4, L): best, its position, z, lowest."""
+        """From per-chunk partials part (chunks, 5, L): best, its position, z, lowest, second best."""
         nl = len(rows)
         ch = np.argmax(part[:, 0, :nl], axis=0)  # the chunk holding each row's best word
         lane = np.arange(nl)
+        others = part[:, 0, :nl].copy()
+        others[ch, lane] = -np.inf
+        second = np.maximum(part[:, 4, :nl].max(0), others.max(0))
         return cls(rows, scores, part[ch, 1, lane].astype(np.int64), part[ch, 0, lane].astype(np.float32),
-                   part[:, 3, :nl].min(0).astype(np.float32), part[:, 2, :nl].sum(0), tval[:nl].copy())
+                   part[:, 3, :nl].min(0).astype(np.float32), part[:, 2, :nl].sum(0), tval[:nl].copy(),
+                   second.astype(np.float32))

@@ -13,6 +13,7 @@ import torch
 
 from ..config import TfreeError
 from .sampling import Decoded
+from .wordscore import VARIANT2
 
 
 class TorchDecoder:
@@ -20,6 +21,7 @@ class TorchDecoder:
         self.dictionary = dictionary
         self.v = dictionary.codec.vocab_size
         self._blocks: dict = {}  # device -> list of (first word, CSR matrix, sizes)
+        self._coef: dict = {}    # (device, first word, WordScore) -> (alpha, beta) of the block's words
 
     def _matrices(self, device):
         d = self.dictionary
@@ -37,29 +39,51 @@ class TorchDecoder:
             blocks.append((done, mat, sizes))
         return blocks
 
-    def scores(self, logits: torch.Tensor) -> torch.Tensor:
-        """(B, v) logits -> (B, W) scores, on the logits' device."""
+    def scores(self, logits: torch.Tensor, score=VARIANT2) -> torch.Tensor:
+        """(B, v) logits -> (B, W) scores s (a ``WordScore``), on the logits' device."""
         if logits.dim() == 1:
             logits = logits[None]
         if logits.dim() != 2 or logits.shape[1] != self.v:
             raise TfreeError(f"logits must have shape (B, {self.v}), not {tuple(logits.shape)}")
-        sig = torch.sigmoid(logits.float())                       # (B, v)
-        total = sig.sum(1, keepdim=True)                          # (B, 1)
-        sig_t = sig.T.contiguous()                                # (v, B)
+        g = torch.sigmoid(logits.float()) if score.g == "sigmoid" else logits.float()  # (B, v)
+        total = g.sum(1, keepdim=True)                            # (B, 1)
+        g_t = g.T.contiguous()                                    # (v, B)
         parts = []
-        for _, mat, sizes in self._matrices(logits.device):
-            inside = torch.sparse.mm(mat, sig_t).T                # (B, W_block): sum of sigmoid over each pattern
-            outside = (self.v - sizes).clamp(min=1)
-            parts.append(inside / sizes - (total - inside) / outside)
+        for first, mat, sizes in self._matrices(logits.device):
+            inside = torch.sparse.mm(mat, g_t).T                  # (B, W_block): sum of g over each pattern
+            key = (str(logits.device), first, score)
+            if key not in self._coef:
+                self._coef[key] = tuple(torch.as_tensor(x, dtype=torch.float32, device=logits.device) for x in
+                                        score.alpha_beta(np.diff(self.dictionary.indptr[first:first + len(sizes) + 1]),
+                                                         self.v))
+            alpha, beta = self._coef[key]
+            parts.append(inside * alpha + total * beta)
         return torch.cat(parts, 1)
 
-    def decode(self, logits, temperature, top_k, top_p, generator) -> Decoded:
-        s = self.scores(logits)                                   # (B, W)
+    def _z(self, logits, rank):
+        """(scores s, ranking values z = scale * s + bias), both (B, W)."""
+        score, scale, bias = rank
+        s = self.scores(logits, score)
+        z = s * scale if bias is None else s * scale + torch.as_tensor(bias, device=s.device)
+        return s, z
+
+    def decode(self, logits, temperature, top_k, top_p, generator, rank=(VARIANT2, 1.0, None)) -> Decoded:
+        """``rank``: (WordScore, scale, bias by id or None), as the Decoder ranks."""
+        from .search import canonical, raw_scores  # noqa: PLC0415
+
+        logits = logits[None] if logits.dim() == 1 else logits
+        s, zz = self._z(logits, rank)                             # (B, W)
         if temperature == 0 or top_k == 1:
-            best = s.argmax(1)
+            best = zz.argmax(1)
+            # float32 noise can order near-equal words differently than the CPU: compare them as it does
+            near = zz >= zz.max(1, keepdim=True).values - 1e-4 * rank[1] * (1 if rank[0].g == "sigmoid" else max(
+                1.0, float(logits.abs().max()))) - 1e-5 * (1 + (0 if rank[2] is None else float(np.abs(rank[2]).max())))
+            for b in torch.nonzero(near.sum(1) > 1)[:, 0].tolist():
+                ids = torch.nonzero(near[b])[:, 0].cpu().numpy()
+                best[b] = canonical(self.dictionary, rank[0], rank[1], rank[2], logits[b].float().cpu().numpy(), ids)
             probs = torch.ones(len(best), dtype=torch.float64)
         else:
-            z = (s / temperature).double()
+            z = (zz / temperature).double()
             if top_k is not None and top_k < z.shape[1]:
                 kth = torch.topk(z, top_k, dim=1).values[:, -1:]
                 z = z.masked_fill(z < kth, float("-inf"))
@@ -75,10 +99,10 @@ class TorchDecoder:
             probs = p.gather(1, best[:, None])[:, 0].cpu()
         ids = best.cpu().numpy().astype(np.int64)
         return Decoded([self.dictionary.words[i] for i in ids], ids, probs.numpy().astype(np.float64),
-                       s.gather(1, best[:, None])[:, 0].double().cpu().numpy())
+                       raw_scores(self.dictionary, rank[0], logits.float().cpu().numpy(), ids))
 
-    def log_probs(self, logits, targets: np.ndarray, temperature: float) -> np.ndarray:
-        z = (self.scores(logits) / temperature).double()         # (B, W)
+    def log_probs(self, logits, targets: np.ndarray, temperature: float, rank=(VARIANT2, 1.0, None)) -> np.ndarray:
+        z = (self._z(logits[None] if logits.dim() == 1 else logits, rank)[1] / temperature).double()  # (B, W)
         t = torch.as_tensor(targets, device=z.device)[:, None]
         if t.shape[0] != z.shape[0]:
             raise TfreeError(f"{t.shape[0]} targets for {z.shape[0]} positions")

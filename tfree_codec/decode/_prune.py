@@ -1,0 +1,428 @@
+"""Kernels of the pruned search (search.py): one position at a time, over the scorer's trie positions.
+
+A word's sum S_w = sum of its distinct trigrams' sums T_t, corrected for rows two trigrams share. So
+S_w <= sum_t T+_t, with T+_t the trigram's sum of max(g, 0) (T_t itself for sigmoids), and S_w <= n_w * max(g).
+
+1. When the ``hot`` rows of largest g stand out from the rest, every trigram's sums are computed (one pass in
+   storage order: random reads cost more) and the trigrams are read by falling T+, bin by bin: every word of a
+   trigram's posting list is scored exactly. Any word not read has all its trigrams below the bins read, so
+   S_w <= k_w * tau (k_w distinct trigrams, tau the bins' edge), which with n_w, a_w, c_w and the bias bounds z.
+   ``_envelope`` bounds all such words at once; reading stops when it proves the rest cannot matter, or when each
+   word's own bound would leave no more words to score than have been read. (When the rows do not stand out,
+   tau = m max(g, 0) and a trigram's sums are computed only when a word scored needs them.)
+2. Then each remaining word's own bound decides, by blocks in falling bias (the bias alone often rules out all
+   but the first blocks).
+
+What is left out is what the bounds prove cannot matter: for top-k, words whose bound is below the k-th best z
+found (less a float margin); for the mass mode, words whose bounds together hold at most ``eps`` of the mass
+found. Arrays travel as tuples: ``ix`` the index (scorer.py), ``rk`` one ranking (search.Ranker), ``buf`` buffers.
+Words are scored in trie-position order where possible (a batch is sorted first): this machine's memory makes a
+random read cost as much as dozens of sequential ones.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+NBINS = 1024
+BLOCK = 64  # words per block of the bias-ordered list (search.py's ``blocks``)
+TOP, MASS = 0, 1
+FULL = -1  # returned by search when the bounds leave too much to score: score everything instead
+_NEG = -1e300
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _tsum(t, g, trows, ts, tsp, tst, sv):
+    """Trigram t's sums of g and of max(g, 0), computed once per position (tst marks them)."""
+    if tst[t] != sv:
+        s, sp = np.float32(0), np.float32(0)
+        for j in range(trows.shape[1]):
+            x = g[trows[t, j]]
+            s += x
+            sp += max(x, np.float32(0))
+        ts[t], tsp[t], tst[t] = s, sp, sv
+    return ts[t]
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _all_sums(g, trows, ts, tsp, tst, sv):
+    for t in range(trows.shape[0]):
+        s, sp = np.float32(0), np.float32(0)
+        for j in range(trows.shape[1]):
+            x = g[trows[t, j]]
+            s += x
+            sp += max(x, np.float32(0))
+        ts[t], tsp[t], tst[t] = s, sp, sv
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _z(p, g, G, scale, sv, ix, rk, buf):
+    """z of the word at trie position p (float32). rk[0] rows: a, c, bias, k, n; rk[1] rows: kptr, xptr."""
+    trows, ktid, xrow, xval = ix[0], ix[1], ix[2], ix[3]
+    w, ptr = rk[0], rk[1]
+    ts, tsp, tst = buf[2], buf[3], buf[1]
+    s = np.float32(0)
+    for q in range(ptr[p, 0], ptr[p + 1, 0]):
+        s += _tsum(ktid[q], g, trows, ts, tsp, tst, sv)
+    for q in range(ptr[p, 1], ptr[p + 1, 1]):
+        s += xval[q] * g[xrow[q]]
+    return np.float32(scale * (s * w[p, 0] - G * w[p, 1]) + w[p, 2])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _bound(p, tau, gmax, G, scale, rk):
+    """Upper bound (float64) on z of the word at p when all its trigrams have T+ <= tau."""
+    w = rk[0]
+    return scale * (w[p, 0] * min(w[p, 3] * tau, w[p, 4] * gmax) - G * w[p, 1]) + w[p, 2]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def word_z(pos, g, G, scale, sv, ix, rk, buf, out):
+    """out[i] = z of the word at trie position pos[i], after ``search`` of the same position (same ``sv``)."""
+    for i in range(pos.shape[0]):
+        out[i] = _z(pos[i], g, G, scale, sv, ix, rk, buf)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _envelope(env, tau, gmax, G):
+    """Upper bound on z of every word outside the seeds whose trigrams all have T+ <= tau: env rows are slope
+    buckets (slope lo, slope hi, largest intercept) of the lines z <= A k tau + bias (rows 0..nb-1) and
+    z <= A n gmax + bias (rows nb..), and env[-1] = (c min, c max, scale) for the - scale c G term."""
+    nb = (env.shape[0] - 1) // 2
+    fk, fn = _NEG, _NEG
+    for j in range(nb):
+        fk = max(fk, (env[j, 1] if tau >= 0 else env[j, 0]) * tau + env[j, 2])
+        fn = max(fn, (env[nb + j, 1] if gmax >= 0 else env[nb + j, 0]) * gmax + env[nb + j, 2])
+    cmin, cmax, scale = env[-1, 0], env[-1, 1], env[-1, 2]
+    return min(fk, fn) - scale * G * (cmin if G >= 0 else cmax)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _block_bound(blk, j, tau, gmax, G, scale, loose):
+    """Upper bound on z over block j's words (all trigrams with T+ <= tau). blk rows: max bias, max A k, max A n,
+    min A n, min c, max c; the last row holds the same over all blocks. ``loose``: the slopes and c of all
+    blocks with this block's bias (falls with j, so a loose bound below a threshold ends the pass)."""
+    r = blk.shape[0] - 1 if loose else j
+    s = min(blk[r, 1] * tau, (blk[r, 2] if gmax >= 0 else blk[r, 3]) * gmax)
+    return s + blk[j, 0] - scale * G * (blk[r, 4] if G >= 0 else blk[r, 5])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _alive(blk, n, tau, gmax, G, scale, theta):
+    """Words in the blocks whose bound reaches theta (what the bias-ordered pass would read)."""
+    alive = 0
+    for j in range(blk.shape[0] - 1):
+        if _block_bound(blk, j, tau, gmax, G, scale, True) < theta:
+            break
+        if _block_bound(blk, j, tau, gmax, G, scale, False) >= theta:
+            alive += min(BLOCK, n - j * BLOCK)
+    return alive
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _mass_todo(blk, n, tau, gmax, G, scale, ref, invt, eps, found):
+    """MASS: about how many words the per-word pass would leave to score with trigrams read down to tau (by the
+    blocks' bounds, so at least as many as it would)."""
+    nb = blk.shape[0] - 1
+    b = np.empty(nb)
+    hi = ref
+    for j in range(nb):
+        b[j] = _block_bound(blk, j, tau, gmax, G, scale, False)
+        hi = max(hi, b[j])
+    low = ref - 40.0 / invt
+    bs = NBINS / max(hi - low, 1e-30)
+    hist = np.zeros(NBINS + 1, np.int64)
+    for j in range(nb):
+        hist[min(max(np.int64((b[j] - low) * bs), 0), NBINS)] += min(BLOCK, n - j * BLOCK)
+    tail, first = 0.0, 0
+    while first <= NBINS:
+        m = hist[first] * math.exp(min((low + (first + 1) / bs - ref) * invt, 700.0))
+        if tail + m > eps * found:
+            break
+        tail += m
+        first += 1
+    todo = 0
+    for kb in range(first, NBINS + 1):
+        todo += hist[kb]
+    return todo
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _stands_out(g, hot):
+    """Whether the ``hot`` rows of largest g stand out from the others (the next is below 0.9 of the largest)."""
+    v = g.shape[0]
+    lo, hi = np.inf, -np.inf
+    for r in range(v):
+        lo = min(lo, np.float64(g[r]))
+        hi = max(hi, np.float64(g[r]))
+    bs = NBINS / max(hi - lo, 1e-30)
+    cnt = np.zeros(NBINS + 1, np.int64)
+    for r in range(v):
+        cnt[min(np.int64((g[r] - lo) * bs), NBINS)] += 1
+    cut, acc = NBINS + 1, 0
+    while cut > 0 and acc + cnt[cut - 1] <= hot:
+        cut -= 1
+        acc += cnt[cut]
+    rest = _NEG
+    for r in range(v):
+        if min(np.int64((g[r] - lo) * bs), NBINS) < cut:
+            rest = max(rest, np.float64(g[r]))
+    return hi > 0 and rest < 0.9 * hi
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def search(g, G, gmax, scale, sv, mode, k, invt, eps, delta, hot, maxfrac, ix, rk, buf):
+    """One position: score the words that can matter, exactly; write their trie positions to ``cand`` and their
+    z = scale * s + bias (float32) to ``cz`` (buf[5], buf[6]). ``seeds`` (words without trigrams, the highest
+    biases) are scored first. mode TOP: every word that can reach the k-th best z (within ``delta``). mode MASS:
+    every word but some whose bounds hold at most ``eps`` of the mass sum(exp(z * invt)) found.
+    -> (count, bound on the mass left out relative to the mass found (0 for TOP)), or (FULL, 0) when more than
+    ``maxfrac`` of the words would have to be scored (the trie's full pass is cheaper then)."""
+    trows, tptr, tpos = ix[0], ix[4], ix[5]
+    seeds, env, border, blk = rk[2], rk[3], rk[4], rk[5]
+    stamp, tst, ts, tsp, ub, cand, cz, tord, cnt = buf
+    W = stamp.shape[0]
+    limit = maxfrac * W
+    top = np.full(k, _NEG)  # TOP: ascending, top[0] is the k-th best so far
+    ref, found = _NEG, 0.0  # MASS: the best z so far and sum(exp((z - ref) * invt)) over the words scored
+    tau = trows.shape[1] * max(np.float64(gmax), 0.0)  # T+ <= m max(g, 0) for every trigram
+    nc = 0
+    nt = trows.shape[0]
+    summed = nt > 0 and _stands_out(g, hot)
+    if summed:
+        _all_sums(g, trows, ts, tsp, tst, sv)
+    for i in range(seeds.shape[0]):
+        stamp[seeds[i]] = sv
+        cand[nc] = seeds[i]
+        nc += 1
+    nc, ref, found = _score(0, nc, mode, invt, top, ref, found, g, G, scale, sv, ix, rk, buf)
+    if summed:  # read trigrams by falling T+
+        lo, hi = np.inf, -np.inf
+        for t in range(nt):
+            lo = min(lo, np.float64(tsp[t]))
+            hi = max(hi, np.float64(tsp[t]))
+        bscale = NBINS / max(hi - lo, 1e-30)
+        start = np.zeros(NBINS + 2, np.int64)  # trigrams by bin of T+ (a counting sort)
+        for t in range(nt):
+            start[min(np.int64((tsp[t] - lo) * bscale), NBINS) + 1] += 1
+        for b in range(NBINS + 1):
+            start[b + 1] += start[b]
+        fill = start[:-1].copy()
+        for t in range(nt):
+            b = min(np.int64((tsp[t] - lo) * bscale), NBINS)
+            tord[fill[b]] = t
+            fill[b] += 1
+        tau = hi
+        read, check = 0, 0
+        n_seed = nc
+        if mode == MASS:  # could reading as far as the limit allows leave few enough words? else give up now
+            b, acc = NBINS, 0
+            while b >= 0 and acc <= limit:
+                for q0 in range(start[b], start[b + 1]):
+                    acc += tptr[tord[q0] + 1] - tptr[tord[q0]]
+                b -= 1
+            reach = lo + (b + 1.001) / bscale if b >= 0 else lo
+            if nc + _mass_todo(blk, border.shape[0], reach, gmax, G, scale, ref, invt, eps, found) > limit:
+                return FULL, 0.0
+        for b in range(NBINS, -1, -1):
+            if start[b] == start[b + 1]:
+                continue
+            tau = lo + (b + 1.001) / bscale  # >= every T+ in this bin and below (a hair above: same rounding)
+            f = _envelope(env, tau, gmax, G)
+            if mode == TOP and read >= check:  # score the few candidates with the highest partial bounds
+                _refine(n_seed, nc, tau, gmax, G, scale, top, delta, 4 * k, sv, g, ix, rk, buf)
+            if mode == TOP and f < top[0] - delta:
+                break
+            if mode == MASS and (W - nc) * math.exp(min((f - ref) * invt, 700.0)) <= eps * found:
+                return nc, (W - nc) * math.exp(min((f - ref) * invt, 700.0)) / max(found, 1e-300)
+            if read >= check:  # would each word's own bound now leave no more to score than has been read?
+                if mode == TOP and _alive(blk, border.shape[0], tau, gmax, G, scale, top[0] - delta) <= max(read, 1024):
+                    break
+                if mode == MASS and read > limit:
+                    break
+                check = max(2 * read, 1024)
+            n0 = nc
+            for q0 in range(start[b], start[b + 1]):
+                t = tord[q0]
+                read += tptr[t + 1] - tptr[t]
+                for q in range(tptr[t], tptr[t + 1]):
+                    p = tpos[q]
+                    if stamp[p] != sv:
+                        stamp[p] = sv
+                        cand[nc] = p
+                        cz[nc] = np.inf  # not scored yet
+                        ub[p] = 0.0      # TOP: the sum of T+ of the word's trigrams read so far
+                        cnt[p] = 0       # ... and how many
+                        nc += 1
+                    if mode == TOP:
+                        ub[p] += tsp[t]
+                        cnt[p] += 1
+            if mode == MASS:
+                if nc >= limit:
+                    return FULL, 0.0
+                cand[n0:nc] = np.sort(cand[n0:nc])
+                nc, ref, found = _score(n0, nc, mode, invt, top, ref, found, g, G, scale, sv, ix, rk, buf)
+            tau = lo + (b + 1e-3) / bscale
+        if mode == TOP:
+            _refine(n_seed, nc, tau, gmax, G, scale, top, delta, W, sv, g, ix, rk, buf)
+            if _envelope(env, tau, gmax, G) < top[0] - delta:
+                return _compact(nc, buf), 0.0
+    if mode == TOP:  # each remaining word's own bound, by blocks of falling bias
+        for j in range(blk.shape[0] - 1):
+            theta = top[0] - delta
+            if _block_bound(blk, j, tau, gmax, G, scale, True) < theta:
+                break  # blocks come by falling bias: none after this one can reach theta either
+            if _block_bound(blk, j, tau, gmax, G, scale, False) < theta:
+                continue
+            n0 = nc
+            for i in range(j * BLOCK, min((j + 1) * BLOCK, border.shape[0])):
+                p = border[i]
+                if stamp[p] != sv and _bound(p, tau, gmax, G, scale, rk) >= theta:
+                    stamp[p] = sv
+                    cand[nc] = p
+                    nc += 1
+            if nc >= limit:
+                return FULL, 0.0
+            nc, ref, found = _score(n0, nc, mode, invt, top, ref, found, g, G, scale, sv, ix, rk, buf)
+        return _compact(nc, buf), 0.0
+    if nc == 0 or found <= 0:
+        return FULL, 0.0
+    if nc + _mass_todo(blk, border.shape[0], tau, gmax, G, scale, ref, invt, eps, found) > limit:
+        return FULL, 0.0
+    # MASS: bin each remaining word's bound; leave out the lowest bins while they hold <= eps of the mass found
+    hi2 = ref
+    for p in range(W):
+        if stamp[p] != sv:
+            ub[p] = _bound(p, tau, gmax, G, scale, rk)
+            hi2 = max(hi2, ub[p])
+    low = ref - 40.0 / invt  # bin 0 holds every bound below this
+    bs = NBINS / max(hi2 - low, 1e-30)
+    hist = np.zeros(NBINS + 1, np.int64)
+    for p in range(W):
+        if stamp[p] != sv:
+            hist[min(max(np.int64((ub[p] - low) * bs), 0), NBINS)] += 1
+    tail, first = 0.0, 0  # bins [0, first) are left out; a bin's words are bounded by its upper edge
+    while first <= NBINS:
+        m = hist[first] * math.exp(min((low + (first + 1) / bs - ref) * invt, 700.0))
+        if tail + m > eps * found:
+            break
+        tail += m
+        first += 1
+    todo = nc
+    for kb in range(first, NBINS + 1):
+        todo += hist[kb]
+    if todo > limit:
+        return FULL, 0.0
+    for p in range(W):
+        if stamp[p] != sv and min(max(np.int64((ub[p] - low) * bs), 0), NBINS) >= first:
+            stamp[p] = sv
+            cand[nc] = p
+            cz[nc] = _z(p, g, G, scale, sv, ix, rk, buf)
+            nc += 1
+    return nc, tail / found  # found (the words scored before) is at most the mass of all candidates
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _refine(n0, n1, tau, gmax, G, scale, top, delta, most, sv, g, ix, rk, buf):
+    """TOP: score the candidates n0..n1-1 not scored yet whose bound from the trigrams read (their T+ summed, the
+    others <= tau) reaches the k-th best, the highest bounds first (by levels), so the threshold rises early; at
+    most about ``most`` of them (a level is finished)."""
+    cand, cz, ub, cnt, w = buf[5], buf[6], buf[4], buf[8], rk[0]
+    todo = np.empty(n1 - n0, np.int64)
+    bound = np.empty(n1 - n0)
+    n = 0
+    hi = _NEG
+    for i in range(n0, n1):
+        if cz[i] == np.inf:
+            p = cand[i]
+            b = scale * (w[p, 0] * min(ub[p] + (w[p, 3] - cnt[p]) * tau, w[p, 4] * gmax) - G * w[p, 1]) + w[p, 2]
+            if b >= top[0] - delta:
+                todo[n], bound[n] = i, b
+                n += 1
+                hi = max(hi, b)
+    if n == 0:
+        return
+    lo = top[0] - delta if top[0] > _NEG else hi - 1.0
+    bs = 64 / max(hi - lo, 1e-30)
+    start = np.zeros(66, np.int64)  # the candidates by level of their bound, highest first (a counting sort)
+    for j in range(n):
+        start[64 - min(max(np.int64((bound[j] - lo) * bs), 0), 64) + 1] += 1
+    for j in range(65):
+        start[j + 1] += start[j]
+    order = np.empty(n, np.int64)
+    for j in range(n):
+        lv = 64 - min(max(np.int64((bound[j] - lo) * bs), 0), 64)
+        order[start[lv]] = j
+        start[lv] += 1
+    done, level = 0, 0
+    for j in order:
+        lv = 64 - min(max(np.int64((bound[j] - lo) * bs), 0), 64)
+        if lv != level:
+            if done >= most:
+                return
+            level = lv
+        if bound[j] >= top[0] - delta:
+            i = todo[j]
+            cz[i] = _z(cand[i], g, G, scale, sv, ix, rk, buf)
+            _push(top, cz[i])
+            done += 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _compact(nc, buf):
+    """Drop the candidates left unscored (their bounds fell below the k-th best). -> how many remain."""
+    cand, cz = buf[5], buf[6]
+    j = 0
+    for i in range(nc):
+        if cz[i] != np.inf:
+            cand[j], cz[j] = cand[i], cz[i]
+            j += 1
+    return j
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _score(n0, n1, mode, invt, top, ref, found, g, G, scale, sv, ix, rk, buf):
+    """Score candidates n0..n1-1 and update the top-k list (TOP) or the best z and the mass found (MASS)."""
+    cand, cz = buf[5], buf[6]
+    for i in range(n0, n1):
+        z = _z(cand[i], g, G, scale, sv, ix, rk, buf)
+        cz[i] = z
+        if mode == TOP:
+            _push(top, z)
+        elif z > ref:
+            found = found * math.exp(max((ref - z) * invt, -700.0)) + 1.0
+            ref = np.float64(z)
+        else:
+            found += math.exp(max((z - ref) * invt, -700.0))
+    return n1, ref, found
+
+
+@njit(cache=True, nogil=True)
+def _push(top, z):
+    """Insert z into the ascending top-k list when it beats the k-th best."""
+    if z <= top[0]:
+        return
+    j = 0
+    while j + 1 < top.shape[0] and top[j + 1] < z:
+        top[j] = top[j + 1]
+        j += 1
+    top[j] = z
+
+
+@njit(cache=True, nogil=True)
+def postings(kptr, ktid, nt):
+    """The inverted index: trie positions holding each trigram, ascending (CSR by trigram id). -> (tptr, tpos)."""
+    tptr = np.zeros(nt + 1, np.int64)
+    for q in range(ktid.shape[0]):
+        tptr[ktid[q] + 1] += 1
+    for t in range(nt):
+        tptr[t + 1] += tptr[t]
+    fill = tptr[:-1].copy()
+    tpos = np.empty(ktid.shape[0], np.int32)
+    for p in range(kptr.shape[0] - 1):
+        for q in range(kptr[p], kptr[p + 1]):
+            tpos[fill[ktid[q]]] = p
+            fill[ktid[q]] += 1
+    return tptr, tpos
