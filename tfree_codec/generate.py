@@ -37,7 +37,6 @@ from .context import Window as _Window
 from .context import pattern_inputs as _pattern_inputs
 from .context import pattern_rows as _pattern_rows
 from .context import token_inputs as _token_inputs
-from .decode.scorer import sigmoid
 from .text.words import EOT
 
 BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "model")
@@ -268,7 +267,7 @@ def stream(model, codec, vocab, prompt: str, *, max_new_tokens: int = DEFAULT_MA
            temperature: float = DEFAULT_TEMPERATURE, top_k: int | None = None, top_p: float | None = DEFAULT_TOP_P,
            seed=None, stop=(), spell: bool = False,
            spell_below: float = SPELL_BELOW, use_cache: bool = True, calibration: dict | None = None,
-           stop_at_eot: bool = True, draft: bool = False, draft_stats=None) -> Iterator[Piece]:
+           stop_at_eot: bool = True, draft: bool = False, draft_stats=None, search: str = "pruned") -> Iterator[Piece]:
     """Generate after ``prompt``, one ``Piece`` per new word (T-FREE; ``vocab`` a Dictionary, which the prompt's
     words join) or token (BPE; ``vocab`` a tokenizers.Tokenizer). ``seed`` (int or numpy Generator; None: fresh
     entropy) fixes the draws. Stops after ``max_new_tokens`` items, at <|endoftext|>, or before a ``stop`` string
@@ -277,6 +276,7 @@ def stream(model, codec, vocab, prompt: str, *, max_new_tokens: int = DEFAULT_MA
     The sampling defaults are ``tfree generate``'s (decode/sampling.py). ``draft`` (a model trained with
     ``--od-weight``): self-speculative generation (speculative.py), the same words when greedy and the same
     distribution when sampling; ``draft_stats`` (a ``speculative.DraftStats``) then counts the drafts kept.
+    ``search``: the dictionary decode's, "pruned" (the default) or "full" (decode/decoder.py: the same greedy words).
     The arguments are checked here, before the first piece is asked for."""
     if not isinstance(prompt, str) or not prompt:
         raise TfreeError("the prompt is empty")
@@ -305,20 +305,22 @@ def stream(model, codec, vocab, prompt: str, *, max_new_tokens: int = DEFAULT_MA
     cal = {"temperature": Calibration().temperature, "prior_weight": 0.0, "zero_count_weight": 0.0,
            **(calibration or {})}
     words = _WordSampler(vocab, cal["temperature"], (cal["prior_weight"], cal["zero_count_weight"]),
-                         spell_below if spell else None)
+                         spell_below if spell else None, search)
     return _run_tfree(model, codec, vocab, prompt, device, max_new_tokens, temperature, top_k, top_p, rng, stop,
                       words, use_cache, stop_at_eot, draft, draft_stats)
 
 
 class _WordSampler:
-    """Logits -> (word, dictionary id, probability): every word's score s (the decoder's numba scorer), then
-    ``sample_logits`` on ``s / T_cal + b log(count + 1)``, all in the scorer's trie order (no reordering of the
-    dictionary each word). With ``spell_below``, where even the best dictionary word scores below it, a spelling
-    of the activations (spell.py) is taken instead when it scores better than that word."""
+    """Logits -> (word, dictionary id, probability): the decoder's draw from ``softmax(z / temperature)`` with
+    ``z = s / T_cal + b log(count + 1) + c [count = 0]`` (its pruned search scores only the words that can matter).
+    With ``spell_below``, where even the best dictionary word scores below it, a spelling of the activations
+    (spell.py) is taken instead when it scores better than that word."""
 
-    def __init__(self, dictionary, t_cal: float, prior: tuple, spell_below: float | None):
-        self.dictionary, self.decoder = dictionary, Decoder(dictionary)
+    def __init__(self, dictionary, t_cal: float, prior: tuple, spell_below: float | None, search: str = "pruned"):
+        self.dictionary = dictionary
         self.scale, self.b, self.spell_below = np.float32(1.0 / t_cal), tuple(prior), spell_below
+        self.decoder = Decoder(dictionary, scale=1.0 / t_cal, bias=self.b if any(self.b) else None,
+                               spell_below=spell_below, search=search)
         self._prior = np.zeros(0, np.float32)
 
     def prior(self, order: np.ndarray) -> np.ndarray:
@@ -328,17 +330,8 @@ class _WordSampler:
         return self._prior
 
     def __call__(self, logits: np.ndarray, temperature, top_k, top_p, rng) -> tuple[str, int, float]:
-        sc = self.decoder.scorer()
-        s = sc.score_one(np.ascontiguousarray(logits, np.float32))            # (W,) in trie order
-        z = s * self.scale + self.prior(sc.order) if any(self.b) else s * self.scale
-        pos, p = sample_logits(z, temperature, top_k, top_p, rng)
-        i = int(sc.order[pos])
-        best = float(s.max()) if self.spell_below is not None else 0.0
-        if self.spell_below is not None and best < self.spell_below:  # no dictionary word fits the activations
-            got = self.decoder.speller().spell_sigmoid(sigmoid(logits[None])[0], beam=self.decoder.beam)
-            if got is not None and got[1] > best:
-                return got[0], self.dictionary.index(got[0]), float("nan")
-        return self.dictionary.words[i], i, p
+        out = self.decoder.decode(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=rng)
+        return out.words[0], int(out.ids[0]), float(out.probs[0])
 
     def probs(self, logits: np.ndarray, temperature, top_k, top_p) -> np.ndarray:
         """The distribution ``__call__`` draws dictionary words from, over dictionary ids (speculative.py)."""
