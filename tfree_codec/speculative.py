@@ -99,7 +99,9 @@ class Drafter:
         sub_idx = np.concatenate([idx[ptr[i]:ptr[i + 1]] for i in keep]) if len(keep) else idx[:0]
         words = [dictionary.words[i] for i in keep]
         sub = Dictionary(dictionary.codec, words, dictionary.counts[keep], sub_ptr, sub_idx)
-        self.scorer = Decoder(sub).scorer()
+        self.decoder = Decoder(sub, scale=1.0 / t_cal, bias=tuple(prior) if any(prior) else None)
+        self.scorer = self.decoder.scorer()
+        self.keep = keep
         self.ids = keep[self.scorer.order]  # trie position -> main dictionary id
         self.n = n
         self.scale = np.float32(1.0 / t_cal)
@@ -110,7 +112,7 @@ class Drafter:
         return s * self.scale + self.prior if self.prior is not None else s * self.scale
 
     def greedy(self, logits: np.ndarray) -> int:
-        return int(self.ids[int(np.argmax(self.z(logits)))])
+        return int(self.keep[self.decoder.decode(logits, temperature=0).ids[0]])
 
     def sample(self, logits: np.ndarray, temperature, top_k, top_p, rng) -> tuple[int, np.ndarray]:
         """(a draft drawn from q, q over the main dictionary's ids)."""
