@@ -60,7 +60,7 @@ def _tfree(path, model, corpus, units, batch_size, device):
 
     dictionary = Dictionary.load(os.path.join(path, DICT_FILE), corpus.codec)
     cal = load_calibration(path)
-    scorer, spelling = dictionary_scorer(dictionary), SpellingModel(dictionary.words, cal.spell_order)
+    scorer, spelling = dictionary_scorer(dictionary, "pruned"), SpellingModel(dictionary.words, cal.spell_order)
     res = []
     for u in range(len(units)):
         one = units.take(np.array([u]))

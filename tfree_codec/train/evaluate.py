@@ -102,12 +102,40 @@ def _lookup(keys, values, query):
 
 
 # -- dictionary scores ---------------------------------------------------------------------------------------------
-def dictionary_scorer(dictionary):
+def dictionary_scorer(dictionary, search: str | None = None):
     """``.scores((N, v) logits) -> (N, W)``: s(w) = mean(sigmoid[P_w]) - mean(sigmoid[not P_w]) for every word, on
-    the logits' device (the decoder's torch path: one sparse (W, v) x (v, N) product)."""
+    the logits' device (the decoder's torch path: one sparse (W, v) x (v, N) product). With ``search`` ("pruned"
+    or "full"), also ``.log_probs_sum``: what ``log_softmax_at`` gives, from the decoder on the CPU."""
     from ..decode.torch_decoder import TorchDecoder  # noqa: PLC0415
 
-    return TorchDecoder(dictionary)
+    return TorchDecoder(dictionary) if search is None else _DecoderScores(dictionary, search)
+
+
+class _DecoderScores:
+    """Scores as ``dictionary_scorer``'s, and summed log-probabilities from decode.Decoder (one per calibration):
+    its pruned search reads only the words that hold mass (at most 1e-6 of it left out)."""
+
+    def __init__(self, dictionary, search: str):
+        from ..decode.decoder import Decoder  # noqa: PLC0415
+        from ..decode.torch_decoder import TorchDecoder  # noqa: PLC0415
+
+        self.dictionary, self.search, self.full, self._decoder, self._decoders = dictionary, search, \
+            TorchDecoder(dictionary), Decoder, {}
+
+    def scores(self, logits):
+        return self.full.scores(logits)
+
+    def log_probs_sum(self, logits, target, params) -> np.ndarray:
+        """log_softmax_at(scores, target, params) without the (N, W) scores."""
+        x, t = logits.float().cpu().numpy(), target.cpu().numpy()
+        out = []
+        for a, w in params:
+            key = (a, tuple(w))
+            if key not in self._decoders:
+                self._decoders[key] = self._decoder(self.dictionary, scale=a, bias=tuple(w) if any(w) else None,
+                                                    search=self.search)
+            out.append(float(self._decoders[key].log_probs(x, t, 1.0).sum()))
+        return np.array(out)
 
 
 def log_softmax_at(scores, target, params, feats):
@@ -304,11 +332,14 @@ def evaluate_tfree(model, corpus: Corpus, units: Units, dictionary, scorer, spel
             logits, _ = model(x.to(device))
         tgt_t = torch.from_numpy(tgt.reshape(-1)).to(device)
         keep = tgt_t >= 0
-        if keep.any():
+        room = keep_scores - sum(len(t) for t in kept_t)
+        if keep.any() and room <= 0 and hasattr(scorer, "log_probs_sum") and logits.device.type == "cpu":
+            if params:  # the decoder's search: no (N, W) scores
+                lp[:] += scorer.log_probs_sum(logits.reshape(B * T, -1)[keep], tgt_t[keep], params)
+        elif keep.any():
             scores = scorer.scores(logits.reshape(B * T, -1)[keep])
             if params:
                 lp[:] += log_softmax_at(scores, tgt_t[keep], params, feats)
-            room = keep_scores - sum(len(t) for t in kept_t)
             if room > 0:
                 kept_s.append(scores[:room].cpu()), kept_t.append(tgt_t[keep][:room].cpu())
         pending.clear()
@@ -418,9 +449,11 @@ def evaluate_bpe(model, source, units: Units, batch_size: int = 16, device="cpu"
 
 
 # -- tfree eval ------------------------------------------------------------------------------------------------------
-def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: int = 16, progress: bool = False) -> dict:
+def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: int = 16, progress: bool = False,
+                        search: str | None = "pruned") -> dict:
     """Held-out bits per byte of a checkpoint on DATA (a shard directory or a UTF-8 text file), with parameter
-    counts and, for T-FREE, the dictionary's coverage and both unseen-word conventions."""
+    counts and, for T-FREE, the dictionary's coverage and both unseen-word conventions. ``search``: the decoder's
+    ("pruned" or "full", on the CPU), or None for the scores of every word as one torch product."""
     from ..model import checkpoint as ckpt  # noqa: PLC0415
     from .data import TokenSource, make_units  # noqa: PLC0415
     from .data import TOKENIZER_FILE, load_tokenizer  # noqa: PLC0415
@@ -448,7 +481,7 @@ def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: 
         dictionary = Dictionary.load(os.path.join(path, DICT_FILE), codec)
         cal = load_calibration(path)
         spelling = SpellingModel(dictionary.words, cal.spell_order)
-        scorer = dictionary_scorer(dictionary)
+        scorer = dictionary_scorer(dictionary, search)
         acc = evaluate_tfree(model, corpus, units, dictionary, scorer, spelling, cal.params(), batch_size, dev,
                              autocast, progress=bar)
         r = tfree_bpb(acc, cal)
