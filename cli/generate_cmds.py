@@ -42,9 +42,11 @@ def _out(text: str) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True,
               help="CPU threads for the model (one word at a time: 1 is usually fastest; 0: torch's default)")
+@click.option("--search", type=click.Choice(["pruned", "full"]), default="pruned", show_default=True,
+              help="dictionary decode: score only the words that can matter, or every word (for checks)")
 @friendly
 def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed, num_samples, stop, spell, spell_below,
-             ignore_eot, no_cache, no_echo, draft, device, threads):
+             ignore_eot, no_cache, no_echo, draft, device, threads, search):
     """Continue a prompt with a trained model, streaming the text to stdout.
 
     MODEL is a run directory (its final/ checkpoint, else its newest), a checkpoint directory, or left out for the
@@ -74,7 +76,8 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
             click.echo(f"--- sample {k + 1}/{num_samples} (seed {seed + k})", err=True)
         pieces = lm.stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                            seed=seed + k, stop=stop, spell=spell, spell_below=spell_below, use_cache=not no_cache, stop_at_eot=not ignore_eot,
-                           draft=draft, draft_stats=(stats := DraftStats()))
+                           draft=draft, draft_stats=(stats := DraftStats()),
+                           **({"search": search} if lm.mode == "tfree" else {}))
         if not no_echo:
             _out(prompt)
         with torch_threads(threads or None):

@@ -158,13 +158,15 @@ def plot(runs, out_file, labels):
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+@click.option("--search", type=click.Choice(["pruned", "full"]), default="pruned", show_default=True,
+              help="T-FREE normalisers: only the words that hold mass (<= 1e-6 of it left out), or every word")
 @friendly
-def eval_(checkpoint, data, device, batch_size, as_json, quiet):
+def eval_(checkpoint, data, device, batch_size, as_json, quiet, search):
     """Held-out bits per byte of CHECKPOINT (e.g. RUN/final) on DATA (shard directory or text file), with
     parameter counts and, for T-FREE, the dictionary's coverage and the unseen-word convention used."""
     from tfree_codec.train.evaluate import evaluate_checkpoint
 
-    r = evaluate_checkpoint(checkpoint, data, device, batch_size, progress=show_progress(quiet))
+    r = evaluate_checkpoint(checkpoint, data, device, batch_size, progress=show_progress(quiet), search=search)
     if as_json:
         click.echo(json.dumps(r))
         return
