@@ -16,8 +16,8 @@ S_w <= sum_t T+_t, with T+_t the trigram's sum of max(g, 0) (T_t itself for sigm
 What is left out is what the bounds prove cannot matter: for top-k, words whose bound is below the k-th best z
 found (less a float margin); for the mass mode, words whose bounds together hold at most ``eps`` of the mass
 found. Arrays travel as tuples: ``ix`` the index (scorer.py), ``rk`` one ranking (search.Ranker), ``buf`` buffers.
-Words are scored in trie-position order where possible (a batch is sorted first): this machine's memory makes a
-random read cost as much as dozens of sequential ones.
+Per-word data sits in one record per word (search.Ranker): a random read costs as much as dozens of sequential
+ones.
 """
 from __future__ import annotations
 
@@ -100,11 +100,10 @@ def _envelope(env, tau, gmax, G):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _block_bound(blk, j, tau, gmax, G, scale, loose):
+def _block_bound(blk, j, r, tau, gmax, G, scale):
     """Upper bound on z over block j's words (all trigrams with T+ <= tau). blk rows: max bias, max A k, max A n,
-    min A n, min c, max c; the last row holds the same over all blocks. ``loose``: the slopes and c of all
-    blocks with this block's bias (falls with j, so a loose bound below a threshold ends the pass)."""
-    r = blk.shape[0] - 1 if loose else j
+    min A n, min c, max c; the last row holds the same over all blocks. The slopes and c come from row r: j, or
+    the last row for a looser bound that falls with j (blocks come by falling bias), so it can end a pass."""
     s = min(blk[r, 1] * tau, (blk[r, 2] if gmax >= 0 else blk[r, 3]) * gmax)
     return s + blk[j, 0] - scale * G * (blk[r, 4] if G >= 0 else blk[r, 5])
 
@@ -114,9 +113,9 @@ def _alive(blk, n, tau, gmax, G, scale, theta):
     """Words in the blocks whose bound reaches theta (what the bias-ordered pass would read)."""
     alive = 0
     for j in range(blk.shape[0] - 1):
-        if _block_bound(blk, j, tau, gmax, G, scale, True) < theta:
+        if _block_bound(blk, j, blk.shape[0] - 1, tau, gmax, G, scale) < theta:
             break
-        if _block_bound(blk, j, tau, gmax, G, scale, False) >= theta:
+        if _block_bound(blk, j, j, tau, gmax, G, scale) >= theta:
             alive += min(BLOCK, n - j * BLOCK)
     return alive
 
@@ -129,7 +128,7 @@ def _mass_todo(blk, n, tau, gmax, G, scale, ref, invt, eps, found):
     b = np.empty(nb)
     hi = ref
     for j in range(nb):
-        b[j] = _block_bound(blk, j, tau, gmax, G, scale, False)
+        b[j] = _block_bound(blk, j, j, tau, gmax, G, scale)
         hi = max(hi, b[j])
     low = ref - 40.0 / invt
     bs = NBINS / max(hi - low, 1e-30)
@@ -188,7 +187,7 @@ def search(g, G, gmax, scale, sv, mode, k, invt, eps, delta, hot, maxfrac, ix, r
     top = np.full(k, _NEG)  # TOP: ascending, top[0] is the k-th best so far
     ref, found = _NEG, 0.0  # MASS: the best z so far and sum(exp((z - ref) * invt)) over the words scored
     tau = trows.shape[1] * max(np.float64(gmax), 0.0)  # T+ <= m max(g, 0) for every trigram
-    nc = 0
+    nc = seeds.shape[0] * 0  # counts start from runtime values: numba then compiles the helpers once, not per literal
     nt = trows.shape[0]
     summed = nt > 0 and _stands_out(g, hot)
     if summed:
@@ -197,7 +196,7 @@ def search(g, G, gmax, scale, sv, mode, k, invt, eps, delta, hot, maxfrac, ix, r
         stamp[seeds[i]] = sv
         cand[nc] = seeds[i]
         nc += 1
-    nc, ref, found = _score(0, nc, mode, invt, top, ref, found, g, G, scale, sv, ix, rk, buf)
+    nc, ref, found = _score(nc - seeds.shape[0], nc, mode, invt, top, ref, found, g, G, scale, sv, ix, rk, buf)
     if summed:  # read trigrams by falling T+
         lo, hi = np.inf, -np.inf
         for t in range(nt):
@@ -232,7 +231,7 @@ def search(g, G, gmax, scale, sv, mode, k, invt, eps, delta, hot, maxfrac, ix, r
             tau = lo + (b + 1.001) / bscale  # >= every T+ in this bin and below (a hair above: same rounding)
             f = _envelope(env, tau, gmax, G)
             if mode == TOP and read >= check:  # score the few candidates with the highest partial bounds
-                _refine(n_seed, nc, tau, gmax, G, scale, top, delta, 4 * k, sv, g, ix, rk, buf)
+                _refine(n_seed, nc, tau, gmax, G, scale, top, delta, np.int64(4 * k), sv, g, ix, rk, buf)
             if mode == TOP and f < top[0] - delta:
                 break
             if mode == MASS and (W - nc) * math.exp(min((f - ref) * invt, 700.0)) <= eps * found:
@@ -248,7 +247,7 @@ def search(g, G, gmax, scale, sv, mode, k, invt, eps, delta, hot, maxfrac, ix, r
                 t = tord[q0]
                 read += tptr[t + 1] - tptr[t]
                 for q in range(tptr[t], tptr[t + 1]):
-                    p = tpos[q]
+                    p = np.int64(tpos[q])
                     if stamp[p] != sv:
                         stamp[p] = sv
                         cand[nc] = p
@@ -262,23 +261,22 @@ def search(g, G, gmax, scale, sv, mode, k, invt, eps, delta, hot, maxfrac, ix, r
             if mode == MASS:
                 if nc >= limit:
                     return FULL, 0.0
-                cand[n0:nc] = np.sort(cand[n0:nc])
                 nc, ref, found = _score(n0, nc, mode, invt, top, ref, found, g, G, scale, sv, ix, rk, buf)
             tau = lo + (b + 1e-3) / bscale
         if mode == TOP:
-            _refine(n_seed, nc, tau, gmax, G, scale, top, delta, W, sv, g, ix, rk, buf)
+            _refine(n_seed, nc, tau, gmax, G, scale, top, delta, np.int64(W), sv, g, ix, rk, buf)
             if _envelope(env, tau, gmax, G) < top[0] - delta:
                 return _compact(nc, buf), 0.0
     if mode == TOP:  # each remaining word's own bound, by blocks of falling bias
         for j in range(blk.shape[0] - 1):
             theta = top[0] - delta
-            if _block_bound(blk, j, tau, gmax, G, scale, True) < theta:
+            if _block_bound(blk, j, blk.shape[0] - 1, tau, gmax, G, scale) < theta:
                 break  # blocks come by falling bias: none after this one can reach theta either
-            if _block_bound(blk, j, tau, gmax, G, scale, False) < theta:
+            if _block_bound(blk, j, j, tau, gmax, G, scale) < theta:
                 continue
             n0 = nc
             for i in range(j * BLOCK, min((j + 1) * BLOCK, border.shape[0])):
-                p = border[i]
+                p = np.int64(border[i])
                 if stamp[p] != sv and _bound(p, tau, gmax, G, scale, rk) >= theta:
                     stamp[p] = sv
                     cand[nc] = p

@@ -293,7 +293,13 @@ class Decoder:
 
 
 def _draw_row(cz: np.ndarray, invt: float, top_k, top_p, rng) -> tuple[int, float]:
-    """``_draw`` for one position's candidates' z (n,): (index into cz, probability)."""
+    """``_draw`` for one position's candidates' z (n,): (index into cz, probability). Without top_k, the fused
+    one-position kernel (the same draw; its loops suit a single position)."""
+    if top_k is None or top_k >= len(cz):
+        u = rng.random(1)
+        i, p = _sample.sample1(cz, np.float32(invt), np.float32(_TAIL), 1.0 if top_p is None else float(top_p),
+                               float(u[0]))
+        return int(i), float(p)
     best = np.array([cz.max()], np.float32)
     blk = Block(range(1), cz[:, None], np.zeros(1, np.int64), best, np.array([cz.min()], np.float32), None, None, None)
     pos, pr = _draw(blk, best, _score.sum_exp(cz, best, np.float32(invt)), invt, top_k, top_p, rng)

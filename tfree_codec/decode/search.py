@@ -50,6 +50,7 @@ class Ranker:
         self.rk = (words, np.stack([sc.kptr, sc.xptr], 1), seeds, env, border, blk)
         self._local = threading.local()
         self.read = [0, 0.0, 0]  # pruned rows, their words scored / W summed, rows scored in full
+        self._fails, self._tries = 0, 0
 
     def __len__(self) -> int:
         return len(self.bias)
@@ -61,7 +62,7 @@ class Ranker:
         n, nt = len(self), len(self.sc.trows)
         if b is None or len(b[0]) != n or len(b[1]) != nt:
             b = (np.zeros(n, np.int32), np.zeros(nt, np.int32), np.empty(nt, np.float32), np.empty(nt, np.float32),
-                 np.empty(n, np.float64), np.empty(n, np.int32), np.empty(n, np.float32), np.empty(nt, np.int32),
+                 np.empty(n, np.float64), np.empty(n, np.int64), np.empty(n, np.float32), np.empty(nt, np.int32),
                  np.empty(n, np.int16))
             self._local.buf, self._local.sv = b, 0
         self._local.sv += 1
@@ -74,6 +75,15 @@ class Ranker:
         """How far below the best z float32 noise can reach (generous: it only sets how many words are compared
         again in float64). ``g_abs``: the largest |g| of the position."""
         return float(self.scale) * 1e-4 * max(1.0, g_abs) + 1e-5 * (1.0 + self.max_bias)
+
+    def _skip(self) -> bool:
+        """MASS rows: after giving up on several rows in a row (a model that spreads its mass over the whole
+        dictionary), try only every 2^n-th row (n up to 6) until one prunes again."""
+        self._tries += 1
+        return self._fails >= 3 and self._tries % (1 << min(self._fails - 2, 6)) != 0
+
+    def _gave_up(self, failed: bool) -> None:
+        self._fails = self._fails + 1 if failed else 0
 
     def _row(self, g: np.ndarray, mode: int, k: int, invt: float, delta: float, target: int):
         b, sv = self._buffers()
@@ -89,7 +99,7 @@ class Ranker:
             out = np.empty(1, np.float32)
             P.word_z(np.array([target], np.int64), g, G, self.scale, sv, self.ix, self.rk, b, out)
             tz = float(out[0])
-        return b[5][:n].astype(np.int64), b[6][:n].copy(), tail, tz
+        return b[5][:n].copy(), b[6][:n].copy(), tail, tz
 
     def rows(self, x: np.ndarray, mode: int, k: int = 1, invt: float = 1.0, targets=None):
         """Per row of (B, v) logits: (trie positions, their z float32, bound on the mass left out / the mass
@@ -100,8 +110,10 @@ class Ranker:
         out = [None] * len(x)
 
         def one(r):
-            if self.pruned:
+            if self.pruned and not (mode == P.MASS and self._skip()):
                 out[r] = self._row(g[r], mode, k, invt, delta, int(tpos[r]))
+                if mode == P.MASS:
+                    self._gave_up(out[r] is None)
         if self.pruned and self.num_threads > 1 and len(x) > 1:
             with ThreadPoolExecutor(self.num_threads) as pool:  # the kernels release the GIL
                 list(pool.map(one, range(len(x))))
@@ -148,7 +160,7 @@ def envelope(slope_k, slope_n, bias, c, scale: float, buckets: int = 16) -> np.n
 
 def blocks(pos, A, k, n, bias, c):
     """The words at trie positions ``pos`` by falling bias, and per block of _prune.BLOCK of them (then over all):
-    max bias, max A k, max A n, min A n, min c, max c. -> (order int32, (blocks + 1, 6) float64)."""
+    max bias, max A k, max A n, min A n, min c, max c. -> (order int64, (blocks + 1, 6) float64)."""
     order = pos[np.argsort(-bias[pos], kind="stable")]
     nb = -(-len(order) // P.BLOCK)
     cols = [bias[order], A[order] * k[order], A[order] * n[order], A[order] * n[order], c[order], c[order]]
@@ -157,7 +169,7 @@ def blocks(pos, A, k, n, bias, c):
         pad = np.full(nb * P.BLOCK - len(order), col[0] if len(col) else 0.0)
         out[:nb, j] = pick(np.concatenate([col, pad]).reshape(nb, P.BLOCK), axis=1) if nb else []
         out[nb, j] = pick(col) if len(col) else 0.0
-    return order.astype(np.int32), out
+    return order.astype(np.int64), out
 
 
 def canonical(dictionary, score, scale: float, bias, logits_row: np.ndarray, ids: np.ndarray) -> int:
