@@ -47,13 +47,19 @@ def _tsum(t, g, trows, ts, tsp, tst, sv):
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def _all_sums(g, trows, ts, tsp, tst, sv):
+def _all_sums(g, trows, ts, tsp, tst, sv, nonneg):
+    """Every trigram's sums (in storage order: streaming). ``nonneg``: g >= 0, so T+ = T (tsp is ts)."""
     for t in range(trows.shape[0]):
         s, sp = np.float32(0), np.float32(0)
-        for j in range(trows.shape[1]):
-            x = g[trows[t, j]]
-            s += x
-            sp += max(x, np.float32(0))
+        if nonneg:
+            for j in range(trows.shape[1]):
+                s += g[trows[t, j]]
+            sp = s
+        else:
+            for j in range(trows.shape[1]):
+                x = g[trows[t, j]]
+                s += x
+                sp += max(x, np.float32(0))
         ts[t], tsp[t], tst[t] = s, sp, sv
 
 
@@ -172,14 +178,19 @@ def _stands_out(g, hot):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def search(g, G, gmax, scale, sv, mode, k, invt, eps, delta, hot, maxfrac, ix, rk, buf):
+def search(g, scale, sv, mode, k, invt, eps, delta, hot, maxfrac, ix, rk, buf):
     """One position: score the words that can matter, exactly; write their trie positions to ``cand`` and their
     z = scale * s + bias (float32) to ``cz`` (buf[5], buf[6]). ``seeds`` (words without trigrams, the highest
     biases) are scored first. mode TOP: every word that can reach the k-th best z (within ``delta``). mode MASS:
     every word but some whose bounds hold at most ``eps`` of the mass sum(exp(z * invt)) found.
-    -> (count, bound on the mass left out relative to the mass found (0 for TOP)), or (FULL, 0) when more than
-    ``maxfrac`` of the words would have to be scored (the trie's full pass is cheaper then)."""
+    -> (count, bound on the mass left out relative to the mass found (0 for TOP), G), or (FULL, 0, G) when more
+    than ``maxfrac`` of the words would have to be scored (the trie's full pass is cheaper then)."""
     trows, tptr, tpos = ix[0], ix[4], ix[5]
+    acc, gmax, gmin = 0.0, -np.inf, np.inf
+    for r in range(g.shape[0]):
+        acc += g[r]
+        gmax, gmin = max(gmax, np.float64(g[r])), min(gmin, np.float64(g[r]))
+    G = np.float32(acc)
     seeds, env, border, blk = rk[2], rk[3], rk[4], rk[5]
     stamp, tst, ts, tsp, ub, cand, cz, tord, cnt = buf
     W = stamp.shape[0]
@@ -191,7 +202,7 @@ def search(g, G, gmax, scale, sv, mode, k, invt, eps, delta, hot, maxfrac, ix, r
     nt = trows.shape[0]
     summed = nt > 0 and _stands_out(g, hot)
     if summed:
-        _all_sums(g, trows, ts, tsp, tst, sv)
+        _all_sums(g, trows, ts, tsp, tst, sv, gmin >= 0)
     for i in range(seeds.shape[0]):
         stamp[seeds[i]] = sv
         cand[nc] = seeds[i]
@@ -224,7 +235,7 @@ def search(g, G, gmax, scale, sv, mode, k, invt, eps, delta, hot, maxfrac, ix, r
                 b -= 1
             reach = lo + (b + 1.001) / bscale if b >= 0 else lo
             if nc + _mass_todo(blk, border.shape[0], reach, gmax, G, scale, ref, invt, eps, found) > limit:
-                return FULL, 0.0
+                return FULL, 0.0, G
         for b in range(NBINS, -1, -1):
             if start[b] == start[b + 1]:
                 continue
@@ -235,7 +246,7 @@ def search(g, G, gmax, scale, sv, mode, k, invt, eps, delta, hot, maxfrac, ix, r
             if mode == TOP and f < top[0] - delta:
                 break
             if mode == MASS and (W - nc) * math.exp(min((f - ref) * invt, 700.0)) <= eps * found:
-                return nc, (W - nc) * math.exp(min((f - ref) * invt, 700.0)) / max(found, 1e-300)
+                return nc, (W - nc) * math.exp(min((f - ref) * invt, 700.0)) / max(found, 1e-300), G
             if read >= check:  # would each word's own bound now leave no more to score than has been read?
                 if mode == TOP and _alive(blk, border.shape[0], tau, gmax, G, scale, top[0] - delta) <= max(read, 1024):
                     break
@@ -260,13 +271,13 @@ def search(g, G, gmax, scale, sv, mode, k, invt, eps, delta, hot, maxfrac, ix, r
                         cnt[p] += 1
             if mode == MASS:
                 if nc >= limit:
-                    return FULL, 0.0
+                    return FULL, 0.0, G
                 nc, ref, found = _score(n0, nc, mode, invt, top, ref, found, g, G, scale, sv, ix, rk, buf)
             tau = lo + (b + 1e-3) / bscale
         if mode == TOP:
             _refine(n_seed, nc, tau, gmax, G, scale, top, delta, np.int64(W), sv, g, ix, rk, buf)
             if _envelope(env, tau, gmax, G) < top[0] - delta:
-                return _compact(nc, buf), 0.0
+                return _compact(nc, buf), 0.0, G
     if mode == TOP:  # each remaining word's own bound, by blocks of falling bias
         for j in range(blk.shape[0] - 1):
             theta = top[0] - delta
@@ -282,13 +293,13 @@ def search(g, G, gmax, scale, sv, mode, k, invt, eps, delta, hot, maxfrac, ix, r
                     cand[nc] = p
                     nc += 1
             if nc >= limit:
-                return FULL, 0.0
+                return FULL, 0.0, G
             nc, ref, found = _score(n0, nc, mode, invt, top, ref, found, g, G, scale, sv, ix, rk, buf)
-        return _compact(nc, buf), 0.0
+        return _compact(nc, buf), 0.0, G
     if nc == 0 or found <= 0:
-        return FULL, 0.0
+        return FULL, 0.0, G
     if nc + _mass_todo(blk, border.shape[0], tau, gmax, G, scale, ref, invt, eps, found) > limit:
-        return FULL, 0.0
+        return FULL, 0.0, G
     # MASS: bin each remaining word's bound; leave out the lowest bins while they hold <= eps of the mass found
     hi2 = ref
     for p in range(W):
@@ -312,14 +323,14 @@ def search(g, G, gmax, scale, sv, mode, k, invt, eps, delta, hot, maxfrac, ix, r
     for kb in range(first, NBINS + 1):
         todo += hist[kb]
     if todo > limit:
-        return FULL, 0.0
+        return FULL, 0.0, G
     for p in range(W):
         if stamp[p] != sv and min(max(np.int64((ub[p] - low) * bs), 0), NBINS) >= first:
             stamp[p] = sv
             cand[nc] = p
             cz[nc] = _z(p, g, G, scale, sv, ix, rk, buf)
             nc += 1
-    return nc, tail / found  # found (the words scored before) is at most the mass of all candidates
+    return nc, tail / found, G  # found (the words scored before) is at most the mass of all candidates
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -26,7 +26,7 @@ from ..config import TfreeError
 from .dictionary import count_prior
 from .sampling import _LOW, _TAIL, Decoded, _check_sampling  # noqa: F401  (Decoded: re-exported)
 from .scorer import Block, Scorer, sigmoid
-from .search import Ranker, canonical, raw_scores
+from .search import Ranker, canonical
 from .wordscore import VARIANT2, WordScore
 from .spell import Speller, spell  # noqa: F401  (re-exported: decoding words that are not in the dictionary)
 
@@ -186,48 +186,55 @@ class Decoder:
         x = self._logits(logits)
         greedy = temperature == 0 or top_k == 1
         rng = None if greedy else _rng(generator)
-        order = self.scorer().order
         if self._plain():
-            ids, probs = self._decode_plain(x, temperature, top_k, top_p, rng)
+            pos, probs, scores = self._decode_plain(x, temperature, top_k, top_p, rng)
         else:
-            ids, probs = np.empty(len(x), np.int64), np.ones(len(x))
+            pos, probs, scores = np.empty(len(x), np.int64), np.ones(len(x)), np.empty(len(x))
             rk = self.ranker()
             mode, k = (_prune.TOP, top_k or 1) if greedy or top_k else (_prune.MASS, 1)
             for r, (cand, cz, _, _) in enumerate(rk.rows(x, mode, k, 0.0 if greedy else 1.0 / temperature)):
                 if greedy:
-                    ids[r] = self._pick(x[r], cand, cz, rk)
+                    j = self._pick(x[r], cand, cz, rk)
                 else:
                     j, probs[r] = _draw_row(cz, 1.0 / temperature, top_k, top_p, rng)
-                    ids[r] = order[cand[j]]
-        out = Decoded([self.dictionary.words[i] for i in ids], ids, probs,
-                      raw_scores(self.dictionary, self.score, x, ids))
+                pos[r] = cand[j]
+                scores[r] = (float(cz[j]) - float(rk.bias[pos[r]])) / self.scale  # s of the word (float32 noise)
+        ids = self.scorer().order[pos]
+        out = Decoded([self.dictionary.words[i] for i in ids], ids, probs, scores)
         if self.spell_below is not None:
             self._spell_weak(x, out, greedy)
         return out
 
     def _pick(self, x_row, cand, cz, rk) -> int:
-        """The greedy word among candidates: the best, or ``canonical``'s among those float32 noise keeps apart."""
+        """Index into the candidates of the greedy word: the best, or ``canonical``'s choice among those that
+        float32 noise cannot tell apart."""
         g_abs = 1.0 if self.score.g == "sigmoid" else float(np.abs(x_row).max())
-        near = cand[cz >= cz.max() - rk.window(g_abs)]
-        return canonical(self.dictionary, self.score, self.scale, self.bias_by_id(), x_row, self.scorer().order[near])
+        near = np.nonzero(cz >= cz.max() - rk.window(g_abs))[0]
+        if len(near) == 1:
+            return int(near[0])
+        ids = self.scorer().order[cand[near]]
+        return int(near[list(ids).index(canonical(self.dictionary, self.score, self.scale, self.bias_by_id(), x_row,
+                                                  ids))])
 
     def _decode_plain(self, x, temperature, top_k, top_p, rng):
-        """Full scoring on the fused kernels: (ids, probabilities)."""
-        order, t = self.scorer().order, temperature / self.scale
-        ids, probs = [], []
+        """Full scoring on the fused kernels: (trie positions, probabilities, scores s)."""
+        t = temperature / self.scale
+        pos, probs, scores = [], [], []
         for blk, ref, z in self._blocks(x, t, keep=rng is not None):
             if rng is None:  # greedy: the kernel's argmax; a near tie is settled as the pruned search settles it
-                pos = blk.best_pos.copy()
+                p = blk.best_pos.copy()
                 for j in np.nonzero(blk.best - blk.second <= self.ranker().window(1.0))[0]:
                     (cand, cz, _, _), = self.ranker().rows(x[blk.rows[j]][None], _prune.TOP)
-                    pos[j] = self.scorer().position[self._pick(x[blk.rows[j]], cand, cz, self.ranker())]
-                ids.append(order[pos])
+                    p[j] = cand[self._pick(x[blk.rows[j]], cand, cz, self.ranker())]
+                pos.append(p)
                 probs.append(np.ones(len(blk.rows)))
+                scores.append(blk.best.astype(np.float64))
             else:
                 p, pr = _draw(blk, ref, z, 1.0 / t, top_k, top_p, rng)
-                ids.append(order[p])
+                pos.append(p)
                 probs.append(pr)
-        return np.concatenate(ids).astype(np.int64), np.concatenate(probs)
+                scores.append(blk.scores[p, np.arange(len(blk.rows))].astype(np.float64))
+        return np.concatenate(pos), np.concatenate(probs), np.concatenate(scores)
 
     def log_probs(self, logits, targets, temperature: float = 1.0) -> np.ndarray:
         """(B,) natural-log probability of dictionary word ``targets[b]`` at position b under softmax(z /

@@ -87,8 +87,7 @@ class Ranker:
 
     def _row(self, g: np.ndarray, mode: int, k: int, invt: float, delta: float, target: int):
         b, sv = self._buffers()
-        G = np.float32(g.sum(dtype=np.float64))
-        n, tail = P.search(g, G, float(g.max()), self.scale, sv, mode, k, float(invt), MASS_EPS, float(delta),
+        n, tail, G = P.search(g, self.scale, sv, mode, k, float(invt), MASS_EPS, float(delta),
                            hot_rows(len(g), self.sc.m), MAX_FRACTION, self.ix, self.rk, b)
         if n == P.FULL:
             return None
@@ -105,7 +104,7 @@ class Ranker:
         """Per row of (B, v) logits: (trie positions, their z float32, bound on the mass left out / the mass
         kept (0 when all words are kept or for top-k), z of ``targets[b]`` (a dictionary id) or nan)."""
         g = self.score.transform(x)
-        delta = 2 * self.window(float(np.abs(g).max(initial=0)))
+        delta = 2 * self.window(1.0 if self.score.g == "sigmoid" else float(np.abs(g).max(initial=0)))
         tpos = np.full(len(x), -1) if targets is None else self.sc.position[np.asarray(targets, np.int64)]
         out = [None] * len(x)
 
