@@ -28,6 +28,8 @@ DOCS = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path
 # (document, a piece of the command) -> why it is not run here
 SKIP = {
     ("README.md", "python3 -m venv .venv"): "makes a venv and installs torch from the network (minutes); the suite runs in one",
+    ("README.md", "pip install -e ."): "installs into the running venv; .ci/codec-only makes this install in a venv of its own",
+    ("README.md", "pip install -e \".[train]\""): "installs torch from the network; the suite's venv has [test], which holds [train]",
     ("docs/generate.md", "tfree generate runs/austen"): "needs runs/austen, a run trained for minutes (the recipe below)",
     ("docs/generate.md", "tfree quickstart"): "about 2 minutes of training; tests/test_generate.py runs quickstart.run with 2 steps",
     ("docs/generate.md", "mkdir -p austen"): "the bundled model's recipe: ../shared data and ~30 CPU minutes of training",
