@@ -46,7 +46,7 @@ def friendly(fn):
 
 
 # An optional package -> the extra that installs it (pyproject.toml). The codec, shards and dictionaries need none.
-EXTRAS = {"torch": "train", "safetensors": "train", "transformers": "hf", "tokenizers": "baseline",
+EXTRAS = {"torch": "train", "safetensors": "train", "transformers": "hf", "accelerate": "hf", "tokenizers": "baseline",
           "matplotlib": "plot", "tensorboard": "tensorboard"}
 
 

@@ -38,6 +38,7 @@ SKIP = {
     ("docs/generate.md", "tfree export run-tfree"): "the recipe: needs its trained run",
     ("docs/generate.md", "tfree eval bundled-model"): "the recipe: needs its trained run and held-out text",
     ("docs/generate.md", "tfree eval run-bpe/final"): "the recipe: needs its trained run and held-out text",
+    ("docs/hf.md", "pip install torch==2.13.0"): "installs torch and transformers from the network; the suite's venv has [test], which holds [hf]",
     ("docs/training.md", "torchrun"): "4 processes on 1 GB of text",
 }
 # docs/training.md's training commands, shrunk to seconds (everything else about them runs as written)
