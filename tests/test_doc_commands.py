@@ -45,6 +45,8 @@ SKIP = {
 SHRINK = [("--max-bytes 50MB", "--max-steps 3 --batch-size 2 --n-layer 1 --val-bytes 4KB --log-every 1 -q"),
           ("--preset small", "--preset tiny"), ("--eval-every 500", "--eval-every 2"),
           ("--save-every 1000", "--save-every 1"), ("--bpe-vocab 32000", "--bpe-vocab 400")]
+YAML_SHRINK = [("max_bytes: 50MB", "max_steps: 3\nbatch_size: 2\nn_layer: 1\nval_bytes: 4KB\nlog_every: 1"),
+               ("preset: small", "preset: tiny"), ("eval_every: 500", "eval_every: 2"), ("save_every: 1000", "save_every: 1")]
 
 
 def blocks(path: str):
@@ -90,6 +92,13 @@ def _inputs(d: str) -> None:
         f.write("\n".join(docs[:5]))
     with open(os.path.join(d, "prompt.txt"), "w", encoding="utf-8") as f:
         f.write("It is a truth")
+    # docs/training.md's config file, as a user saves it from the page, shrunk as its training commands are
+    body = re.search(r"^```yaml\n(.*?)^```", open(os.path.join(ROOT, "docs", "training.md"), encoding="utf-8").read(),
+                     re.S | re.M).group(1)
+    for a, b in YAML_SHRINK:
+        body = body.replace(a, b)
+    with open(os.path.join(d, "small.yaml"), "w", encoding="utf-8") as f:
+        f.write(body)
 
 
 def test_every_skip_names_a_command_that_exists():

@@ -7,6 +7,7 @@ states and cursor: on CPU the next step's loss equals the uninterrupted run's.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -217,7 +218,7 @@ class Run:
         if cfg.max_steps:
             return int(cfg.max_steps)
         if cfg.max_bytes:
-            per_step = cfg.batch_size * self.dist.world * self.model_config.seq_len * self.bytes_per_item
+            per_step = cfg.batch_size * cfg.grad_accum * self.dist.world * self.model_config.seq_len * self.bytes_per_item
             return max(1, math.ceil(cfg.max_bytes / per_step))
         raise TfreeError("give --max-steps or --max-bytes")
 
@@ -256,16 +257,22 @@ class Run:
             frozen = body_frozen(self.cfg, self.step)
             for name, p in self.model.named_parameters():
                 p.requires_grad_(not frozen or name.startswith(TRAINED_WHEN_FROZEN))
-        x, y, nbytes, nitems = self.batch()
         self.model.train()
-        with self.autocast():
-            if self.model_config.od:
-                _, loss = self.train_model(x, y[0], targets2=y[1], mask2=y[2],
-                                           od_weight=od_weight_at(self.step, self.cfg, self.max_steps))
-            else:
-                _, loss = self.train_model(x, y)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        k, total, nbytes, nitems = self.cfg.grad_accum, 0.0, 0, 0
+        for i in range(k):  # --grad-accum: k batches' gradients, averaged, make one step (DDP syncs on the last)
+            x, y, b, n = self.batch()
+            quiet = self.train_model.no_sync() if self.dist.world > 1 and i < k - 1 else contextlib.nullcontext()
+            with quiet:
+                with self.autocast():
+                    if self.model_config.od:
+                        _, loss = self.train_model(x, y[0], targets2=y[1], mask2=y[2],
+                                                   od_weight=od_weight_at(self.step, self.cfg, self.max_steps))
+                    else:
+                        _, loss = self.train_model(x, y)
+                (loss / k).backward()
+            total, nbytes, nitems = total + loss.detach() / k, nbytes + b, nitems + n
+        loss = total
         if self.cfg.grad_clip:
             clip_grad_norm(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
@@ -343,12 +350,13 @@ def train(cfg: TrainConfig, log=print) -> dict:
     od_head = f", word-after-next head {p['od'] / 1e6:.2f}M" if p.get("od") else ""
     say(f"{run.mode} model: {p['total'] / 1e6:.2f}M parameters (embedding {p['embedding'] / 1e6:.2f}M, head "
         f"{p['head'] / 1e6:.2f}M, body {p['body'] / 1e6:.2f}M{_oe_part(p)}{od_head}) | seed {run.seed} | device {run.device} {run.dtype} | "
-        f"{run.dist.world} process(es) | {run.max_steps} steps of {cfg.batch_size * run.dist.world}x"
-        f"{run.model_config.seq_len} {unit} (~{run.max_steps * cfg.batch_size * run.dist.world * run.model_config.seq_len * run.bytes_per_item / 1e6:.1f} MB)")
+        f"{run.dist.world} process(es) | {run.max_steps} steps of {cfg.batch_size * cfg.grad_accum * run.dist.world}x"
+        f"{run.model_config.seq_len} {unit} (~{run.max_steps * cfg.batch_size * cfg.grad_accum * run.dist.world * run.model_config.seq_len * run.bytes_per_item / 1e6:.1f} MB)")
     log_path = os.path.join(run.out, "log.jsonl")
     if main:
         _truncate_log(log_path, run.step)
-    loggers = report.Loggers(run.out, cfg.logger, run.step, say) if main else None
+    settings = {**dataclasses.asdict(cfg), "seed": run.seed}  # W&B's config of the run
+    loggers = report.Loggers(run.out, cfg.logger, run.step, say, settings) if main else None
     eval_every = cfg.eval_every if cfg.eval_every is not None else (run.max_steps // 10 if run.max_steps >= 1000 else 0)
     bar = tqdm(total=run.max_steps, initial=run.step, disable=None if main and cfg.progress else True, unit="step",
                dynamic_ncols=True, leave=False)

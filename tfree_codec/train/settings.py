@@ -16,10 +16,10 @@ from ..config import TfreeError
 from ..model import checkpoint as ckpt
 
 # Changing these on resume would silently train another model or read another stream.
-RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "batch_size", "baseline", "bpe_vocab",
-                "pos_weight", "chunk_words", "val_bytes", "lr", "warmup", "weight_decay", "od_weight", "od_anneal",
-                "oe_orders", "oe_rows", "oe_slices", "oe_distinct", "oe_unigram", "oe_lr_scale", "freeze_body",
-                "unfreeze_after", "unfreeze_lr")
+RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "batch_size", "grad_accum", "baseline",
+                "bpe_vocab", "pos_weight", "chunk_words", "val_bytes", "lr", "warmup", "weight_decay", "od_weight",
+                "od_anneal", "oe_orders", "oe_rows", "oe_slices", "oe_distinct", "oe_unigram", "oe_lr_scale",
+                "freeze_body", "unfreeze_after", "unfreeze_lr")
 
 
 @dataclass
@@ -31,7 +31,8 @@ class TrainConfig:
     n_head: int | None = None
     n_embd: int | None = None
     seq_len: int | None = None
-    batch_size: int = 16              # per process; the global batch is batch_size * world size
+    batch_size: int = 16              # per process; the global batch is batch_size * grad_accum * world size
+    grad_accum: int = 1               # batches whose gradients make one optimizer step
     max_steps: int | None = None
     max_bytes: float | None = None    # alternative to max_steps: stop after about this many bytes of text
     lr: float = 1e-3
