@@ -70,8 +70,8 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
     seed = secrets.randbits(31) if seed is None else seed
     unit = "words" if lm.mode == "tfree" else "tokens"
     for k in range(num_samples):
-        if num_samples > 1:
-            click.echo(f"--- sample {k + 1}/{num_samples} (seed {seed + k})", err=True)
+        if num_samples > 1:  # on stdout, between the samples, so that a file of them can be split again
+            _out(f"--- sample {k + 1}/{num_samples} (seed {seed + k})\n")
         pieces = lm.stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                            seed=seed + k, stop=stop, spell=spell, spell_below=spell_below, use_cache=not no_cache, stop_at_eot=not ignore_eot,
                            draft=draft, draft_stats=(stats := DraftStats()))
@@ -144,5 +144,9 @@ def quickstart(out_dir, steps, prompt, seed, device, overwrite):
     click.echo("", err=True)
     click.echo(f"sample text: {r['sample']}\nshards:      {r['shards']}\nrun:         {r['run']}\n"
                f"checkpoint:  {r['checkpoint']}  (validation {r['val_bpb']:.3f} bits per byte)", err=True)
+    for name, what in (("log.jsonl", "loss and bits per byte, a line per logged step"),
+                       ("plot.png", "validation bits per byte and loss against text seen")):
+        if os.path.isfile(os.path.join(r["run"], name)):
+            click.echo(f"{name + ':':<12} {os.path.join(r['run'], name)}  ({what})", err=True)
     click.echo(f"next: tfree generate {os.path.relpath(r['run'])} \"Emma\"  |  tfree generate \"It is a truth\" "
                "(the bundled model, trained longer)", err=True)

@@ -129,3 +129,22 @@ def test_the_commands_of_a_doc_run_as_written(doc, tmp_path):
         ran += 1
     if not ran:
         pytest.skip(f"{doc}: every command is in SKIP")
+
+
+def test_the_readme_python_runs_as_written(tmp_path, monkeypatch, one_thread):
+    """README.md's Python blocks, in order and in one namespace, in a folder holding what they assume a user has
+    (shards/ of corpus.jsonl, made by `tfree encode`)."""
+    from tfree_codec import CodecConfig
+    from tfree_codec.shards.writer import encode_to_shards
+
+    _inputs(str(tmp_path))
+    encode_to_shards([str(tmp_path / "corpus.jsonl")], str(tmp_path / "shards"), CodecConfig(), num_proc=1,
+                     progress=False)
+    monkeypatch.chdir(tmp_path)
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    snippets = re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)
+    assert len(snippets) == 2
+    ns = {}
+    for code in snippets:
+        exec(compile(code, "README.md", "exec"), ns)  # noqa: S102 - the README's own code
+    assert ns["loss"].item() > 0 and len(ns["ds"]) > 0 and ns["codec"].join(ns["enc"].words) == "Hello, world!"

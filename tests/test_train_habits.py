@@ -99,6 +99,9 @@ def test_accumulating_two_half_batches_is_one_whole_batch(runs):
     la = [json.loads(x) for x in (tmp / "a" / "log.jsonl").read_text().splitlines()]
     lb = [json.loads(x) for x in (tmp / "b" / "log.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in la if "loss" in r] == pytest.approx([r["loss"] for r in lb if "loss" in r], rel=1e-4)
+    # bytes seen are whole bytes in the log and the checkpoint (the step's share of each document, rounded)
+    meta = json.loads((tmp / "b" / "final" / "checkpoint.json").read_text())
+    assert all(type(r["bytes_seen"]) is int for r in la + lb) and type(meta["bytes_seen"]) is int
 
 
 def test_the_wandb_logger_gets_the_settings_and_every_record(runs):

@@ -243,23 +243,30 @@ class _Stops:
 
 
 class _BpeText:
-    """Token ids -> text, piece by piece: a byte-level token can end inside a UTF-8 character, so text is let out
-    only when the pending tokens decode cleanly (or 4 of them still do not)."""
+    """Token ids -> text, piece by piece: a byte-level token can end inside a UTF-8 character, so the characters
+    still incomplete at the end (decoded as U+FFFD) are held back until the tokens that finish them come, and
+    the text before them goes out at once. A character is at most 4 bytes: a tail left unfinished by 4 tokens is
+    invalid and goes out as it decodes; one the generation ends inside is dropped."""
 
     def __init__(self, tokenizer):
-        self.tok, self.pending = tokenizer, []
+        self.tok, self.pending, self.shown, self.tail = tokenizer, [], 0, 0
 
     def feed(self, token: int) -> str:
         self.pending.append(token)
         text = self.tok.decode(self.pending)
-        if text.endswith("\ufffd") and len(self.pending) < 4:
-            return ""
-        self.pending = []
-        return text
+        if text.endswith("\ufffd"):
+            done = len(text.rstrip("\ufffd"))
+            self.tail = 1 if done > self.shown else self.tail + 1  # tokens since a character was last completed
+            if self.tail <= 3:
+                out, self.shown = text[self.shown:done], max(self.shown, done)
+                return out
+        out = text[self.shown:]
+        self.pending, self.shown, self.tail = [], 0, 0
+        return out
 
     def flush(self) -> str:
-        text = self.tok.decode(self.pending) if self.pending else ""
-        self.pending = []
+        text = self.tok.decode(self.pending)[self.shown:].rstrip("\ufffd") if self.pending else ""
+        self.pending, self.shown, self.tail = [], 0, 0
         return text
 
 

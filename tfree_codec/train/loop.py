@@ -327,7 +327,7 @@ class Run:
                 state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         ckpt.save_checkpoint(path, self.model, self.codec, files=self.artifacts, train_state=state,
                              calibration=self.calibration.to_dict() if self.mode == "tfree" else None, step=self.step,
-                             info={"bytes_seen": self.bytes_seen, "seed": self.seed, "params": self.model.num_params(),
+                             info={"bytes_seen": round(self.bytes_seen), "seed": self.seed, "params": self.model.num_params(),
                                    "chunk_words": self.cfg.chunk_words},
                              json_files={ckpt.SETTINGS_FILE: {**dataclasses.asdict(self.cfg), "seed": self.seed}})
         if not final and self.cfg.keep_last:
@@ -373,7 +373,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             dt = max(now - t_last - busy, 1e-9)
             record = {"step": s, "loss": run.mean_over_ranks(loss), "lr": lr_for(s - 1, cfg, run.max_steps),
                       f"{unit}_per_s": (run.items_seen - i_last) / dt, "bytes_per_s": (run.bytes_seen - b_last) / dt,
-                      "bytes_seen": run.bytes_seen}
+                      "bytes_seen": round(run.bytes_seen)}
             if run.model_config.od:  # both parts of the loss: the next word's, and the word after next's
                 record.update(loss_next=run.mean_over_ranks(run.model.loss_parts[0]),
                               loss_od=run.mean_over_ranks(run.model.loss_parts[1]),
@@ -383,7 +383,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             _check_finite(run, record["loss"])
         t0 = time.perf_counter()
         if main and eval_every and s % eval_every == 0 and s < run.max_steps:
-            record.update({"step": s, "bytes_seen": run.bytes_seen, **run.evaluate()})
+            record.update({"step": s, "bytes_seen": round(run.bytes_seen), **run.evaluate()})
             record.update(_show(run, cfg, say))
         if main and cfg.save_every and s % cfg.save_every == 0 and s < run.max_steps:
             _check_finite(run, loss)
@@ -406,18 +406,18 @@ def train(cfg: TrainConfig, log=print) -> dict:
             if "val_bpb" in record:
                 _plot(run, cfg, say)
     bar.close()
-    summary = {"steps": run.step, "bytes_seen": run.bytes_seen, "params": p, "seed": run.seed, "mode": run.mode}
+    summary = {"steps": run.step, "bytes_seen": round(run.bytes_seen), "params": p, "seed": run.seed, "mode": run.mode}
     if main:
         _check_finite(run, loss)
         final = run.evaluate()
         summary.update(final)
         if final:
-            final_record = {"step": run.step, "bytes_seen": run.bytes_seen, "final": True, **final, **_show(run, cfg, say)}
+            final_record = {"step": run.step, "bytes_seen": round(run.bytes_seen), "final": True, **final, **_show(run, cfg, say)}
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(final_record) + "\n")
             loggers.write(final_record)
             _plot(run, cfg, say)
-            extra = (f" (temperature {final['temperature']:.4f}, prior weight {final['prior_weight']:.3f}, p_unk "
+            extra = (f" (temperature {_temperature(final['temperature'])}, prior weight {final['prior_weight']:.3f}, p_unk "
                      f"{final['p_unk']:.4f}; plain score: {final['val_bpb_plain']:.4f})") if "temperature" in final else ""
             say(f"final | step {run.step} | {run.bytes_seen / 1e6:.2f} MB seen | val bpb {final['val_bpb']:.4f}{extra}")
         run.save(ckpt.step_dir(run.out, run.step))
@@ -463,3 +463,9 @@ def _record_step(line: str) -> float:
         return r.get("step", 0) if isinstance(r, dict) and line.endswith("\n") else math.inf
     except ValueError:
         return math.inf
+
+
+def _temperature(t: float) -> str:
+    """The fitted dictionary-softmax temperature as a reader can take it: a model whose scores do not yet tell
+    words apart fits a huge one (963138 after 2 steps), which is "flat", not a number to read."""
+    return f"{t:.4f}" if t < 100 else f"{t:.3g}: flat, the scores do not tell words apart yet"
