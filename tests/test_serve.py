@@ -104,7 +104,7 @@ def test_bad_http_gets_a_4xx_and_one_line(server):
     assert raw(server, "POST", "/v1/completions", b"{not json")[0] == 400
     status, body = raw(server, "POST", "/v1/chat/completions", b"{}")
     assert status == 404 and "/v1/completions" in body["error"]["message"]
-    assert raw(server, "GET", "/nowhere")[0] == 404
+    assert raw(server, "GET", "/nowhere")[0] == 404 and raw(server, "DELETE", "/v1/completions")[0] == 405
     assert raw(server, "POST", "/v1/completions", b"[]")[1]["error"]["message"] == "the request body must be a JSON object"
     assert raw(server, "GET", "/health") == (200, {"status": "ok"})
 

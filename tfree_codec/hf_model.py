@@ -62,9 +62,7 @@ class TfreeForCausalLM(PreTrainedModel):
     config_class = TfreeConfig
     base_model_prefix = "body"
     main_input_name = "input_ids"
-    supports_gradient_checkpointing = True
-    _supports_sdpa = True
-    _supports_flash_attn = True
+    supports_gradient_checkpointing = True  # the body's: its attention implementation is its config's too
     accepts_loss_kwargs = False  # the loss is a mean over the batch's words: Trainer scales accumulation itself
 
     def __init__(self, config: TfreeConfig, body: PreTrainedModel | None = None):

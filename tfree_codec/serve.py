@@ -176,6 +176,11 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.server.log(f"{self.client_address[0]}: the client hung up")
 
+    def _not_allowed(self):
+        self._error(BadRequest(405, f"{self.command} is not served here (GET /v1/models, POST /v1/completions)"))
+
+    do_PUT = do_DELETE = do_PATCH = _not_allowed
+
     def _body(self):
         n = self.headers.get("Content-Length")
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked" or n is None:
