@@ -67,6 +67,7 @@ def test_trainer_steps_on_shards_lower_the_loss(trained):
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert model.config.model_type == "tfree" and model.body.config.vocab_size == 1024
+    assert model.head.weight.data_ptr() != model.body.get_input_embeddings().weight.data_ptr()  # untied
 
 
 def test_save_pretrained_and_back(trained, tmp_path):

@@ -46,6 +46,7 @@ class TfreeConfig(PretrainedConfig):
         self.pos_weight = float(pos_weight)
         if "hidden_size" not in kwargs and self.body:
             kwargs["hidden_size"] = self.body_config().hidden_size
+        kwargs.setdefault("tie_word_embeddings", False)  # the head is untied (transformers 4 ties by default)
         super().__init__(**kwargs)
 
     def body_config(self) -> PretrainedConfig:
