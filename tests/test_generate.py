@@ -279,7 +279,7 @@ def test_cli_generates_from_a_run_directory_and_stdin(checkpoint):
     assert again.exit_code == 0 and "Emma was" + again.stdout == r.stdout
     two = cli("generate", checkpoint, "Emma", "-n", "3", "--num-samples", "2", "--seed", "1", "-t", "0",
                 "--ignore-eot")
-    assert two.exit_code == 0 and two.stdout.count("Emma") >= 2 and "sample 2/2 (seed 2)" in two.stderr
+    assert two.exit_code == 0 and two.stdout.count("Emma") >= 2 and "--- sample 2/2 (seed 2)" in two.stdout.splitlines()
 
 
 @pytest.mark.parametrize("args, message", [
