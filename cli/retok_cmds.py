@@ -62,6 +62,7 @@ def retok(bpe_run, shards, out_dir, init, head_target, head_fit, alpha, ridge, s
     checkpoint), then the embedding, head and final norm train with the body frozen (all of it after
     --unfreeze-after). OUT/final/ works with tfree eval, generate and export."""
     from tfree_codec.model.transformer import ModelConfig
+    from tfree_codec.shards.resume import DirLock
     from tfree_codec.train import retok as rt
     from tfree_codec.train.checks import validate
     from tfree_codec.train.loop import TrainConfig
@@ -83,17 +84,22 @@ def retok(bpe_run, shards, out_dir, init, head_target, head_fit, alpha, ridge, s
     rcfg.check()
     validate(cfg)
     _check_out(out, cfg.resume)
-    src = rt.open_bpe(bpe_run)  # refused before anything is written: not a BPE run, no tokenizer, damaged
-    if os.path.isdir(init_dir):
-        _check_init(init_dir, rcfg)
-    else:
-        os.makedirs(out, exist_ok=True)
-        rt.build(src.path, shards, init_dir, rcfg, cfg.val_bytes, cfg.chunk_words, log=click.echo)
-    with open(os.path.join(init_dir, "model_config.json"), encoding="utf-8") as f:
-        m = ModelConfig.from_json(f.read())
-    cfg = dataclasses.replace(cfg, n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, seq_len=m.seq_len,
-                              pos_weight=m.pos_weight)
-    run_train(cfg, log=click.echo)
+    lock = DirLock(out, job="tfree retok")  # held through the training below (which takes it again: a no-op)
+    ok = False
+    try:
+        src = rt.open_bpe(bpe_run)  # refused before anything is written: not a BPE run, no tokenizer, damaged
+        if os.path.isdir(init_dir):
+            _check_init(init_dir, rcfg)
+        else:
+            rt.build(src.path, shards, init_dir, rcfg, cfg.val_bytes, cfg.chunk_words, log=click.echo)
+        with open(os.path.join(init_dir, "model_config.json"), encoding="utf-8") as f:
+            m = ModelConfig.from_json(f.read())
+        cfg = dataclasses.replace(cfg, n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, seq_len=m.seq_len,
+                                  pos_weight=m.pos_weight)
+        run_train(cfg, log=click.echo)
+        ok = True
+    finally:
+        lock.release(failed=not ok)  # a refused run leaves no empty run directory
 
 
 def _check_out(out: str, resume) -> None:

@@ -22,6 +22,7 @@ from ..config import TfreeError, atomic_write
 from .data import (TOKENIZER_FILE, Corpus, Packer, PatternSource, TokenSource, load_tokenizer, make_units,
                    split_units, train_bpe)
 from ..decode.dictionary import Dictionary
+from ..shards.resume import DirLock
 from . import init_from, report
 from .evaluate import (DICT_FILE, Calibration, SpellingModel, calibrate, dictionary_scorer, evaluate_bpe,
                        evaluate_tfree, tfree_bpb)
@@ -33,7 +34,7 @@ from .checks import data_fingerprint as _data_fingerprint
 from .checks import validate
 from ..model.optim import clip_grad_norm
 from .settings import (RESUME_FIXED, TrainConfig, body_frozen, init_dist, lr_at, lr_for,  # noqa: F401  (re-exported)
-                       od_weight_at, oe_options)
+                       od_weight_at, oe_options, reproducible)
 
 TRAINED_WHEN_FROZEN = ("embed.", "head.", "norm.")  # --freeze-body (tfree retok): the input, the output, final norm
 
@@ -49,6 +50,7 @@ class Run:
             raise TfreeError("a frozen body (tfree retok) trains in one process: run it without torchrun")
         self.device = resolve_device(cfg.device, self.dist.local_rank)
         self.autocast, self.dtype = autocast_for(self.device, cfg.dtype)
+        reproducible(self.device)
         self.out = os.path.abspath(cfg.out_dir)
         self.resume_from = self._find_resume()
         if self.resume_from:
@@ -332,7 +334,22 @@ def _fmt_rate(x: float) -> str:
 
 
 def train(cfg: TrainConfig, log=print) -> dict:
-    """Train (or resume) a run; returns a summary. Only rank 0 logs and writes."""
+    """Train (or resume) a run; returns a summary. Only rank 0 logs and writes, and holds an exclusive lock on the
+    run directory for the whole job: a second job on the same directory is refused at once (shards.resume.DirLock)."""
+    validate(cfg)  # before the lock creates the run directory
+    lock = DirLock(cfg.out_dir, job="tfree train") if int(os.environ.get("RANK", "0")) == 0 else None
+    ok, deterministic = False, torch.are_deterministic_algorithms_enabled()
+    try:
+        summary = _train(cfg, log)
+        ok = True
+        return summary
+    finally:
+        torch.use_deterministic_algorithms(deterministic)  # Run turned it on for a CPU run: this process's again
+        if lock is not None:
+            lock.release(failed=not ok)  # a run refused before it wrote anything leaves no empty directory
+
+
+def _train(cfg: TrainConfig, log) -> dict:
     from tqdm import tqdm  # noqa: PLC0415
 
     run = Run(cfg, log if int(os.environ.get("RANK", "0")) == 0 else (lambda *a, **k: None))
