@@ -109,6 +109,15 @@ def init_dist(device_name: str) -> Dist:
     return d
 
 
+def reproducible(device) -> None:
+    """On the CPU, a run with a seed is bit-reproducible, run to run and across a kill and resume: torch's
+    deterministic kernels replace the multi-threaded scatter-adds whose float sums land in a different order each
+    run (the index backward of the batch's word embeddings, the loss's index_put_ with accumulate). GPUs are left
+    as they are: their deterministic kernels need CUBLAS_WORKSPACE_CONFIG and refuse some ops (docs/training.md)."""
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+
+
 def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
     """Linear warmup, then cosine decay to a tenth of ``lr`` at ``max_steps`` (step counts from 0)."""
     if step < cfg.warmup:
