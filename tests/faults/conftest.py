@@ -11,10 +11,17 @@ from tfree_codec import Codec, CodecConfig
 from tfree_codec.assets import sample_text
 from tfree_codec.decode.dictionary import Dictionary
 
-from .harness import cli
+from .harness import cli, reap
 
 TINY = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--seq-len", "16", "--batch-size", "4",
         "--warmup", "2", "--lr", "3e-3", "--val-bytes", "400", "--log-every", "1", "--device", "cpu", "-q"]
+
+
+@pytest.fixture(autouse=True)
+def reap_children():
+    """Whatever a test started and left running is killed when it ends (harness.spawn)."""
+    yield
+    reap()
 
 
 @pytest.fixture(scope="session")

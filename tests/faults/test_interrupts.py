@@ -89,6 +89,7 @@ def test_sigint_inside_a_c_callback_is_one_line(tmp_path):
     script = tmp_path / "cb.py"
     script.write_text(
         "import ctypes, os, signal, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal, even in a background job\n"
         "import click\n"
         "from tfree_cli.common import friendly\n"
         "@click.command()\n"

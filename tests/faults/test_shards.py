@@ -9,8 +9,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -18,7 +16,7 @@ import pytest
 from tfree_codec.shards.reader import seal
 
 from .conftest import TINY
-from .harness import assert_no_leftovers, assert_refused, cli, flip_bit, truncate
+from .harness import assert_no_leftovers, assert_refused, cli, flip_bit, spawn, truncate
 
 SEEDS = range(20)
 ENCODE = ("--split", "paragraphs", "--docs-per-shard", 25, "--num-proc", 1, "-q")
@@ -182,9 +180,7 @@ def test_rerun_of_a_finished_encode_reencodes_a_damaged_shard(big_input, big_cle
 
 
 def _encode_proc(big_input, out, num_proc=2):
-    return subprocess.Popen([sys.executable, "-m", "tfree_cli", "encode", str(big_input), "-o", str(out), *BIG,
-                             "--num-proc", str(num_proc)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return spawn("encode", big_input, "-o", out, *BIG, "--num-proc", num_proc)
 
 
 def _wait_for(cond, p, timeout=60):
