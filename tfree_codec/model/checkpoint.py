@@ -159,14 +159,27 @@ def read_meta(path: str, verify: bool = True) -> dict:
     if meta.get("format_version") != FORMAT_VERSION:
         raise TfreeError(f"{path}: checkpoint format_version {meta.get('format_version')!r} is not supported "
                          f"(this tfree reads {FORMAT_VERSION})")
+    files = meta.get("files", {})
+    if not isinstance(files, dict):
+        raise TfreeError(f"{path}: {META} is damaged (its files are not a name -> sha256 table)")
+    for fname, digest in files.items():
+        # a name such as ../../x would have tfree hash a file outside the checkpoint and say whether it exists
+        if not _plain_name(fname) or not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+            raise TfreeError(f"{path}: {META} is damaged (it lists {fname!r}, not a file of this folder with a sha256)")
     if verify:
-        for fname, digest in meta.get("files", {}).items():
+        for fname, digest in files.items():
             fpath = os.path.join(path, fname)
             if not os.path.isfile(fpath):
                 raise TfreeError(f"{path}: checkpoint is incomplete: {fname} is missing")
             if _sha256(fpath) != digest:
                 raise TfreeError(f"{path}: checkpoint is corrupt: {fname} does not match its sha256")
     return meta
+
+
+def _plain_name(name) -> bool:
+    """A file directly inside the checkpoint folder: no separator, not . or .., not hidden."""
+    return isinstance(name, str) and name not in ("", ".", "..") and not name.startswith(".") and "/" not in name \
+        and os.sep not in name and "\0" not in name
 
 
 def load_model(path: str, device="cpu", verify: bool = True):
@@ -180,8 +193,11 @@ def load_model(path: str, device="cpu", verify: bool = True):
     codec = Codec(CodecConfig.load(os.path.join(path, "codec.json")))
     if config.mode == "tfree" and config.vocab_size != codec.vocab_size:
         raise TfreeError(f"{path}: model has {config.vocab_size} activation rows but the codec has v = {codec.vocab_size}")
+    sd = read_state_dict(path)
+    with torch.device("meta"):  # the shapes the config asks for, before allocating them: a hostile config asking
+        check_weights(Model(config), sd, path)  # for a huge model is refused against the (small) weights file
     model = Model(config)
-    load_weights(model, read_state_dict(path), path)
+    load_weights(model, sd, path)
     return model.to(device), codec, meta
 
 
@@ -197,7 +213,13 @@ def read_state_dict(path: str) -> dict:
         raise TfreeError(f"{path}: cannot load model.pt ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
 
 
-def load_weights(model: Model, sd: dict, where: str) -> None:
+# Stored dtypes a float32 weight may come from: itself, or the narrower floats of `tfree export --half` (widened
+# exactly). Anything else (float64, integers) is not what tfree wrote.
+_FLOAT_STORED = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_weights(model: Model, sd: dict, where: str) -> None:
+    """Refuse weights whose names, shapes or stored dtypes do not fit ``model`` (which may live on the meta device)."""
     sd = clean_state_dict(sd)
     own = model.state_dict()
     missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
@@ -206,7 +228,14 @@ def load_weights(model: Model, sd: dict, where: str) -> None:
     for k, v in sd.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise TfreeError(f"{where}: weight {k} has shape {tuple(v.shape)}, the model config wants {tuple(own[k].shape)}")
-    model.load_state_dict(sd)
+        ok = _FLOAT_STORED if own[k].dtype == torch.float32 else (own[k].dtype,)
+        if v.dtype not in ok:
+            raise TfreeError(f"{where}: weight {k} is stored as {v.dtype}, the model wants {own[k].dtype}")
+
+
+def load_weights(model: Model, sd: dict, where: str) -> None:
+    check_weights(model, sd, where)
+    model.load_state_dict(clean_state_dict(sd))
 
 
 def load_train_state(path: str) -> dict:
