@@ -93,3 +93,26 @@ def check_finite(run, loss=None) -> None:
             bool(torch.isfinite(p).all()) for p in run.model.parameters()):
         raise TfreeError(f"training diverged at step {run.step} (the loss or the weights are nan/inf): nothing was "
                          "saved for it; lower --lr or raise --warmup")
+
+
+def _number(v, lo=-math.inf, hi=math.inf) -> bool:
+    """A finite int or float (not a bool, not nan) strictly between ``lo`` and ``hi``."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and lo < v < hi
+
+
+CALIBRATION_FIELDS = {  # evaluate.Calibration's fields: (check, what it wants)
+    "temperature": (lambda v: _number(v, 0), "a positive number"),
+    "temperature_plain": (lambda v: _number(v, 0), "a positive number"),
+    "prior_weight": (_number, "a number"), "zero_count_weight": (_number, "a number"),
+    "p_unk": (lambda v: _number(v, 0, 1), "a number between 0 and 1"),
+    "unk_charge": (lambda v: v in ("spell", "bytes"), "'spell' or 'bytes'"),
+    "spell_order": (lambda v: isinstance(v, int) and _number(v, 0, 17), "an integer from 1 to 16")}
+
+
+def check_calibration(d) -> None:
+    """A calibration (calibration.json, or a checkpoint's train state) of the right kinds, else one TfreeError."""
+    if not isinstance(d, dict):
+        raise TfreeError("a calibration must be a JSON object")
+    for k, (ok, want) in CALIBRATION_FIELDS.items():
+        if k in d and not ok(d[k]):
+            raise TfreeError(f"{k} must be {want}, not {d[k]!r}")

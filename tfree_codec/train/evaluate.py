@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..config import TfreeError
+from .checks import check_calibration
 from .data import Corpus, Units
 from ..decode.dictionary import Dictionary
 from ..text.words import EOT, MARKERS
@@ -218,6 +219,7 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
+        check_calibration(d)  # a value of the wrong kind ("hot", null, -1) is one TfreeError naming its field
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -228,8 +230,8 @@ def load_calibration(path: str) -> Calibration:
             return Calibration.from_dict(json.load(f))
     except FileNotFoundError:
         return Calibration()
-    except ValueError as e:
-        raise TfreeError(f"{path}: unreadable calibration.json ({e})") from None
+    except (ValueError, RecursionError, TfreeError) as e:
+        raise TfreeError(f"{path}: calibration.json is unreadable or wrong ({e})") from None
 
 
 def prior_features(dictionary, device="cpu"):
