@@ -25,11 +25,30 @@ def read_log(run_dir: str) -> list[dict]:
     path = run_dir if run_dir.endswith(".jsonl") else os.path.join(run_dir, LOG_FILE)
     try:
         with open(path, encoding="utf-8") as f:
-            return [json.loads(ln) for ln in f if ln.strip()]
+            lines = [(i, ln) for i, ln in enumerate(f, 1) if ln.strip()]
     except FileNotFoundError:
         raise TfreeError(f"{run_dir}: no {LOG_FILE} (not a tfree run directory)") from None
     except ValueError as e:
-        raise TfreeError(f"{path}: a line is not JSON ({e})") from None
+        raise TfreeError(f"{path}: not UTF-8 text ({e})") from None
+    out = []
+    for i, ln in lines:
+        try:
+            r = json.loads(ln)
+        except (ValueError, RecursionError):
+            raise TfreeError(f"{path}: line {i} is not JSON") from None
+        bad = "not a JSON object" if not isinstance(r, dict) else next(
+            (f"its {k} is {r[k]!r}, not a number" for k in NUMBERS if k in r and not _is_number(r[k])), None)
+        if bad:
+            raise TfreeError(f"{path}: line {i} is not a log record ({bad})")
+        out.append(r)
+    return out
+
+
+NUMBERS = ("step", "loss", "lr", "val_bpb", "bytes_seen", "bytes_per_s")  # what plots and CSVs read
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 class Loggers:
