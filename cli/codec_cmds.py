@@ -10,11 +10,11 @@ import click
 from tfree_codec import TfreeError
 from tfree_codec.assets import sample_text
 
-from .common import codec_options, friendly, make_codec, read_text
+from .common import TEXT, codec_options, friendly, make_codec, read_text
 
 
 @click.command()
-@click.argument("text", required=False)
+@click.argument("text", required=False, type=TEXT)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object: words, offsets and patterns")
 @codec_options
 @friendly

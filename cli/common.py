@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
 import sys
 
@@ -151,6 +152,45 @@ def _on_sigint(signum, frame):
     t.daemon = True
     t.start()
     raise KeyboardInterrupt
+
+
+class Utf8Text(click.ParamType):
+    """Text typed on the command line: strict UTF-8. Python turns argv bytes that are not UTF-8 into lone
+    surrogates, which would be counted, hashed and written as something else than what was typed."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):
+        problem = not_utf8(value)
+        if problem:
+            self.fail(problem, param, ctx)
+        return value
+
+
+def not_utf8(value) -> str | None:
+    """Why ``value`` (a str from argv) is not the UTF-8 text typed, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        value.encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        raw = os.fsencode(value)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"{value!r} is not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start})"
+    return f"{value!r} is not valid UTF-8"
+
+
+TEXT = Utf8Text()
+
+
+def local_dir(ctx, param, value):
+    """An output path, never a URL: ``-o file:///abs/dir`` would otherwise make ``./file:/abs/dir``."""
+    if value is not None and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", str(value)):
+        raise click.BadParameter(f"{value!r} is a URL: tfree writes to local paths only (give the path itself)")
+    return value
 
 
 def codec_options(fn):

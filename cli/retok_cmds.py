@@ -8,7 +8,7 @@ import click
 
 from tfree_codec import TfreeError
 
-from .common import friendly, show_progress
+from .common import friendly, local_dir, show_progress
 from .train_cmds import _size, _typed
 
 # What a retok run directory holds (tfree train's files, and the converted starting point init/).
@@ -18,7 +18,8 @@ RUN_FILES = {"init", "dictionary.arrow", "log.jsonl", "log.csv", "plot.png", "te
 @click.command()
 @click.argument("bpe_run", type=click.Path(exists=True, file_okay=False))
 @click.argument("shards", type=click.Path(exists=True))
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), callback=local_dir,
+              help="run directory")
 @click.option("--init", "init", type=click.Choice(["mean", "sparse", "random"]), default="mean", show_default=True,
               help="word targets: mean of the BPE pieces' rows (ReTok), a sparse combination of single-piece words "
               "(tokensurgeon-like), or random rows")

@@ -10,7 +10,7 @@ import click
 
 from tfree_codec import TfreeError
 
-from .common import codec_options, friendly, make_codec, show_progress
+from .common import TEXT, codec_options, friendly, local_dir, make_codec, show_progress
 
 _SIZE = re.compile(r"(?i)^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$")
 
@@ -30,10 +30,11 @@ def parse_size(text: str) -> int:
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="shard directory")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), callback=local_dir,
+              help="shard directory")
 @click.option("--split", type=click.Choice(["none", "lines", "paragraphs"]), default="none", show_default=True,
               help="plain text: the whole file is one document, or one per line / blank-line paragraph")
-@click.option("--text-column", default="text", show_default=True, help="JSONL field / Parquet or Arrow column")
+@click.option("--text-column", default="text", type=TEXT, show_default=True, help="JSONL field / Parquet or Arrow column")
 @click.option("--format", "fmt", type=click.Choice(["auto", "text", "jsonl", "parquet", "arrow"]), default="auto",
               show_default=True, help="input format (auto: by extension; stdin is text)")
 @click.option("--num-proc", type=int, default=None, help="worker processes  [default: all cores]")
@@ -115,7 +116,7 @@ def verify(directory):
 
 @shards.command()
 @click.argument("directory", type=click.Path())
-@click.option("--sep", default="\n", show_default="a newline", help="written after each document")
+@click.option("--sep", default="\n", type=TEXT, show_default="a newline", help="written after each document")
 @friendly
 def cat(directory, sep):
     """Write the exact text of DIRECTORY's documents to stdout, in id order, each followed by SEP."""
