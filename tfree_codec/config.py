@@ -150,11 +150,13 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and not e.filename:  # ENOSPC from write or fsync names no file: say which
+            raise OSError(e.errno, e.strerror, path) from None
         raise
 
 

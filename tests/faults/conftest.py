@@ -46,6 +46,16 @@ def finished_run(material, text_file):
     return out
 
 
+@pytest.fixture(scope="session")
+def bpe_run(material, text_file):
+    """A tiny BPE baseline run (the source of tfree retok)."""
+    out = material / "bpe"
+    r = cli("train", text_file, "-o", out, "--max-steps", 2, "--baseline", "bpe", "--bpe-vocab", 300, "--seed", 1,
+            "--sample-words", 0, *TINY)
+    assert r.exit_code == 0, r.output
+    return out
+
+
 @pytest.fixture
 def run_copy(finished_run, tmp_path):
     """A private copy of the finished run, to damage."""

@@ -27,10 +27,45 @@ def test_export_to_a_full_disk(finished_run, tmpfs):
 
 
 def test_train_to_a_full_disk_saves_no_half_checkpoint(text_file, tmpfs):
+    """The dictionary fits, plot.png or the checkpoint does not: one line naming the file, and the run folder
+    goes with everything the job wrote in it (dictionary.arrow, log.jsonl), so the same command can be rerun."""
     out = tmpfs / "run"
-    assert_refused(cli("train", text_file, "-o", out, "--max-steps", 2, *TINY))
+    for plot in ([], ["--no-plot"]):
+        assert_refused(cli("train", text_file, "-o", out, "--max-steps", 2, *TINY, *plot), "No space left", out)
+        assert_no_leftovers(tmpfs)
+        assert not out.exists()
+
+
+def test_a_full_disk_while_logging_names_the_log(text_file, tmp_path, monkeypatch):
+    """ENOSPC from an append names no file by itself; the run says log.jsonl, and removes what it wrote."""
+    import builtins
+
+    import tfree_codec.train.report as report
+
+    class Full:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def write(self, data):
+            _enospc()
+
+    monkeypatch.setattr(report, "open", lambda p, mode="r", **k: Full() if "a" in mode else builtins.open(p, mode, **k),
+                        raising=False)
+    out = tmp_path / "run"
+    assert_refused(cli("train", text_file, "-o", out, "--max-steps", 2, *TINY), "No space left", "log.jsonl")
+    assert not out.exists()
+
+
+def test_retok_to_a_full_disk_leaves_no_folder(bpe_run, text_file, tmpfs):
+    from .test_retok import GO
+
+    out = tmpfs / "retok"
+    assert_refused(cli("retok", bpe_run, text_file, "-o", out, *GO), "No space left")
     assert_no_leftovers(tmpfs)
-    assert not (out / "final").exists() and not (out / "step-000002").exists()
+    assert not out.exists()
 
 
 def test_dict_build_to_a_full_disk(text_file, tmpfs):

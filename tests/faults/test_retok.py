@@ -14,15 +14,6 @@ from .harness import assert_kept, assert_no_leftovers, assert_refused, cli, flip
 GO = ["--max-steps", 1, "--batch-size", 4, "--val-bytes", 400, "--device", "cpu", "-q", "--no-plot"]
 
 
-@pytest.fixture(scope="session")
-def bpe_run(material, text_file):
-    out = material / "bpe"
-    r = cli("train", text_file, "-o", out, "--max-steps", 2, "--baseline", "bpe", "--bpe-vocab", 300, "--seed", 1,
-            "--sample-words", 0, *TINY)
-    assert r.exit_code == 0, r.output
-    return out
-
-
 @pytest.fixture
 def bpe_copy(bpe_run, tmp_path):
     dst = tmp_path / "bpe"

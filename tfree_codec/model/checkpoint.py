@@ -88,6 +88,8 @@ def save_checkpoint(path: str, model, codec: Codec, *, files: dict | None = None
         if isinstance(e, RuntimeError):  # torch's zip writer reports a full disk as "unexpected pos", "write failed"
             why = "No space left on device" if full else "torch: " + str(e).splitlines()[0][:100]
             raise TfreeError(f"{path}: cannot write the checkpoint ({why}); nothing was changed") from None
+        if isinstance(e, OSError):  # ENOSPC from a write names no file by itself
+            raise TfreeError(f"{path}: cannot write the checkpoint ({e.strerror or e}); nothing was changed") from None
         raise
     return path
 

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import secrets
+import shutil
 import time
 from collections import Counter
 
@@ -337,7 +338,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
     """Train (or resume) a run; returns a summary. Only rank 0 logs and writes, and holds an exclusive lock on the
     run directory for the whole job: a second job on the same directory is refused at once (shards.resume.DirLock)."""
     validate(cfg)  # before the lock creates the run directory
-    lock = DirLock(cfg.out_dir, job="tfree train") if int(os.environ.get("RANK", "0")) == 0 else None
+    out = os.path.abspath(cfg.out_dir)
+    had = set(os.listdir(out)) if os.path.isdir(out) else set()
+    lock = DirLock(out, job="tfree train") if int(os.environ.get("RANK", "0")) == 0 else None
     ok, deterministic = False, torch.are_deterministic_algorithms_enabled()
     try:
         summary = _train(cfg, log)
@@ -346,6 +349,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
     finally:
         torch.use_deterministic_algorithms(deterministic)  # Run turned it on for a CPU run: this process's again
         if lock is not None:
+            if not ok:
+                _drop_unfinished(out, had)
             lock.release(failed=not ok)  # a run refused before it wrote anything leaves no empty directory
 
 
@@ -409,9 +414,7 @@ def _train(cfg: TrainConfig, log) -> dict:
                 line += f" | val bpb {record['val_bpb']:.3f}"
             with bar.external_write_mode():  # through the caller's log (quickstart: stderr), the bar kept intact
                 say(line)
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-            loggers.write(record)
+            loggers.write(record)  # log.jsonl, and log.csv / tensorboard
             if "val_bpb" in record:
                 _plot(run, cfg, say)
     bar.close()
@@ -422,8 +425,6 @@ def _train(cfg: TrainConfig, log) -> dict:
         summary.update(final)
         if final:
             final_record = {"step": run.step, "bytes_seen": run.bytes_seen, "final": True, **final, **_show(run, cfg, say)}
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(final_record) + "\n")
             loggers.write(final_record)
             _plot(run, cfg, say)
             extra = (f" (temperature {final['temperature']:.4f}, prior weight {final['prior_weight']:.3f}, p_unk "
@@ -435,6 +436,19 @@ def _train(cfg: TrainConfig, log) -> dict:
         loggers.close()
     run._barrier()
     return summary
+
+
+def _drop_unfinished(out: str, had: set) -> None:
+    """A run that stopped (a full disk, an error, Ctrl-C) before its first checkpoint leaves nothing: the files
+    this job created (dictionary, logs, plot) go, so a rerun starts clean; files that were there before stay."""
+    if ckpt.latest_checkpoint(out) or os.path.exists(os.path.join(out, "final")) or not os.path.isdir(out):
+        return
+    for name in sorted({DICT_FILE, TOKENIZER_FILE, *report.RUN_FILES} - had):
+        p = os.path.join(out, name)
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p, ignore_errors=True)
+        elif os.path.lexists(p):
+            os.unlink(p)
 
 
 def _oe_part(p: dict) -> str:

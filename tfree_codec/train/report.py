@@ -16,6 +16,7 @@ import torch
 from ..config import TfreeError
 
 LOG_FILE, CSV_FILE, PLOT_FILE, TB_DIR = "log.jsonl", "log.csv", "plot.png", "tensorboard"
+RUN_FILES = (LOG_FILE, CSV_FILE, PLOT_FILE, TB_DIR)  # what a run writes beside its checkpoints and dictionary
 CSV_COLUMNS = ("step", "bytes_seen", "loss", "lr", "bytes_per_s", "val_bpb", "sample")
 LOGGERS = ("csv", "tensorboard")
 
@@ -52,11 +53,12 @@ def _is_number(v) -> bool:
 
 
 class Loggers:
-    """The extra logs of a run (``names`` from LOGGERS). log.csv is rebuilt from log.jsonl when the run starts, so a
-    resumed run's CSV holds exactly its JSON log's records."""
+    """The logs of a run: log.jsonl, and the extra ones of ``names`` (from LOGGERS). log.csv is rebuilt from
+    log.jsonl when the run starts, so a resumed run's CSV holds exactly its JSON log's records."""
 
     def __init__(self, run_dir: str, names=(), step: int = 0, say=print):
         self.csv = self.tb = None
+        self.jsonl = os.path.join(run_dir, LOG_FILE)
         unknown = set(names) - set(LOGGERS)
         if unknown:
             raise TfreeError(f"unknown logger {sorted(unknown)[0]!r} (choose from {', '.join(LOGGERS)})")
@@ -77,9 +79,14 @@ class Loggers:
                 self.tb = SummaryWriter(os.path.join(run_dir, TB_DIR), purge_step=step or None)
 
     def write(self, record: dict) -> None:
-        if self.csv is not None:
-            self.csv.writerow(record)
-            self._csv_file.flush()
+        try:
+            with open(self.jsonl, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            if self.csv is not None:
+                self.csv.writerow(record)
+                self._csv_file.flush()
+        except OSError as e:  # a full disk: say which file
+            raise OSError(e.errno, e.strerror, e.filename or self.jsonl) from None
         if self.tb is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step":
@@ -129,10 +136,18 @@ def plot_runs(run_dirs, out: str, labels=None) -> str | None:
         if ax.get_lines():
             ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = f"{out}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(out)), f".tmp-{os.getpid()}-{os.path.basename(out)}")
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        os.replace(tmp, out)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise OSError(e.errno, e.strerror, out) from None
+        raise
+    finally:
+        plt.close(fig)
     return out
 
 
