@@ -93,9 +93,24 @@ def info(directory, as_json):
                f"format {m['format_version']}; lexicon {_n(len(ds.lexicon_words), 'word')}; "
                f"split={m.get('options', {}).get('split', '?')}")
     for s in m["shards"]:
-        src = ", ".join(f"{x['input']}[{x['start']}:{x['stop']}]" for x in s.get("sources", []))
+        src = _sources(s.get("sources"))
         click.echo(f"  {s['file']}  {s['documents']:>9,} docs {s['words']:>11,} words {s['lexicon_words']:>9,} distinct "
                    f"{(s['size'] + s['lexicon_size']) / 1e6:>9,.2f} MB  {src}")
+
+
+def _shown(name) -> str:
+    """A name read from a file, as one piece of one line: quoted and escaped when it holds a newline or any other
+    character that is not printable (a manifest could otherwise forge output lines)."""
+    name = str(name)
+    return name if name.isprintable() else ascii(name)
+
+
+def _sources(sources) -> str:
+    """``input[start:stop]`` of each source a manifest lists for a shard (nothing there is trusted to be tidy)."""
+    if not isinstance(sources, list):
+        return "" if sources is None else _shown(sources)
+    return ", ".join(f"{_shown(x.get('input'))}[{_shown(x.get('start'))}:{_shown(x.get('stop'))}]"
+                     if isinstance(x, dict) else _shown(x) for x in sources)
 
 
 @shards.command()

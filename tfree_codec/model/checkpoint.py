@@ -268,7 +268,8 @@ def prune_checkpoints(run_dir: str, keep_last: int) -> list[str]:
     of this format; final/ is never one of them."""
     if keep_last < 1 or not os.path.isdir(run_dir):
         return []
-    steps = sorted((int(m.group(1)), d) for d in os.listdir(run_dir) if (m := STEP_RE.match(d)))
+    steps = sorted((int(m.group(1)), d) for d in os.listdir(run_dir) if (m := STEP_RE.match(d))
+                   and not os.path.islink(os.path.join(run_dir, d)))  # a link is the user's: neither counted nor removed
     done = []
     for _, d in steps:
         try:

@@ -254,10 +254,10 @@ def prepare_dir(out_dir: str, plan_bytes: bytes, config: CodecConfig, overwrite:
     for n in names:  # leftovers of a killed run
         if n.startswith(TMP_PREFIX) and os.path.exists(os.path.join(out_dir, n)):
             os.remove(os.path.join(out_dir, n))
+    os.makedirs(out_dir, exist_ok=True)
+    if not os.path.exists(os.path.join(out_dir, CODEC)):  # a finished directory whose codec.json was deleted too
+        config.save(os.path.join(out_dir, CODEC))
     if state != "complete":
-        os.makedirs(out_dir, exist_ok=True)
-        if not os.path.exists(os.path.join(out_dir, CODEC)):
-            config.save(os.path.join(out_dir, CODEC))
         atomic_write(os.path.join(out_dir, PLAN), plan_bytes)
     return state
 

@@ -34,11 +34,15 @@ def validate(cfg) -> None:
             bad(name, getattr(cfg, name), "at least 1")
     if cfg.unfreeze_after is not None and cfg.unfreeze_after < 1:
         bad("unfreeze_after", cfg.unfreeze_after, "at least 1")
+    if cfg.unfreeze_after is not None and cfg.max_steps is not None:
+        check_unfreeze(cfg.unfreeze_after, cfg.max_steps)
     if not (math.isfinite(cfg.unfreeze_lr) and cfg.unfreeze_lr > 0):
         bad("unfreeze_lr", cfg.unfreeze_lr, "a positive number")
     if cfg.max_bytes is not None and not cfg.max_bytes > 0:
         bad("max_bytes", cfg.max_bytes, "positive")
-    for name in ("warmup", "eval_every", "save_every", "log_every", "val_bytes"):
+    if cfg.val_bytes < 1:  # no held-out slice: no validation bits per byte, and no calibration fitted for decoding
+        bad("val_bytes", cfg.val_bytes, "at least 1 (the held-out text that validates and calibrates the model)")
+    for name in ("warmup", "eval_every", "save_every", "log_every"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 0:  # eval_every None: chosen from the length
             bad(name, getattr(cfg, name), "at least 0")
     validate_oe(cfg)
@@ -53,6 +57,13 @@ def validate(cfg) -> None:
     ModelConfig.from_preset(cfg.preset, mode="bpe" if cfg.baseline else "tfree", vocab_size=16, seq_len=cfg.seq_len,
                             n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, pos_weight=cfg.pos_weight,
                             od=od > 0, **oe_options(cfg))
+
+
+def check_unfreeze(unfreeze_after: int, max_steps: int) -> None:
+    """--unfreeze-after must fall inside the run, or the body never unfreezes (and the second schedule is empty)."""
+    if unfreeze_after >= max_steps:
+        raise TfreeError(f"--unfreeze-after {unfreeze_after} is not before the run's last step ({max_steps} steps): "
+                         "give a smaller step, or leave it out to keep the body frozen")
 
 
 def validate_oe(cfg) -> None:

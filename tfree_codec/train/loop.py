@@ -32,7 +32,7 @@ from ..model.transformer import Model, ModelConfig
 from ..text.words import EOT
 from .checks import check_finite as _check_finite
 from .checks import data_fingerprint as _data_fingerprint
-from .checks import validate
+from .checks import check_unfreeze, validate
 from ..model.optim import clip_grad_norm
 from .settings import (RESUME_FIXED, TrainConfig, body_frozen, init_dist, lr_at, lr_for,  # noqa: F401  (re-exported)
                        od_weight_at, oe_options, reproducible)
@@ -75,6 +75,9 @@ class Run:
             raise TfreeError(f"{cfg.data} is not the data {self.resume_from} was trained on (re-encoded or changed "
                              "since): resume with the same data, or start a new run directory")
         self.train_units, self.val_units = split_units(units, cfg.val_bytes)
+        if len(self.val_units) == 0:
+            raise TfreeError(f"{cfg.data}: too little text to hold out a validation slice ({len(units)} unit of "
+                             f"{cfg.chunk_words} words): give more text")
         if self.dist.main:
             os.makedirs(self.out, exist_ok=True)
             if cfg.resume:
@@ -100,6 +103,8 @@ class Run:
         span = self.source.lengths.sum() + self.train_units.last.sum()
         self.bytes_per_item = float(self.train_units.n_bytes.sum()) / max(1, int(span))
         self.max_steps = self._max_steps()
+        if cfg.freeze_body and cfg.unfreeze_after is not None:  # --max-bytes: the length is known only now
+            check_unfreeze(cfg.unfreeze_after, self.max_steps)
         self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, device_type=self.device.type,
                                                         table_lr_scale=cfg.oe_lr_scale)
         self.step, self.bytes_seen, self.items_seen = 0, 0.0, 0

@@ -58,6 +58,7 @@ RETOK_FILE = "retok.json"
 INIT_DIR = "init"
 INITS = ("mean", "sparse", "random")
 HEAD_TARGETS = ("first", "mean")
+SPARSE_K_MAX = 64  # --sparse-k: words combined per word at most
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,8 @@ class RetokConfig:
         for name, lo in (("alpha", 0.0), ("ridge", 1e-12)):
             if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) >= lo):
                 raise TfreeError(f"--{name} must be at least {lo:g}, not {getattr(self, name)!r}")
-        if self.sparse_k < 1:
-            raise TfreeError(f"--sparse-k must be at least 1, not {self.sparse_k}")
+        if not 1 <= self.sparse_k <= SPARSE_K_MAX:  # more is not sparse, and each word's solve grows as k^3
+            raise TfreeError(f"--sparse-k must be from 1 to {SPARSE_K_MAX}, not {self.sparse_k}")
         if self.seq_len is not None and self.seq_len < 1:
             raise TfreeError(f"--seq-len must be at least 1, not {self.seq_len}")
         if not self.pos_weight > 0:

@@ -19,7 +19,7 @@ from ..model import checkpoint as ckpt
 RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "batch_size", "baseline", "bpe_vocab",
                 "pos_weight", "chunk_words", "val_bytes", "lr", "warmup", "weight_decay", "od_weight", "od_anneal",
                 "oe_orders", "oe_rows", "oe_slices", "oe_distinct", "oe_unigram", "oe_lr_scale", "freeze_body",
-                "unfreeze_after", "unfreeze_lr")
+                "unfreeze_after", "unfreeze_lr", "init_from")
 
 
 @dataclass
