@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ def friendly(fn):
     """Turn library errors into click's one-line ``Error: ...`` and a non-zero exit, never a traceback."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        _whole_stdout()
         old = _watch_sigint()
         old_hook = sys.unraisablehook
         sys.unraisablehook = _interrupt_again(old_hook)
@@ -42,6 +44,47 @@ def friendly(fn):
             if old is not None:
                 signal.signal(signal.SIGINT, old)
     return wrapper
+
+
+class _WholeWrites(io.RawIOBase):
+    """stdout's file descriptor, where a write writes everything or raises. A BufferedWriter hands a large write
+    straight to its raw file and returns what one write() took; click.echo and TextIOWrapper ignore that count, so
+    on a full disk the rest was dropped silently and the command exited 0 (`tfree shards cat DIR > file`)."""
+
+    def __init__(self, fd: int):
+        super().__init__()
+        self.fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def write(self, b) -> int:
+        view, done = memoryview(b).cast("B"), 0
+        try:
+            while done < len(view):
+                done += os.write(self.fd, view[done:])
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, "<stdout>") from None
+        return done
+
+
+def _whole_stdout() -> None:
+    """Put stdout (the real one: not a test's capture) on _WholeWrites, with its encoding and buffering."""
+    out = sys.stdout
+    if out is not sys.__stdout__:  # captured (tests), or already put on _WholeWrites
+        return
+    try:
+        fd = out.fileno()
+        out.flush()
+    except (OSError, ValueError, AttributeError):
+        return
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(_WholeWrites(fd)), encoding=out.encoding, errors=out.errors,
+                                  line_buffering=out.line_buffering, write_through=getattr(out, "write_through", False))
 
 
 def _interrupt_again(hook):

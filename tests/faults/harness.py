@@ -29,12 +29,13 @@ _SIGINT_DEFAULT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.
 _children: list = []
 
 
-def spawn(*args, cwd=None, python=False) -> subprocess.Popen:
-    """Start ``tfree ARGS`` (or ``python ARGS`` with ``python=True``) with SIGINT at its default; stdout and stderr
-    piped as text. Every child still running when its test ends is killed (conftest.py: ``reap_children``)."""
+def spawn(*args, cwd=None, python=False, stdout=subprocess.PIPE) -> subprocess.Popen:
+    """Start ``tfree ARGS`` (or ``python ARGS`` with ``python=True``) with SIGINT at its default; stdout (unless
+    given: a file) and stderr piped as text. Every child still running when its test ends is killed (conftest.py:
+    ``reap_children``)."""
     argv = [*map(str, args)] if python else ["-m", "tfree_cli", *map(str, args)]
     p = subprocess.Popen([sys.executable, "-c", _SIGINT_DEFAULT, *argv], cwd=cwd,
-                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=stdout, stderr=subprocess.PIPE,
                          text=True)
     _children.append(p)
     return p

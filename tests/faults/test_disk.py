@@ -7,7 +7,7 @@ import os
 import pytest
 
 from .conftest import TINY
-from .harness import assert_kept, assert_no_leftovers, assert_refused, cli, snapshot
+from .harness import assert_kept, assert_no_leftovers, assert_refused, cli, snapshot, spawn
 
 
 def _fill(mnt, leave=4096):
@@ -117,3 +117,31 @@ def test_read_only_output(command, finished_run, text_file, readonly_dir):
     assert_refused(cli(*args))
     assert_kept(before, readonly_dir)
     assert sorted(os.listdir(readonly_dir)) == ["mine.txt"]
+
+
+def _to_stdout_file(path, *args):
+    """Run ``tfree ARGS > path``; -> (exit code, stderr)."""
+    with open(path, "w") as f:
+        p = spawn(*args, stdout=f)
+        _, err = p.communicate(timeout=120)
+    return p.returncode, err
+
+
+def _one_line_about_stdout(code, err):
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 1 and len(lines) == 1 and "No space left" in lines[0] and "stdout" in lines[0], (code, err)
+
+
+def test_stdout_onto_a_full_disk_fails_loudly(text_file, tmpfs, tmp_path):
+    """`tfree shards cat DIR > file` on a disk that fills: the write is cut short (a short write, not an error,
+    which Python's buffered stdout passed over); the command says so and exits 1."""
+    shards = tmp_path / "s"
+    assert cli("encode", text_file, "-o", shards, "--num-proc", 1, "-q").exit_code == 0
+    _fill(tmpfs, leave=8192)
+    _one_line_about_stdout(*_to_stdout_file(tmpfs / "out.txt", "shards", "cat", shards))
+
+
+def test_stdout_onto_dev_full_fails_loudly(text_file):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    _one_line_about_stdout(*_to_stdout_file("/dev/full", "inspect", "--json", "Emma Woodhouse, handsome" * 2000))
