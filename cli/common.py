@@ -11,6 +11,7 @@ import sys
 import click
 
 from tfree_codec import Codec, CodecConfig, TfreeError
+from tfree_codec.config import from_interrupt
 
 
 def friendly(fn):
@@ -36,7 +37,7 @@ def friendly(fn):
         except KeyboardInterrupt:
             _interrupted()
         except SystemError as e:  # Ctrl-C inside a numba kernel surfaces as "returned a result with an exception set"
-            if not _from_interrupt(e):
+            if not from_interrupt(e):
                 raise
             _interrupted()
         finally:
@@ -125,16 +126,6 @@ def show_progress(quiet: bool) -> bool:
 RESUME_HINT = {"train": "interrupted; rerun the same command with --resume auto to resume from the last checkpoint",
                "encode": "interrupted; rerun the same command to resume",
                "retok": "interrupted; rerun the same command with --resume auto to resume from the last checkpoint"}
-
-
-def _from_interrupt(e: BaseException) -> bool:
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, KeyboardInterrupt):
-            return True
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return False
 
 
 _said: list = []   # the interrupt line is written once

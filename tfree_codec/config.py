@@ -1,6 +1,7 @@
 """``CodecConfig``: the one frozen description of a codec, saved as ``codec.json`` beside everything it made."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -158,6 +159,30 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
         if isinstance(e, OSError) and not e.filename:  # ENOSPC from write or fsync names no file: say which
             raise OSError(e.errno, e.strerror, path) from None
         raise
+
+
+def from_interrupt(e: BaseException) -> bool:
+    """Whether ``e`` is, or was caused by, a KeyboardInterrupt (Ctrl-C that landed while a numba kernel returned
+    surfaces as SystemError "... returned a result with an exception set", the interrupt as its cause)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+@contextlib.contextmanager
+def plain_interrupts():
+    """Within: such a SystemError is raised as the KeyboardInterrupt any caller of a library expects. Also a
+    decorator."""
+    try:
+        yield
+    except SystemError as e:
+        if not from_interrupt(e):
+            raise
+        raise KeyboardInterrupt from None
 
 
 def file_sha256(path: str) -> str:

@@ -27,7 +27,7 @@ from itertools import chain, islice
 import numpy as np
 import pyarrow as pa
 
-from ..config import CodecConfig, TfreeError, atomic_write
+from ..config import CodecConfig, TfreeError, atomic_write, plain_interrupts
 from .hf import CARD, card_is_ours, write_card
 from .lexicon import (FORMAT, FORMAT_VERSION, LEXICON, Merger, encode_documents, lexicon_batch, lexicon_name,
                       read_lexicon, stream_bytes)
@@ -283,6 +283,7 @@ class _Progress:
         self.bar.close()
 
 
+@plain_interrupts()  # Ctrl-C inside a kernel is a KeyboardInterrupt, not numba's SystemError
 def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = "none", text_column: str = "text",
                      fmt: str = "auto", num_proc: int | None = None, overwrite: bool = False,
                      docs_per_shard: int | None = None, shard_bytes: int | None = DEFAULT_SHARD_BYTES,
