@@ -19,6 +19,7 @@ import numpy as np
 
 from . import _sample, _score
 from ..config import TfreeError
+from .dictionary import Dictionary
 from .sampling import _LOW, _TAIL, Decoded, _check_sampling  # noqa: F401  (Decoded: re-exported)
 from .scorer import Scorer, sigmoid
 from .spell import Speller, spell  # noqa: F401  (re-exported: decoding words that are not in the dictionary)
@@ -28,6 +29,12 @@ _GROW = threading.Lock()  # one scorer per dictionary, shared by its decoders: g
 
 def _is_torch(x) -> bool:
     return type(x).__module__.split(".")[0] == "torch"
+
+
+def _rows(logits) -> int:
+    """Positions in (B, v) or (v,) logits."""
+    shape = tuple(getattr(logits, "shape", np.shape(logits)))
+    return shape[0] if len(shape) == 2 else 1
 
 
 def _rng(generator):
@@ -47,6 +54,8 @@ class Decoder:
                  backend: str = "auto"):
         if backend not in ("auto", "numba", "torch"):
             raise TfreeError(f"backend must be 'auto', 'numba' or 'torch', not {backend!r}")
+        if not isinstance(dictionary, Dictionary):
+            raise TfreeError(f"Decoder needs a Dictionary, not {type(dictionary).__name__}")
         self.backend = backend
         self.dictionary = dictionary
         self.codec = dictionary.codec
@@ -127,6 +136,8 @@ class Decoder:
         sampled from softmax(s / temperature), restricted to the top_k words and then to the smallest set whose
         probability reaches top_p (renormalised)."""
         _check_sampling(temperature, top_k, top_p)
+        if _rows(logits) == 0:  # nothing to decode (the kernels' blocks would be none)
+            return Decoded([], np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
         if self._use_torch(logits):
             return self._torch().decode(self._tensor(logits), temperature, top_k, top_p, generator)
         rng = None if temperature == 0 or top_k == 1 else _rng(generator)
@@ -158,6 +169,8 @@ class Decoder:
         targets = np.asarray(targets, np.int64).reshape(-1)
         if len(targets) and (targets.min() < 0 or targets.max() >= len(self.dictionary)):
             raise TfreeError("targets must be dictionary ids in [0, len(dictionary))")
+        if _rows(logits) == 0 and len(targets) == 0:
+            return np.zeros(0)
         if self._use_torch(logits):
             return self._torch().log_probs(self._tensor(logits), targets, temperature)
         x = self._logits(logits)
