@@ -34,7 +34,7 @@ from .lexicon import (FORMAT, FORMAT_VERSION, LEXICON, Merger, encode_documents,
 from .reader import CODEC, MANIFEST, seal, shard_name
 from .resume import JOURNAL, DirLock, drop_temporaries, kept_shard, record, records, reuse_manifest
 from .rows import _codec_for
-from .sources import SPLITS, expand_inputs, iter_documents
+from .sources import SPLITS, expand_inputs, is_url, iter_documents
 from .workers import start_pool, stop_pool
 
 PLAN = ".plan.json"
@@ -283,6 +283,16 @@ class _Progress:
         self.bar.close()
 
 
+def _outside(files: list[str], out_dir: str) -> list[str]:
+    """The inputs but any file inside the output directory: ``encode DIR -o DIR/shards`` would read its own
+    shards on a rerun (another plan: refused)."""
+    top = os.path.join(os.path.realpath(out_dir), "")
+    kept = [f for f in files if f == "-" or is_url(f) or not os.path.realpath(f).startswith(top)]
+    if not kept:
+        raise TfreeError(f"every input is inside the output directory {out_dir}")
+    return kept
+
+
 @plain_interrupts()  # Ctrl-C inside a kernel is a KeyboardInterrupt, not numba's SystemError
 def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = "none", text_column: str = "text",
                      fmt: str = "auto", num_proc: int | None = None, overwrite: bool = False,
@@ -295,8 +305,9 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
     out_dir = os.fspath(out_dir)
     if split not in SPLITS:
         raise TfreeError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-    num_proc = num_proc or os.cpu_count() or 1
-    files = expand_inputs(inputs)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    num_proc = min(num_proc or cores, cores)  # workers beyond the cores only wait for them (and cost memory)
+    files = _outside(expand_inputs(inputs), out_dir)
     if not overwrite:
         check_codec(out_dir, config)  # fail fast, before reading the input
     options = {"format": fmt, "split": split, "text_column": text_column}
