@@ -46,6 +46,8 @@ def stats(files, sample, **codec_kw):
     codec = make_codec(**codec_kw)
     codec.encode("warm up 日本")  # load the compiled kernels and ICU before the clock starts
     for path in files + (("<sample>",) if sample else ()):
+        if path not in ("-", "<sample>") and os.path.isdir(path):
+            raise TfreeError(f"cannot read {path!r}: it is a directory (give the files in it)")
         if path not in ("-", "<sample>") and not os.path.isfile(path):
             raise TfreeError(f"cannot read {path!r}: no such file")
         text = sample_text() if path == "<sample>" else read_text(path)

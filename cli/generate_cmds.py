@@ -2,6 +2,7 @@
 the bundled sample: encode, train, generate)."""
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import sys
@@ -58,6 +59,8 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
         raise TfreeError("--num-samples must be at least 1")
     if threads < 0:
         raise TfreeError(f"--threads must be at least 0 (0: torch's default), not {threads}")
+    if not math.isfinite(spell_below):  # nan would compare false everywhere: --spell silently never spells
+        raise TfreeError(f"--spell-below must be a finite number, not {spell_below}")
     if draft and spell and temperature != 0 and top_k != 1:
         raise TfreeError("--draft samples from the dictionary alone: it does not combine with --spell (greedy does)")
     lm = LanguageModel.load(model, device)

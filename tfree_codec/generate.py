@@ -38,7 +38,7 @@ from .context import pattern_inputs as _pattern_inputs
 from .context import pattern_rows as _pattern_rows
 from .context import token_inputs as _token_inputs
 from .decode.scorer import sigmoid
-from .text.words import EOT
+from .text.words import EOT, MARKERS
 
 BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "model")
 SPELL_BELOW = 0.5  # --spell: where the best dictionary word scores below this, spell one if that fits better
@@ -163,6 +163,11 @@ def export(src: str, dst: str, *, min_count: int = 1, half: bool = False) -> str
     vocab, _ = _load_vocab(path, codec, model.config.mode)
     if min_count < 1:
         raise TfreeError(f"min_count must be at least 1, not {min_count}")
+    if model.config.mode == "tfree":  # a dictionary of markers only would export silently and decode nothing
+        seen = [int(c) for w, c in zip(vocab.words, vocab.counts) if w not in MARKERS]
+        if not any(c >= min_count for c in seen):
+            raise TfreeError(f"--min-count {min_count} keeps no word of {path}'s dictionary (its most frequent "
+                             f"word was seen {max(seen, default=0):,} times)")
     calibration = None
     if os.path.isfile(os.path.join(path, "calibration.json")):
         with open(os.path.join(path, "calibration.json"), encoding="utf-8") as f:
