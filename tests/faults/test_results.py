@@ -55,7 +55,7 @@ def test_keep_last_leaves_a_users_link_alone(run_copy, text_file, tmp_path):
     shutil.copytree(run_copy / "step-000002", mine)
     os.symlink(mine, run_copy / "step-000001")  # a step name, but a link the user made
     r = cli("train", text_file, "-o", run_copy, "--max-steps", 6, "--save-every", 2, "--keep-last", 1, "--seed", 1,
-            *TINY, "--resume", "auto")
+            *TINY, "--resume", "auto", "--no-plot", "--sample-words", 0)
     assert r.exit_code == 0, r.output
     assert os.path.islink(run_copy / "step-000001") and (mine / "checkpoint.json").is_file()
     assert sorted(d for d in os.listdir(run_copy) if d.startswith("step-")) == ["step-000001", "step-000006"]
