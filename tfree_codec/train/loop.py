@@ -3,7 +3,8 @@
 The loop is nanoGPT's: AdamW, linear warmup then cosine decay to a tenth, gradient clipping, bf16 autocast where
 the device supports it. Every rank walks the same seeded stream and takes its own slice of each global batch, so
 the data cursor is one small dict that rank 0 saves. ``--resume auto`` restores weights, optimizer, step, RNG
-states and cursor: on CPU the next step's loss equals the uninterrupted run's.
+states and cursor: on the CPU (deterministic kernels, settings.reproducible) the resumed run's weights are byte for
+byte the uninterrupted run's.
 """
 from __future__ import annotations
 
