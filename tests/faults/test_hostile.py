@@ -157,3 +157,14 @@ def test_encode_of_an_unreachable_url_is_one_line(tmp_path, monkeypatch):
     out = tmp_path / "s"
     assert_refused(cli("encode", "hf://datasets/someone/data/train.txt", "-o", out, "-q"), "hf://datasets/someone")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("field, value", [("ffn_hidden", "hot"), ("ffn_hidden", -1), ("n_embd", 2**70),
+                                          ("pos_weight", [1]), ("n_layer", True), ("rope_base", None)])
+def test_model_config_values_of_the_wrong_kind_are_refused(run_copy, field, value):
+    ckpt = run_copy / "final"
+    cfg = json.loads((ckpt / "model_config.json").read_text())
+    cfg[field] = value
+    (ckpt / "model_config.json").write_text(json.dumps(cfg))
+    _reseal(ckpt)
+    assert_refused(cli("generate", ckpt, "Emma", *GEN), field)
