@@ -3,12 +3,14 @@ the file, never a Python error, a deep recursion or a huge allocation, and nothi
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 
 import pytest
 
 from tfree_codec.config import file_sha256
 
+from .conftest import TINY
 from .harness import assert_refused, cli
 
 GEN = ("-n", 2, "--seed", 0, "-t", 0, "--device", "cpu")
@@ -168,3 +170,22 @@ def test_model_config_values_of_the_wrong_kind_are_refused(run_copy, field, valu
     (ckpt / "model_config.json").write_text(json.dumps(cfg))
     _reseal(ckpt)
     assert_refused(cli("generate", ckpt, "Emma", *GEN), field)
+
+
+@pytest.mark.parametrize("change", ["cursor past the data", "step a string", "no optimizer"])
+def test_a_train_state_that_does_not_fit_is_one_line(run_copy, text_file, change):
+    import torch
+
+    shutil.rmtree(run_copy / "final")
+    ck = run_copy / "step-000004"
+    state = torch.load(ck / "train_state.pt", weights_only=True)
+    if change == "cursor past the data":
+        state["cursor"] = {**state["cursor"], "index": 10**6}
+    elif change == "step a string":
+        state["step"] = "four"
+    else:
+        del state["optimizer"]
+    torch.save(state, ck / "train_state.pt")
+    _reseal(ck)
+    r = cli("train", text_file, "-o", run_copy, "--max-steps", 6, "--resume", "auto", "--seed", 1, *TINY)
+    assert_refused(r, "train_state.pt")

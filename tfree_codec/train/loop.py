@@ -235,13 +235,17 @@ class Run:
         with open(os.path.join(self.resume_from, "model_config.json"), encoding="utf-8") as f:
             if ModelConfig.from_json(f.read()) != self.model_config:
                 raise TfreeError(f"{self.resume_from}: its model config differs from this run's")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.packer.load_state_dict(state["cursor"])
-        self.step, self.bytes_seen, self.items_seen = int(state["step"]), float(state["bytes_seen"]), int(state["items_seen"])
-        self.calibration = Calibration.from_dict(state.get("calibration", {}))
-        torch.set_rng_state(state["rng_cpu"])
-        if self.device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        try:  # a train_state.pt that passes its sha256 but not this run (written by a bug, or by hand)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.packer.load_state_dict(state["cursor"])
+            self.step, self.bytes_seen, self.items_seen = int(state["step"]), float(state["bytes_seen"]), int(state["items_seen"])
+            self.calibration = Calibration.from_dict(state.get("calibration", {}))
+            torch.set_rng_state(state["rng_cpu"])
+            if self.device.type == "cuda" and "rng_cuda" in state:
+                torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as e:
+            raise TfreeError(f"{self.resume_from}: train_state.pt does not fit this run ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:100] if str(e) else ''})") from None
         self.log(f"resumed from {self.resume_from} at step {self.step}")
 
     # -- the loop -------------------------------------------------------------------------------------------------
