@@ -189,3 +189,17 @@ def test_a_train_state_that_does_not_fit_is_one_line(run_copy, text_file, change
     _reseal(ck)
     r = cli("train", text_file, "-o", run_copy, "--max-steps", 6, "--resume", "auto", "--seed", 1, *TINY)
     assert_refused(r, "train_state.pt")
+
+
+@pytest.mark.parametrize("field, value", [("keep_last", "hot"), ("logger", None), ("oe_orders", -1),
+                                          ("unfreeze_lr", [1]), ("save_every", True)])
+def test_train_config_values_of_the_wrong_kind_are_not_restored(run_copy, text_file, field, value):
+    """--resume restores the run's settings from train_config.json: a value of another kind is refused there."""
+    shutil.rmtree(run_copy / "final")
+    ck = run_copy / "step-000004"
+    cfg = json.loads((ck / "train_config.json").read_text())
+    cfg[field] = value
+    (ck / "train_config.json").write_text(json.dumps(cfg))
+    _reseal(ck)
+    r = cli("train", text_file, "-o", run_copy, "--max-steps", 6, "--resume", "auto", "--seed", 1, *TINY)
+    assert_refused(r, "train_config.json", field)

@@ -185,4 +185,19 @@ def resume_settings(cfg: TrainConfig, given: set[str]) -> tuple[TrainConfig, dic
     saved = saved_settings(src)
     names = {f.name for f in dataclasses.fields(TrainConfig)} - set(NOT_RESTORED) - set(given)
     changed = {k: saved[k] for k in sorted(names) if k in saved and saved[k] != getattr(cfg, k)}
+    for k, v in changed.items():  # the file may say anything: a value of another kind is refused, not restored
+        kind = TrainConfig.__dataclass_fields__[k].type
+        if not _of_kind(v, kind):
+            raise TfreeError(f"{os.path.join(src, SETTINGS_FILE)}: {k} is {v!r}, not {kind}")
     return dataclasses.replace(cfg, **changed), changed
+
+
+def _of_kind(v, annotation: str) -> bool:
+    """Whether a JSON value fits a TrainConfig annotation ("int | None", "float", "tuple", ...)."""
+    if v is None:
+        return "None" in annotation
+    if isinstance(v, bool):
+        return annotation.startswith("bool")
+    if isinstance(v, (list, tuple)):
+        return annotation == "tuple" and all(isinstance(x, (int, str)) and not isinstance(x, bool) for x in v)
+    return isinstance(v, {"int": int, "float": (int, float), "str": str}.get(annotation.split(" ")[0], ()))
