@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import sys
+import warnings
 
 import click
 
@@ -20,8 +21,9 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         _whole_stdout()
         old = _watch_sigint()
-        old_hook = sys.unraisablehook
+        old_hook, old_show = sys.unraisablehook, warnings.showwarning
         sys.unraisablehook = _interrupt_again(old_hook)
+        warnings.showwarning = _one_line_warning
         try:
             out = fn(*args, **kwargs)
             sys.stdout.flush()  # a closed pipe shows up here, inside the handler below, not at exit
@@ -41,7 +43,7 @@ def friendly(fn):
                 raise
             _interrupted()
         finally:
-            sys.unraisablehook = old_hook
+            sys.unraisablehook, warnings.showwarning = old_hook, old_show
             if old is not None:
                 signal.signal(signal.SIGINT, old)
     return wrapper
@@ -86,6 +88,11 @@ def _whole_stdout() -> None:
         return
     sys.stdout = io.TextIOWrapper(io.BufferedWriter(_WholeWrites(fd)), encoding=out.encoding, errors=out.errors,
                                   line_buffering=out.line_buffering, write_through=getattr(out, "write_through", False))
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library's warning as one line on stderr (Python's shows the file, the line number and the source line)."""
+    click.echo(f"warning: {message}", err=True)
 
 
 def _interrupt_again(hook):

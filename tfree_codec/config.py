@@ -75,6 +75,8 @@ class CodecConfig:
             problems.append(f"seed must be a non-negative 63-bit integer, not {self.seed!r}")
         if not isinstance(self.max_word_chars, int) or not 1 <= self.max_word_chars <= 4096:
             problems.append(f"max_word_chars must be in [1, 4096], not {self.max_word_chars!r}")
+        if not isinstance(self.segmenter_version, str):
+            problems.append(f"segmenter_version must be a string, not {self.segmenter_version!r}")
         if self.segmenter not in ("icu", "none"):
             problems.append(f"segmenter must be 'icu' or 'none', not {self.segmenter!r}")
         if self.unicode_tables != TABLE_VERSION:

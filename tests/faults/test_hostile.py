@@ -162,7 +162,8 @@ def test_encode_of_an_unreachable_url_is_one_line(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("field, value", [("ffn_hidden", "hot"), ("ffn_hidden", -1), ("n_embd", 2**70),
-                                          ("pos_weight", [1]), ("n_layer", True), ("rope_base", None)])
+                                          ("pos_weight", [1]), ("n_layer", True), ("rope_base", None),
+                                          ("oe_orders", None)])
 def test_model_config_values_of_the_wrong_kind_are_refused(run_copy, field, value):
     ckpt = run_copy / "final"
     cfg = json.loads((ckpt / "model_config.json").read_text())
@@ -203,3 +204,13 @@ def test_train_config_values_of_the_wrong_kind_are_not_restored(run_copy, text_f
     _reseal(ck)
     r = cli("train", text_file, "-o", run_copy, "--max-steps", 6, "--resume", "auto", "--seed", 1, *TINY)
     assert_refused(r, "train_config.json", field)
+
+
+@pytest.mark.parametrize("field, value", [("step", "hot"), ("step", None), ("chunk_words", [1]), ("chunk_words", 0)])
+def test_checkpoint_json_values_of_the_wrong_kind_are_refused(run_copy, text_file, tmp_path, field, value):
+    ckpt = run_copy / "final"
+    meta = json.loads((ckpt / "checkpoint.json").read_text())
+    meta[field] = value
+    (ckpt / "checkpoint.json").write_text(json.dumps(meta))
+    for r in _readers(ckpt, text_file, tmp_path):
+        assert_refused(r, "checkpoint.json", field)

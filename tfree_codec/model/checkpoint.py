@@ -161,6 +161,10 @@ def read_meta(path: str, verify: bool = True) -> dict:
     if meta.get("format_version") != FORMAT_VERSION:
         raise TfreeError(f"{path}: checkpoint format_version {meta.get('format_version')!r} is not supported "
                          f"(this tfree reads {FORMAT_VERSION})")
+    for key, least in (("step", 0), ("chunk_words", 1)):  # read as integers by export and eval
+        v = meta.get(key, least)
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= least):
+            raise TfreeError(f"{path}: {META} is damaged (its {key} is {v!r}, not an integer >= {least})")
     files = meta.get("files", {})
     if not isinstance(files, dict):
         raise TfreeError(f"{path}: {META} is damaged (its files are not a name -> sha256 table)")

@@ -69,7 +69,9 @@ class ModelConfig:
             problems.append(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
         elif not problems and (self.n_embd // self.n_head) % 2:
             problems.append(f"head size {self.n_embd // self.n_head} must be even for RoPE")
-        self.oe_orders = tuple(self.oe_orders)
+        if not isinstance(self.oe_orders, (list, tuple)):
+            problems.append(f"oe_orders must be a list of n-gram orders, not {self.oe_orders!r}")
+        self.oe_orders = tuple(self.oe_orders) if isinstance(self.oe_orders, (list, tuple)) else ()
         if self.oe_orders or self.od:
             if self.mode != "tfree":
                 problems.append("Over-Encoding and Over-Decoding need a T-FREE model")
