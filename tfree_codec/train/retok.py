@@ -299,8 +299,8 @@ def read_record(path: str) -> dict:
     try:
         with open(os.path.join(path, RETOK_FILE), encoding="utf-8") as f:
             d = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise TfreeError(f"{path}: no readable {RETOK_FILE} ({e}): not made by tfree retok") from None
-    if not isinstance(d, dict) or "settings" not in d:
+    if not isinstance(d, dict) or not isinstance(d.get("settings"), dict):
         raise TfreeError(f"{path}/{RETOK_FILE}: not a tfree retok record")
     return d
