@@ -36,7 +36,7 @@ from .lexicon import (FORMAT, FORMAT_VERSION, LEXICON, Merger, encode_documents,
                       stream_buffer, stream_bytes)
 from .reader import CODEC, MANIFEST, seal
 from .resume import JOURNAL, DirLock, drop_temporaries, kept_shard, record, records, reuse_manifest
-from .rows import _codec_for
+from ..codec import codec_for
 from .plan import auto_num_proc, input_digest, make_plan  # noqa: F401 (make_plan: the plan pass, tested here)
 from .sources import SPLITS, expand_inputs, iter_batches
 from .workers import start_pool, stop_pool, warm_up
@@ -96,7 +96,7 @@ def encode_shard_batches(docs: Docs, entry: dict, config: CodecConfig, parent_pi
         if on_batch is not None:
             on_batch()
 
-    batch, lexicon, n_bytes, digest = encode_documents(_codec_for(config), docs, _batches(docs), between_batches,
+    batch, lexicon, n_bytes, digest = encode_documents(codec_for(config), docs, _batches(docs), between_batches,
                                                        hashed=check)
     if len(docs) != entry["documents"] or (check and input_digest(digest, n_bytes) != entry["input_sha256"]):
         raise TfreeError(f"the input changed while encoding ({entry['file']} differs from the plan): rerun the command")
