@@ -232,7 +232,7 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
         return iter_batches(path, fmt=fmt, split=split, text_column=text_column, stdin=stdin)
 
     lock = DirLock(out_dir)  # a second run into out_dir stops here, in one line
-    pool, encoded, damaged = None, False, 0
+    pool, encoded, damaged, merger = None, False, 0, Merger()
     bars: list[_Progress] = []
     # This process's kernels load (or, on the first run after install, compile) while the plan pass reads: numba's
     # loading and LLVM release the GIL much of the time, and the plan pass is mostly numpy and I/O.
@@ -269,7 +269,7 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
         if todo:
             batches = iter(kept) if kept else chain.from_iterable(map(read, files))
             _encode_missing(out_dir, batches, entries, results, config, pool, workers, bars[-1], check=not kept,
-                            threads=default_num_threads() if num_proc == 1 else 1)
+                            threads=default_num_threads() if num_proc == 1 else 1, merger=merger)
         encoded = True
     finally:
         for bar in bars:
@@ -281,7 +281,7 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, *, split: str = 
         elif pool is not None:
             stop_pool(pool, True)
     if state != "complete":
-        lexicon = merge_lexicons(out_dir, [e["file"] for e in entries])
+        lexicon = merge_lexicons(out_dir, [e["file"] for e in entries], merger)
         manifest = _manifest(plan, plan_bytes, results, lexicon)
         for e in entries:
             _fsync(os.path.join(out_dir, e["file"]))
@@ -323,7 +323,8 @@ class _Stream:
         return parts[0] if len(parts) == 1 else concat(parts)
 
 
-def _encode_missing(out_dir, batches, entries, results, config, pool, slots, bar, check, threads=1) -> None:
+def _encode_missing(out_dir, batches, entries, results, config, pool, slots, bar, check, threads=1,
+                    merger=None) -> None:
     """Second pass: stream the documents (kept from the plan pass, or read again) and encode every shard not
     in ``results``.
 
@@ -355,7 +356,7 @@ def _encode_missing(out_dir, batches, entries, results, config, pool, slots, bar
                                  check=check)] = i
 
     if not slots:
-        _encode_threads(out_dir, todo, take, finish, entries, config, check, threads)
+        _encode_threads(out_dir, todo, take, finish, entries, config, check, threads, merger or Merger())
         return
     dispatch()
     with ThreadPoolExecutor(1) as sink:
@@ -374,22 +375,29 @@ def _encode_missing(out_dir, batches, entries, results, config, pool, slots, bar
         dispatch()
 
 
-def _encode_threads(out_dir, todo, take, finish, entries, config, check, threads) -> None:
+def _encode_threads(out_dir, todo, take, finish, entries, config, check, threads, merger) -> None:
     """The shards ``todo``, each encoded and written by one of ``threads`` threads; at most ``threads + 1`` shards'
-    documents are held at a time, and shards are recorded finished in order."""
-    def one(i: int, docs: Docs) -> dict:
+    documents are held at a time, and shards are recorded finished in order. While the threads work, this one
+    folds each finished shard's lexicon into ``merger`` (when all shards before it are in), so the merge step has
+    little left to do."""
+    def one(i: int, docs: Docs):
         batch, lexicon = encode_shard_batches(docs, entries[i], config, check=check)
-        return write_shard(out_dir, entries[i]["file"], batch, lexicon, config, True)
+        return write_shard(out_dir, entries[i]["file"], batch, lexicon, config, True), lexicon
+
+    def done(j: int, future) -> None:
+        stats, lexicon = future.result()
+        finish(j, stats)
+        if merger.shards == j:
+            merger.add_batch(lexicon)
 
     with ThreadPoolExecutor(threads, thread_name_prefix="tfree-encode") as pool:
         queue: list = []
         for i in todo:
             if len(queue) > threads:
-                j, f = queue.pop(0)
-                finish(j, f.result())
+                done(*queue.pop(0))
             queue.append((i, pool.submit(one, i, take(i))))
         for j, f in queue:
-            finish(j, f.result())
+            done(j, f)
 
 
 def _fsync(path: str) -> None:
@@ -400,10 +408,11 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def merge_lexicons(out_dir: str, files: list[str]) -> dict:
-    """The merge step: fold the shard lexicons (in shard order) into ``lexicon.arrow``; returns its stats."""
-    merger = Merger()
-    for f in files:
+def merge_lexicons(out_dir: str, files: list[str], merger: Merger | None = None) -> dict:
+    """The merge step: fold the shard lexicons (in shard order) into ``lexicon.arrow``; returns its stats.
+    ``merger``: the first ``merger.shards`` of them are folded in already."""
+    merger = merger or Merger()
+    for f in files[merger.shards:]:
         merger.add_file(os.path.join(out_dir, lexicon_name(f)))
     data = stream_bytes(lexicon_batch_utf8(*merger.utf8(), merger.counts), {"tfree.format": FORMAT})
     atomic_write(os.path.join(out_dir, LEXICON), data)
