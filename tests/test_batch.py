@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tfree_codec import Codec, TfreeError
+from tfree_codec import TfreeError
 from tfree_codec.assets import sample_text
 from tfree_codec.model import checkpoint as ckpt
 from tfree_codec.model.batch import Batch, Collator, batch_encode
@@ -14,11 +14,6 @@ from tfree_codec.model.transformer import Model, ModelConfig, Patterns
 from tfree_codec.text.words import EOT
 
 TEXTS = ["It is a truth universally acknowledged.", "Emma Woodhouse, handsome,", "", "Mr. Knightley"]
-
-
-@pytest.fixture(scope="module")
-def codec():
-    return Codec()
 
 
 def test_batch_encode_pads_masks_and_keeps_each_texts_patterns(codec):
@@ -139,6 +134,23 @@ def test_score_of_a_bpe_model_is_its_cross_entropy(tmp_path, codec):
             logits, _ = m(ids[:, :-1])
         nats = torch.nn.functional.cross_entropy(logits[0], ids[0, 1:], reduction="sum")
         assert r["bits"] == pytest.approx(float(nats) / np.log(2), rel=1e-5) and r["items"] == ids.shape[1] - 1
+
+
+@pytest.mark.parametrize("kind", ["tfree", "bpe"])
+def test_score_charges_a_text_what_tfree_eval_charges_a_file_of_it(kind, tiny_run, tmp_path):
+    """One text scored from Python and the same text as a file for ``tfree eval``: the same units, the same bits,
+    for T-FREE (its calibrated dictionary softmax, unseen words spelled) and the BPE baseline (its softmax)."""
+    from tfree_codec.generate import LanguageModel
+    from tfree_codec.generate.score import evaluate_checkpoint
+
+    text = "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want."
+    (tmp_path / "one.txt").write_text(text, encoding="utf-8")
+    lm = LanguageModel.load(tiny_run(kind), device="cpu")
+    got = lm.score([text])[0]
+    report = evaluate_checkpoint(lm.path, str(tmp_path / "one.txt"), "cpu")
+    assert report["mode"] == kind and got["bytes"] == report["bytes"] == len(text.encode())
+    assert got["bpb"] == pytest.approx(report["bpb"], rel=1e-6) and 0 < got["bpb"] < 20
+    assert got["items"] == report["words" if kind == "tfree" else "tokens"]
 
 
 def test_generate_batch_is_generate_per_prompt_with_seed_plus_i(lm):

@@ -7,19 +7,14 @@ import shutil
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from tfree_cli.main import main
+from conftest import cli as run, tiny_flags
 from tfree_codec import TfreeError
 from tfree_codec.model import checkpoint as ckpt
 from tfree_codec.model.weights import load_weights_file, save_weights
 
-TINY = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--seq-len", "16", "--batch-size", "4",
-        "--warmup", "2", "--val-bytes", "400", "--log-every", "1", "--seed", "3", "-q"]
+TINY = tiny_flags(lr=None, seed=3)
 
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def tensors():

@@ -4,13 +4,9 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
-from tfree_cli.main import main
+from conftest import cli as run
 
-
-def run(*args, input=None):
-    return CliRunner().invoke(main, list(args), input=input)
 
 
 def test_version():

@@ -3,14 +3,14 @@ stderr is not a terminal, `tfree generate`'s rate leaves out the first word (pro
 import subprocess
 import sys
 
-from click.testing import CliRunner
-
-from tfree_cli.main import main
+import pytest
+from conftest import cli
 from tfree_codec.generate import BUNDLED_MODEL
 
 DICT = f"{BUNDLED_MODEL}/dictionary.arrow"
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_ends_the_command_quietly():
     p = subprocess.Popen([sys.executable, "-m", "tfree_cli", "dict", "neighbours", DICT, "the", "-k", "5000"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -21,6 +21,7 @@ def test_a_closed_pipe_ends_the_command_quietly():
     assert "Broken pipe" not in err and "Traceback" not in err and "Exception ignored" not in err, err
 
 
+@pytest.mark.slow
 def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("the cat sat on the mat. " * 2000)
@@ -31,6 +32,6 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path):
 
 
 def test_generate_rates_the_words_after_the_first():
-    r = CliRunner().invoke(main, ["generate", "It is a truth", "-n", "6", "--seed", "0", "--device", "cpu", "--ignore-eot"])
+    r = cli("generate", "It is a truth", "-n", "6", "--seed", "0", "--device", "cpu", "--ignore-eot")
     assert r.exit_code == 0, r.output
     assert "(first word after" in r.stderr and "words/s after the first" in r.stderr

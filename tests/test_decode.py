@@ -18,11 +18,6 @@ OTHER_SCRIPTS = ("Привет мир как дела сегодня хорош�
 
 
 @pytest.fixture(scope="module")
-def codec():
-    return Codec()
-
-
-@pytest.fixture(scope="module")
 def dictionary(codec):
     return Dictionary.from_texts(codec, [sample_text(150_000), OTHER_SCRIPTS], min_count=1)
 
@@ -30,6 +25,17 @@ def dictionary(codec):
 @pytest.fixture(scope="module")
 def decoder(dictionary):
     return Decoder(dictionary)
+
+
+@pytest.fixture(scope="module", params=["numba", "torch"])
+def either(request, dictionary):
+    """The numba decoder and its torch twin: the same scores, the same greedy words, the same sampler."""
+    return Decoder(dictionary, backend=request.param)
+
+
+def scores(decoder, x) -> np.ndarray:
+    """(B, W) float64 scores in dictionary order, whichever path made them."""
+    return np.asarray(decoder.scores(x), np.float64)
 
 
 def reference_scores(dictionary, logits):
@@ -98,19 +104,19 @@ def test_torch_path_agrees_with_numba(dictionary, decoder):
     assert np.abs(tdec.log_probs(x, t, 0.05) - decoder.log_probs(x, t, 0.05)).max() < 1e-3
 
 
-def test_greedy_is_temperature_zero_or_top_k_one(decoder):
+def test_greedy_is_temperature_zero_or_top_k_one(either):
     x = random_logits(4, seed=5)
-    best = decoder.scores(x).argmax(1)
-    assert np.array_equal(decoder.decode(x, temperature=0).ids, best)
-    assert np.array_equal(decoder.decode(x, temperature=0.5, top_k=1, generator=1).ids, best)
+    best = scores(either, x).argmax(1)
+    assert np.array_equal(either.decode(x, temperature=0).ids, best)
+    assert np.array_equal(either.decode(x, temperature=0.5, top_k=1, generator=1).ids, best)
 
 
-def test_sampling_is_seeded(decoder):
+def test_sampling_is_seeded(either):
     x = random_logits(5, seed=6)
-    a = decoder.decode(x, temperature=0.05, generator=np.random.default_rng(7))
-    b = decoder.decode(x, temperature=0.05, generator=np.random.default_rng(7))
+    a = either.decode(x, temperature=0.05, generator=np.random.default_rng(7))
+    b = either.decode(x, temperature=0.05, generator=np.random.default_rng(7))
     assert a.words == b.words and np.array_equal(a.probs, b.probs)
-    draws = {tuple(decoder.decode(x, temperature=0.05, generator=s).words) for s in range(6)}
+    draws = {tuple(either.decode(x, temperature=0.05, generator=s).words) for s in range(6)}
     assert len(draws) > 1
 
 
@@ -119,49 +125,48 @@ def softmax(s, t):
     return z / z.sum()
 
 
-def test_temperature_sampling_follows_the_softmax(dictionary, decoder):
+def test_temperature_sampling_follows_the_softmax(dictionary, either):
     x = random_logits(1, seed=8, shift=-2.0)
-    p = softmax(decoder.scores(x)[0].astype(np.float64), 0.01)
+    p = softmax(scores(either, x)[0], 0.01)
     rng = np.random.default_rng(0)
-    got = [decoder.decode(x, temperature=0.01, generator=rng) for _ in range(600)]
-    freq = np.bincount([g.ids[0] for g in got], minlength=len(dictionary)) / len(got)
+    got = either.decode(np.repeat(x, 600, axis=0), temperature=0.01, generator=rng)  # 600 draws, one per row
+    freq = np.bincount(got.ids, minlength=len(dictionary)) / len(got.ids)
     top = np.argsort(-p)[:3]
-    assert np.all(np.abs(freq[top] - p[top]) < 4 * np.sqrt(p[top] / len(got)) + 0.01)
-    assert all(abs(g.probs[0] - p[g.ids[0]]) < 1e-4 for g in got[:20])
+    assert np.all(np.abs(freq[top] - p[top]) < 4 * np.sqrt(p[top] / len(got.ids)) + 0.01)
+    assert all(abs(pr - p[i]) < 1e-4 for i, pr in zip(got.ids, got.probs))
 
 
-def test_top_k_and_top_p_restrict_the_choice(decoder):
+def test_top_k_and_top_p_restrict_the_choice(either):
     x = random_logits(1, seed=9, shift=-2.0)
-    s = decoder.scores(x)[0].astype(np.float64)
+    s = scores(either, x)[0]
     order = np.argsort(-s)
     rng = np.random.default_rng(1)
-    k_ids = {int(decoder.decode(x, temperature=1.0, top_k=5, generator=rng).ids[0]) for _ in range(200)}
+    rows = np.repeat(x, 200, axis=0)  # 200 draws, one per row
+    k_ids = set(either.decode(rows, temperature=1.0, top_k=5, generator=rng).ids.tolist())
     assert k_ids <= set(order[:5].tolist()) and len(k_ids) > 1
     p = softmax(s, 0.02)
     nucleus = order[:np.searchsorted(np.cumsum(p[order]), 0.5) + 1]
-    p_ids = set()
-    for _ in range(200):
-        d = decoder.decode(x, temperature=0.02, top_p=0.5, generator=rng)
-        p_ids.add(int(d.ids[0]))
-        assert abs(d.probs[0] - p[d.ids[0]] / p[nucleus].sum()) < 1e-4  # renormalised over the nucleus
-    assert p_ids <= set(nucleus.tolist())
-    tiny = {int(decoder.decode(x, temperature=1.0, top_p=1e-9, generator=rng).ids[0]) for _ in range(20)}
+    d = either.decode(rows, temperature=0.02, top_p=0.5, generator=rng)
+    for i, pr in zip(d.ids, d.probs):
+        assert abs(pr - p[i] / p[nucleus].sum()) < 1e-4  # renormalised over the nucleus
+    assert set(d.ids.tolist()) <= set(nucleus.tolist())
+    tiny = set(either.decode(rows[:20], temperature=1.0, top_p=1e-9, generator=rng).ids.tolist())
     assert tiny == {int(order[0])}
 
 
-def test_batched_sampling_restricts_every_row(decoder):
+def test_batched_sampling_restricts_every_row(either):
     x = random_logits(70, seed=11, shift=-2.0)  # 64 rows side by side, then 6
-    s = decoder.scores(x).astype(np.float64)
+    s = scores(either, x)
     for _ in range(5):
-        d = decoder.decode(x, temperature=0.5, top_k=3, generator=np.random.default_rng(_))
+        d = either.decode(x, temperature=0.5, top_k=3, generator=np.random.default_rng(_))
         assert all(i in np.argsort(-s[b])[:3] for b, i in enumerate(d.ids))
-        d = decoder.decode(x, temperature=0.02, top_p=0.3, generator=np.random.default_rng(_))
+        d = either.decode(x, temperature=0.02, top_p=0.3, generator=np.random.default_rng(_))
         for b, i in enumerate(d.ids):
             p = softmax(s[b], 0.02)
             order = np.argsort(-p)
             assert i in order[:np.searchsorted(np.cumsum(p[order]), 0.3) + 1]
-    a = decoder.decode(x, temperature=0.05, top_p=0.9, generator=3)
-    b = decoder.decode(x, temperature=0.05, top_p=0.9, generator=3)
+    a = either.decode(x, temperature=0.05, top_p=0.9, generator=3)
+    b = either.decode(x, temperature=0.05, top_p=0.9, generator=3)
     assert a.words == b.words
 
 
@@ -197,19 +202,19 @@ def test_decoded_words_become_ordinary_text(codec):
     assert dec.text(got.words) == text
 
 
-def test_bad_arguments_fail_clearly(decoder):
+def test_bad_arguments_fail_clearly(either):
     x = random_logits(1)
     bad = [dict(logits=x[:, :100]), dict(logits=np.full((1, V), np.nan)), dict(temperature=-1),
            dict(top_k=0), dict(top_p=0.0), dict(top_p=1.5), dict(generator="seed")]
     for kw in bad:
         with pytest.raises(TfreeError):
-            decoder.decode(kw.pop("logits", x), **kw)
+            either.decode(kw.pop("logits", x), **kw)
     with pytest.raises(TfreeError):
-        decoder.log_probs(x, [10 ** 9], 1.0)
+        either.log_probs(x, [10 ** 9], 1.0)
     with pytest.raises(TfreeError):
-        decoder.log_probs(x, [0], 0.0)
+        either.log_probs(x, [0], 0.0)
     with pytest.raises(TfreeError):
-        Decoder(decoder.dictionary, backend="gpu")
+        Decoder(either.dictionary, backend="gpu")
 
 
 def test_import_does_not_load_torch():

@@ -5,20 +5,14 @@ import types
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from tfree_codec import MARKERS, Codec, CodecConfig, TfreeError
 from tfree_codec.decode import dictionary as D
 from tfree_codec.assets import sample_text
 from tfree_codec.decode.dictionary import Dictionary
-from tfree_cli.main import main
+from conftest import cli as run
 
 TEXT = "the cat sat on the mat.\nThe dog sat on the log!\n\n\nthe end  of it\r\n"
-
-
-@pytest.fixture(scope="module")
-def codec():
-    return Codec()
 
 
 @pytest.fixture(scope="module")
@@ -178,9 +172,6 @@ def test_collisions_are_reported(codec):
 
 
 # -- CLI -----------------------------------------------------------------------------------------------------------
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
 
 def test_cli_build_info_neighbours(tmp_path):
     f = tmp_path / "a.txt"

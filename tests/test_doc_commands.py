@@ -17,11 +17,14 @@ import glob
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 
 import pytest
+from conftest import cli
 
+pytestmark = pytest.mark.slow  # the docs' commands train, convert and evaluate models
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))]
 
@@ -94,26 +97,50 @@ def test_every_skip_names_a_command_that_exists():
     assert found == set(SKIP), set(SKIP) - found
 
 
+def _simple_tfree(cmd: str):
+    """The arguments of a plain ``tfree ...`` command (no pipe, redirect, glob or variable; a trailing comment
+    dropped), else None."""
+    try:
+        words = shlex.split(cmd, comments=True)
+    except ValueError:
+        return None
+    if words[:1] != ["tfree"] or any(re.search(r"[|&;<>$`*?(){}\\~]", w) for w in words):
+        return None
+    return words[1:]
+
+
 @pytest.mark.parametrize("doc", DOCS)
-def test_the_commands_of_a_doc_run_as_written(doc, tmp_path):
+def test_the_commands_of_a_doc_run_as_written(doc, tmp_path, monkeypatch):
+    """Each command as a user types it: the first ``tfree`` command of a doc through the installed executable
+    (bash, a fresh process), the other plain ones in this process (the same command, without paying torch's
+    import again each time), anything with shell syntax through bash."""
     cmds = blocks(doc)
     if not cmds:
         pytest.skip(f"{doc} has no shell commands")
     _inputs(str(tmp_path))
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
            "OMP_NUM_THREADS": "1", "TFREE_NUM_THREADS": "1"}
-    ran = 0
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TFREE_NUM_THREADS", "1")
+    ran, spawned = 0, False
     for cmd, shown in cmds:
         if _skip(doc, cmd):
             continue
         if doc == "docs/training.md":
             for a, b in SHRINK:
                 cmd = cmd.replace(a, b)
-        r = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, f"{doc}: `{cmd}` failed:\n{r.stderr[-2000:]}"
-        assert "Traceback" not in r.stderr, f"{doc}: `{cmd}`:\n{r.stderr[-2000:]}"
+        args = _simple_tfree(cmd)
+        if args is not None and spawned:
+            r = cli(*args)
+            code, stdout, stderr = r.exit_code, r.stdout, r.stderr
+        else:
+            p = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+            code, stdout, stderr = p.returncode, p.stdout, p.stderr
+            spawned |= args is not None
+        assert code == 0, f"{doc}: `{cmd}` failed:\n{stderr[-2000:]}"
+        assert "Traceback" not in stderr, f"{doc}: `{cmd}`:\n{stderr[-2000:]}"
         if shown is not None:  # the doc prints what the command prints
-            assert r.stdout.rstrip("\n") == shown.rstrip("\n"), f"{doc}: `{cmd}` printed:\n{r.stdout}"
+            assert stdout.rstrip("\n") == shown.rstrip("\n"), f"{doc}: `{cmd}` printed:\n{stdout}"
         ran += 1
     if not ran:
         pytest.skip(f"{doc}: every command is in SKIP")

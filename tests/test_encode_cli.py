@@ -12,10 +12,9 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import cli
 import zstandard
-from click.testing import CliRunner
 
-from tfree_cli.main import main
 from tfree_codec import Codec
 from tfree_codec.shards.writer import encode_to_shards
 from tfree_codec.shards.reader import ShardDataset
@@ -24,7 +23,7 @@ DOCS = ["First document.", "Zweites Dokument: Grüße!", "third one\twith a tab"
 
 
 def run(*args, input=None):
-    return CliRunner().invoke(main, ["encode", *map(str, args), "-q", "--num-proc", "1"], input=input)
+    return cli("encode", *map(str, args), "-q", "--num-proc", "1", input=input)
 
 
 def texts_of(out):
@@ -134,18 +133,19 @@ def test_other_inputs_are_refused_and_a_finished_run_is_up_to_date(tmp_path):
 def test_shards_info_and_verify(tmp_path):
     (tmp_path / "in.txt").write_text("\n".join(DOCS))
     assert run(tmp_path / "in.txt", "-o", tmp_path / "out", "--split", "lines", "--docs-per-shard", "2").exit_code == 0
-    r = CliRunner().invoke(main, ["shards", "info", str(tmp_path / "out")])
+    r = cli("shards", "info", str(tmp_path / "out"))
     assert r.exit_code == 0 and "5 documents" in r.output and "3 shards" in r.output and "[2:4]" in r.output
-    r = CliRunner().invoke(main, ["shards", "verify", str(tmp_path / "out")])
+    r = cli("shards", "verify", str(tmp_path / "out"))
     assert r.exit_code == 0 and "OK, 3 shards" in r.output
     p = tmp_path / "out" / "shard-00002-of-00003.arrow"
     data = bytearray(p.read_bytes())
     data[-40] ^= 0xFF
     p.write_bytes(bytes(data))
-    r = CliRunner().invoke(main, ["shards", "verify", str(tmp_path / "out")])
+    r = cli("shards", "verify", str(tmp_path / "out"))
     assert r.exit_code == 1 and "shard-00002-of-00003.arrow: sha256 mismatch" in r.output
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_gives_identical_files(tmp_path):
     rng = random.Random(0)
     words = "the quick brown fox jumps over lazy dogs while Grüße and 3.14 appear".split()
@@ -175,11 +175,11 @@ def test_shards_cat_writes_the_exact_text_back_in_order(tmp_path):
     docs = DOCS + ["  spaces  around ", "Access2Base가 and 漢字"]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     assert run(tmp_path / "in.jsonl", "-o", tmp_path / "out", "--docs-per-shard", "3").exit_code == 0
-    r = CliRunner().invoke(main, ["shards", "cat", str(tmp_path / "out")])
+    r = cli("shards", "cat", str(tmp_path / "out"))
     assert r.exit_code == 0 and r.stdout_bytes == "".join(d + "\n" for d in docs).encode()
-    r = CliRunner().invoke(main, ["shards", "cat", str(tmp_path / "out"), "--sep", "\0"])
+    r = cli("shards", "cat", str(tmp_path / "out"), "--sep", "\0")
     assert r.stdout_bytes.split(b"\0")[:-1] == [d.encode() for d in docs]
-    r = CliRunner().invoke(main, ["shards", "info", str(tmp_path / "out")])
+    r = cli("shards", "info", str(tmp_path / "out"))
     assert "format 2" in r.output and "x the text" in r.output
-    r = CliRunner().invoke(main, ["shards", "cat", str(tmp_path / "nowhere")])
+    r = cli("shards", "cat", str(tmp_path / "nowhere"))
     assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1

@@ -18,6 +18,7 @@ def test_every_example_is_listed():
     assert sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py")) == sorted(EXPECT)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECT))
 def test_example_runs(name, tmp_path):
     args = [str(tmp_path)] if name == "02_shards_to_torch.py" else []

@@ -6,37 +6,23 @@ import os
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from tfree_cli.main import main
-from tfree_codec import Codec, TfreeError
+from conftest import cli, tiny_model
+from tfree_codec import TfreeError
 from tfree_codec.model import checkpoint as ckpt
 from tfree_codec.model.checkpoint import DICT_FILE
 from tfree_codec.assets import sample_text
 from tfree_codec.decode.dictionary import Dictionary
 from tfree_codec.generate import BUNDLED_MODEL, LanguageModel, Piece, generate, sample_logits, stream
 from tfree_codec.generate.language_model import _Stops
-from tfree_codec.model.transformer import Model, ModelConfig
+from tfree_codec.model.transformer import ModelConfig
 from tfree_codec.text.words import EOT, MARKERS
 
 SEQ = 16  # short context: 40 new words exercise the window being cut and re-read
 PROMPT = "Emma Woodhouse, handsome, clever, and rich,\nwith a comfortable home"
 
 
-def tiny_model(mode="tfree", vocab_size=8192, seed=0):
-    torch.manual_seed(seed)
-    m = Model(ModelConfig(mode=mode, vocab_size=vocab_size, n_layer=2, n_head=2, n_embd=32, seq_len=SEQ))
-    with torch.no_grad():  # a wide head: untrained logits that still rank words clearly (no near-ties)
-        m.head.weight.normal_(0.0, 1.0)
-    return m.eval()
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # as the CLI generates (conftest.py)
-
-
-@pytest.fixture(scope="module")
-def codec():
-    return Codec()
 
 
 @pytest.fixture(scope="module")
@@ -49,31 +35,52 @@ def dictionary(codec):
     return Dictionary.from_texts(codec, [sample_text(20_000)])
 
 
+@pytest.fixture(scope="module")
+def bpe():
+    from tfree_codec.train.loop import train_bpe
+
+    tok = train_bpe([sample_text(30_000)], 400)
+    return tok, tiny_model("bpe", tok.get_vocab_size(), seed=1)
+
+
+@pytest.fixture(params=["tfree", "bpe"])
+def parts(request, model, dictionary, bpe):
+    """(model, vocabulary) of a T-FREE model (with a fresh dictionary) and of a BPE baseline: the tests that take
+    it hold for both kinds."""
+    if request.param == "tfree":
+        return model, dictionary
+    tok, m = bpe
+    return m, tok
+
+
 def run(model, codec, dictionary, **kw):
     pieces = list(stream(model, codec, dictionary, PROMPT, **{"max_new_tokens": 40, "stop_at_eot": False, **kw}))
     return [p.word for p in pieces], "".join(p.text for p in pieces), pieces
 
 
-def test_greedy_is_deterministic(model, codec, dictionary):
-    a, text, pieces = run(model, codec, dictionary, temperature=0)
-    b, _, _ = run(model, codec, dictionary, temperature=0, seed=123)  # the seed does not matter when greedy
+def test_greedy_is_deterministic(parts, codec):
+    model, vocab = parts
+    a, text, pieces = run(model, codec, vocab, temperature=0)
+    b, _, _ = run(model, codec, vocab, temperature=0, seed=123)  # the seed does not matter when greedy
     assert a == b and len(a) == 40 and text.strip()
     assert all(p.prob == 1.0 for p in pieces) and pieces[-1].finish == "length"
 
 
-def test_a_seed_reproduces_sampling(model, codec, dictionary):
-    a, _, _ = run(model, codec, dictionary, temperature=1.0, seed=7, top_p=None)
-    b, _, _ = run(model, codec, dictionary, temperature=1.0, seed=7, top_p=1.0)
-    c, _, _ = run(model, codec, dictionary, temperature=1.0, seed=8)
+def test_a_seed_reproduces_sampling(parts, codec):
+    model, vocab = parts
+    a, _, _ = run(model, codec, vocab, temperature=1.0, seed=7, top_p=None)
+    b, _, _ = run(model, codec, vocab, temperature=1.0, seed=7, top_p=1.0)
+    c, _, _ = run(model, codec, vocab, temperature=1.0, seed=8)
     assert a == b and a != c
-    k, _, _ = run(model, codec, dictionary, temperature=1.0, seed=7, top_k=3, top_p=0.9)
-    assert k == run(model, codec, dictionary, temperature=1.0, seed=7, top_k=3, top_p=0.9)[0]
+    k, _, _ = run(model, codec, vocab, temperature=1.0, seed=7, top_k=3, top_p=0.9)
+    assert k == run(model, codec, vocab, temperature=1.0, seed=7, top_k=3, top_p=0.9)[0]
 
 
 @pytest.mark.parametrize("kw", [dict(temperature=0), dict(temperature=1.0, seed=3, top_k=20)])
-def test_kv_cache_gives_the_same_words(model, codec, dictionary, kw):
-    cached, _, _ = run(model, codec, dictionary, use_cache=True, **kw)
-    uncached, _, _ = run(model, codec, dictionary, use_cache=False, **kw)
+def test_kv_cache_gives_the_same_words(parts, codec, kw):
+    model, vocab = parts
+    cached, _, _ = run(model, codec, vocab, use_cache=True, **kw)
+    uncached, _, _ = run(model, codec, vocab, use_cache=False, **kw)
     assert cached == uncached and len(cached) == 40 > SEQ
 
 
@@ -154,10 +161,11 @@ def test_generate_then_train_then_generate(codec, dictionary):
     assert first and again  # the step changed the weights; generation still runs
 
 
-def test_stop_strings_cut_the_output(model, codec, dictionary):
-    words, text, _ = run(model, codec, dictionary, temperature=0)
+def test_stop_strings_cut_the_output(parts, codec):
+    model, vocab = parts
+    words, text, _ = run(model, codec, vocab, temperature=0)
     stop = text[len(text) // 2:len(text) // 2 + 3]
-    cut, got, pieces = run(model, codec, dictionary, temperature=0, stop=[stop, "\x00never"])
+    cut, got, pieces = run(model, codec, vocab, temperature=0, stop=[stop, "\x00never"])
     assert got == text[:text.find(stop)] and pieces[-1].finish == "stop"
     assert cut == words[:len(cut)]
 
@@ -171,29 +179,32 @@ def test_stop_filter_holds_back_a_possible_start():
     assert s.feed("E") == ("", False) and s.feed("ast") == ("East", False)
 
 
-def test_bad_arguments_are_refused(model, codec, dictionary):
+def test_bad_arguments_are_refused(parts, codec):
+    model, vocab = parts
     for kw, msg in [(dict(max_new_tokens=0), "max_new_tokens"), (dict(temperature=-1), "temperature"),
                     (dict(top_p=0), "top_p"), (dict(top_k=0), "top_k")]:
         with pytest.raises(TfreeError, match=msg):
-            stream(model, codec, dictionary, PROMPT, **kw)
+            stream(model, codec, vocab, PROMPT, **kw)
     with pytest.raises(TfreeError, match="empty"):
-        stream(model, codec, dictionary, "")
+        stream(model, codec, vocab, "")
 
 
-def test_sampling_is_one_frozen_checked_object_that_keywords_only_spell_out(model, codec, dictionary):
+def test_sampling_is_one_frozen_checked_object_that_keywords_only_spell_out(parts, codec):
     import dataclasses
 
     from tfree_codec.decode.sampling import Sampling
+
+    model, vocab = parts
 
     s = Sampling(temperature=1.0, top_k=20, top_p=0.9, seed=3, stop="zzz", max_new_tokens=12, stop_at_eot=False)
     assert s.stop == ("zzz",) and not s.greedy and Sampling(temperature=0).greedy and Sampling(top_k=1).greedy
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.temperature = 0.5
-    whole = [p.word for p in stream(model, codec, dictionary, PROMPT, s)]
-    loose = [p.word for p in stream(model, codec, dictionary, PROMPT, temperature=1.0, top_k=20, top_p=0.9, seed=3,
+    whole = [p.word for p in stream(model, codec, vocab, PROMPT, s)]
+    loose = [p.word for p in stream(model, codec, vocab, PROMPT, temperature=1.0, top_k=20, top_p=0.9, seed=3,
                                     stop="zzz", max_new_tokens=12, stop_at_eot=False)]
     assert whole == loose and len(whole) == 12
-    assert [p.word for p in stream(model, codec, dictionary, PROMPT, s, seed=4)] != whole  # a field replaced
+    assert [p.word for p in stream(model, codec, vocab, PROMPT, s, seed=4)] != whole  # a field replaced
     for bad, msg in [(dict(temperature=-1), "temperature"), (dict(top_k=0), "top_k"), (dict(top_p=1.5), "top_p"),
                      (dict(max_new_tokens=0), "max_new_tokens"), (dict(seed="7"), "generator")]:
         with pytest.raises(TfreeError, match=msg):
@@ -234,14 +245,6 @@ def test_one_position_sampler_draws_what_the_block_kernels_draw(top_p):
         assert p == pytest.approx(e[0] / mass[0], rel=1e-4)
 
 
-@pytest.fixture(scope="module")
-def bpe():
-    from tfree_codec.train.loop import train_bpe
-
-    tok = train_bpe([sample_text(30_000)], 400)
-    return tok, tiny_model("bpe", tok.get_vocab_size(), seed=1)
-
-
 def test_bpe_checkpoints_generate_tokens_the_same_way(bpe, codec):
     tok, m = bpe
     a = list(stream(m, codec, tok, PROMPT, max_new_tokens=40, temperature=0, stop_at_eot=False))
@@ -261,9 +264,6 @@ def checkpoint(tmp_path_factory, codec, model):
     return ckpt.save_checkpoint(str(d / "run" / "final"), model, codec, files={DICT_FILE: str(dict_path)},
                                 json_files={ckpt.CALIBRATION_FILE: {"temperature": 0.05, "p_unk": 0.02}})
 
-
-def cli(*args, input=None):
-    return CliRunner().invoke(main, list(args), input=input)
 
 
 def test_language_model_loads_run_directories(checkpoint):
@@ -324,6 +324,7 @@ def test_cli_generates_from_the_bundled_model():
     assert "8 words" in r.stderr or "stopped: eot" in r.stderr
 
 
+@pytest.mark.slow
 def test_quickstart_encodes_trains_generates_and_says_where(tmp_path):
     from tfree_cli import quickstart
 

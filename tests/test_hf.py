@@ -10,9 +10,8 @@ import shutil
 import numpy as np
 import pyarrow as pa
 import pytest
-from click.testing import CliRunner
 
-from tfree_cli.main import main
+from conftest import cli
 from tfree_codec import Codec, CodecConfig, TfreeError
 from tfree_codec.assets import sample_text
 from tfree_codec.shards import hf
@@ -266,7 +265,7 @@ def test_index_refuses_foreign_damaged_missing_and_unfinished_in_one_line(shards
     d = copy("damaged")
     p = d / "shard-00001-of-00003.arrow"
     p.write_bytes(p.read_bytes()[:300])
-    r = CliRunner().invoke(main, ["shards", "index", str(d)])
+    r = cli("shards", "index", str(d))
     assert r.exit_code == 1 and "shard-00001-of-00003.arrow" in r.output and len(r.output.strip().splitlines()) == 1
     d = copy("bytes")  # n_bytes that do not match the words' text: only a full check sees it
     t = pa.ipc.open_stream((d / "shard-00000-of-00003.arrow").read_bytes()).read_all()  # not a map: rewritten below
@@ -285,13 +284,13 @@ def test_tfree_shards_index_cli(shards, tmp_path):
     shutil.copytree(shards, d)
     for name in ("manifest.json", "codec.json", "lexicon.arrow", "README.md"):
         os.remove(d / name)
-    r = CliRunner().invoke(main, ["shards", "index", str(d), "-v", "1024"])  # no codec.json: the flags say
+    r = cli("shards", "index", str(d), "-v", "1024")  # no codec.json: the flags say
     assert r.exit_code == 1 and "made with codec" in r.output and len(r.output.strip().splitlines()) == 1
-    r = CliRunner().invoke(main, ["shards", "index", str(d)])  # the default codec, as tfree encode's
+    r = cli("shards", "index", str(d))  # the default codec, as tfree encode's
     assert r.exit_code == 0 and f"indexed, 3 shards, {len(TEXTS)} documents" in r.output, r.output
-    r = CliRunner().invoke(main, ["shards", "index", str(d)])
+    r = cli("shards", "index", str(d))
     assert r.exit_code == 0 and "up to date" in r.output
-    r = CliRunner().invoke(main, ["shards", "index", str(d), "-v", "1024"])
+    r = cli("shards", "index", str(d), "-v", "1024")
     assert r.exit_code == 1 and "codec.json is codec" in r.output
 
 
@@ -304,8 +303,8 @@ def test_encode_reads_a_save_to_disk_folder(tmp_path, datasets):
     assert [os.path.basename(p) for p in found] == ["data-00000-of-00002.arrow", "data-00001-of-00002.arrow"]
     assert [d for p in found for d in iter_documents(p)] == want
     assert expand_inputs([str(tmp_path)]) == found  # found inside a directory walk too
-    r = CliRunner().invoke(main, ["encode", str(tmp_path / "saved"), "-o", str(tmp_path / "out"), "-q",
-                                  "--num-proc", "1"])
+    r = cli("encode", str(tmp_path / "saved"), "-o", str(tmp_path / "out"), "-q",
+                                  "--num-proc", "1")
     assert r.exit_code == 0, r.output
     assert [d.text() for d in ShardDataset(tmp_path / "out")] == want
     datasets.DatasetDict({"train": src, "test": src}).save_to_disk(str(tmp_path / "dd"))

@@ -7,9 +7,8 @@ import shutil
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from tfree_cli.main import main
+from conftest import cli as run
 from tfree_codec import CodecConfig
 from tfree_codec.decode.dictionary import Dictionary
 from tfree_codec.model.checkpoint import read_state_dict
@@ -22,9 +21,6 @@ REST = ["--preset", "tiny", "--batch-size", "4", "--warmup", "2", "--lr", "3e-3"
         "1", "--seed", "3", "--sample-words", "0", "--no-plot", "-q"]
 NEW_WORDS = "der die das hund katze lief auf unter matte und dann klein rot".split()
 
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def one_line_error(r):

@@ -4,6 +4,7 @@ function counts as an edge too: it would close the same loop at run time."""
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import subprocess
 import sys
@@ -37,9 +38,15 @@ def _is_package(name: str) -> bool:
     return MODULES[name].endswith("__init__.py")
 
 
-def _imports(name: str, top_level_only: bool = False) -> set[str]:
+@functools.lru_cache(maxsize=None)
+def _tree(name: str) -> ast.Module:
+    return ast.parse(open(MODULES[name], encoding="utf-8").read())
+
+
+@functools.lru_cache(maxsize=None)
+def _imports(name: str, top_level_only: bool = False) -> frozenset[str]:
     """Every module `name` imports: project modules by dotted name, anything else by its top-level name."""
-    tree = ast.parse(open(MODULES[name], encoding="utf-8").read())
+    tree = _tree(name)
     here = name if _is_package(name) else name.rpartition(".")[0]
     found: set[str] = set()
 
@@ -69,7 +76,7 @@ def _imports(name: str, top_level_only: bool = False) -> set[str]:
 
     visit(tree, False)
     found.discard(name)
-    return found
+    return frozenset(found)
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -182,8 +189,8 @@ def _params(node: ast.FunctionDef) -> int:
 
 def _long_signatures() -> list[str]:
     out = []
-    for m, f in MODULES.items():
-        tree = ast.parse(open(f, encoding="utf-8").read())
+    for m in MODULES:
+        tree = _tree(m)
         jitted = {arg.id for call in ast.walk(tree) if isinstance(call, ast.Call) and isinstance(call.func, ast.Call)
                   and ast.unparse(call.func.func).split(".")[-1] in ("njit", "jit")
                   for arg in call.args if isinstance(arg, ast.Name)}

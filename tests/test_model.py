@@ -143,6 +143,7 @@ def test_config_presets_json_and_bad_values():
 REPETITIVE = "the cat sat on the mat and the dog sat on the log . " * 40
 
 
+@pytest.mark.slow
 def test_a_tiny_model_learns_a_repetitive_text():
     codec = Codec(CodecConfig(vocab_size=V, num_activations=4))
     corpus = Corpus.from_texts([REPETITIVE] * 4, codec)

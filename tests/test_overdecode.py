@@ -7,9 +7,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from tfree_cli.main import main
+from conftest import cli as run, tiny_flags
 from tfree_codec import Codec, CodecConfig
 from tfree_codec.model.checkpoint import load_model, read_state_dict
 from tfree_codec.model.overtok import AfterNext
@@ -18,13 +17,8 @@ from tfree_codec.shards.corpus import Corpus, make_units
 from tfree_codec.train.data import Packer, PatternSource
 from tfree_codec.train.settings import TrainConfig, od_weight_at
 
-TINY = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--seq-len", "16", "--batch-size", "4",
-        "--warmup", "2", "--lr", "3e-3", "--val-bytes", "400", "--log-every", "1", "--device", "cpu", "-q",
-        "--sample-words", "0"]
+TINY = tiny_flags(device="cpu", sample_words=0)
 
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def _items(source, segs):

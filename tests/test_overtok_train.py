@@ -7,9 +7,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from tfree_cli.main import main
+from conftest import cli as run, tiny_flags
 from tfree_codec import Codec, CodecConfig
 from tfree_codec.model.checkpoint import load_model, read_state_dict
 from tfree_codec.model.optim import SplitAdam, clip_grad_norm
@@ -21,13 +20,9 @@ from tfree_codec.train.data import Packer, PatternSource
 
 V = 512
 OE = dict(oe_orders=(2, 3), oe_rows=97, oe_slices=2)
-TINY = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--seq-len", "16", "--batch-size",
-        "4", "--warmup", "2", "--lr", "3e-3", "--val-bytes", "400", "--log-every", "1", "--device", "cpu", "-q"]
+TINY = tiny_flags(device="cpu")
 OE_FLAGS = ["--oe-orders", "2,3", "--oe-rows", "997", "--oe-slices", "2"]
 
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def config(**over):

@@ -1,7 +1,8 @@
 """What the code produces, compared with outputs recorded before a refactor (tests/recorded_outputs.json): the
-bundled model's and tiny trained runs' greedy and sampled text at a seed (with each item's probability), bits per
-byte (``tfree eval`` and ``score``), the decoders' draws, and the checkpoints' files byte for byte, for T-FREE, the
-BPE baseline, an Over-Encoding + Over-Decoding model (with ``--draft``) and a ``tfree retok`` conversion.
+bundled model's and tiny trained runs' (conftest.tiny_run) greedy and sampled text at a seed (with each item's
+probability), bits per byte (``tfree eval`` and ``score``), the decoders' draws, and the checkpoints' files byte for
+byte, for T-FREE, the BPE baseline, an Over-Encoding + Over-Decoding model (with ``--draft``) and a ``tfree retok``
+conversion.
 
 A change that means to alter an output records it again, on purpose and in its own commit:
 ``TFREE_RECORD=1 python -m pytest tests/test_recorded_outputs.py``. Everything here runs on one torch thread, so
@@ -17,29 +18,13 @@ import os
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-
-from tfree_cli.main import main
-from tfree_codec.assets import sample_text
+from conftest import RUNS, cli
 
 FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recorded_outputs.json")
 RECORD = os.environ.get("TFREE_RECORD") == "1"
 PROMPT = "Emma Woodhouse, handsome, clever, and rich,\nwith a comfortable home"
 TEXTS = ["It is a truth universally acknowledged, that a single man in possession of a good fortune",
          "Emma was not required, by any subsequent discovery, to retract her ill opinion of Mrs. Elton."]
-TINY = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--seq-len", "16", "--batch-size",
-        "4", "--warmup", "2", "--lr", "3e-3", "--val-bytes", "3000", "--log-every", "1", "--sample-words", "8",
-        "--device", "cpu", "-q", "--seed", "1"]
-RUNS = {  # name -> the command that makes it (retok converts the bpe run)
-    "tfree": ["train", "{text}", "-o", "{out}", "--max-steps", "6", "--save-every", "3", "--eval-every", "3", *TINY],
-    "bpe": ["train", "{text}", "-o", "{out}", "--max-steps", "6", "--save-every", "3", "--eval-every", "3",
-            "--baseline", "bpe", "--bpe-vocab", "300", *TINY],
-    "oe_od": ["train", "{text}", "-o", "{out}", "--max-steps", "6", "--save-every", "3", "--eval-every", "3",
-              "--oe-orders", "2,3", "--oe-rows", "1000", "--od-weight", "0.2", "--od-anneal", *TINY],
-    "retok": ["retok", "{bpe}", "{text}", "-o", "{out}", "--max-steps", "4", "--unfreeze-after", "2", "--save-every",
-              "2", "--warmup", "1", "--batch-size", "4", "--val-bytes", "3000", "--log-every", "1", "--sample-words",
-              "8", "--device", "cpu", "-q", "--seed", "1"],
-}
 KEPT = ("model.safetensors", "model_config.json", "codec.json", "calibration.json", "dictionary.arrow",
         "tokenizer.json", "retok.json")
 
@@ -58,38 +43,6 @@ def recording():
         with open(FILE, "w", encoding="utf-8") as f:
             json.dump(new, f, indent=1, sort_keys=True, ensure_ascii=False)
             f.write("\n")
-
-
-@pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
-    p = tmp_path_factory.mktemp("recorded") / "austen.txt"
-    p.write_text(sample_text(20_000), encoding="utf-8")
-    return str(p)
-
-
-@pytest.fixture(scope="module")
-def shards(text_file, one_thread):
-    """The text encoded with a small codec (v = 1024): small heads, and retok's least squares stays quick."""
-    out = os.path.join(os.path.dirname(text_file), "shards")
-    r = CliRunner().invoke(main, ["encode", text_file, "-o", out, "-v", "1024", "-m", "4", "-q", "--num-proc", "1"])
-    assert r.exit_code == 0, r.output
-    return out
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, shards, one_thread):
-    """name -> run directory, made lazily (retok needs the bpe run)."""
-    made = {}
-
-    def get(name):
-        if name not in made:
-            out = str(tmp_path_factory.mktemp("runs") / name)
-            args = [a.format(text=shards, out=out, bpe=get("bpe") if name == "retok" else "") for a in RUNS[name]]
-            r = CliRunner().invoke(main, args)
-            assert r.exit_code == 0, r.output
-            made[name] = out
-        return made[name]
-    return get
 
 
 # -- what is recorded --------------------------------------------------------------------------------------------
@@ -186,8 +139,7 @@ def _bundled_outputs() -> dict:
 
     lm = LanguageModel.load(None, device="cpu")
     out = {"generate": _generation(lm)}
-    r = CliRunner().invoke(main, ["generate", "It is a truth", "-n", "12", "--seed", "0", "--device", "cpu",
-                                  "--top-k", "40"])
+    r = cli("generate", "It is a truth", "-n", "12", "--seed", "0", "--device", "cpu", "--top-k", "40")
     assert r.exit_code == 0, r.output
     out["cli"] = r.stdout
     rng = np.random.default_rng(0)
@@ -204,10 +156,14 @@ def _bundled_outputs() -> dict:
     return out
 
 
-@pytest.mark.parametrize("case", ["bundled", *RUNS])
-def test_outputs_are_the_recorded_ones(case, runs, text_file, recording, one_thread, tmp_path):
+@pytest.mark.parametrize("case", ["bundled", *(pytest.param(name, marks=pytest.mark.slow) for name in RUNS)])
+def test_outputs_are_the_recorded_ones(case, request, recording, one_thread, tmp_path):
     old, new = recording
-    got = _plain(_bundled_outputs() if case == "bundled" else _run_outputs(runs(case), text_file, tmp_path))
+    if case == "bundled":
+        got = _plain(_bundled_outputs())
+    else:  # a tiny run, trained once for the session
+        text = request.getfixturevalue("austen")["text"]
+        got = _plain(_run_outputs(request.getfixturevalue("tiny_run")(case), text, tmp_path))
     if RECORD:
         new[case] = got
         return

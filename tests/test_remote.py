@@ -5,9 +5,8 @@ import os
 import sys
 
 import pytest
-from click.testing import CliRunner
 
-from tfree_cli.main import main
+from conftest import cli
 from tfree_codec import CodecConfig
 from tfree_codec.shards.sources import expand_inputs, iter_documents
 from tfree_codec.shards.writer import encode_to_shards
@@ -60,14 +59,14 @@ def test_encoding_a_url_makes_the_shards_of_the_same_local_files(local, memory, 
     encode_to_shards([memory], str(tmp_path / "b"), cfg, split="lines", num_proc=1, progress=False)
     sums = [[s["sha256"] for s in json.load(open(tmp_path / d / "manifest.json"))["shards"]] for d in "ab"]
     assert sums[0] == sums[1] and sums[0]
-    r = CliRunner().invoke(main, ["encode", local.as_uri() + "/a.txt", "-o", str(tmp_path / "c"), "--num-proc", "1",
-                                  "--split", "lines", "-q"])
+    r = cli("encode", local.as_uri() + "/a.txt", "-o", str(tmp_path / "c"), "--num-proc", "1",
+                                  "--split", "lines", "-q")
     assert r.exit_code == 0, r.output
 
 
 def test_a_missing_url_or_fsspec_is_one_line(memory, monkeypatch, tmp_path):
-    r = CliRunner().invoke(main, ["encode", memory + "/nope.txt", "-o", str(tmp_path / "x"), "-q"])
+    r = cli("encode", memory + "/nope.txt", "-o", str(tmp_path / "x"), "-q")
     assert r.exit_code == 1 and "no such file or directory" in r.output and "Traceback" not in r.output
     monkeypatch.setitem(sys.modules, "fsspec", None)  # as if not installed
-    r = CliRunner().invoke(main, ["encode", "s3://bucket/data.jsonl", "-o", str(tmp_path / "y"), "-q"])
+    r = cli("encode", "s3://bucket/data.jsonl", "-o", str(tmp_path / "y"), "-q")
     assert r.exit_code == 1 and "needs fsspec" in r.output and "tfree-codec[remote]" in r.output

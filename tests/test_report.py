@@ -7,18 +7,13 @@ import os
 import shutil
 
 import pytest
-from click.testing import CliRunner
 
-from tfree_cli.main import main
+from conftest import cli as run, tiny_flags
 from tfree_codec.train import report
 
-TINY = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--seq-len", "16", "--batch-size", "4",
-        "--warmup", "2", "--val-bytes", "400", "--log-every", "2", "--seed", "5", "-q"]
+TINY = tiny_flags(lr=None, log_every=2, seed=5)
 PNG = b"\x89PNG\r\n\x1a\n"
 
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def records(d):
@@ -99,6 +94,7 @@ def test_tfree_plot_draws_tfree_and_bpe_runs_side_by_side(runs, tmp_path):
     assert r.exit_code == 1 and "no log.jsonl" in r.output and "Traceback" not in r.output
 
 
+@pytest.mark.slow
 def test_without_matplotlib_training_says_so_once_and_plot_fails_in_one_line(shards, tmp_path, monkeypatch):
     monkeypatch.setattr(report, "_pyplot", lambda: None)
     out = str(tmp_path / "r")

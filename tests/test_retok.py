@@ -6,9 +6,8 @@ import os
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from tfree_cli.main import main
+from conftest import cli as run
 from tfree_codec import CodecConfig
 from tfree_codec.assets import sample_text
 from tfree_codec.model.checkpoint import read_state_dict
@@ -20,9 +19,6 @@ BODY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--seq-len", "24"]
 REST = ["--batch-size", "4", "--warmup", "2", "--lr", "3e-3", "--val-bytes", "2000", "--log-every", "1",
         "--seed", "3", "--no-plot", "-q", "--device", "cpu", "--dtype", "float32"]
 
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def one_line_error(r):

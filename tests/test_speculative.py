@@ -7,13 +7,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from tfree_cli.main import main
+from conftest import cli
 from tfree_codec import Codec, CodecConfig, TfreeError
 from tfree_codec.generate.context import Window, pattern_inputs, pattern_rows
 from tfree_codec.decode.dictionary import Dictionary
-from tfree_codec.generate import LanguageModel, export, sample_logits
+from tfree_codec.generate import LanguageModel, export
 from tfree_codec.generate import stream as gen_stream
 from tfree_codec.model import checkpoint as ckpt
 from tfree_codec.model.transformer import Model, ModelConfig
@@ -215,10 +214,10 @@ def test_draft_needs_an_over_decoding_head(codec):
 
 
 def test_cli_draft_reports_the_acceptance_rate(od_run):
-    r = CliRunner().invoke(main, ["generate", str(od_run), "the big", "-t", "0", "-n", "30", "--ignore-eot",
-                                  "--draft"])
+    r = cli("generate", str(od_run), "the big", "-t", "0", "-n", "30", "--ignore-eot",
+                                  "--draft")
     assert r.exit_code == 0, r.output
-    plain = CliRunner().invoke(main, ["generate", str(od_run), "the big", "-t", "0", "-n", "30", "--ignore-eot"])
+    plain = cli("generate", str(od_run), "the big", "-t", "0", "-n", "30", "--ignore-eot")
     assert r.stdout == plain.stdout
     assert "second-word acceptance" in r.stderr and "second-word" not in plain.stderr
 

@@ -8,29 +8,14 @@ import sys
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from tfree_cli.main import main
+from conftest import cli as run, tiny_flags
 from tfree_codec import CodecConfig, TfreeError
 from tfree_codec.model.checkpoint import load_model, read_state_dict
 from tfree_codec.shards.writer import encode_to_shards
 
-SMALL = {"preset": "tiny", "n-layer": 1, "n-head": 2, "n-embd": 32, "seq-len": 16, "batch-size": 4, "warmup": 2,
-         "lr": 3e-3, "val-bytes": 400, "log-every": 1}
-
-
-def tiny(**over):
-    """The flags of a tiny run (a 1-layer, d = 32 model on 4 x 16 words), with some changed."""
-    opts = {**SMALL, **{k.replace("_", "-"): v for k, v in over.items()}}
-    return [x for k, v in opts.items() for x in (f"--{k}", str(v))] + ["-q"]
-
-
-TINY = tiny()
+TINY = tiny_flags()
 WORDS = "the a cat dog sat ran on under mat log big small red quickly slowly and then".split()
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def losses(run_dir):
@@ -90,6 +75,21 @@ def test_eval_reports_bits_per_byte_params_and_coverage(finished, shards):
     assert "bits per byte" in text and "embedding 32,768 + head 32,768" in text
 
 
+@pytest.mark.parametrize("kind", ["tfree", "bpe"])
+def test_eval_reports_either_kind_in_one_shape(kind, tiny_run, austen):
+    final = os.path.join(tiny_run(kind), "final")
+    r = run("eval", final, austen["shards"], "--json", "-q")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["mode"] == kind and 0 < rep["bpb"] < 20 and rep["params"]["total"] > 0 and rep["bytes"] > 0
+    if kind == "tfree":  # words, the dictionary's coverage and both unseen-word charges
+        assert rep["bpb"] <= rep["bpb_unk_bytes"] and 0 < rep["coverage_words"] <= 1 and rep["words"] > 0
+    else:  # tokens, the model's own softmax
+        assert rep["tokens"] > 0 and "dictionary_words" not in rep
+    text = run("eval", final, austen["shards"], "-q").output
+    assert "bits per byte" in text and ("dictionary" in text) == (kind == "tfree")
+
+
 def test_resume_auto_continues_exactly(finished, tmp_path):
     b = str(tmp_path / "b")
     shutil.copytree(finished, b)
@@ -113,7 +113,7 @@ def _data(run_dir):
 def test_resume_with_other_settings_or_into_a_used_dir_is_refused(finished, tmp_path):
     b = str(tmp_path / "b")
     shutil.copytree(finished, b)
-    r = run("train", _data(finished), "-o", b, "--max-steps", 8, "--resume", "auto", *tiny(batch_size=8))
+    r = run("train", _data(finished), "-o", b, "--max-steps", 8, "--resume", "auto", *tiny_flags(batch_size=8))
     assert r.exit_code == 1 and "does not match this run" in r.output and "batch_size 4 -> 8" in r.output
     assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
     r = run("train", _data(finished), "-o", b, "--max-steps", 8, *TINY)
@@ -157,6 +157,7 @@ def test_corrupt_or_mismatched_checkpoints_are_refused_in_one_line(finished, sha
     assert r.exit_code == 1 and "made with codec" in r.output
 
 
+@pytest.mark.slow
 def test_bpe_baseline_trains_and_evaluates(shards, tmp_path):
     out = str(tmp_path / "bpe")
     r = run("train", shards, "-o", out, "--baseline", "bpe", "--bpe-vocab", 300, "--max-steps", 30, "--seed", 1,
@@ -169,6 +170,7 @@ def test_bpe_baseline_trains_and_evaluates(shards, tmp_path):
     assert rep["mode"] == "bpe" and 0 < rep["bpb"] < 10 and rep["params"]["head"] == 300 * 32
 
 
+@pytest.mark.slow
 def test_max_bytes_sets_the_number_of_steps(shards, tmp_path):
     r = run("train", shards, "-o", tmp_path / "m", "--max-bytes", "2KB", "--seed", 3, *TINY)
     assert r.exit_code == 0, r.output
@@ -179,6 +181,7 @@ def test_max_bytes_sets_the_number_of_steps(shards, tmp_path):
     assert "seed 3" in r.output
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu_matches_one_process_with_the_global_batch(shards, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     args = ["train", shards, "--max-steps", "2", "--seed", "5", "--device", "cpu", *TINY]
@@ -187,7 +190,7 @@ def test_two_process_ddp_on_cpu_matches_one_process_with_the_global_batch(shards
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "2 process(es)" in p.stdout and p.stdout.count("saved ") == 1  # only rank 0 logs and saves
-    r = run("train", shards, "--max-steps", "2", "--seed", "5", "--device", "cpu", *tiny(batch_size=8), "-o",
+    r = run("train", shards, "--max-steps", "2", "--seed", "5", "--device", "cpu", *tiny_flags(batch_size=8), "-o",
             tmp_path / "one")
     assert r.exit_code == 0, r.output
     ld, l1 = losses(str(tmp_path / "ddp")), losses(str(tmp_path / "one"))

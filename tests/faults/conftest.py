@@ -11,10 +11,11 @@ from tfree_codec import Codec, CodecConfig
 from tfree_codec.assets import sample_text
 from tfree_codec.decode.dictionary import Dictionary
 
+from conftest import tiny_flags
+
 from .harness import cli
 
-TINY = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--seq-len", "16", "--batch-size", "4",
-        "--warmup", "2", "--lr", "3e-3", "--val-bytes", "400", "--log-every", "1", "--device", "cpu", "-q"]
+TINY = tiny_flags(device="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -9,16 +9,9 @@ import subprocess
 import sys
 import time
 
-from click.testing import CliRunner
-
-from tfree_cli.main import main
+from conftest import cli  # noqa: F401  (run tfree ARGS in this process: torch and numba are already loaded)
 
 LEFTOVERS = (".tmp-", ".old-", ".tfree-partial")
-
-
-def cli(*args, input=None):
-    """Run ``tfree ARGS`` in this process (fast: torch and numba are already loaded)."""
-    return CliRunner().invoke(main, [str(a) for a in args], input=input)
 
 
 def tfree(*args, timeout=60, cwd=None, sigint_after=None):

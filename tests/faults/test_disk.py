@@ -26,6 +26,7 @@ def test_export_to_a_full_disk(finished_run, tmpfs):
     assert not (tmpfs / "exported").exists()
 
 
+@pytest.mark.slow
 def test_train_to_a_full_disk_saves_no_half_checkpoint(text_file, tmpfs):
     out = tmpfs / "run"
     assert_refused(cli("train", text_file, "-o", out, "--max-steps", 2, *TINY))

@@ -10,6 +10,8 @@ import pytest
 from .conftest import TINY
 from .harness import assert_no_leftovers, tfree
 
+pytestmark = pytest.mark.slow  # every test runs tfree in a subprocess, seconds each; most of them train
+
 # Seeded random moments (seconds after the start: imports take ~2 s, so some land in setup, most in the work).
 RNG = random.Random(13)
 TRAIN_AT = sorted(round(RNG.uniform(2.0, 6.0), 2) for _ in range(2))

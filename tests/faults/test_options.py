@@ -96,6 +96,7 @@ def test_codec_json_type_errors_and_missing_fields(text_file, tmp_path, change, 
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_diverged_run_is_not_saved_as_final(text_file, tmp_path):
     out = tmp_path / "run"
     r = cli("train", text_file, "-o", out, "--max-steps", 40, *TINY, "--lr", "1e9", "--save-every", 50)
@@ -105,6 +106,7 @@ def test_a_diverged_run_is_not_saved_as_final(text_file, tmp_path):
     assert_no_leftovers(out)
 
 
+@pytest.mark.slow
 def test_a_reencoded_data_file_on_resume_is_refused(text_file, tmp_path):
     data = tmp_path / "data.txt"
     data.write_text(text_file.read_text())

@@ -206,6 +206,7 @@ KILL_AFTER = [round(RNG.uniform(0.0, 0.5), 2) for _ in range(2)]   # seconds aft
 INT_AFTER = [round(RNG.uniform(0.0, 0.5), 2) for _ in range(2)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("after", KILL_AFTER)
 def test_sigkill_of_encode_leaves_nothing_holding_the_pipes_and_a_rerun_repairs(big_input, big_clean, tmp_path,
                                                                                 after):
@@ -231,6 +232,7 @@ def test_sigkill_of_encode_leaves_nothing_holding_the_pipes_and_a_rerun_repairs(
     assert "damaged shard" in r.stderr and _files(out) == big_clean
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("after", INT_AFTER)
 def test_sigint_stops_encode_and_its_workers_within_a_second(big_input, big_clean, tmp_path, after):
     out = tmp_path / "s"
@@ -252,6 +254,7 @@ def test_sigint_stops_encode_and_its_workers_within_a_second(big_input, big_clea
     assert _files(out) == big_clean
 
 
+@pytest.mark.slow
 def test_two_encodes_into_one_folder_the_second_refuses(big_input, big_clean, tmp_path):
     out = tmp_path / "s"
     p = _encode_proc(big_input, out, num_proc=1)

@@ -46,6 +46,8 @@ class TorchDecoder:
             logits = logits[None]
         if logits.dim() != 2 or logits.shape[1] != self.v:
             raise TfreeError(f"logits must have shape (B, {self.v}), not {tuple(logits.shape)}")
+        if not bool(torch.isfinite(logits).all()):
+            raise TfreeError("logits contain NaN or infinity")
         if self.score == "mean_logit":
             x_t = logits.float().T.contiguous()
             return torch.cat([torch.sparse.mm(mat, x_t).T / sizes for _, mat, sizes in self._matrices(logits.device)], 1)

@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
 
 from ..model import checkpoint as ckpt
