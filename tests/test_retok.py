@@ -20,7 +20,6 @@ REST = ["--batch-size", "4", "--warmup", "2", "--lr", "3e-3", "--val-bytes", "20
         "--seed", "3", "--no-plot", "-q", "--device", "cpu", "--dtype", "float32"]
 
 
-
 def one_line_error(r):
     assert r.exit_code == 1, r.output
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
@@ -45,6 +44,30 @@ def data(tmp_path_factory):
             "--max-steps", 6, "--sample-words", 0, *BODY, *REST)
     assert r.exit_code == 0, r.output
     return {"shards": shards, "bpe": bpe, "root": d}
+
+
+@pytest.fixture(scope="module")
+def inits(data, tmp_path_factory):
+    """init -> a converted starting point (RUN/init) as `tfree retok ... REST` makes it, built once: a run directory
+    that holds it reuses it (the CLI checks its settings), so the tests that train from it skip the conversion."""
+    made = {}
+
+    def get(init: str) -> str:
+        if init not in made:
+            out = str(tmp_path_factory.mktemp("inits") / init / retok.INIT_DIR)
+            retok.build(data["bpe"], data["shards"], out, retok.RetokConfig(init=init, seed=3), val_bytes=2000,
+                        log=lambda *a: None)
+            made[init] = out
+        return made[init]
+    return get
+
+
+def _from_init(inits, out: str, init: str = "mean") -> str:
+    """A new run directory ``out`` holding the shared conversion ``init`` (as a first `tfree retok` would leave it)."""
+    import shutil
+
+    shutil.copytree(inits(init), os.path.join(out, retok.INIT_DIR))
+    return out
 
 
 # -- the least squares ------------------------------------------------------------------------------------------
@@ -145,20 +168,16 @@ def test_conversion_end_to_end(data, tmp_path, init):
     assert r.exit_code == 0 and os.path.isfile(tmp_path / "exported" / "checkpoint.json"), r.output
 
 
-def test_mean_init_fits_better_than_random_at_step_0(data, tmp_path):
-    bpb = {}
-    for init in ("mean", "random"):
-        rec = retok.build(data["bpe"], data["shards"], str(tmp_path / init / "init"), retok.RetokConfig(init=init),
-                          val_bytes=2000, log=lambda *a: None)
-        bpb[init] = rec["val_bpb_step0"]
+def test_mean_init_fits_better_than_random_at_step_0(data, inits, tmp_path):
+    bpb = {init: retok.read_record(inits(init))["val_bpb_step0"] for init in ("mean", "random")}
     assert bpb["mean"] < bpb["random"], bpb
     rec = retok.build(data["bpe"], data["shards"], str(tmp_path / "meanfit" / "init"),
                       retok.RetokConfig(head_fit="mean"), val_bytes=2000, log=lambda *a: None)
     assert rec["head_scale"] > 0 and np.isfinite(rec["val_bpb_step0"])
 
 
-def test_frozen_body_is_bit_identical_across_resume_then_unfreezes(data, tmp_path):
-    out = str(tmp_path / "run")
+def test_frozen_body_is_bit_identical_across_resume_then_unfreezes(data, inits, tmp_path):
+    out = _from_init(inits, str(tmp_path / "run"))
     common = ["--unfreeze-after", 4, "--save-every", 2, "--sample-words", 0, *REST]
     r = run("retok", data["bpe"], data["shards"], "-o", out, "--max-steps", 2, *common)
     assert r.exit_code == 0, r.output
@@ -173,8 +192,8 @@ def test_frozen_body_is_bit_identical_across_resume_then_unfreezes(data, tmp_pat
     assert any(not torch.equal(at6[k], v) for k, v in src.items())  # unfrozen from step 4 on
 
 
-def test_resumed_run_equals_uninterrupted(data, tmp_path):
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+def test_resumed_run_equals_uninterrupted(data, inits, tmp_path):
+    a, b = _from_init(inits, str(tmp_path / "a")), _from_init(inits, str(tmp_path / "b"))
     common = ["--unfreeze-after", 2, "--save-every", 1, "--sample-words", 0, *REST]
     assert run("retok", data["bpe"], data["shards"], "-o", a, "--max-steps", 3, *common).exit_code == 0
     assert run("retok", data["bpe"], data["shards"], "-o", b, "--max-steps", 2, *common).exit_code == 0
@@ -213,8 +232,8 @@ def test_bad_sources_and_outputs_are_refused(data, tmp_path):
         assert not os.path.exists(tmp_path / o)  # nothing written for a refused command
 
 
-def test_init_made_with_other_options_is_refused(data, tmp_path):
-    out = str(tmp_path / "r")
+def test_init_made_with_other_options_is_refused(data, inits, tmp_path):
+    out = _from_init(inits, str(tmp_path / "r"))
     assert run("retok", data["bpe"], data["shards"], "-o", out, "--max-steps", 1, "--sample-words", 0,
                *REST).exit_code == 0
     shutil_out = os.path.join(out, "final")
