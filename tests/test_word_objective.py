@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from click.testing import CliRunner
-
-from tfree_cli.main import main
+from conftest import cli
 from tfree_codec.model.word_head import WordHead
 
 
@@ -118,6 +116,7 @@ def test_objective_needs_a_tfree_model_and_a_known_name():
         ModelConfig(objective="softmax")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["word", "mix"])
 def test_a_word_objective_run_trains_evaluates_and_generates_under_its_own_distribution(make_tiny_shards, tmp_path,
                                                                                         objective):
@@ -126,7 +125,7 @@ def test_a_word_objective_run_trains_evaluates_and_generates_under_its_own_distr
     args = ["train", shards, "-o", out, "--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
             "--seq-len", "16", "--batch-size", "4", "--max-steps", "30", "--lr", "1e-2", "--warmup", "2",
             "--val-bytes", "400", "--seed", "3", "--objective", objective, "--word-budget", "8", "-q"]
-    r = CliRunner().invoke(main, args)
+    r = cli(*args)
     assert r.exit_code == 0, r.output
     with open(os.path.join(out, "log.jsonl")) as f:
         log = [json.loads(line) for line in f]
@@ -140,7 +139,7 @@ def test_a_word_objective_run_trains_evaluates_and_generates_under_its_own_distr
     assert model.config.objective == objective
     assert cal["temperature"] == pytest.approx(float(torch.exp(-model.word_head.log_scale)), rel=1e-6)
     assert cal["prior_weight"] == pytest.approx(float(model.word_head.prior[0]), rel=1e-6)
-    ev = CliRunner().invoke(main, ["eval", os.path.join(out, "final"), shards, "--json", "-q"])
+    ev = cli("eval", os.path.join(out, "final"), shards, "--json", "-q")
     assert ev.exit_code == 0, ev.output
     rep = json.loads(ev.output)
     assert rep["bpb"] == pytest.approx(log[-1]["val_bpb"], rel=0.5) and rep["bpb"] > 0
@@ -176,6 +175,7 @@ def test_mean_logit_scores_agree_between_the_numba_and_torch_scorers():
         assert np.allclose(got, manual[b], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_the_breakdown_adds_up_to_each_models_bits_per_byte(make_tiny_shards, tmp_path):
     """`tfree eval --breakdown --against BPE`: the classes' bits sum to what `tfree eval` reports for each model."""
     from tfree_codec.generate.breakdown import CLASSES, breakdown, format_table, word_class
@@ -184,20 +184,20 @@ def test_the_breakdown_adds_up_to_each_models_bits_per_byte(make_tiny_shards, tm
     common = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--seq-len", "16",
               "--batch-size", "4", "--max-steps", "4", "--val-bytes", "400", "--seed", "0", "-q"]
     for name, extra in (("t", []), ("b", ["--baseline", "bpe", "--bpe-vocab", "300"])):
-        r = CliRunner().invoke(main, ["train", shards, "-o", str(tmp_path / name), *common, *extra])
+        r = cli("train", shards, "-o", str(tmp_path / name), *common, *extra)
         assert r.exit_code == 0, r.output
     t, b = str(tmp_path / "t" / "final"), str(tmp_path / "b" / "final")
     got = breakdown(t, shards, b, "cpu")
     for path, key in ((t, "tfree_bpb"), (b, "bpe_bpb")):
-        ev = json.loads(CliRunner().invoke(main, ["eval", path, shards, "--json", "-q"]).output)
+        ev = json.loads(cli("eval", path, shards, "--json", "-q").output)
         assert got[key] == pytest.approx(ev["bpb"], rel=1e-5)
     assert set(got["classes"]) == set(CLASSES)
     assert got["classes"]["marker"]["words"] > 0 and got["classes"]["top 1k"]["words"] > 0
     assert sum(c["bytes"] for c in got["classes"].values()) == got["bytes"]
     assert "T-FREE/BPE" in format_table(got)
-    out = CliRunner().invoke(main, ["eval", t, shards, "--breakdown", "--against", b, "-q"])
+    out = cli("eval", t, shards, "--breakdown", "--against", b, "-q")
     assert out.exit_code == 0 and "top 1k" in out.output, out.output
-    refused = CliRunner().invoke(main, ["eval", t, shards, "--against", b, "-q"])
+    refused = cli("eval", t, shards, "--against", b, "-q")
     assert refused.exit_code != 0 and "--breakdown" in refused.output
     assert [word_class(w, i) for w, i in (("<|endoftext|>", 0), (",", 20), ("42", 30), ("cat", -1), ("cat", 20),
                                           ("dog", 2000), ("emu", 20000))] == \
