@@ -59,7 +59,7 @@ def breakdown(tfree_path: str, data: str, bpe_path: str | None = None, device: s
 
     dev = resolve_device(device)
     model, codec, meta = ckpt.load_model(tfree_path, dev)
-    if model.config.mode != "tfree":
+    if not model.config.tfree:
         raise TfreeError(f"{tfree_path}: --breakdown reads a T-FREE checkpoint first (the BPE one goes to --against)")
     model.eval()
     words = load_vocabulary(tfree_path, codec, model.config)
@@ -74,7 +74,7 @@ def breakdown(tfree_path: str, data: str, bpe_path: str | None = None, device: s
     bpe_bits = None
     if bpe_path:
         bmodel, _, _ = ckpt.load_model(bpe_path, dev)
-        if bmodel.config.mode != "bpe":
+        if bmodel.config.tfree:
             raise TfreeError(f"{bpe_path}: --against takes a BPE checkpoint")
         bmodel.eval()
         tok = load_vocabulary(bpe_path, None, bmodel.config).tokenizer

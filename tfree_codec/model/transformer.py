@@ -83,7 +83,7 @@ class ModelConfig:
                 problems.append(f"oe_slices {self.oe_slices!r}: need 1 <= orders x slices <= min(64, n_embd)")
         if self.objective not in OBJECTIVES:
             problems.append(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
-        elif self.objective != "bce" and self.mode != "tfree":
+        elif self.objective != "bce" and not self.tfree:
             problems.append(f"objective {self.objective!r} needs a T-FREE model")
         if not isinstance(self.word_budget, int) or self.word_budget < 2:
             problems.append(f"word_budget must be an integer >= 2, not {self.word_budget!r}")
