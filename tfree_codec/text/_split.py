@@ -267,9 +267,8 @@ def byte_starts(buf, cstarts, out):
 def icu_input(buf, starts, cls, out, run_at, run_text, run_char):
     """What ICU sees of texts buf[starts[d]:starts[d+1]]: the letter runs that hold a no-space letter (Han, Kana,
     Thai, ...), their code points in ``out``, a newline after each. Run r starts at out[run_at[r]] and is
-    characters run_char[r]... of text run_text[r]. Returns (length of out, runs); with empty arrays it only counts
-    (how the caller sizes them)."""
-    fill = run_at.shape[0] > 0
+    characters run_char[r]... of text run_text[r]. Returns (length of out, runs); the arrays have room for the
+    worst case."""
     p = 0
     r = 0
     for d in range(starts.shape[0] - 1):
@@ -295,20 +294,17 @@ def icu_input(buf, starts, cls, out, run_at, run_text, run_char):
                 j += L
                 cj += 1
             if ns:
-                if fill:
-                    run_at[r] = p
-                    run_text[r] = d
-                    run_char[r] = ci
-                    q = i
-                    while q < j:
-                        c, L = utf8_char(buf, q, j)
-                        out[p] = c
-                        p += 1
-                        q += L
-                    out[p] = 10
+                run_at[r] = p
+                run_text[r] = d
+                run_char[r] = ci
+                q = i
+                while q < j:
+                    c, L = utf8_char(buf, q, j)
+                    out[p] = c
                     p += 1
-                else:
-                    p += cj - ci + 1
+                    q += L
+                out[p] = 10
+                p += 1
                 r += 1
             i = j
             ci = cj
