@@ -1,11 +1,13 @@
 """The split kernels: UTF-8 text -> words -> word-cache ids, in one walk over the bytes.
 
-``split_texts`` reads each text's bytes once: a character's class comes from the shipped table (``_unicode``; an
+``walk`` reads each text's bytes once: a character's class comes from the shipped table (``_unicode``; an
 ASCII byte is its own code point, other characters are decoded on the spot), a letter run is hashed (FNV-1a over
 its bytes) while it is scanned, and each word is interned in the word cache (``_kernels`` lists its arrays) where
 it is found or added; marker words come out of the whitespace rules on the way. Nothing per word leaves the
 kernel but its id (and, when asked, its character span). ``_reference.py`` is the readable twin it is tested
-against. Every kernel here is ``nogil``, so ``encode_batch`` scales across threads.
+against. Every kernel here is ``nogil``, so ``encode_batch`` and ``tfree encode`` scale across threads. The caller
+(``words.WordCache``) owns the arrays and grows them between calls, and sizes the word cache's table (load under a
+half; a word's slot is the top bits of its hash times the golden ratio, ``rehash`` moves the words to a bigger one).
 
 The words are those of the code-point rules (SPEC section 1), character offsets included: only the cache's keys
 moved from code points to bytes. ICU's extra boundaries (scripts written without spaces) come in as character
