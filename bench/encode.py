@@ -8,7 +8,8 @@ Each corpus (a name in ../shared/data or a path) is cut into its non-blank lines
 --passes: "word ids" is ``Lexicon.add`` (text -> word ids, what ``tfree encode`` stores; a fresh lexicon each
 pass), "patterns" is ``Codec.encode_batch(num_threads=1)`` (words, offsets and CSR activation patterns; a fresh
 codec each pass), tiktoken is the faster of a loop of ``encode_ordinary`` and ``encode_ordinary_batch(num_threads=1)``
-on that corpus. Gates (issue 23): word ids >= 3x tiktoken on English, >= 1x on every corpus. Also printed: words
+on that corpus; with --hf also an HF ``tokenizers`` byte-level BPE-32k trained on the corpus (``encode_batch``
+on one thread, RAYON_NUM_THREADS=1). Gates (issue 23): word ids >= 3x tiktoken on English, >= 1x on every corpus. Also printed: words
 per whitespace-separated word, bytes per word, the longest word, and whether splitting is lossless.
 """
 from __future__ import annotations
@@ -32,6 +33,18 @@ def cut(text: str, mb: float) -> str:
     return text[:text.rfind("\n", 0, int(mb * 1e6)) + 1]
 
 
+def train_bpe(docs: list[str], vocab: int = 32000):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(docs, trainer)
+    return tok
+
+
 def patterns_side():
     codec = Codec()
     return lambda part: codec.encode_batch(part, num_threads=1)
@@ -43,7 +56,10 @@ def main() -> None:
     ap.add_argument("--mb", type=float, default=8.0, help="million characters of each corpus (its first lines)")
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--english", nargs="*", default=["english_prose"], help="corpora held to the 3x gate")
+    ap.add_argument("--hf", action="store_true", help="also an HF tokenizers BPE-32k trained on each corpus")
     args = ap.parse_args()
+    if args.hf:
+        os.environ["RAYON_NUM_THREADS"] = "1"  # one thread, like the others (set before tokenizers starts its pool)
 
     enc = tiktoken_encoding()
     Codec().lexicon().add(["Load the kernels first: Grüße, 日本語."])
@@ -60,13 +76,16 @@ def main() -> None:
         docs = lines(text)
         mb = sum(len(d.encode()) for d in docs) / 1e6
         path, tk = fastest(tiktoken_paths(enc), docs[:20000])
-        best = alternate({"ids": lambda: Codec().lexicon().add,
-                          "patterns": patterns_side,
-                          "tiktoken": lambda: tk}, chunks(docs), args.passes)
+        sides = {"ids": lambda: Codec().lexicon().add, "patterns": patterns_side, "tiktoken": lambda: tk}
+        if args.hf:
+            bpe = train_bpe(docs)
+            sides["hf"] = lambda: bpe.encode_batch
+        best = alternate(sides, chunks(docs), args.passes)
         ids, pat, tik = (mb / best[k] for k in ("ids", "patterns", "tiktoken"))
         label = os.path.basename(name)
+        hf = f" HF BPE-32k {mb / best['hf']:.1f} MB/s: word ids {best['hf'] / best['ids']:.1f}x it |" if args.hf else ""
         print(f"| {label} | {mb:.1f} | {len(docs):,} | {ids:.1f} | {pat:.1f} | {tik:.1f} ({path}) | **{ids / tik:.2f}x** | "
-              f"{pat / tik:.2f}x |", flush=True)
+              f"{pat / tik:.2f}x |{hf}", flush=True)
         need = 3.0 if name in args.english else 1.0
         gates.append((f"{label}: word ids >= {need:g}x tiktoken", ids / tik >= need, f"{ids / tik:.2f}x"))
         codec = Codec()

@@ -7,8 +7,9 @@
 The input is the first --mb million bytes of lines of the corpus (a corpus shorter than that is repeated from its
 start; english_prose is 23.7 MB, so the default 31 MB holds 7.3 MB of it twice: tfree's lexicon has seen those
 words, tiktoken has no such state). Each command runs as a subprocess, timed from outside (interpreter start and
-imports included), in rounds: every command once per round, the order rotating, so load elsewhere hits them
-alike; best and median of --repeat rounds are printed.
+imports included), in rounds: every command once per round, in a new random order each round (seeded), so load
+elsewhere, and whatever a command leaves the next one (page cache writeback, deleted files), hit them alike; best
+and median of --repeat rounds are printed, and every run.
 
 * ``tfree encode --split lines --num-proc 1`` and with the default ``--num-proc`` (``auto_num_proc``);
 * ``bench/tiktoken_encode.py`` in each of its modes (a loop of ``encode_ordinary``, ``encode_ordinary_batch``,
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -103,14 +105,15 @@ def main() -> None:
         print(f"# {mb:.1f} MB of lines of {args.corpus}, {args.repeat} rounds, wall clock from outside")
         timed(cmds["tfree --num-proc 1"])  # a first run loads numba's cache into the page cache
         times = {k: [] for k in cmds}
-        order = list(cmds)
-        for r in range(args.repeat):
-            for k in order[r % len(order):] + order[:r % len(order)]:
+        rng = random.Random(0)
+        for _ in range(args.repeat):
+            for k in rng.sample(list(cmds), len(cmds)):
                 times[k].append(timed(cmds[k]))
-        print("\n| command | best s | median s | MB/s (best) |")
-        print("|---|---:|---:|---:|")
+        print("\n| command | best s | median s | MB/s (best) | runs |")
+        print("|---|---:|---:|---:|---|")
         for k, ts in times.items():
-            print(f"| {k} | {min(ts):.2f} | {statistics.median(ts):.2f} | {mb / min(ts):.1f} |")
+            print(f"| {k} | {min(ts):.2f} | {statistics.median(ts):.2f} | {mb / min(ts):.1f} | "
+                  f"{', '.join(f'{t:.2f}' for t in ts)} |")
         tik = min((k for k in times if k.startswith("tiktoken")), key=lambda k: min(times[k]))
         one, auto = min(times["tfree --num-proc 1"]), min(times["tfree (default --num-proc)"])
         med = statistics.median

@@ -37,7 +37,7 @@ def parse_size(text: str) -> int:
 @click.option("--format", "fmt", type=click.Choice(["auto", "text", "jsonl", "parquet", "arrow"]), default="auto",
               show_default=True, help="input format (auto: by extension; stdin is text)")
 @click.option("--num-proc", type=int, default=None,
-              help="processes (one encodes on all cores' threads)  [default: one per 128 MB of input, up to the cores]")
+              help="processes (one encodes on all cores' threads)  [default: one per 512 MB of input, up to the cores]")
 @click.option("--docs-per-shard", type=int, default=None, help="documents per shard (instead of --shard-bytes)")
 @click.option("--shard-bytes", default="2MiB", show_default=True, help="UTF-8 text per shard")
 @click.option("--overwrite", is_flag=True, help="replace shards of another codec or input in OUT")

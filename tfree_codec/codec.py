@@ -1,6 +1,7 @@
 """``Codec``: text -> words -> trigram activation patterns, the public face of the library."""
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import warnings
@@ -64,6 +65,13 @@ def _python_path(texts) -> bool:
         return False
     _python_budget -= n
     return True
+
+
+@functools.lru_cache(maxsize=8)
+def codec_for(config: CodecConfig) -> "Codec":
+    """One ``Codec`` per config and process, so its word caches stay warm across the calls of a job (a worker's
+    shards, an engine's batches)."""
+    return Codec(config)
 
 
 def load_kernels() -> None:

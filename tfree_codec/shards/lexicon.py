@@ -225,11 +225,12 @@ def check_documents(t: pa.Table, entry: dict, n_lexicon: int) -> str | None:
 # -- merging shard lexicons ------------------------------------------------------------------------------------------
 class Merger:
     """Shard lexicons folded, in order, into one: global ids by first appearance, counts summed; ``add`` returns
-    the shard's local -> global id map."""
+    the shard's local -> global id map. ``shards``: how many lexicons were folded."""
 
     def __init__(self):
         self._cache = WordCache()
         self._counts = np.zeros(N_MARKERS, np.int64)
+        self.shards = 0
 
     def add(self, words: list[str], counts=None) -> np.ndarray:
         gids = np.concatenate([np.arange(N_MARKERS), self._cache.intern(words[N_MARKERS:])]).astype(np.int64)
@@ -239,12 +240,22 @@ class Merger:
 
     def add_file(self, path: str) -> np.ndarray:
         """``add`` of a shard lexicon file (``read_lexicon_utf8``), refused in one line if damaged."""
-        data, offsets, counts = read_lexicon_utf8(path)
+        return self._fold(*read_lexicon_utf8(path), path)
+
+    def add_batch(self, batch: pa.RecordBatch) -> np.ndarray:
+        """``add`` of a shard's lexicon batch as ``encode_documents`` made it (in memory: not read back)."""
+        col = batch.column("word")
+        _, offsets, data = col.buffers()
+        offsets = np.frombuffer(offsets, np.int32, count=len(col) + 1, offset=col.offset * 4).astype(np.int64)
+        return self._fold(np.frombuffer(data, np.uint8), offsets, array_numpy(batch.column("count")), "lexicon")
+
+    def _fold(self, data: np.ndarray, offsets: np.ndarray, counts: np.ndarray, where: str) -> np.ndarray:
         gids = self._cache.intern_utf8(data, offsets[N_MARKERS:])
         if len(np.unique(gids)) != len(gids):
-            raise TfreeError(f"{path}: damaged lexicon (empty or repeated words)")
+            raise TfreeError(f"{where}: damaged lexicon (empty or repeated words)")
         gids = np.concatenate([np.arange(N_MARKERS), gids]).astype(np.int64)
         self._count(gids, counts)
+        self.shards += 1
         return gids
 
     def _count(self, gids: np.ndarray, counts) -> None:

@@ -14,7 +14,8 @@ from .hf import write_card
 from .docs import pack
 from .lexicon import encode_documents, lexicon_name
 from .reader import CODEC, MANIFEST, seal, shard_name
-from .rows import _codec_for, as_config
+from ..codec import codec_for
+from .rows import as_config
 from .plan import input_digest
 from .writer import SHARD_KEYS, _batches, _canonical, _fsync, manifest_totals, merge_lexicons, write_shard
 
@@ -33,7 +34,7 @@ def write_part(texts, out_dir: str, index: int, count: int, config, first_id: in
     os.makedirs(out_dir, exist_ok=True)
     file = shard_name(index, count)
     docs = pack(texts, f"part {index}", first_id)
-    batch, lexicon, n_bytes, digest = encode_documents(_codec_for(config), docs, _batches(docs))
+    batch, lexicon, n_bytes, digest = encode_documents(codec_for(config), docs, _batches(docs))
     stats = write_shard(out_dir, file, batch, lexicon, config)
     return {"file": file, "documents": len(texts), "utf8_bytes": int(n_bytes.sum()), "first_id": int(first_id),
             "input_sha256": input_digest(digest, n_bytes), **stats}

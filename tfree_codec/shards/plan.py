@@ -17,7 +17,7 @@ from .lexicon import FORMAT, FORMAT_VERSION
 from .reader import shard_name
 from .sources import detect_format, is_url
 
-PROC_BYTES = 128 << 20          # input per process of the default --num-proc (auto_num_proc)
+PROC_BYTES = 512 << 20          # input per process of the default --num-proc (auto_num_proc)
 COMPRESSED_RATIO = 4
 
 
@@ -92,9 +92,10 @@ def make_plan(files, read, config: CodecConfig, options: dict, cut: tuple, progr
 
 def auto_num_proc(files: list[str], cores: int | None = None) -> int:
     """The default ``--num-proc``: one process per PROC_BYTES of input (its size on disk, compressed inputs
-    counted at COMPRESSED_RATIO times theirs; stdin and URLs as one PROC_BYTES), at most one per core. A worker
-    costs about a second to start (interpreter, imports, kernels) and competes with this process's reading, so a
-    smaller input is faster in one process."""
+    counted at COMPRESSED_RATIO times theirs; stdin and URLs as one PROC_BYTES), at most one per core. One process
+    already encodes on all cores (threads: the kernels, hashing and writing release the GIL) and keeps an input
+    under 512 MB in memory; a worker costs about a second to start (interpreter, imports, kernels) and competes
+    with this process's reading, which a smaller input does not repay."""
     total = 0
     for f in files:
         if f == "-" or is_url(f) or not os.path.isfile(f):

@@ -8,14 +8,13 @@ function for engines that bring their own parallelism (Ray, Spark, Dask, ``datas
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
 from numba import njit
 
-from ..codec import Codec
+from ..codec import Codec, codec_for
 from ..config import CodecConfig, TfreeError
 from ..text.words import MARKERS
 
@@ -166,12 +165,6 @@ def encode_texts(codec: Codec, texts: list[str], ids, words: bool = True, scratc
 
 
 # -- one pure function for distributed engines ------------------------------------------------------------------
-@functools.lru_cache(maxsize=8)
-def _codec_for(config: CodecConfig) -> Codec:
-    # One codec per process and config, so its word cache stays warm across the engine's batches.
-    return Codec(config)
-
-
 def as_config(config) -> CodecConfig:
     """A CodecConfig from a CodecConfig, a Codec, a dict or a JSON string (all picklable forms of a codec)."""
     if isinstance(config, CodecConfig):
@@ -218,5 +211,5 @@ def encode_record_batch(batch, config, text_column: str = "text", *, id_column: 
             raise TfreeError(f"row {i}: {text_column!r} is {type(t).__name__}, not a string")
     has_ids = id_column in (batch.schema.names if isinstance(batch, (pa.RecordBatch, pa.Table)) else batch)
     ids = np.asarray(_column(batch, id_column), np.uint64) if has_ids else np.arange(len(texts), dtype=np.uint64)
-    out = encode_texts(_codec_for(as_config(config)), texts, ids, words)
+    out = encode_texts(codec_for(as_config(config)), texts, ids, words)
     return out if isinstance(batch, pa.RecordBatch) else pa.Table.from_batches([out])

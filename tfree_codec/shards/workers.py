@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from ..config import CodecConfig
 from ..text.markers import MARKERS
 from .lexicon import Merger, encode_documents
-from .rows import _codec_for
+from ..codec import codec_for
 
 PARENT_POLL_S = 0.2
 
@@ -49,7 +49,7 @@ def _init(parent: int) -> None:
 def warm_up(config: CodecConfig) -> None:
     """Load the kernels a shard needs: numba loads each from its on-disk cache (or compiles it, on the first run
     after install) on its first call, so make those calls before real work arrives."""
-    encode_documents(_codec_for(config), ["Warm-up text, long enough for the kernels: Grüße, naïve café. " * 6])
+    encode_documents(codec_for(config), ["Warm-up text, long enough for the kernels: Grüße, naïve café. " * 6])
     Merger().add(list(MARKERS) + ["warm", "up"])
 
 

@@ -38,7 +38,7 @@ from .lexicon import (FORMAT, FORMAT_VERSION, LEXICON, Merger, encode_documents,
                       stream_buffer, stream_bytes)
 from .reader import CODEC, MANIFEST, seal
 from .resume import JOURNAL, DirLock, drop_temporaries, kept_shard, record, records, reuse_manifest
-from .rows import _codec_for
+from ..codec import codec_for
 from .plan import auto_num_proc, input_digest, make_plan  # noqa: F401 (make_plan: the plan pass, tested here)
 from .sources import SPLITS, expand_inputs, iter_batches
 from .workers import start_pool, stop_pool, warm_up
@@ -98,7 +98,7 @@ def encode_shard_batches(docs: Docs, entry: dict, config: CodecConfig, parent_pi
         if on_batch is not None:
             on_batch()
 
-    batch, lexicon, n_bytes, digest = encode_documents(_codec_for(config), docs, _batches(docs), between_batches,
+    batch, lexicon, n_bytes, digest = encode_documents(codec_for(config), docs, _batches(docs), between_batches,
                                                        hashed=check)
     if len(docs) != entry["documents"] or (check and input_digest(digest, n_bytes) != entry["input_sha256"]):
         raise TfreeError(f"the input changed while encoding ({entry['file']} differs from the plan): rerun the command")
@@ -249,7 +249,7 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, options: EncodeO
         return iter_batches(path, fmt=fmt, split=split, text_column=text_column, stdin=stdin)
 
     lock = DirLock(out_dir)  # a second run into out_dir stops here, in one line
-    pool, encoded, damaged = None, False, 0
+    pool, encoded, damaged, merger = None, False, 0, Merger()
     bars: list[_Progress] = []
     # This process's kernels load (or, on the first run after install, compile) while the plan pass reads: numba's
     # loading and LLVM release the GIL much of the time, and the plan pass is mostly numpy and I/O.
@@ -287,7 +287,8 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, options: EncodeO
         if todo:
             batches = iter(kept) if kept else chain.from_iterable(map(read, files))
             _encode_missing(out_dir, batches, entries, results, config,
-                            (pool, workers, default_num_threads() if num_proc == 1 else 1), bars[-1], check=not kept)
+                            (pool, workers, default_num_threads() if num_proc == 1 else 1, merger), bars[-1],
+                            check=not kept)
         encoded = True
     finally:
         for bar in bars:
@@ -299,7 +300,7 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, options: EncodeO
         elif pool is not None:
             stop_pool(pool, True)
     if state != "complete":
-        lexicon = merge_lexicons(out_dir, [e["file"] for e in entries])
+        lexicon = merge_lexicons(out_dir, [e["file"] for e in entries], merger)
         manifest = _manifest(plan, plan_bytes, results, lexicon)
         for e in entries:
             _fsync(os.path.join(out_dir, e["file"]))
@@ -343,14 +344,15 @@ class _Stream:
 
 def _encode_missing(out_dir, batches, entries, results, config, helpers: tuple, bar, check) -> None:
     """Second pass: stream the documents (kept from the plan pass, or read again) and encode every shard not
-    in ``results``; ``helpers`` is (the worker pool or None, its workers, threads when there are none).
+    in ``results``; ``helpers`` is (the worker pool or None, its workers, threads when there are none, the Merger
+    that shards finished in order are folded into as they finish).
 
     Without workers, ``threads`` threads of this process each encode and write one shard at a time: the kernels,
     hashing, writing and fsync release the GIL. With workers, each worker holds one shard at a time; this process
     encodes the others itself and, between its record batches, hands a freed worker the next shard. So nobody
     waits on a queue and the run ends within about one shard of perfectly balanced. This process's shards are
     written (serialised, hashed, written, fsynced) by a thread while it encodes the next one."""
-    pool, slots, threads = helpers
+    pool, slots, threads, merger = helpers
     todo = iter(i for i in range(len(entries)) if i not in results)
     inflight: dict = {}
     stream = _Stream(batches)
@@ -374,7 +376,12 @@ def _encode_missing(out_dir, batches, entries, results, config, helpers: tuple, 
                                  check=check)] = i
 
     if not slots:
-        _encode_threads(out_dir, todo, take, finish, entries, config, check, threads)
+        def finish_and_fold(i: int, stats: dict, lexicon: pa.RecordBatch) -> None:
+            finish(i, stats)
+            if merger.shards == i:  # every shard before it is in
+                merger.add_batch(lexicon)
+
+        _encode_threads(out_dir, todo, take, finish_and_fold, entries, config, check, threads)
         return
     dispatch()
     with ThreadPoolExecutor(1) as sink:
@@ -395,20 +402,23 @@ def _encode_missing(out_dir, batches, entries, results, config, helpers: tuple, 
 
 def _encode_threads(out_dir, todo, take, finish, entries, config, check, threads) -> None:
     """The shards ``todo``, each encoded and written by one of ``threads`` threads; at most ``threads + 1`` shards'
-    documents are held at a time, and shards are recorded finished in order."""
-    def one(i: int, docs: Docs) -> dict:
+    documents are held at a time, and ``finish(shard, stats, lexicon batch)`` runs for each in order, on this
+    thread, while the others work (it folds the lexicon into the merge: the merge step has little left to do)."""
+    def one(i: int, docs: Docs):
         batch, lexicon = encode_shard_batches(docs, entries[i], config, check=check)
-        return write_shard(out_dir, entries[i]["file"], batch, lexicon, config, True)
+        return write_shard(out_dir, entries[i]["file"], batch, lexicon, config, True), lexicon
+
+    def done(j: int, future) -> None:
+        finish(j, *future.result())
 
     with ThreadPoolExecutor(threads, thread_name_prefix="tfree-encode") as pool:
         queue: list = []
         for i in todo:
             if len(queue) > threads:
-                j, f = queue.pop(0)
-                finish(j, f.result())
+                done(*queue.pop(0))
             queue.append((i, pool.submit(one, i, take(i))))
         for j, f in queue:
-            finish(j, f.result())
+            done(j, f)
 
 
 def _fsync(path: str) -> None:
@@ -419,10 +429,11 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def merge_lexicons(out_dir: str, files: list[str]) -> dict:
-    """The merge step: fold the shard lexicons (in shard order) into ``lexicon.arrow``; returns its stats."""
-    merger = Merger()
-    for f in files:
+def merge_lexicons(out_dir: str, files: list[str], merger: Merger | None = None) -> dict:
+    """The merge step: fold the shard lexicons (in shard order) into ``lexicon.arrow``; returns its stats.
+    ``merger``: the first ``merger.shards`` of them are folded in already."""
+    merger = merger or Merger()
+    for f in files[merger.shards:]:
         merger.add_file(os.path.join(out_dir, lexicon_name(f)))
     data = stream_bytes(lexicon_batch_utf8(*merger.utf8(), merger.counts), {"tfree.format": FORMAT})
     atomic_write(os.path.join(out_dir, LEXICON), data)

@@ -1,11 +1,13 @@
 """The split kernels: UTF-8 text -> words -> word-cache ids, in one walk over the bytes.
 
-``split_texts`` reads each text's bytes once: a character's class comes from the shipped table (``_unicode``; an
+``walk`` reads each text's bytes once: a character's class comes from the shipped table (``_unicode``; an
 ASCII byte is its own code point, other characters are decoded on the spot), a letter run is hashed (FNV-1a over
 its bytes) while it is scanned, and each word is interned in the word cache (``_kernels`` lists its arrays) where
 it is found or added; marker words come out of the whitespace rules on the way. Nothing per word leaves the
 kernel but its id (and, when asked, its character span). ``_reference.py`` is the readable twin it is tested
-against. Every kernel here is ``nogil``, so ``encode_batch`` scales across threads.
+against. Every kernel here is ``nogil``, so ``encode_batch`` and ``tfree encode`` scale across threads. The caller
+(``words.WordCache``) owns the arrays and grows them between calls, and sizes the word cache's table (load under a
+half; a word's slot is the top bits of its hash times the golden ratio, ``rehash`` moves the words to a bigger one).
 
 The words are those of the code-point rules (SPEC section 1), character offsets included: only the cache's keys
 moved from code points to bytes. ICU's extra boundaries (scripts written without spaces) come in as character
@@ -267,9 +269,8 @@ def byte_starts(buf, cstarts, out):
 def icu_input(buf, starts, cls, out, run_at, run_text, run_char):
     """What ICU sees of texts buf[starts[d]:starts[d+1]]: the letter runs that hold a no-space letter (Han, Kana,
     Thai, ...), their code points in ``out``, a newline after each. Run r starts at out[run_at[r]] and is
-    characters run_char[r]... of text run_text[r]. Returns (length of out, runs); with empty arrays it only counts
-    (how the caller sizes them)."""
-    fill = run_at.shape[0] > 0
+    characters run_char[r]... of text run_text[r]. Returns (length of out, runs); the arrays have room for the
+    worst case."""
     p = 0
     r = 0
     for d in range(starts.shape[0] - 1):
@@ -295,20 +296,17 @@ def icu_input(buf, starts, cls, out, run_at, run_text, run_char):
                 j += L
                 cj += 1
             if ns:
-                if fill:
-                    run_at[r] = p
-                    run_text[r] = d
-                    run_char[r] = ci
-                    q = i
-                    while q < j:
-                        c, L = utf8_char(buf, q, j)
-                        out[p] = c
-                        p += 1
-                        q += L
-                    out[p] = 10
+                run_at[r] = p
+                run_text[r] = d
+                run_char[r] = ci
+                q = i
+                while q < j:
+                    c, L = utf8_char(buf, q, j)
+                    out[p] = c
                     p += 1
-                else:
-                    p += cj - ci + 1
+                    q += L
+                out[p] = 10
+                p += 1
                 r += 1
             i = j
             ci = cj

@@ -149,13 +149,14 @@ def icu_breaks(buf: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndar
     K, cls = kernels(), tables()[0]
     if not may_need_icu(buf[starts[0]:starts[-1]], cls):
         return _EMPTY, np.zeros(len(starts), np.int64)
-    none = np.zeros(0, np.int64)
-    n, runs = K.icu_input(buf, starts, cls, np.zeros(0, np.uint32), none, none, none)
+    # room for the worst case (every character in a run, a run per 2-byte letter); pages never written cost nothing
+    size = int(starts[-1] - starts[0]) + len(starts)
+    out, run_at, run_text, run_char = (np.empty(size, np.uint32), np.empty(size // 2 + 2, np.int64),
+                                       np.empty(size // 2 + 1, np.int64), np.empty(size // 2 + 1, np.int64))
+    n, runs = K.icu_input(buf, starts, cls, out, run_at, run_text, run_char)
     if not runs:
         return _EMPTY, np.zeros(len(starts), np.int64)
-    out, run_at, run_text, run_char = (np.empty(n, np.uint32), np.empty(runs + 1, np.int64),
-                                       np.empty(runs, np.int64), np.empty(runs, np.int64))
-    K.icu_input(buf, starts, cls, out, run_at, run_text, run_char)
+    out, run_at, run_text, run_char = out[:n], run_at[:runs + 1], run_text[:runs], run_char[:runs]
     run_at[runs] = n
     cuts = icu_cuts(out.tobytes().decode("utf-32-le"))
     r = np.searchsorted(run_at, cuts, side="right") - 1
