@@ -201,9 +201,11 @@ def _journal_lines(out):
         return 0
 
 
+# The moment is a seeded count of recorded shards (of about 30), not a delay: a delay that left the run unfinished
+# on a slow machine let a faster encoder finish first.
 RNG = random.Random(17)
-KILL_AFTER = [round(RNG.uniform(0.0, 0.5), 2) for _ in range(2)]   # seconds after the first recorded shard
-INT_AFTER = [round(RNG.uniform(0.0, 0.5), 2) for _ in range(2)]
+KILL_AFTER = [RNG.randint(1, 8) for _ in range(2)]
+INT_AFTER = [RNG.randint(1, 8) for _ in range(2)]
 
 
 @pytest.mark.slow
@@ -215,8 +217,7 @@ def test_sigkill_of_encode_leaves_nothing_holding_the_pipes_and_a_rerun_repairs(
     and one truncated, and the rerun keeps neither: byte-identical to the clean run."""
     out = tmp_path / "s"
     p = _encode_proc(big_input, out)
-    _wait_for(lambda: _journal_lines(out) >= 1, p)
-    time.sleep(after)
+    _wait_for(lambda: _journal_lines(out) >= after, p)
     p.kill()
     t0 = time.monotonic()
     p.communicate(timeout=10)  # EOF on both pipes: no process is left holding them
@@ -237,8 +238,7 @@ def test_sigkill_of_encode_leaves_nothing_holding_the_pipes_and_a_rerun_repairs(
 def test_sigint_stops_encode_and_its_workers_within_a_second(big_input, big_clean, tmp_path, after):
     out = tmp_path / "s"
     p = _encode_proc(big_input, out)
-    _wait_for(lambda: _journal_lines(out) >= 1, p)
-    time.sleep(after)
+    _wait_for(lambda: _journal_lines(out) >= after, p)
     p.send_signal(signal.SIGINT)
     t0 = time.monotonic()
     o, e = p.communicate(timeout=10)  # returns once every holder of the pipes is gone: workers included
