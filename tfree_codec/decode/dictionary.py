@@ -26,7 +26,8 @@ from ..text.words import MARKERS
 
 FORMAT = "tfree-dictionary"
 FORMAT_VERSION = 1
-_READ_CHUNK = 1 << 23  # characters of a text file split at a time (cut at a newline)
+_READ_CHUNK = 1 << 20  # characters of a text file split at a time (cut at a newline): one split is one
+# uninterruptible kernel call, and Ctrl-C must stop a build within a second on a loaded machine
 
 
 def prior_features(counts) -> np.ndarray:
