@@ -72,8 +72,11 @@ def retok(bpe_run, shards, out_dir, init, head_target, head_fit, alpha, ridge, s
                           sparse_k=sparse_k, seq_len=seq_len, pos_weight=pos_weight, seed=kw["seed"] or 0)
     out = os.path.abspath(out_dir)
     init_dir = os.path.join(out, rt.INIT_DIR)
+    # objective bce: the conversion fits the head to the BPE model's rows, and ReTok's measurements are of BCE
+    # training after it (docs/results.md); the word objective after a conversion is untried.
     cfg = TrainConfig.of(data=shards, out_dir=out, preset="tiny", init_from=init_dir, freeze_body=True,
-                         progress=show_progress(quiet), plot=not no_plot, pos_weight=pos_weight, seq_len=seq_len, **kw)
+                         progress=show_progress(quiet), plot=not no_plot, pos_weight=pos_weight, seq_len=seq_len,
+                         objective="bce", **kw)
     cfg, _ = resume_settings(cfg, _typed() | {"init_from", "freeze_body"})
     check_length_and_logs(cfg)
     rcfg.check()

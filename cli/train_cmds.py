@@ -59,9 +59,9 @@ def _size(ctx, param, value):
 @click.option("--baseline", type=click.Choice(["bpe"]), help="train the BPE baseline (same body, softmax head)")
 @click.option("--bpe-vocab", type=int, default=32000, show_default=True, help="BPE vocabulary of the baseline")
 @click.option("--pos-weight", type=float, default=100.0, show_default=True, help="BCE weight of active rows")
-@click.option("--objective", type=click.Choice(["bce", "word", "mix"]), default="bce", show_default=True,
-              help="what the T-FREE head trains for: each row (bce), the dictionary softmax decoding reads (word), "
-              "or both (mix: word + --mix-bce x bce); docs/training.md")
+@click.option("--objective", type=click.Choice(["word", "bce", "mix"]), default="word", show_default=True,
+              help="what the T-FREE head trains for: the dictionary softmax decoding reads (word), each row on its "
+              "own (bce, the paper's), or both (mix: word + --mix-bce x bce); docs/training.md")
 @click.option("--word-budget", type=int, default=8192, show_default=True,
               help="dictionary words scored exactly per step; bigger dictionaries use a sampled softmax")
 @click.option("--mix-bce", type=float, default=0.1, show_default=True, help="--objective mix: the BCE term's weight")
@@ -97,6 +97,8 @@ def train(data, out_dir, compile_, quiet, no_plot, **kw):
     from tfree_codec.train.loop import train as run_train
 
     kw["logger"] = tuple(kw["logger"])
+    if kw["baseline"] and kw["objective"] != "bce" and "objective" in _typed():
+        raise TfreeError(f"--objective {kw['objective']}: the word objective needs a T-FREE model, not --baseline bpe")
     cfg = TrainConfig.of(data=data, out_dir=out_dir, compile=compile_, progress=show_progress(quiet), plot=not no_plot,
                          **kw)
     cfg, restored = _restore_settings(cfg)

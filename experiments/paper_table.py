@@ -118,7 +118,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--evals", type=int, default=10, help="validation points per run (curves to compare)")
-    ap.add_argument("--pos-weight", type=float, default=300.0, help="T-FREE BCE positive weight")
+    ap.add_argument("--pos-weight", type=float, default=None, help="the T-FREE arms' --pos-weight (only BCE reads it: "
+                    "tables before the word objective used 300); unset, the arms run tfree train's defaults")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tfree-args", default="", help="extra `tfree train` options of the T-FREE arms (an arm tried "
                     "against the defaults), e.g. '--objective bce'; --tag names the arm's runs")
@@ -152,7 +153,8 @@ def main() -> None:
                 extra = ["--baseline", "bpe", "--bpe-vocab", size]
                 print(f"{name}: {bpt:.2f} bytes per token -> {seq} tokens per sequence", flush=True)
             else:
-                extra = ["--pos-weight", args.pos_weight, *args.tfree_args.split()]
+                extra = [*(["--pos-weight", args.pos_weight] if args.pos_weight is not None else []),
+                         *args.tfree_args.split()]
             t0 = time.time()
             p = tfree("train", train_shards, "-o", run_dir, "--seq-len", seq, *common, *extra,
                       *(["--resume", "auto"] if os.path.isdir(run_dir) else []))
@@ -204,12 +206,15 @@ def write_report(args, info, results, seconds) -> None:
         f"Every model: the same Llama-style body ({args.n_layer} layers, d = {args.n_embd}, {args.n_head} heads), "
         f"batch {args.batch_size} sequences of the same number of bytes ({args.seq_len} T-FREE words; BPE "
         f"sequences as long in bytes), AdamW lr {args.lr} with {args.warmup} warmup steps and cosine decay, seed "
-        f"{args.seed}, float32, {args.max_bytes / 1e6:.1f} MB of text. T-FREE: m = 10, pos_weight {args.pos_weight:g} "
-        "(300 beat 30, 100 and 1000 by 4% in a 1 MB pilot, see below); test bits "
-        "per byte follow `tfree eval`'s convention (docs/training.md): the dictionary softmax of s / temperature + "
-        "prior_weight x log(count + 1), both fitted on the validation slice, and unseen words charged p_unk x a byte "
-        "4-gram spelling probability. 'plain score' is the SPEC's score alone (prior weight 0, its own fitted "
-        "temperature); 'unseen as bytes' charges unseen words the SPEC's pessimistic 256^-(bytes+1) instead.", "",
+        f"{args.seed}, float32, {args.max_bytes / 1e6:.1f} MB of text. T-FREE: m = 10, `tfree train`'s defaults"
+        + (f" and `{' '.join(filter(None, [f'--pos-weight {args.pos_weight:g}' if args.pos_weight is not None else '', args.tfree_args]))}`"
+           if args.pos_weight is not None or args.tfree_args else "")
+        + " (the default objective is `word`: the head trains for the dictionary softmax it is judged by, "
+        "docs/training.md); test bits per byte follow `tfree eval`'s convention: the dictionary softmax of the "
+        "model's word scores (word objective: its learnt scale and count prior; BCE: s / temperature + prior_weight "
+        "x log(count + 1), fitted on the validation slice), and unseen words charged p_unk x a byte 4-gram spelling "
+        "probability. 'plain score' is the word score alone (prior weight 0, its own fitted temperature); 'unseen "
+        "as bytes' charges unseen words the SPEC's pessimistic 256^-(bytes+1) instead.", "",
         "| model | embedding | head | body | emb+head vs BPE-32k | bytes seen | train kB/s | test bpb | vs best BPE "
         "| plain score | unseen as bytes | dictionary coverage (words) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -229,7 +234,8 @@ def write_report(args, info, results, seconds) -> None:
               "(docs/benchmarks.md, Training)."]
     lines += ["", f"![validation bits per byte against bytes seen]({os.path.basename(png)})" if plotted else
               "(matplotlib is not installed: no plot)", "", "Validation bits per byte during training "
-              "(the 64 kB validation slice; T-FREE's temperature re-fitted at each point):", ""]
+              "(the 64 kB validation slice; a BCE T-FREE model's temperature re-fitted at each point, a word-objective model's "
+              "learnt one read as it is):", ""]
     for name, r in results.items():
         lines.append(f"- {name}: " + ", ".join(f"{b / 1e6:.1f} MB: {x:.3f}" for b, x in r["curve"]))
     lines.append("")

@@ -116,13 +116,16 @@ def austen(tmp_path_factory):
     return {"text": str(d / "austen.txt"), "shards": str(d / "shards")}
 
 
-# name -> the command that makes it; {shards}, {out} and (retok) {bpe} filled in
+# name -> the command that makes it; {shards}, {out} and (retok) {bpe} filled in. "tfree" and "oe_od" train with
+# BCE, as when their outputs were recorded (test_recorded_outputs.py); "word" is tfree train's default objective.
 RUNS = {
-    "tfree": ["train", "{shards}", "-o", "{out}", "--max-steps", "6", "--save-every", "3", "--eval-every", "3"],
+    "tfree": ["train", "{shards}", "-o", "{out}", "--max-steps", "6", "--save-every", "3", "--eval-every", "3",
+              "--objective", "bce"],
+    "word": ["train", "{shards}", "-o", "{out}", "--max-steps", "6", "--save-every", "3", "--eval-every", "3"],
     "bpe": ["train", "{shards}", "-o", "{out}", "--max-steps", "6", "--save-every", "3", "--eval-every", "3",
             "--baseline", "bpe", "--bpe-vocab", "300"],
     "oe_od": ["train", "{shards}", "-o", "{out}", "--max-steps", "6", "--save-every", "3", "--eval-every", "3",
-              "--oe-orders", "2,3", "--oe-rows", "1000", "--od-weight", "0.2", "--od-anneal"],
+              "--oe-orders", "2,3", "--oe-rows", "1000", "--od-weight", "0.2", "--od-anneal", "--objective", "bce"],
     "retok": ["retok", "{bpe}", "{shards}", "-o", "{out}", "--max-steps", "4", "--unfreeze-after", "2", "--save-every",
               "2", "--warmup", "1", "--batch-size", "4", "--val-bytes", "3000", "--log-every", "1", "--sample-words",
               "8", "--device", "cpu", "-q", "--seed", "1"],
@@ -132,7 +135,7 @@ RUN_FLAGS = tiny_flags(val_bytes=3000, sample_words=8, device="cpu", seed=1)
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, austen):
-    """run(name) -> the directory of a tiny run of the Austen shards (RUNS: "tfree", "bpe", "oe_od", "retok"),
+    """run(name) -> the directory of a tiny run of the Austen shards (RUNS: "tfree", "word", "bpe", "oe_od", "retok"),
     trained on one torch thread the first time it is asked for and shared by every test after (read it; copy it
     to change it)."""
     import torch

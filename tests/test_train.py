@@ -59,7 +59,8 @@ def test_checkpoints_are_self_describing(finished):
     state = torch.load(os.path.join(finished, "step-000004", "train_state.pt"), weights_only=True)
     assert state["step"] == 4 and set(state["cursor"]) == {"epoch", "index", "offset"} and state["seed"] == 7
     cal = json.load(open(os.path.join(finished, "final", "calibration.json")))
-    assert 0 < cal["temperature"] < 1 and 0 < cal["p_unk"] < 1
+    # the default (word) objective: the calibration is the learnt scale and prior, read with mean-logit scores
+    assert cal["score"] == "mean_logit" and cal["temperature"] > 0 and 0 < cal["p_unk"] < 1
     model, codec, meta = load_model(os.path.join(finished, "final"))
     assert codec.vocab_size == 1024 and meta["step"] == 8 and model.config.n_embd == 32
 

@@ -34,9 +34,15 @@ class Shape:
     baseline: str | None = None       # None (T-FREE) or "bpe"
     bpe_vocab: int = 32000
     pos_weight: float = 100.0
-    objective: str = "bce"            # what the T-FREE head trains for: "bce", "word", "mix" (model/word_head.py)
+    objective: str = "word"           # what the T-FREE head trains for: "word", "bce", "mix" (model/word_head.py)
     word_budget: int = 8192           # dictionary words scored exactly per step (past it: a sampled softmax)
     mix_bce: float = 0.1              # "mix": the BCE term's weight beside the word objective
+
+    def __post_init__(self):
+        # The BPE baseline has a softmax head of its own: the T-FREE default objective does not apply to it (an
+        # explicit word objective with --baseline is refused by train/checks.py; "bce" is what its files record).
+        if self.baseline and self.objective == "word":
+            object.__setattr__(self, "objective", "bce")
 
 
 @dataclass(frozen=True)
@@ -299,6 +305,8 @@ def resume_settings(cfg: TrainConfig, given: set[str]) -> tuple[TrainConfig, dic
     if src is None or not os.path.isdir(src):
         return cfg, {}
     saved, now = saved_settings(src), cfg.flat()
+    if saved:
+        saved.setdefault("objective", "bce")  # a BCE run's file leaves it out (and runs from before it existed)
     names = set(now) - set(NOT_RESTORED) - set(given)
     changed = {k: saved[k] for k in sorted(names) if k in saved and saved[k] != now[k]}
     return cfg.replace(**changed), changed
