@@ -202,3 +202,39 @@ def test_the_breakdown_adds_up_to_each_models_bits_per_byte(make_tiny_shards, tm
     assert [word_class(w, i) for w, i in (("<|endoftext|>", 0), (",", 20), ("42", 30), ("cat", -1), ("cat", 20),
                                           ("dog", 2000), ("emu", 20000))] == \
         ["marker", "punctuation", "number", "unseen", "top 1k", "1k-10k", "rare"]
+
+
+def test_the_default_objective_is_word_and_the_bpe_baseline_ignores_it():
+    from tfree_codec.train.settings import TrainConfig, model_config
+
+    assert TrainConfig.of(data="d", out_dir="o").shape.objective == "word"
+    bpe = TrainConfig.of(data="d", out_dir="o", baseline="bpe")
+    assert bpe.shape.objective == "bce" and model_config(bpe, vocab_size=300).objective == "bce"
+    assert TrainConfig.of(data="d", out_dir="o", objective="bce").shape.objective == "bce"
+
+
+def test_an_explicit_word_objective_with_the_bpe_baseline_is_refused_before_work(tmp_path):
+    (tmp_path / "data.txt").write_text("some text\n")
+    r = cli("train", tmp_path / "data.txt", "-o", tmp_path / "run", "--baseline", "bpe", "--objective", "word",
+            "--max-steps", "1")
+    assert r.exit_code != 0 and "needs a T-FREE model" in r.stderr and "Traceback" not in r.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_bce_run_resumes_as_bce_though_the_default_is_word(tiny_run, austen, tmp_path):
+    """A BCE run's train_config.json leaves the objective out (as runs from before the word objective did): a
+    resumed run reads that as bce, not as today's default."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run("tfree"), run)
+    shutil.rmtree(run / "final")
+    with open(run / "step-000006" / "train_config.json") as f:
+        assert "objective" not in json.load(f)
+    from conftest import RUN_FLAGS
+    r = cli("train", austen["shards"], "-o", run, "--max-steps", "7", "--resume", "auto",
+            *RUN_FLAGS)
+    assert r.exit_code == 0, r.output
+    from tfree_codec.model.checkpoint import read_model_config
+    assert read_model_config(str(run / "final")).objective == "bce"
