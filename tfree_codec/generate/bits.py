@@ -204,7 +204,8 @@ def calibrate(model, corpus: Corpus, units: Units, words, reading: Reading = Rea
     a, b, c = fit_scale(S, t, feats, True, (1.0 / start.temperature, start.prior_weight, start.zero_count_weight))
     a0 = fit_scale(S, t, feats, False, (1.0 / start.temperature_plain,))[0]
     return Calibration(temperature=1.0 / a, prior_weight=b, zero_count_weight=c, temperature_plain=1.0 / a0,
-                       p_unk=start.p_unk, unk_charge=start.unk_charge, spell_order=start.spell_order)
+                       p_unk=start.p_unk, unk_charge=start.unk_charge, spell_order=start.spell_order,
+                       score=start.score)
 
 
 class TokenItems:
