@@ -123,7 +123,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--new-lr", type=float, default=None, help="peak learning rate of the new-language runs, continued "
                     "and from scratch alike (default: --lr, as the English run)")
-    ap.add_argument("--pos-weight", type=float, default=300.0)
+    ap.add_argument("--pos-weight", type=float, default=None, help="T-FREE's --pos-weight (BCE only; the runs before "
+                    "the word objective used 300); unset, tfree train's defaults")
     ap.add_argument("--val-bytes", type=size, default=size("32KB"))
     ap.add_argument("--evals", type=int, default=6, help="validation points per run")
     ap.add_argument("--seed", type=int, default=1)
@@ -148,7 +149,8 @@ def main() -> None:
     common = ["--preset", "tiny", "--batch-size", args.batch_size, "--lr", args.lr, "--warmup", args.warmup,
               "--seed", args.seed, "--device", "cpu", "--dtype", "float32", "--log-every", 25, "--val-bytes",
               args.val_bytes, "--sample-words", 0, "--no-plot", "-q"]
-    shape = ["--n-layer", args.n_layer, "--n-embd", args.n_embd, "--n-head", args.n_head, "--pos-weight", args.pos_weight]
+    shape = ["--n-layer", args.n_layer, "--n-embd", args.n_embd, "--n-head", args.n_head,
+             *(["--pos-weight", args.pos_weight] if args.pos_weight is not None else [])]
     langs = args.langs.split(",")
     new_lr = ["--lr", args.new_lr] if args.new_lr is not None else []
 
