@@ -24,6 +24,8 @@ def friendly(fn):
             return out
         except TfreeError as e:
             raise click.ClickException(str(e)) from None
+        except ModuleNotFoundError as e:
+            raise click.ClickException(needs_extra(e)) from None
         except UnicodeDecodeError as e:
             raise click.ClickException(f"input is not valid UTF-8 ({e.reason} at byte {e.start})") from None
         except BrokenPipeError:  # before OSError, of which it is one
@@ -41,6 +43,22 @@ def friendly(fn):
             if old is not None:
                 signal.signal(signal.SIGINT, old)
     return wrapper
+
+
+# An optional package -> the extra that installs it (pyproject.toml). The codec, shards and dictionaries need none.
+EXTRAS = {"torch": "train", "safetensors": "train", "transformers": "hf", "accelerate": "hf", "tokenizers": "baseline",
+          "matplotlib": "plot", "tensorboard": "tensorboard"}
+
+
+def needs_extra(e: ModuleNotFoundError) -> str:
+    """One line for a command that reached an optional package this install lacks; anything else is a bug and
+    is raised again as it is."""
+    top = (e.name or "").split(".")[0]
+    if top not in EXTRAS:
+        raise e
+    ctx = click.get_current_context(silent=True)
+    cmd = ctx.command_path if ctx else "this command"
+    return f"{cmd} needs {top}, which is not installed: pip install 'tfree-codec[{EXTRAS[top]}]'"
 
 
 def _interrupt_again(hook):

@@ -73,8 +73,8 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
                f"on {next(lm.model.parameters()).device}", err=True)
     unit = lm.vocabulary.unit
     for k in range(num_samples):
-        if num_samples > 1:
-            click.echo(f"--- sample {k + 1}/{num_samples} (seed {seed + k})", err=True)
+        if num_samples > 1:  # on stdout, between the samples, so that a file of them can be split again
+            _out(f"--- sample {k + 1}/{num_samples} (seed {seed + k})\n")
         stats = DraftStats()
         pieces = lm.stream(prompt, dataclasses.replace(sampling, seed=seed + k), use_cache=not no_cache,
                            draft=stats if draft else False)
@@ -147,5 +147,9 @@ def quickstart(out_dir, steps, prompt, seed, device, overwrite):
     click.echo("", err=True)
     click.echo(f"sample text: {r['sample']}\nshards:      {r['shards']}\nrun:         {r['run']}\n"
                f"checkpoint:  {r['checkpoint']}  (validation {r['val_bpb']:.3f} bits per byte)", err=True)
+    for name, what in (("log.jsonl", "loss and bits per byte, a line per logged step"),
+                       ("plot.png", "validation bits per byte and loss against text seen")):
+        if os.path.isfile(os.path.join(r["run"], name)):
+            click.echo(f"{name + ':':<12} {os.path.join(r['run'], name)}  ({what})", err=True)
     click.echo(f"next: tfree generate {os.path.relpath(r['run'])} \"Emma\"  |  tfree generate \"It is a truth\" "
                "(the bundled model, trained longer)", err=True)

@@ -26,7 +26,39 @@ def _size(ctx, param, value):
     return int(float(m.group(1)) * (1024 if m.group(3) else 1000) ** " kmgt".index(m.group(2).lower() or " "))
 
 
+def _config_file(ctx, param, value):
+    """--config FILE: its settings become this command's defaults, so that options typed on the line win."""
+    if value is None:
+        return None
+    from tfree_codec.train.config_file import read_settings
+
+    try:
+        settings = read_settings(value)
+    except TfreeError as e:  # one line naming the file, as any bad input
+        raise click.ClickException(str(e)) from None
+    names = {p.name for p in ctx.command.params}
+    defaults, extra = {}, {}
+    for k, v in settings.items():
+        if k == "progress":  # whether that run's stderr was a terminal: this one decides for itself
+            continue
+        if k in ("compile", "plot"):  # --compile, --no-plot
+            defaults["compile_" if k == "compile" else "no_plot"] = bool(v) if k == "compile" else not v
+        elif k == "oe_orders":  # the option's own text form, "2,3"
+            defaults[k] = ",".join(str(n) for n in v) if isinstance(v, (list, tuple)) else v
+        elif k in ("max_bytes", "val_bytes") and isinstance(v, (int, float)):
+            defaults[k] = str(int(v))
+        elif k in names:
+            defaults[k] = tuple(v) if k == "logger" and isinstance(v, (list, tuple)) else v
+        else:  # settings without an option of their own (a tfree retok run's): they go to TrainConfig as they are
+            extra[k] = v
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    ctx.meta["train.config_extra"] = extra
+    return value
+
+
 @click.command()
+@click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False, callback=_config_file,
+              help="settings from a YAML or JSON file (a run's train_config.json too); options given here win")
 @click.argument("data", type=click.Path(exists=True))
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory")
 @click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True, help="model size")
@@ -35,6 +67,8 @@ def _size(ctx, param, value):
 @click.option("--n-embd", type=int, help="override the preset's width")
 @click.option("--seq-len", type=int, help="context in words (T-FREE) or tokens (BPE)  [default: the preset's]")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="sequences per process and step")
+@click.option("--grad-accum", type=int, default=1, show_default=True,
+              help="batches whose gradients make one optimizer step (a step sees batch-size x N sequences per process)")
 @click.option("--max-steps", type=int, help="optimizer steps")
 @click.option("--max-bytes", callback=_size, help="or: train on about this much text (e.g. 8MB)")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
@@ -70,8 +104,8 @@ def _size(ctx, param, value):
 @click.option("--od-anneal", is_flag=True, help="the --od-weight falls linearly to 0 over the run")
 @click.option("--compile", "compile_", is_flag=True,
               help="torch.compile the model (faster steps after a one-time compile; CPUs need a C compiler)")
-@click.option("--logger", type=click.Choice(["csv", "tensorboard"]), multiple=True,
-              help="also log to OUT/log.csv or OUT/tensorboard/ (beside log.jsonl; repeatable)")
+@click.option("--logger", type=click.Choice(["csv", "tensorboard", "wandb"]), multiple=True,
+              help="also log to OUT/log.csv, OUT/tensorboard/ or Weights & Biases (beside log.jsonl; repeatable)")
 @click.option("--no-plot", is_flag=True, help="no OUT/plot.png (drawn at each evaluation when matplotlib is installed)")
 @click.option("--sample-words", type=int, default=24, show_default=True,
               help="a greedy sample of this many words at each evaluation (0: none)")
@@ -99,8 +133,9 @@ def train(data, out_dir, compile_, quiet, no_plot, **kw):
     kw["logger"] = tuple(kw["logger"])
     if kw["baseline"] and kw["objective"] != "bce" and "objective" in _typed():
         raise TfreeError(f"--objective {kw['objective']}: the word objective needs a T-FREE model, not --baseline bpe")
+    extra = click.get_current_context().meta.get("train.config_extra", {})  # --config's settings with no option
     cfg = TrainConfig.of(data=data, out_dir=out_dir, compile=compile_, progress=show_progress(quiet), plot=not no_plot,
-                         **kw)
+                         **kw, **extra)
     cfg, restored = _restore_settings(cfg)
     cfg = init_settings(cfg, _typed())
     check_length_and_logs(cfg)
@@ -141,8 +176,9 @@ def _typed() -> set[str]:
     from click.core import ParameterSource
 
     ctx = click.get_current_context()
-    typed = {p.name for p in ctx.command.params
-             if ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT, ParameterSource.DEFAULT_MAP)  # or --config
+    typed = {p.name for p in ctx.command.params if ctx.get_parameter_source(p.name) in given}
+    typed |= set(ctx.meta.get("train.config_extra", {}))
     typed |= {"compile"} if "compile_" in typed else set()
     typed |= {"plot"} if "no_plot" in typed else set()
     return typed

@@ -1,6 +1,8 @@
-"""Encode a Hugging Face dataset into a v2 shard directory with ``datasets.map``: each batch becomes one whole
-shard written by whichever process runs it (``write_part``), and one merge step finishes the directory
-(``finish_parts``). Ray Data, Spark and Dask run the same two functions (docs/shards.md).
+"""Encode a Hugging Face dataset into a v2 shard directory with ``datasets.map`` in two processes: the rows mapped
+are the shard numbers, and shard k's process encodes documents [k * per_shard, (k + 1) * per_shard) into one whole
+shard (``write_part``); one merge step finishes the directory (``finish_parts``). Numbered by global position, the
+shards do not depend on how ``num_proc`` slices the work. Ray Data, Spark and Dask run the same two functions
+(docs/shards.md).
 
     pip install datasets && python examples/04_datasets_map.py [OUT_DIR]
 """
@@ -23,16 +25,18 @@ per_shard = 32
 count = math.ceil(len(ds) / per_shard)
 
 
-def part(batch, indices, out_dir, config):
-    # one batch -> one shard, ids from the batch's position in the dataset
-    entry = write_part(batch["text"], out_dir, indices[0] // per_shard, count, config, indices[0])
-    return {"entry": [json.dumps(entry)]}
+def encode_shards(batch, ds, out_dir, config):
+    # one row per shard number k: its documents by their global position in ds
+    return {"entry": [json.dumps(write_part(ds[k * per_shard:(k + 1) * per_shard]["text"], out_dir, k, count, config,
+                                            k * per_shard)) for k in batch["shard"]]}
 
 
-made = ds.map(part, batched=True, batch_size=per_shard, with_indices=True, remove_columns=["text"],
-              fn_kwargs={"out_dir": out, "config": CodecConfig().to_dict()})  # a dict: picklable, hashable
-finish_parts(out, [json.loads(e) for e in made["entry"]], CodecConfig())
-shards = ShardDataset(out)
-print(f"num_rows: {len(shards)} in {shards.num_shards} shards, lexicon of {len(shards.lexicon_words):,} words")
-print(shards[0].words[:12])
-assert [d.text() for d in shards] == texts
+if __name__ == "__main__":  # datasets starts its worker processes from here
+    jobs = Dataset.from_dict({"shard": list(range(count))})
+    made = jobs.map(encode_shards, batched=True, batch_size=1, num_proc=2, remove_columns=["shard"],
+                    fn_kwargs={"ds": ds, "out_dir": out, "config": CodecConfig().to_dict()})  # config: plain data
+    finish_parts(out, [json.loads(e) for e in made["entry"]], CodecConfig())
+    shards = ShardDataset(out)
+    print(f"num_rows: {len(shards)} in {shards.num_shards} shards, lexicon of {len(shards.lexicon_words):,} words")
+    print(shards[0].words[:12])
+    assert [d.text() for d in shards] == texts

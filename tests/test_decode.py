@@ -1,4 +1,5 @@
 """Decoding: scores, ranking, sampling, log-probabilities, the numba and torch paths agree, and spelling."""
+import importlib.util
 import subprocess
 import sys
 
@@ -189,7 +190,8 @@ def test_prompt_words_added_at_run_time_can_be_decoded(codec):
     assert dec.decode(exact(d, new), temperature=0).words == ["Quetzalcoatl", "zyzzyva"]
     x = random_logits(70, seed=12)  # every score still follows the definition after the scorer grew
     assert np.abs(dec.scores(x) - reference_scores(d, x)).max() < 2e-6
-    assert np.array_equal(Decoder(d, backend="torch").decode(exact(d, new), temperature=0).ids, new)
+    if importlib.util.find_spec("torch"):  # and the torch backend too, where torch is installed
+        assert np.array_equal(Decoder(d, backend="torch").decode(exact(d, new), temperature=0).ids, new)
 
 
 def test_decoded_words_become_ordinary_text(codec):

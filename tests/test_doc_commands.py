@@ -31,6 +31,8 @@ DOCS = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path
 # (document, a piece of the command) -> why it is not run here
 SKIP = {
     ("README.md", "python3 -m venv .venv"): "makes a venv and installs torch from the network (minutes); the suite runs in one",
+    ("README.md", "pip install -e ."): "installs into the running venv; .ci/codec-only makes this install in a venv of its own",
+    ("README.md", "pip install -e \".[train]\""): "installs torch from the network; the suite's venv has [test], which holds [train]",
     ("docs/generate.md", "tfree generate runs/austen"): "needs runs/austen, a run trained for minutes (the recipe below)",
     ("docs/generate.md", "tfree quickstart"): "about 2 minutes of training; tests/test_generate.py runs quickstart.run with 2 steps",
     ("docs/generate.md", "mkdir -p austen"): "the bundled model's recipe: ../shared data and ~30 CPU minutes of training",
@@ -39,12 +41,15 @@ SKIP = {
     ("docs/generate.md", "tfree export run-tfree"): "the recipe: needs its trained run",
     ("docs/generate.md", "tfree eval bundled-model"): "the recipe: needs its trained run and held-out text",
     ("docs/generate.md", "tfree eval run-bpe/final"): "the recipe: needs its trained run and held-out text",
+    ("docs/hf.md", "pip install torch==2.13.0"): "installs torch and transformers from the network; the suite's venv has [test], which holds [hf]",
     ("docs/training.md", "torchrun"): "4 processes on 1 GB of text",
 }
 # docs/training.md's training commands, shrunk to seconds (everything else about them runs as written)
 SHRINK = [("--max-bytes 50MB", "--max-steps 3 --batch-size 2 --n-layer 1 --val-bytes 4KB --log-every 1 -q"),
           ("--preset small", "--preset tiny"), ("--eval-every 500", "--eval-every 2"),
           ("--save-every 1000", "--save-every 1"), ("--bpe-vocab 32000", "--bpe-vocab 400")]
+YAML_SHRINK = [("max_bytes: 50MB", "max_steps: 3\nbatch_size: 2\nn_layer: 1\nval_bytes: 4KB\nlog_every: 1"),
+               ("preset: small", "preset: tiny"), ("eval_every: 500", "eval_every: 2"), ("save_every: 1000", "save_every: 1")]
 
 
 def blocks(path: str):
@@ -90,6 +95,13 @@ def _inputs(d: str) -> None:
         f.write("\n".join(docs[:5]))
     with open(os.path.join(d, "prompt.txt"), "w", encoding="utf-8") as f:
         f.write("It is a truth")
+    # docs/training.md's config file, as a user saves it from the page, shrunk as its training commands are
+    body = re.search(r"^```yaml\n(.*?)^```", open(os.path.join(ROOT, "docs", "training.md"), encoding="utf-8").read(),
+                     re.S | re.M).group(1)
+    for a, b in YAML_SHRINK:
+        body = body.replace(a, b)
+    with open(os.path.join(d, "small.yaml"), "w", encoding="utf-8") as f:
+        f.write(body)
 
 
 def test_every_skip_names_a_command_that_exists():
@@ -144,3 +156,22 @@ def test_the_commands_of_a_doc_run_as_written(doc, tmp_path, monkeypatch):
         ran += 1
     if not ran:
         pytest.skip(f"{doc}: every command is in SKIP")
+
+
+def test_the_readme_python_runs_as_written(tmp_path, monkeypatch, one_thread):
+    """README.md's Python blocks, in order and in one namespace, in a folder holding what they assume a user has
+    (shards/ of corpus.jsonl, made by `tfree encode`)."""
+    from tfree_codec import CodecConfig
+    from tfree_codec.shards.writer import encode_to_shards
+
+    _inputs(str(tmp_path))
+    encode_to_shards([str(tmp_path / "corpus.jsonl")], str(tmp_path / "shards"), CodecConfig(), num_proc=1,
+                     progress=False)
+    monkeypatch.chdir(tmp_path)
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    snippets = re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)
+    assert len(snippets) == 2
+    ns = {}
+    for code in snippets:
+        exec(compile(code, "README.md", "exec"), ns)  # noqa: S102 - the README's own code
+    assert ns["loss"].item() > 0 and len(ns["ds"]) > 0 and ns["codec"].join(ns["enc"].words) == "Hello, world!"

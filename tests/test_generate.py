@@ -206,7 +206,8 @@ def test_sampling_is_one_frozen_checked_object_that_keywords_only_spell_out(part
     assert whole == loose and len(whole) == 12
     assert [p.word for p in stream(model, codec, vocab, PROMPT, s, seed=4)] != whole  # a field replaced
     for bad, msg in [(dict(temperature=-1), "temperature"), (dict(top_k=0), "top_k"), (dict(top_p=1.5), "top_p"),
-                     (dict(max_new_tokens=0), "max_new_tokens"), (dict(seed="7"), "generator")]:
+                     (dict(max_new_tokens=0), "max_new_tokens"), (dict(seed="7"), "generator"),
+                     (dict(seed=-1), "the seed must be 0 or more")]:
         with pytest.raises(TfreeError, match=msg):
             Sampling(**bad)
 
@@ -300,7 +301,7 @@ def test_cli_generates_from_a_run_directory_and_stdin(checkpoint):
     assert again.exit_code == 0 and "Emma was" + again.stdout == r.stdout
     two = cli("generate", checkpoint, "Emma", "-n", "3", "--num-samples", "2", "--seed", "1", "-t", "0",
                 "--ignore-eot")
-    assert two.exit_code == 0 and two.stdout.count("Emma") >= 2 and "sample 2/2 (seed 2)" in two.stderr
+    assert two.exit_code == 0 and two.stdout.count("Emma") >= 2 and "--- sample 2/2 (seed 2)" in two.stdout.splitlines()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -38,6 +38,8 @@ _LAZY = {
     "Batch": "model.batch",
     "Collator": "model.batch",
     "batch_encode": "model.batch",
+    "TfreeEmbedding": "model.layers",
+    "TfreeHead": "model.layers",
     "LanguageModel": "generate",
     "load": "generate",
 }

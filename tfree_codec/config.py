@@ -135,6 +135,12 @@ _UMASK = os.umask(0)  # read once, at import (single-threaded), and put back
 os.umask(_UMASK)
 
 
+def default_mode(directory: bool = False) -> int:
+    """The permissions a plain ``open`` (or, for a directory, ``os.mkdir``) gives under this process's umask:
+    what tfree's files and folders get, where ``mkstemp`` and ``mkdtemp`` would make them owner-only."""
+    return (0o777 if directory else 0o666) & ~_UMASK
+
+
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename it over, so readers never see half a file. The file
     gets the permissions a plain ``open`` would give it (mkstemp's are owner-only)."""
@@ -144,7 +150,7 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
     try:
         if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o666 & ~_UMASK)
+            os.fchmod(fd, default_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -68,6 +68,8 @@ class Sampling:
             raise TfreeError(f"max_new_tokens must be a positive integer, not {self.max_new_tokens!r}")
         if not (self.seed is None or isinstance(self.seed, (int, np.integer, np.random.Generator))):
             raise TfreeError(f"generator must be a numpy Generator or an int seed, not {type(self.seed).__name__}")
+        if isinstance(self.seed, (int, np.integer)) and self.seed < 0:  # numpy's generators take none below 0
+            raise TfreeError(f"the seed must be 0 or more, not {self.seed}")
         object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
 
     @property

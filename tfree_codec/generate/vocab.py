@@ -110,6 +110,10 @@ class Words(_Plain):
     def describe(self) -> str:
         return f"dictionary {len(self.dictionary):,} words"
 
+    def count(self, text: str) -> int:
+        """``text``'s length in this vocabulary's items: its words (``tfree serve``'s usage)."""
+        return len(self.codec.split(text))
+
     def exported(self, _path: str, tmp: str, min_count: int) -> tuple[dict, dict]:
         """(files, checkpoint info) of a generation-only copy (``export``): the words seen ``min_count`` times."""
         d = self.dictionary
@@ -318,6 +322,10 @@ class Tokens(_Plain):
     def describe(self) -> str:
         return f"BPE {self.tokenizer.get_vocab_size():,} tokens"
 
+    def count(self, text: str) -> int:
+        """``text``'s length in this vocabulary's items: its BPE tokens (``tfree serve``'s usage)."""
+        return len(self.tokenizer.encode(text).ids)
+
     def exported(self, path: str, _tmp: str, _min_count: int) -> tuple[dict, dict]:
         """(files, checkpoint info) of a generation-only copy (``export``): the tokenizer as it is."""
         return {ckpt.TOKENIZER_FILE: os.path.join(path, ckpt.TOKENIZER_FILE)}, {}
@@ -384,23 +392,30 @@ class _OneUnit:
 
 
 class _BpeText:
-    """Token ids -> text, piece by piece: a byte-level token can end inside a UTF-8 character, so text is let out
-    only when the pending tokens decode cleanly (or 4 of them still do not)."""
+    """Token ids -> text, piece by piece: a byte-level token can end inside a UTF-8 character, so the characters
+    still incomplete at the end (decoded as U+FFFD) are held back until the tokens that finish them come, and
+    the text before them goes out at once. A character is at most 4 bytes: a tail left unfinished by 4 tokens is
+    invalid and goes out as it decodes; one the generation ends inside is dropped."""
 
     def __init__(self, tokenizer):
-        self.tok, self.pending = tokenizer, []
+        self.tok, self.pending, self.shown, self.tail = tokenizer, [], 0, 0
 
     def feed(self, _token: str, token: int) -> str:
         self.pending.append(token)
         text = self.tok.decode(self.pending)
-        if text.endswith("\ufffd") and len(self.pending) < 4:
-            return ""
-        self.pending = []
-        return text
+        if text.endswith("\ufffd"):
+            done = len(text.rstrip("\ufffd"))
+            self.tail = 1 if done > self.shown else self.tail + 1  # tokens since a character was last completed
+            if self.tail <= 3:
+                out, self.shown = text[self.shown:done], max(self.shown, done)
+                return out
+        out = text[self.shown:]
+        self.pending, self.shown, self.tail = [], 0, 0
+        return out
 
     def flush(self) -> str:
-        text = self.tok.decode(self.pending) if self.pending else ""
-        self.pending = []
+        text = self.tok.decode(self.pending)[self.shown:].rstrip("\ufffd") if self.pending else ""
+        self.pending, self.shown, self.tail = [], 0, 0
         return text
 
 

@@ -73,11 +73,14 @@ def _columns(p: Patterns, a: int, b: int) -> Patterns:
 
 
 def batch_encode(codec, texts, *, padding=True, truncation: bool = False, max_length: int | None = None,
-                 add_eot: bool = False) -> Batch:
+                 add_eot: bool = False, return_tensors: str | None = "pt") -> Batch:
     """A batch of ``texts`` (strings, or word lists from ``codec.split``). ``padding``: True or "longest" (to the
     longest row), "max_length" (to ``max_length``), False (rows must be equally long). ``truncation``: cut rows to
     ``max_length`` words. ``add_eot``: <|endoftext|> before and after each text, as training and evaluation read a
-    document (the first word is then predicted too)."""
+    document (the first word is then predicted too). ``return_tensors`` is taken as HF tokenizers take it: the
+    batch is torch tensors, so "pt" (or None) is the one value."""
+    if return_tensors not in ("pt", None):
+        raise TfreeError(f"return_tensors={return_tensors!r}: a Batch holds torch tensors, so only 'pt' (or None)")
     if isinstance(texts, str):
         raise TfreeError("batch_encode takes a list of texts (wrap a single text in a list)")
     rows = []

@@ -24,7 +24,7 @@ import tempfile
 import torch
 
 from ..codec import Codec
-from ..config import CodecConfig, TfreeError
+from ..config import CodecConfig, TfreeError, default_mode
 from ..config import file_sha256 as _sha256
 from ..decode.calibration import Calibration
 from .overtok import STORED_NAMES
@@ -75,6 +75,7 @@ def save_checkpoint(path: str, model, codec: Codec, *, files: dict | None = None
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=parent)  # a new name: nothing of anyone else's is in it
     try:
+        os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0700 would keep an exported model from other users
         _write(tmp, PARTIAL, f"{os.getpid()}\n")  # proves the folder ours if we die before the rename
         raw = getattr(model, "module", model)
         raw = getattr(raw, "_orig_mod", raw)

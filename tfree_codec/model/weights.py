@@ -4,6 +4,10 @@ The format is small enough to write here rather than depend on a package for it:
 length, a JSON header ``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}`` and the
 tensors' raw little-endian bytes, back to back in header order. Tests read our files with the ``safetensors``
 package where it is installed, and ours read its files.
+
+Reading goes through the ``safetensors`` package where it is installed (the ``[train]`` extra brings it): it
+memory-maps the file, so loading is a header parse and the weights are paged in as they are used (bench/weights.py).
+Without it the file is read whole and checked here.
 """
 from __future__ import annotations
 
@@ -45,7 +49,22 @@ def save_weights(tensors: dict, path: str, metadata: dict | None = None) -> None
 
 
 def load_weights_file(path: str) -> dict:
-    """``{name: tensor}`` of a safetensors file; a damaged one is one TfreeError naming it."""
+    """``{name: tensor}`` of a safetensors file, in the file's order; a damaged one is one TfreeError naming it."""
+    try:
+        from safetensors import SafetensorError, safe_open  # noqa: PLC0415
+    except ImportError:
+        return _read_whole(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {name: f.get_tensor(name) for name in f.offset_keys()}
+    except FileNotFoundError as e:
+        raise TfreeError(f"{path}: cannot read ({e.strerror or 'no such file'})") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise TfreeError(f"{path} is not a valid safetensors file ({why})") from None
+
+
+def _read_whole(path: str) -> dict:
     try:
         with open(path, "rb") as f:
             data = f.read()

@@ -31,7 +31,7 @@ def validate(cfg) -> None:
         v = f[name]
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             bad(name, v, "a non-negative number")
-    for name in ("batch_size", "chunk_words", "bpe_vocab"):
+    for name in ("batch_size", "grad_accum", "chunk_words", "bpe_vocab"):
         if f[name] < 1:
             bad(name, f[name], "at least 1")
     for name in ("max_steps", "seq_len", "n_layer", "n_head", "n_embd"):

@@ -7,6 +7,7 @@ states and cursor: on CPU the next step's loss equals the uninterrupted run's.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -223,11 +224,12 @@ class Run:
 
     def _max_steps(self) -> int:
         cfg = self.cfg
-        if cfg.optimiser.max_steps:
-            return int(cfg.optimiser.max_steps)
-        if cfg.optimiser.max_bytes:
-            per_step = cfg.optimiser.batch_size * self.dist.world * self.model_config.seq_len * self.bytes_per_item
-            return max(1, math.ceil(cfg.optimiser.max_bytes / per_step))
+        o = cfg.optimiser
+        if o.max_steps:
+            return int(o.max_steps)
+        if o.max_bytes:
+            per_step = o.batch_size * o.grad_accum * self.dist.world * self.model_config.seq_len * self.bytes_per_item
+            return max(1, math.ceil(o.max_bytes / per_step))
         raise TfreeError("give --max-steps or --max-bytes")
 
     def _restore(self, state: dict) -> None:
@@ -282,14 +284,20 @@ class Run:
             frozen = body_frozen(self.cfg, self.step)
             for name, p in self.model.named_parameters():
                 p.requires_grad_(not frozen or name.startswith(TRAINED_WHEN_FROZEN))
-        x, y, nbytes, nitems = self.batch()
         self.model.train()
-        if self.model_config.od:
-            y = AfterNext(*y, od_weight_at(self.step, self.cfg, self.max_steps))
-        with self.autocast():
-            _, loss = self.train_model(x, y)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        k, total, nbytes, nitems = self.cfg.optimiser.grad_accum, 0.0, 0, 0
+        for i in range(k):  # --grad-accum: k batches' gradients, averaged, make one step (DDP syncs on the last)
+            x, y, b, n = self.batch()
+            if self.model_config.od:
+                y = AfterNext(*y, od_weight_at(self.step, self.cfg, self.max_steps))
+            quiet = self.train_model.no_sync() if self.dist.world > 1 and i < k - 1 else contextlib.nullcontext()
+            with quiet:
+                with self.autocast():
+                    _, loss = self.train_model(x, y)
+                (loss / k).backward()
+            total, nbytes, nitems = total + loss.detach() / k, nbytes + b, nitems + n
+        loss = total
         if self.cfg.optimiser.grad_clip:
             clip_grad_norm(self.model.parameters(), self.cfg.optimiser.grad_clip)
         self.optimizer.step()
@@ -327,8 +335,8 @@ class Run:
             if self.device.type == "cuda":
                 state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         ckpt.save_checkpoint(path, self.model, self.codec, files=self.artifacts, train_state=state, step=self.step,
-                             info={"bytes_seen": self.bytes_seen, "seed": self.seed, "params": self.model.num_params(),
-                                   "chunk_words": self.cfg.data.chunk_words},
+                             info={"bytes_seen": round(self.bytes_seen), "seed": self.seed,
+                                   "params": self.model.num_params(), "chunk_words": self.cfg.data.chunk_words},
                              json_files={ckpt.SETTINGS_FILE: {**settings_to_save(self.cfg), "seed": self.seed},
                                          **self.vocab.checkpoint_json})
         if not final and self.cfg.logging.keep_last:
@@ -349,14 +357,16 @@ def train(cfg: TrainConfig, log=print) -> dict:
     p = run.model.num_params()
     unit = run.vocab.unit
     od_head = f", word-after-next head {p['od'] / 1e6:.2f}M" if p.get("od") else ""
+    per_step = cfg.optimiser.batch_size * cfg.optimiser.grad_accum * run.dist.world  # sequences per optimizer step
     say(f"{run.mode} model: {p['total'] / 1e6:.2f}M parameters (embedding {p['embedding'] / 1e6:.2f}M, head "
         f"{p['head'] / 1e6:.2f}M, body {p['body'] / 1e6:.2f}M{_oe_part(p)}{od_head}) | seed {run.seed} | device {run.device} {run.dtype} | "
-        f"{run.dist.world} process(es) | {run.max_steps} steps of {cfg.optimiser.batch_size * run.dist.world}x"
-        f"{run.model_config.seq_len} {unit} (~{run.max_steps * cfg.optimiser.batch_size * run.dist.world * run.model_config.seq_len * run.bytes_per_item / 1e6:.1f} MB)")
+        f"{run.dist.world} process(es) | {run.max_steps} steps of {per_step}x{run.model_config.seq_len} {unit} "
+        f"(~{run.max_steps * per_step * run.model_config.seq_len * run.bytes_per_item / 1e6:.1f} MB)")
     log_path = os.path.join(run.out, "log.jsonl")
     if main:
         _truncate_log(log_path, run.step)
-    loggers = report.Loggers(run.out, cfg.logging.logger, run.step, say) if main else None
+    settings = {**settings_to_save(cfg), "seed": run.seed}  # W&B's config of the run, as train_config.json holds it
+    loggers = report.Loggers(run.out, cfg.logging.logger, run.step, say, settings) if main else None
     log = cfg.logging
     eval_every = log.eval_every if log.eval_every is not None else (run.max_steps // 10 if run.max_steps >= 1000 else 0)
     bar = tqdm(total=run.max_steps, initial=run.step, disable=None if main and log.progress else True, unit="step",
@@ -374,7 +384,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             dt = max(now - t_last - busy, 1e-9)
             record = {"step": s, "loss": run.mean_over_ranks(loss), "lr": lr_for(s - 1, cfg, run.max_steps),
                       f"{unit}_per_s": (run.items_seen - i_last) / dt, "bytes_per_s": (run.bytes_seen - b_last) / dt,
-                      "bytes_seen": run.bytes_seen}
+                      "bytes_seen": round(run.bytes_seen)}
             if run.model_config.od:  # both parts of the loss: the next word's, and the word after next's
                 record.update(loss_next=run.mean_over_ranks(run.model.loss_parts[0]),
                               loss_od=run.mean_over_ranks(run.model.loss_parts[1]),
@@ -384,7 +394,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             _check_finite(run.model, run.step, record["loss"])
         t0 = time.perf_counter()
         if main and eval_every and s % eval_every == 0 and s < run.max_steps:
-            record.update({"step": s, "bytes_seen": run.bytes_seen, **run.evaluate()})
+            record.update({"step": s, "bytes_seen": round(run.bytes_seen), **run.evaluate()})
             record.update(_show(run, cfg, say))
         if main and cfg.logging.save_every and s % cfg.logging.save_every == 0 and s < run.max_steps:
             _check_finite(run.model, run.step, loss)
@@ -407,18 +417,18 @@ def train(cfg: TrainConfig, log=print) -> dict:
             if "val_bpb" in record:
                 _plot(run, cfg, say)
     bar.close()
-    summary = {"steps": run.step, "bytes_seen": run.bytes_seen, "params": p, "seed": run.seed, "mode": run.mode}
+    summary = {"steps": run.step, "bytes_seen": round(run.bytes_seen), "params": p, "seed": run.seed, "mode": run.mode}
     if main:
         _check_finite(run.model, run.step, loss)
         final = run.evaluate()
         summary.update(final)
         if final:
-            final_record = {"step": run.step, "bytes_seen": run.bytes_seen, "final": True, **final, **_show(run, cfg, say)}
+            final_record = {"step": run.step, "bytes_seen": round(run.bytes_seen), "final": True, **final, **_show(run, cfg, say)}
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(final_record) + "\n")
             loggers.write(final_record)
             _plot(run, cfg, say)
-            extra = (f" (temperature {final['temperature']:.4f}, prior weight {final['prior_weight']:.3f}, p_unk "
+            extra = (f" (temperature {report.temperature_text(final['temperature'])}, prior weight {final['prior_weight']:.3f}, p_unk "
                      f"{final['p_unk']:.4f}; plain score: {final['val_bpb_plain']:.4f})") if "temperature" in final else ""
             say(f"final | step {run.step} | {run.bytes_seen / 1e6:.2f} MB seen | val bpb {final['val_bpb']:.4f}{extra}")
         run.save(ckpt.step_dir(run.out, run.step))

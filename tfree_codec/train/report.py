@@ -8,6 +8,7 @@ line and goes on. Greedy sampling draws no random numbers, so a resumed run stay
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 
@@ -15,7 +16,7 @@ from ..config import TfreeError
 
 LOG_FILE, CSV_FILE, PLOT_FILE, TB_DIR = "log.jsonl", "log.csv", "plot.png", "tensorboard"
 CSV_COLUMNS = ("step", "bytes_seen", "loss", "lr", "bytes_per_s", "val_bpb", "sample")
-LOGGERS = ("csv", "tensorboard")
+LOGGERS = ("csv", "tensorboard", "wandb")
 
 
 def read_log(run_dir: str) -> list[dict]:
@@ -34,8 +35,8 @@ class Loggers:
     """The extra logs of a run (``names`` from LOGGERS). log.csv is rebuilt from log.jsonl when the run starts, so a
     resumed run's CSV holds exactly its JSON log's records."""
 
-    def __init__(self, run_dir: str, names=(), step: int = 0, say=print):
-        self.csv = self.tb = None
+    def __init__(self, run_dir: str, names=(), step: int = 0, say=print, settings: dict | None = None):
+        self.csv = self.tb = self.wandb = None
         unknown = set(names) - set(LOGGERS)
         if unknown:
             raise TfreeError(f"unknown logger {sorted(unknown)[0]!r} (choose from {', '.join(LOGGERS)})")
@@ -51,9 +52,12 @@ class Loggers:
             try:
                 from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415
             except ImportError:
-                say("--logger tensorboard: the tensorboard package is not installed (pip install tensorboard); skipped")
+                say("--logger tensorboard: the tensorboard package is not installed (pip install "
+                    "'tfree-codec[tensorboard]'); skipped")
             else:
                 self.tb = SummaryWriter(os.path.join(run_dir, TB_DIR), purge_step=step or None)
+        if "wandb" in names:
+            self.wandb = _wandb_run(run_dir, settings, say)
 
     def write(self, record: dict) -> None:
         if self.csv is not None:
@@ -66,12 +70,38 @@ class Loggers:
             if "sample" in record:
                 self.tb.add_text("sample", record["sample"], record["step"])
             self.tb.flush()
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float, str))},
+                           step=record["step"])
 
     def close(self) -> None:
         if self.csv is not None:
             self._csv_file.close()
         if self.tb is not None:
             self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+
+def temperature_text(t: float) -> str:
+    """The fitted dictionary-softmax temperature as a reader can take it: a model whose scores do not yet tell
+    words apart fits a huge one (963138 after 2 steps), which is "flat", not a number to read."""
+    return f"{t:.4f}" if t < 100 else f"{t:.3g}: flat, the scores do not tell words apart yet"
+
+def _wandb_run(run_dir: str, settings: dict | None, say):
+    """A Weights & Biases run named after the run directory, with the run's settings as its config; its id comes
+    from the directory and the seed, so a resumed run goes on logging into the same W&B run. WANDB_PROJECT (default
+    tfree), WANDB_ENTITY, WANDB_MODE=offline and the other WANDB_* variables apply as usual."""
+    try:
+        import wandb  # noqa: PLC0415
+    except ImportError:
+        say("--logger wandb: the wandb package is not installed (pip install 'tfree-codec[wandb]'); skipped")
+        return None
+    settings = dict(settings or {})
+    key = f"{os.path.abspath(run_dir)}\0{settings.get('seed')}".encode("utf-8", "surrogatepass")
+    return wandb.init(project=os.environ.get("WANDB_PROJECT", "tfree"), name=os.path.basename(os.path.abspath(run_dir)),
+                      id=hashlib.sha256(key).hexdigest()[:16], resume="allow", dir=run_dir, config=settings)
 
 
 def _pyplot():

@@ -285,7 +285,7 @@ def build(source: str, shards: str, out: str, cfg: RetokConfig, val_bytes: int =
         dpath = os.path.join(tmp, DICT_FILE)
         dictionary.save(dpath)
         ckpt.save_checkpoint(out, model, corpus.codec, files={DICT_FILE: dpath}, step=0,
-                             info={"bytes_seen": 0.0, "params": model.num_params(), "chunk_words": chunk_words},
+                             info={"bytes_seen": 0, "params": model.num_params(), "chunk_words": chunk_words},
                              json_files={RETOK_FILE: record, ckpt.CALIBRATION_FILE: cal.to_dict()})
     return record
 

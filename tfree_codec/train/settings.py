@@ -16,10 +16,10 @@ from ..config import TfreeError
 from ..model import checkpoint as ckpt
 
 # Changing these on resume would silently train another model or read another stream.
-RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "batch_size", "baseline", "bpe_vocab",
-                "pos_weight", "chunk_words", "val_bytes", "lr", "warmup", "weight_decay", "od_weight", "od_anneal",
-                "oe_orders", "oe_rows", "oe_slices", "oe_distinct", "oe_unigram", "oe_lr_scale", "freeze_body",
-                "unfreeze_after", "unfreeze_lr", "objective", "word_budget", "mix_bce")
+RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "batch_size", "grad_accum", "baseline",
+                "bpe_vocab", "pos_weight", "chunk_words", "val_bytes", "lr", "warmup", "weight_decay", "od_weight",
+                "od_anneal", "oe_orders", "oe_rows", "oe_slices", "oe_distinct", "oe_unigram", "oe_lr_scale",
+                "freeze_body", "unfreeze_after", "unfreeze_lr", "objective", "word_budget", "mix_bce")
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ class Shape:
 class Optimiser:
     """AdamW and its schedule: how big a step, how many, how fast."""
 
-    batch_size: int = 16              # per process; the global batch is batch_size * world size
+    batch_size: int = 16              # per process; the global batch is batch_size * grad_accum * world size
+    grad_accum: int = 1               # batches whose gradients make one optimizer step
     max_steps: int | None = None
     max_bytes: float | None = None    # alternative to max_steps: stop after about this many bytes of text
     lr: float = 1e-3
@@ -75,7 +76,7 @@ class Logging:
     save_every: int = 0               # 0: only final/
     log_every: int = 10
     keep_last: int = 0                # 0: keep every step-NNNNNN/ checkpoint; N: only the newest N
-    logger: tuple = ()                # extra logs beside log.jsonl: "csv", "tensorboard" (report.py)
+    logger: tuple = ()                # extra logs beside log.jsonl: "csv", "tensorboard", "wandb" (report.py)
     plot: bool = True                 # plot.png at each evaluation (needs matplotlib)
     sample_words: int = 24            # a greedy sample of this many words at each evaluation (0: none)
     progress: bool = True
@@ -154,6 +155,11 @@ class TrainConfig:
                     if f.name not in _GROUPS and f.name != "out_dir"})
         return out
 
+    @classmethod
+    def names(cls) -> frozenset:
+        """Every setting's flat name (what ``of`` takes, ``flat`` gives and train_config.json holds)."""
+        return frozenset(_where())
+
     def replace(self, **flat) -> "TrainConfig":
         """This config with the flat settings given changed."""
         return TrainConfig.of(**{**self.flat(), **flat})
@@ -183,12 +189,15 @@ def model_config(cfg: TrainConfig, vocab_size: int, seq_len: int | None = None, 
 
 
 def settings_to_save(cfg: TrainConfig) -> dict:
-    """train_config.json's settings: ``flat()``, less the objective's fields where it is BCE (so a BCE run's file
-    is as before the word objective existed; a missing field reads back as its default)."""
+    """train_config.json's settings: ``flat()``, less the objective's fields where it is BCE and ``grad_accum``
+    where it is 1 (so a plain run's file is as before those settings existed; a missing field reads back as its
+    default)."""
     out = cfg.flat()
     if out["objective"] == "bce":
         for name in ("objective", "word_budget", "mix_bce"):
             del out[name]
+    if out["grad_accum"] == 1:
+        del out["grad_accum"]
     return out
 
 
