@@ -133,6 +133,8 @@ RUNS = {
     "tfree": ["train", "{shards}", "-o", "{out}", "--max-steps", "6", "--save-every", "3", "--eval-every", "3"],
     "bpe": ["train", "{shards}", "-o", "{out}", "--max-steps", "6", "--save-every", "3", "--eval-every", "3",
             "--baseline", "bpe", "--bpe-vocab", "300"],
+    "word": ["train", "{shards}", "-o", "{out}", "--max-steps", "6", "--save-every", "3", "--eval-every", "3",
+             "--objective", "word", "--word-budget", "8"],
     "oe_od": ["train", "{shards}", "-o", "{out}", "--max-steps", "6", "--save-every", "3", "--eval-every", "3",
               "--oe-orders", "2,3", "--oe-rows", "1000", "--od-weight", "0.2", "--od-anneal"],
     "retok": ["retok", "{bpe}", "{shards}", "-o", "{out}", "--max-steps", "4", "--unfreeze-after", "2", "--save-every",
@@ -144,7 +146,7 @@ RUN_FLAGS = tiny_flags(val_bytes=3000, sample_words=8, device="cpu", seed=1)
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, austen):
-    """run(name) -> the directory of a tiny run of the Austen shards (RUNS: "tfree", "bpe", "oe_od", "retok"),
+    """run(name) -> the directory of a tiny run of the Austen shards (RUNS: "tfree", "bpe", "word", "oe_od", "retok"),
     trained on one torch thread the first time it is asked for and shared by every test after (read it; copy it
     to change it)."""
     import torch

@@ -208,3 +208,43 @@ def test_bad_settings_fail_clearly(dictionaries):
             Decoder(dictionaries[0], rank=Ranking(**kw))
     with pytest.raises(TfreeError, match="one per dictionary word"):
         Decoder(dictionaries[0], rank=Ranking(bias=lambda d: np.zeros(3))).decode(np.zeros(8192, np.float32), temperature=0)
+
+
+@pytest.mark.slow
+def test_a_word_objective_model_generates_and_evaluates_the_same_pruned_and_full(tiny_run, austen):
+    """mean_logit end to end: `tfree generate` (greedy, spelled, sampled, top-k) and `tfree eval` give the same
+    bytes with --search pruned and --search full, and the search does prune on that model's logits."""
+    import json
+    import os
+
+    import torch
+    from conftest import cli
+
+    import tfree_codec
+    from tfree_codec import batch_encode
+
+    final = os.path.join(tiny_run("word"), "final")
+    with open(os.path.join(final, "calibration.json")) as f:
+        cal = json.load(f)
+    assert cal["score"] == "mean_logit"
+    for args in (["-t", "0"], ["-t", "0", "--spell"], ["--seed", "3"], ["--seed", "4", "-t", "1.0", "--top-k", "20"]):
+        out = [cli("generate", final, "It is a truth", "-n", "30", "--device", "cpu", "--search", s, *args)
+               for s in ("pruned", "full")]
+        assert out[0].exit_code == 0, out[0].output
+        assert out[0].stdout == out[1].stdout, args
+    ev = [cli("eval", final, austen["shards"], "--json", "-q", "--device", "cpu", "--search", s) for s in ("pruned", "full")]
+    rep = [json.loads(r.output) for r in ev]
+    for key in ("bpb", "bpb_plain_score", "bpb_unk_bytes", "words", "unseen_words"):
+        assert rep[0][key] == rep[1][key], key
+    lm = tfree_codec.load(final, device="cpu")
+    b = batch_encode(lm.codec, [lm.codec.split("It is a truth universally acknowledged, that a single man")])
+    with torch.no_grad():
+        x = lm.model(b.lm_inputs()[0])[0][0].float().numpy()  # no targets: the word head's loss is not asked for
+    rank = Ranking("mean_logit", 1 / cal["temperature"], (cal["prior_weight"], cal.get("zero_count_weight", 0.0)))
+    pruned, full = Decoder(lm.vocab, rank=rank), Decoder(lm.vocab, rank=rank, search="full")
+    assert list(pruned.decode(x, temperature=0).ids) == list(full.decode(x, temperature=0).ids)
+    assert np.allclose(pruned.log_probs(x, np.arange(len(x)) + 20, 1.0), full.log_probs(x, np.arange(len(x)) + 20, 1.0),
+                       atol=1e-5)
+    read = pruned.ranker().read
+    print(f"word model: {read[0]} rows pruned reading {read[1] / max(read[0], 1):.1%} of {len(lm.vocab)} words, "
+          f"{read[2]} rows scored in full")
