@@ -12,6 +12,14 @@ with ``--bpe``, BPE (the baseline's tokenizer), cached and not: speed does not d
 items/s of the two show how the heads' cost moves with the width (bytes per item of random text mean nothing). ``--profile`` adds where a cached greedy word's time goes, and the step's matrix-vector products timed with
 their weights in the CPU's caches and from memory.
 
+``--dicts`` measures generation against dictionary size instead: the model with its own dictionary and with each
+given one (``N`` words of all the corpora in /tmp, or ``N:english_prose,mono_de`` of those; bench/common_dict.py),
+greedy and sampled, the pruned search and full scoring round-robin in this run; the words/s ratios to the bundled
+dictionary, whether the greedy texts are identical, and the start-up: the seconds from a loaded model to its first
+word, each measured in a fresh process (the index cache warm, the numba kernels compiled).
+
+    python bench/generate.py --dicts 92000:english_prose,mono_de 100000 [--new 100] [--repeats 3]
+
 ``--draft`` (a model trained with ``--od-weight``) measures self-speculative generation instead (speculative.py):
 words/s with and without ``draft=True``, greedy and sampled, on the same model and the same prompts, round-robin
 in this run; the ratios, the second-word acceptance and whether the greedy texts are identical. On the CPU with
@@ -221,6 +229,77 @@ def draft_report(path: str | None, new: int, repeats: int) -> None:
             draft_parts(lm)
 
 
+STARTUP = """
+import sys, time, torch
+torch.set_num_threads(1)
+from tfree_codec.decode.dictionary import Dictionary
+from tfree_codec.generate import LanguageModel
+lm = LanguageModel.load(sys.argv[1] or None, "cpu")
+if sys.argv[2]:
+    lm = LanguageModel(lm.model, lm.codec, Dictionary.load(sys.argv[2], lm.codec), lm.calibration, lm.path)
+t0 = time.perf_counter()
+next(iter(lm.stream(sys.argv[3], max_new_tokens=1, seed=0, temperature=float(sys.argv[4]), search=sys.argv[5])))
+print(time.perf_counter() - t0)
+"""
+
+
+def startup(model: str | None, dict_path: str, temperature: float, search: str, repeats: int) -> float:
+    """Median seconds from a loaded model (and dictionary) to the first word, each run in a fresh process."""
+    import subprocess  # noqa: PLC0415
+
+    runs = [float(subprocess.run([sys.executable, "-c", STARTUP, model or "", dict_path, PROMPT, str(temperature),
+                                  search], check=True, capture_output=True, text=True).stdout.split()[-1])
+            for _ in range(repeats)]
+    return statistics.median(runs)
+
+
+def dictionary_report(args) -> None:
+    """Words/s with the bundled dictionary and bigger ones, pruned and full, round-robin; start-up (module doc)."""
+    from common_dict import DEFAULT_PATHS, dictionary, dictionary_path  # noqa: PLC0415
+
+    lm = LanguageModel.load(args.tfree, "cpu")
+    models, paths = {f"own {len(lm.vocab):,}": lm}, {f"own {len(lm.vocab):,}": ""}
+    for spec in args.dicts:
+        n, _, names = spec.partition(":")
+        corpora = [f"/tmp/{c}.txt" for c in names.split(",")] if names else DEFAULT_PATHS
+        d = dictionary(int(n), corpora)
+        name = f"{len(d):,} ({names or 'all corpora'})"
+        models[name] = LanguageModel(lm.model, lm.codec, d, lm.calibration, lm.path)
+        paths[name] = dictionary_path(int(n), corpora)
+    searches = ("full", "pruned")
+    for m in models.values():
+        for search in searches:
+            m.generate(PROMPT, max_new_tokens=8, seed=0, stop_at_eot=False, search=search)  # warm-up, index built
+    runs, texts = {}, {}
+    for r in range(args.repeats):
+        for name, m in models.items():
+            for setting, kw in SETTINGS.items():
+                for search in searches:
+                    res = one(m, args.new, r, True, search=search, **kw)
+                    runs.setdefault((name, setting, search), []).append(res["items_s"])
+                    if setting == "greedy" and r == 0:
+                        texts[name, search] = "".join(p.text for p in m.stream(
+                            PROMPT, max_new_tokens=args.new, stop_at_eot=False, search=search, temperature=0))
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    own = next(iter(models))
+    print(f"\n{args.new} new words after a {len(PROMPT)}-character prompt, one torch thread; median of {args.repeats} "
+          "round-robin runs\n")
+    print("| dictionary | decoding | full words/s | pruned words/s | pruned / own dictionary's pruned | greedy text "
+          "identical |\n|---|---|---|---|---|---|")
+    for name in models:
+        for setting in SETTINGS:
+            f, p = med[name, setting, "full"], med[name, setting, "pruned"]
+            same = texts[name, "full"] == texts[name, "pruned"] if setting == "greedy" else ""
+            print(f"| {name} | {setting} | {f:.1f} | {p:.1f} | {p / med[own, setting, 'pruned']:.2f}x | {same} |")
+    print("\n| dictionary | decoding | search | first word after the model is loaded (s, median of fresh processes) "
+          "|\n|---|---|---|---|")
+    for name in models:
+        for setting, kw in SETTINGS.items():
+            for search in searches:
+                t = startup(args.tfree, paths[name], kw["temperature"], search, args.repeats)
+                print(f"| {name} | {setting} | {search} | {t:.2f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tfree", default=None, help="T-FREE checkpoint or run directory (default: the bundled model)")
@@ -231,6 +310,7 @@ def main() -> None:
     ap.add_argument("--shapes", default="", help="presets to time with random weights too, e.g. small")
     ap.add_argument("--profile", action="store_true", help="where a cached word's time goes (see the module doc)")
     ap.add_argument("--draft", action="store_true", help="self-speculative generation against plain (module doc)")
+    ap.add_argument("--dicts", nargs="+", help="generation against dictionary size (module doc), e.g. 92000:english_prose,mono_de")
     args = ap.parse_args()
 
     import torch  # noqa: PLC0415
@@ -241,6 +321,9 @@ def main() -> None:
           f"threads), load average {os.getloadavg()[0]:.1f} at start")
     if args.draft:
         draft_report(args.tfree, args.new, args.repeats)
+        return
+    if args.dicts:
+        dictionary_report(args)
         return
     models = {"tfree": LanguageModel.load(args.tfree, "cpu")}
     if args.bpe:

@@ -43,9 +43,11 @@ def _out(text: str) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True,
               help="CPU threads for the model (one word at a time: 1 is usually fastest; 0: torch's default)")
+@click.option("--search", type=click.Choice(["pruned", "full"]), default="pruned", show_default=True,
+              help="dictionary decode: score only the words that can matter, or every word (for checks)")
 @friendly
 def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed, num_samples, stop, spell, spell_below,
-             ignore_eot, no_cache, no_echo, draft, device, threads):
+             ignore_eot, no_cache, no_echo, draft, device, threads, search):
     """Continue a prompt with a trained model, streaming the text to stdout.
 
     MODEL is a run directory (its final/ checkpoint, else its newest), a checkpoint directory, or left out for the
@@ -66,6 +68,8 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
     if draft and spell and not sampling.greedy:
         raise TfreeError("--draft samples from the dictionary alone: it does not combine with --spell (greedy does)")
     lm = LanguageModel.load(model, device)
+    if lm.mode == "tfree":  # how the dictionary is read (a BPE head has no dictionary)
+        lm.vocabulary.search = search
     if draft and not getattr(lm.model.config, "od", False):
         raise TfreeError(f"--draft needs a model with an Over-Decoding head (trained with --od-weight); {lm.path} has none")
     p = lm.model.num_params()

@@ -212,8 +212,10 @@ def plot(runs, out_file, labels):
 @click.option("--against", type=click.Path(exists=True, file_okay=False),
               help="--breakdown: a BPE checkpoint, its tokens grouped by the T-FREE word they fall in")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+@click.option("--search", type=click.Choice(["pruned", "full"]), default="pruned", show_default=True,
+              help="T-FREE normalisers: only the words that hold mass (<= 1e-6 of it left out), or every word")
 @friendly
-def eval_(checkpoint, data, device, batch_size, as_json, breakdown, against, quiet):
+def eval_(checkpoint, data, device, batch_size, as_json, breakdown, against, quiet, search):
     """Held-out bits per byte of CHECKPOINT (e.g. RUN/final) on DATA (shard directory or text file), with
     parameter counts and, for T-FREE, the dictionary's coverage and the unseen-word convention used."""
     from tfree_codec.generate.score import evaluate_checkpoint
@@ -228,7 +230,7 @@ def eval_(checkpoint, data, device, batch_size, as_json, breakdown, against, qui
         click.echo(json.dumps(r) if as_json else format_table(r))
         return
 
-    r = evaluate_checkpoint(checkpoint, data, device, batch_size, progress=show_progress(quiet))
+    r = evaluate_checkpoint(checkpoint, data, device, batch_size, progress=show_progress(quiet), search=search)
     if as_json:
         click.echo(json.dumps(r))
         return

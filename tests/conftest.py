@@ -66,6 +66,18 @@ def codec():
     return Codec()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def index_cache(tmp_path_factory):
+    """Dictionary indexes (decode/index.py) cached in a temporary folder, not the user's cache."""
+    old = os.environ.get("TFREE_CACHE")
+    os.environ["TFREE_CACHE"] = str(tmp_path_factory.mktemp("tfree-cache"))
+    yield
+    if old is None:
+        os.environ.pop("TFREE_CACHE", None)
+    else:
+        os.environ["TFREE_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def make_tiny_shards(tmp_path_factory):
     """make(seed) -> a shard directory of 40 short documents over a 15-word vocabulary (v=1024, m=4): enough for

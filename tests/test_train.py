@@ -74,6 +74,11 @@ def test_eval_reports_bits_per_byte_params_and_coverage(finished, shards):
     assert rep["coverage_words"] > 0.9 and "spelling" in rep["convention"]
     text = run("eval", os.path.join(finished, "final"), shards, "-q").output
     assert "bits per byte" in text and "embedding 32,768 + head 32,768" in text
+    full = json.loads(run("eval", os.path.join(finished, "final"), shards, "--json", "-q", "--search", "full").output)
+    assert abs(full["bpb"] - rep["bpb"]) < 1e-4 and abs(full["bpb_plain_score"] - rep["bpb_plain_score"]) < 1e-4
+    from tfree_codec.generate.score import evaluate_checkpoint  # every word as one torch product: the same figures
+    torch_path = evaluate_checkpoint(os.path.join(finished, "final"), shards, "cpu", search=None)
+    assert abs(torch_path["bpb"] - rep["bpb"]) < 1e-4
 
 
 @pytest.mark.parametrize("kind", ["tfree", "bpe"])

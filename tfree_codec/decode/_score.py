@@ -243,9 +243,9 @@ def sigmoid(x):
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def sigmoid_lanes(x, b0, out):
-    """out (v, LANES) = sigmoid of logits rows b0 ... b0 + LANES - 1, transposed (zero past the last row), by
-    tiles: rows are read and transposed in L1-sized pieces."""
+def sigmoid_lanes(x, b0, out, apply=True):
+    """out (v, LANES) = sigmoid of logits rows b0 ... b0 + LANES - 1 (the logits themselves if not ``apply``),
+    transposed (zero past the last row), by tiles: rows are read and transposed in L1-sized pieces."""
     v = x.shape[1]
     nb = min(LANES, x.shape[0] - b0)
     tile = np.zeros((LANES, 64), np.float32)
@@ -254,15 +254,15 @@ def sigmoid_lanes(x, b0, out):
         for b in range(nb):
             row = x[b0 + b]
             for j in range(w):
-                tile[b, j] = _sigmoid(np.float32(row[r0 + j]))
+                tile[b, j] = _sigmoid(np.float32(row[r0 + j])) if apply else np.float32(row[r0 + j])
         for j in range(w):
             for b in range(LANES):
                 out[r0 + j, b] = tile[b, j]
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def _chunk1(p0, p1, base, ts, sig, s_all, lcp, sptr, stid, xptr, xrow, xval, a, c, acc, invt, o, tpos, tval, part,
-            ch):
+def _chunk1(p0, p1, base, ts, sig, s_all, lcp, sptr, stid, xptr, xrow, xval, a, c, bias, ref, acc, invt, o, tpos,
+            tval, part, ch):
     for i in range(p0, p1):
         d = lcp[i]
         s = acc[d]
@@ -272,23 +272,26 @@ def _chunk1(p0, p1, base, ts, sig, s_all, lcp, sptr, stid, xptr, xrow, xval, a, 
             acc[d] = s
         for q in range(xptr[i], xptr[i + 1]):
             s += xval[q] * sig[xrow[q]]
-        o[i - base] = s * a[i] - s_all * c[i]
-    best, arg, low, z = np.float32(-np.inf), p0, np.float32(np.inf), np.float32(0)
+        o[i - base] = s * a[i] - s_all * c[i] + bias[i]
+    best, second, arg, low, z = np.float32(-np.inf), np.float32(-np.inf), p0, np.float32(np.inf), np.float32(0)
     for i in range(p0, p1):
-        low = min(low, o[i - base])
-        if o[i - base] > best:
-            best, arg = o[i - base], i
+        x = o[i - base]
+        low = min(low, x)
+        if x > best:
+            best, second, arg = x, best, i
+        else:
+            second = max(second, x)
     if invt > 0:
         for i in range(p0, p1):
-            z += exp_neg((o[i - base] - np.float32(1)) * invt)
+            z += exp_neg((o[i - base] - ref) * invt)
     if p0 <= tpos[0] < p1:
         tval[0] = o[tpos[0] - base]
-    part[ch, 0], part[ch, 1], part[ch, 2], part[ch, 3] = best, arg, z, low
+    part[ch, 0], part[ch, 1], part[ch, 2], part[ch, 3], part[ch, 4] = best, arg, z, low, second
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def _chunk_lanes(p0, p1, base, ts, sigt, s_all, lcp, sptr, stid, xptr, xrow, xval, a, c, acc, invt, o, tpos, tval,
-                 part, ch):
+def _chunk_lanes(p0, p1, base, ts, sigt, s_all, lcp, sptr, stid, xptr, xrow, xval, a, c, bias, ref, acc, invt, o,
+                 tpos, tval, part, ch):
     for i in range(p0, p1):
         d = lcp[i]
         for q in range(sptr[i], sptr[i + 1]):
@@ -296,34 +299,38 @@ def _chunk_lanes(p0, p1, base, ts, sigt, s_all, lcp, sptr, stid, xptr, xrow, xva
             for b in range(LANES):
                 acc[d + 1, b] = acc[d, b] + ts[t, b]
             d += 1
-        ai, ci = a[i], c[i]
+        ai, ci, bi = a[i], c[i], bias[i]
         for b in range(LANES):
-            o[i - base, b] = acc[d, b] * ai - s_all[b] * ci
+            o[i - base, b] = acc[d, b] * ai - s_all[b] * ci + bi
         for q in range(xptr[i], xptr[i + 1]):
             r, wv = xrow[q], xval[q] * ai
             for b in range(LANES):
                 o[i - base, b] += wv * sigt[r, b]
     best = np.full(LANES, -np.inf, np.float32)
+    second = np.full(LANES, -np.inf, np.float32)  # the best of the other words (a near tie is checked again)
     low = np.full(LANES, np.inf, np.float32)
     arg = np.full(LANES, p0, np.int64)
     for i in range(p0 - base, p1 - base):
         for b in range(LANES):
-            low[b] = min(low[b], o[i, b])
-            if o[i, b] > best[b]:
-                best[b], arg[b] = o[i, b], i + base
+            x = o[i, b]
+            low[b] = min(low[b], x)
+            second[b] = max(second[b], min(best[b], x))
+            if x > best[b]:
+                best[b], arg[b] = x, i + base
     z = np.zeros(LANES, np.float32)  # a chunk's terms are <= 1 and few: float32 sums them well enough
     if invt > 0:
         for i in range(p0 - base, p1 - base):
             for b in range(LANES):
-                z[b] += exp_neg((o[i, b] - np.float32(1)) * invt)
+                z[b] += exp_neg((o[i, b] - ref) * invt)
     for b in range(LANES):
         if p0 <= tpos[b] < p1:
             tval[b] = o[tpos[b] - base, b]
         part[ch, 0, b], part[ch, 1, b], part[ch, 2, b], part[ch, 3, b] = best[b], arg[b], z[b], low[b]
+        part[ch, 4, b] = second[b]
 
 
-def _score1(sig, trows, eptr, etid, lcp, sptr, stid, xptr, xrow, xval, a, c, maxd, invt, keep, out, tpos, tval,
-            part):
+def _score1(sig, trows, eptr, etid, lcp, sptr, stid, xptr, xrow, xval, a, c, bias, ref, maxd, invt, keep, out, tpos,
+            tval, part):
     nt = trows.shape[0]
     ts = np.empty(nt + eptr.shape[0] - 1, np.float32)  # trigram sums, then word-ending sums
     for t in prange(nt):
@@ -344,11 +351,11 @@ def _score1(sig, trows, eptr, etid, lcp, sptr, stid, xptr, xrow, xval, a, c, max
         acc = np.zeros(maxd + 1, np.float32)  # partial sums along the current trie path
         o = out if keep else np.empty(CHUNK, np.float32)  # all scores, or just this chunk's
         _chunk1(ch * CHUNK, min(n, (ch + 1) * CHUNK), 0 if keep else ch * CHUNK, ts, sig, s_all, lcp, sptr, stid,
-                xptr, xrow, xval, a, c, acc, invt, o, tpos, tval, part, ch)
+                xptr, xrow, xval, a, c, bias, ref, acc, invt, o, tpos, tval, part, ch)
 
 
-def _score_lanes(sigt, trows, eptr, etid, lcp, sptr, stid, xptr, xrow, xval, a, c, maxd, invt, keep, out, tpos,
-                 tval, part):
+def _score_lanes(sigt, trows, eptr, etid, lcp, sptr, stid, xptr, xrow, xval, a, c, bias, ref, maxd, invt, keep, out,
+                 tpos, tval, part):
     nt = trows.shape[0]
     ts = np.empty((nt + eptr.shape[0] - 1, LANES), np.float32)  # (T + endings, LANES) sums
     for t in prange(nt):
@@ -374,7 +381,7 @@ def _score_lanes(sigt, trows, eptr, etid, lcp, sptr, stid, xptr, xrow, xval, a, 
         acc = np.zeros((maxd + 1, LANES), np.float32)
         o = out if keep else np.empty((CHUNK, LANES), np.float32)
         _chunk_lanes(ch * CHUNK, min(n, (ch + 1) * CHUNK), 0 if keep else ch * CHUNK, ts, sigt, s_all, lcp, sptr,
-                     stid, xptr, xrow, xval, a, c, acc, invt, o, tpos, tval, part, ch)
+                     stid, xptr, xrow, xval, a, c, bias, ref, acc, invt, o, tpos, tval, part, ch)
 
 
 # One body, compiled twice: serial (one thread, no threading layer) and parallel over chunks.

@@ -64,7 +64,11 @@ class Dictionary:
         if len(self._counts) != len(words) or len(self._indptr) != len(words) + 1:
             raise TfreeError("dictionary arrays do not match the number of words")
         self._n = len(words)
-        self._scorers = {}  # score -> its Scorer: built by decode.Decoder on first use, grown with the words
+        self._scorer = None  # built by decode.Decoder on first use, grown by extend
+        # the checksum of the file this was loaded from and its words (the first ``file_words``; extend adds more):
+        # what the on-disk index cache (index.py) is keyed by. None for a dictionary built in memory.
+        self.file_checksum: str | None = None
+        self.file_words = 0
 
     # -- access (views stay valid until the next extend) -------------------------------------------------------
     @property
@@ -314,6 +318,7 @@ class Dictionary:
             raise TfreeError(f"{path}: {e} (the file is corrupt)") from None
         if d._checksum() != meta.get("tfree.checksum"):
             raise TfreeError(f"{path}: checksum mismatch (the file is corrupt)")
+        d.file_checksum, d.file_words = meta["tfree.checksum"], len(d)
         return d
 
 

@@ -7,14 +7,13 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from . import _prune as P
 from . import _score as S
 from ..text._unicode import tables
 from ..config import TfreeError
 from ..text.words import MARKER_ID, code_points
+from .wordscore import word_score
 
-# "sigmoid_diff": mean(sigmoid[P_w]) - mean(sigmoid[not P_w]) (docs/decoding.md); "mean_logit": the mean of the
-# logits over P_w, what the word objective trains (model/word_head.py). Both are a_w S_w - c_w S_all over activations.
-SCORES = ("sigmoid_diff", "mean_logit")
 MIN_LANES = 6  # from this batch size on, positions are scored LANES at a time (bench/decode.py)
 MAX_ENDINGS = 3000   # word endings summed once (a unit per ~30 words at most)
 LONGEST_ENDING = 6   # trigrams
@@ -102,10 +101,10 @@ class Scorer:
     """Scores every word of a growing word list against logits: ``add`` appends words (incrementally: only the new
     words are factored), ``run`` scores. Not thread-safe for ``add``; ``run`` keeps per-thread buffers."""
 
-    def __init__(self, codec, score: str = "sigmoid_diff"):
-        if score not in SCORES:
-            raise TfreeError(f"unknown word score {score!r} (choose from {', '.join(SCORES)})")
-        self.score = score
+    def __init__(self, codec, score="sigmoid_diff"):
+        # the score ``score_one`` and ``run`` compute unless told another (a name or a wordscore.WordScore); the
+        # arrays below are the same for every score (coefficients() derives a score's own from the sizes)
+        self.score = word_score(score)
         c = codec.config
         self.v, self.m = c.vocab_size, c.num_activations
         self._rule = _trigram_rule(c)
@@ -120,6 +119,13 @@ class Scorer:
         self.a, self.c = np.zeros(0, np.float32), np.zeros(0, np.float32)
         self.maxd = 0
         self.factored = 0   # words scored through their trigrams (the rest row by row)
+        # per trie position: pattern size and distinct trigram ids (none for a word scored row by row), what the
+        # pruned search (search.py) scores single words and bounds the rest with
+        self.sizes = np.zeros(0, np.int32)
+        self.kptr, self.ktid = np.zeros(1, np.int64), np.zeros(0, np.int32)
+        self._coef: dict = {}
+        self._postings = None
+        self._zero = None
         self._position = None
         self._local = threading.local()
 
@@ -185,12 +191,55 @@ class Scorer:
         self.stid = np.concatenate([self.stid, stid])
         self.xptr = np.concatenate([self.xptr, xptr[1:] + self.xptr[-1]])
         self.xrow, self.xval = np.concatenate([self.xrow, xrow]), np.concatenate([self.xval, xval])
-        if self.score == "mean_logit":
-            c = np.zeros_like(c)
         self.a = np.concatenate([self.a, (1.0 / sizes + c).astype(np.float32)])
         self.c = np.concatenate([self.c, c.astype(np.float32)])
         self.maxd = max(self.maxd, int(np.diff(kptr).max()))
         self.factored += int(ok.sum())
+        fin = kid.copy()
+        fin[kid >= first_new] = remap[kid[kid >= first_new] - first_new]
+        lens = (np.diff(kptr) * ok)[local]
+        total = int(lens.sum())
+        at = np.repeat(kptr[:-1][local] - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(total)
+        self.kptr = np.concatenate([self.kptr, self.kptr[-1] + np.cumsum(lens)])
+        self.ktid = np.concatenate([self.ktid, fin[at].astype(np.int32)])
+        self.sizes = np.concatenate([self.sizes, np.diff(indptr)[local].astype(np.int32)])
+        self._coef.clear()
+
+    # the arrays that make a scorer, for the on-disk cache (index.py)
+    STATE = ("trows", "eptr", "etid", "_keys", "_key_ids", "order", "lcp", "sptr", "stid", "xptr", "xrow", "xval",
+             "a", "c", "sizes", "kptr", "ktid")
+
+    def state(self) -> dict:
+        """Everything the scorer holds, as arrays (the inverted index too), for ``restore``."""
+        out = {k.lstrip("_"): getattr(self, k) for k in self.STATE}
+        out["tptr"], out["tpos"] = self.postings()
+        out["scalars"] = np.array([self.maxd, self.factored], np.int64)
+        return out
+
+    @classmethod
+    def restore(cls, codec, arrays: dict) -> "Scorer":
+        """A scorer from ``state()``'s arrays (checked by the caller: index.py validates a cache before use)."""
+        sc = cls(codec)
+        for k in cls.STATE:
+            setattr(sc, k, arrays[k.lstrip("_")])
+        sc.maxd, sc.factored = (int(x) for x in arrays["scalars"])
+        sc._postings = (len(sc.order), arrays["tptr"], arrays["tpos"])
+        return sc
+
+    def postings(self) -> tuple[np.ndarray, np.ndarray]:
+        """The inverted index (tptr, tpos): the trie positions of the words holding each trigram, built on first
+        use after growth."""
+        if self._postings is None or self._postings[0] != len(self.order):
+            self._postings = (len(self.order), *P.postings(self.kptr, self.ktid, len(self.trows)))
+        return self._postings[1:]
+
+    def coefficients(self, score) -> tuple[np.ndarray, np.ndarray]:
+        """(a, c) float32 per trie position for a ``WordScore``: s = a * S_w - c * G."""
+        if score.name == "sigmoid_diff":
+            return self.a, self.c
+        if score not in self._coef:
+            self._coef[score] = score.coefficients(self.sizes, self.v)
+        return self._coef[score]
 
     def _buffers(self, lanes: bool):
         """Per-thread reused arrays: all scores (n[, LANES]) and per-chunk partials."""
@@ -200,43 +249,58 @@ class Scorer:
             shape = (S.LANES,) if lanes else ()
             nch = -(-len(self.order) // S.CHUNK)
             cache = self._local.buf = (key, np.empty((len(self.order),) + shape, np.float32),
-                                       np.empty((nch, 4) + shape, np.float64))
+                                       np.empty((nch, 5) + shape, np.float64))
         return cache[1:]
 
-    def _activations(self, logits: np.ndarray) -> np.ndarray:
-        """What the score sums over rows: sigmoids, or the logits themselves."""
-        return np.ascontiguousarray(logits, np.float32) if self.score == "mean_logit" else S.sigmoid(logits)
-
-    def score_one(self, logits: np.ndarray) -> np.ndarray:
-        """Every word's score against one position's (v,) float32 logits, in trie order (``order[i]`` is the
-        word at i): generation's path, a word at a time, without ``run``'s blocks. A reused buffer: use it before
-        the next call."""
+    def score_one(self, logits: np.ndarray, score=None) -> np.ndarray:
+        """Every word's score (``score``, default the scorer's) against one position's (v,) float32 logits, in
+        trie order (``order[i]`` is the word at i): a word at a time, without ``run``'s blocks. A reused buffer:
+        use it before the next call."""
         if len(self.order) == 0:
             raise TfreeError("the dictionary is empty")
+        score = self.score if score is None else score
         out, part = self._buffers(False)
-        S.score1(self._activations(logits.reshape(1, -1))[0], self.trows, self.eptr, self.etid, self.lcp, self.sptr, self.stid,
-                 self.xptr, self.xrow, self.xval, self.a, self.c, self.maxd, np.float32(0), True, out,
-                 np.full(1, -1, np.int64), np.zeros(1, np.float32), part)
+        x = np.ascontiguousarray(logits, np.float32).reshape(1, -1)
+        g = x[0] if score.g == "identity" else S.sigmoid(x)[0]
+        a, c = self.coefficients(score)
+        S.score1(g, self.trows, self.eptr, self.etid, self.lcp, self.sptr, self.stid, self.xptr, self.xrow, self.xval,
+                 a, c, self._zeros(), np.float32(1), self.maxd, np.float32(0), True, out, np.full(1, -1, np.int64),
+                 np.zeros(1, np.float32), part)
         return out
 
-    def run(self, logits: np.ndarray, invt: float, num_threads: int = 1, *, keep: bool = True, targets=None):
-        """Score (B, v) float32 logits; yield a ``Block`` per group of rows. ``z`` = sum(exp((s - 1) * invt)) over
-        the dictionary (0 if invt is 0). keep=False keeps no scores but those of ``targets`` (B,) word ids: faster.
-        Kept scores are a reused buffer: use them before the next block."""
+    def _zeros(self) -> np.ndarray:
+        if self._zero is None or len(self._zero) != len(self.order):
+            self._zero = np.zeros(len(self.order), np.float32)
+        return self._zero
+
+    def run(self, logits: np.ndarray, invt: float, num_threads: int = 1, *, keep: bool = True, targets=None,
+            rank=None, ref: float = 1.0):
+        """Score (B, v) float32 logits; yield a ``Block`` per group of rows. ``rank``: (score, scale, bias) or None
+        (the scorer's score, 1, none): values are z = scale * s + bias (``score`` a ``WordScore`` or None for the
+        scorer's, ``bias`` (W,) float32 in trie order or None), and ``z`` = sum(exp((z - ref) * invt)) over the
+        dictionary (0 if invt is 0; ``ref`` must bound z: variant 2's s <= 1). keep=False keeps no scores but those
+        of ``targets`` (B,) word ids: faster. Kept scores are a reused buffer: use them before the next block."""
         if len(self.order) == 0:
             raise TfreeError("the dictionary is empty")
         logits = np.ascontiguousarray(logits, np.float32)
         B = logits.shape[0]
         tpos = np.full(B, -1, np.int64) if targets is None else self.position[np.asarray(targets, np.int64)]
+        score, scale, bias = (None, 1.0, None) if rank is None else rank
+        score = self.score if score is None else score
+        identity = score.g == "identity"
+        a, c = self.coefficients(score)
+        if scale != 1.0:
+            a, c = a * np.float32(scale), c * np.float32(scale)
+        bias = self._zeros() if bias is None else np.ascontiguousarray(bias, np.float32)
         args = (self.trows, self.eptr, self.etid, self.lcp, self.sptr, self.stid, self.xptr, self.xrow, self.xval,
-                self.a, self.c, self.maxd, np.float32(invt), keep)
+                a, c, bias, np.float32(ref), self.maxd, np.float32(invt), keep)
         parallel = num_threads > 1
         if parallel:
             numba.set_num_threads(min(num_threads, numba.config.NUMBA_NUM_THREADS))
         if B < MIN_LANES:
             out, part = self._buffers(False)
             kernel = S.score1_parallel if parallel else S.score1
-            sig = self._activations(logits)
+            sig = logits if identity else S.sigmoid(logits)
             for b in range(B):
                 tval = np.zeros(1, np.float32)
                 kernel(sig[b], *args, out, tpos[b:b + 1], tval, part)
@@ -246,11 +310,7 @@ class Scorer:
         kernel = S.score_lanes_parallel if parallel else S.score_lanes
         sigt = np.empty((self.v, S.LANES), np.float32)
         for b0 in range(0, B, S.LANES):
-            if self.score == "mean_logit":
-                sigt[:] = 0
-                sigt[:, :min(B, b0 + S.LANES) - b0] = logits[b0:b0 + S.LANES].T
-            else:
-                S.sigmoid_lanes(logits, b0, sigt)
+            S.sigmoid_lanes(logits, b0, sigt, not identity)
             tp = np.full(S.LANES, -1, np.int64)
             tp[:min(B, b0 + S.LANES) - b0] = tpos[b0:b0 + S.LANES]
             tval = np.zeros(S.LANES, np.float32)
@@ -269,12 +329,17 @@ class Block:
     low: np.ndarray            # (len(rows),) float32 the lowest score
     z: np.ndarray              # (len(rows),) float64 sum(exp((s - 1) * invt))
     target: np.ndarray         # (len(rows),) float32 score of each row's target word (when given)
+    second: np.ndarray         # (len(rows),) float32 the best score of the other words
 
     @classmethod
     def of(cls, rows: range, scores, part: np.ndarray, tval: np.ndarray) -> "Block":
-        """From per-chunk partials part (chunks, 4, L): best, its position, z, lowest."""
+        """From per-chunk partials part (chunks, 5, L): best, its position, z, lowest, second best."""
         nl = len(rows)
         ch = np.argmax(part[:, 0, :nl], axis=0)  # the chunk holding each row's best word
         lane = np.arange(nl)
+        others = part[:, 0, :nl].copy()
+        others[ch, lane] = -np.inf
+        second = np.maximum(part[:, 4, :nl].max(0), others.max(0))
         return cls(rows, scores, part[ch, 1, lane].astype(np.int64), part[ch, 0, lane].astype(np.float32),
-                   part[:, 3, :nl].min(0).astype(np.float32), part[:, 2, :nl].sum(0), tval[:nl].copy())
+                   part[:, 3, :nl].min(0).astype(np.float32), part[:, 2, :nl].sum(0), tval[:nl].copy(),
+                   second.astype(np.float32))

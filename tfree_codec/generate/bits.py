@@ -32,13 +32,15 @@ LN2 = math.log(2)
 
 
 # -- dictionary scores ---------------------------------------------------------------------------------------------
-def dictionary_scorer(dictionary, score: str = "sigmoid_diff"):
+def dictionary_scorer(dictionary, score: str = "sigmoid_diff", search: str | None = None):
     """``.scores((N, v) logits) -> (N, W)``: every word's ``score`` (``sigmoid_diff``: s(w) = mean(sigmoid[P_w]) -
     mean(sigmoid[not P_w]); ``mean_logit``: the mean of the logits over P_w, the word objective's) on the logits'
-    device (the decoder's torch path: one sparse (W, v) x (v, N) product)."""
+    device (the decoder's torch path: one sparse (W, v) x (v, N) product). With ``search`` ("pruned" or "full"),
+    also ``.log_probs_sum``: what ``log_softmax_at`` gives, from the decoder on the CPU (decode/logprob.py)."""
+    from ..decode.logprob import DictionaryLogProbs  # noqa: PLC0415
     from ..decode.torch_decoder import TorchDecoder  # noqa: PLC0415
 
-    return TorchDecoder(dictionary, score)
+    return TorchDecoder(dictionary, score) if search is None else DictionaryLogProbs(dictionary, search, score)
 
 
 # -- evaluation streams ----------------------------------------------------------------------------------------------
@@ -122,7 +124,11 @@ def evaluate_tfree(model, corpus: Corpus, units: Units, words, params, reading: 
             logits, _ = model(x.to(device))
         tgt_t = torch.from_numpy(tgt.reshape(-1)).to(device)
         keep = tgt_t >= 0
-        if keep.any():
+        room = keep_scores - sum(len(t) for t in kept_t)
+        if (keep.any() and room <= 0 and per_item is None and params and hasattr(scorer, "log_probs_sum")
+                and logits.device.type == "cpu"):  # the decoder's search: no (N, W) scores
+            lp[:] += scorer.log_probs_sum(logits.reshape(B * T, -1)[keep], tgt_t[keep], params)
+        elif keep.any():
             scores = scorer.scores(logits.reshape(B * T, -1)[keep])
             if params and per_item is not None:
                 each = log_softmax_at(scores, tgt_t[keep], params, feats, rows=True)
@@ -132,7 +138,6 @@ def evaluate_tfree(model, corpus: Corpus, units: Units, words, params, reading: 
                 per_item.extend(row.reshape(B, T)[i, :len(p[2])].numpy() for i, p in enumerate(pending))
             elif params:
                 lp[:] += log_softmax_at(scores, tgt_t[keep], params, feats)
-            room = keep_scores - sum(len(t) for t in kept_t)
             if room > 0:
                 kept_s.append(scores[:room].cpu()), kept_t.append(tgt_t[keep][:room].cpu())
         elif per_item is not None:

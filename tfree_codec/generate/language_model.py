@@ -176,10 +176,12 @@ def stream(model, codec, vocab, prompt, sampling: Sampling | None = None, *, use
     dictionary's default (T_cal 0.07, b = c = 0). ``draft`` (a model trained with ``--od-weight``; True, or a
     ``speculative.DraftStats`` that counts the drafts kept): self-speculative generation (speculative.py), the same
     words when greedy and the same distribution when sampling. ``use_cache``: False re-reads the window each step.
+    ``search`` (T-FREE): how the dictionary is read, "pruned" or "full" (vocab.Words; default the vocabulary's).
     The arguments are checked here, before the first piece is asked for."""
     if not isinstance(prompt, (str, list, tuple)) or not prompt:
         raise TfreeError("the prompt is empty")
     calibration, stats = options.pop("calibration", None), options.pop("draft_stats", None)
+    search = options.pop("search", None)
     if "spell" in options:  # the older flag: spell below spell_below (default SPELL_BELOW), or not at all
         spell = options.pop("spell")
         options["spell_below"] = options.get("spell_below", SPELL_BELOW) if spell else None
@@ -195,6 +197,10 @@ def stream(model, codec, vocab, prompt, sampling: Sampling | None = None, *, use
     else:
         stats = None
     items = as_vocabulary(vocab, codec, model.config, calibration)
+    if search is not None:
+        if not hasattr(items, "searched"):
+            raise TfreeError("search applies to a T-FREE dictionary, not to a BPE tokenizer")
+        items = items.searched(search)
     return _pieces(model, items, prompt, Sampler(sampling), use_cache, stats)
 
 

@@ -53,9 +53,11 @@ def score_texts(path: str, model, codec, texts, batch_size: int = 16) -> list[di
 
 
 # -- tfree eval ------------------------------------------------------------------------------------------------------
-def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: int = 16, progress: bool = False) -> dict:
+def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: int = 16, progress: bool = False,
+                        search: str | None = "pruned") -> dict:
     """Held-out bits per byte of a checkpoint on DATA (a shard directory or a UTF-8 text file), with parameter
-    counts and, for T-FREE, the dictionary's coverage and both unseen-word conventions."""
+    counts and, for T-FREE, the dictionary's coverage and both unseen-word conventions. ``search`` (T-FREE): the
+    decoder's ("pruned" or "full", on the CPU; vocab.Words), or None for every word's scores as one torch product."""
     from ..model import checkpoint as ckpt  # noqa: PLC0415
     from ..model.device import autocast_for, resolve_device  # noqa: PLC0415
     from ..shards.corpus import Corpus, make_units  # noqa: PLC0415
@@ -67,6 +69,8 @@ def evaluate_checkpoint(path: str, data: str, device: str = "auto", batch_size: 
     model.eval()
     autocast, _ = autocast_for(dev, "auto")
     vocab = load_vocabulary(path, codec, model.config)
+    if hasattr(vocab, "search"):
+        vocab.search = search
     corpus = Corpus.from_path(data, vocab.data_codec)
     units = make_units(corpus, int(meta.get("chunk_words", 1024)))
     if not float(units.n_bytes.sum()):

@@ -67,6 +67,7 @@ class Drafter:
                  score: str = "sigmoid_diff"):
         from ..decode.decoder import Decoder  # noqa: PLC0415
         from ..decode.dictionary import Dictionary, count_prior  # noqa: PLC0415
+        from ..decode.wordscore import Ranking  # noqa: PLC0415
 
         from ..text.words import MARKERS  # noqa: PLC0415
 
@@ -81,18 +82,21 @@ class Drafter:
         sub_idx = np.concatenate([idx[ptr[i]:ptr[i + 1]] for i in keep]) if len(keep) else idx[:0]
         words = [dictionary.words[i] for i in keep]
         sub = Dictionary(dictionary.codec, words, dictionary.counts[keep], sub_ptr, sub_idx)
-        self.scorer = Decoder(sub, score=score).scorer()
+        # greedy drafts through the decoder's pruned search (a rare word seldom wins: few words are read)
+        self.decoder = Decoder(sub, rank=Ranking(score, 1.0 / t_cal, tuple(prior) if any(prior) else None))
+        self.scorer = self.decoder.scorer()
+        self.keep = keep
         self.ids = keep[self.scorer.order]  # trie position -> main dictionary id
         self.n = n
         self.scale = np.float32(1.0 / t_cal)
         self.prior = count_prior(dictionary.counts[self.ids], *prior) if any(prior) else None
 
     def z(self, logits: np.ndarray) -> np.ndarray:
-        s = self.scorer.score_one(np.ascontiguousarray(logits, np.float32))
+        s = self.scorer.score_one(np.ascontiguousarray(logits, np.float32), self.decoder.score)
         return s * self.scale + self.prior if self.prior is not None else s * self.scale
 
     def greedy(self, logits: np.ndarray) -> int:
-        return int(self.ids[int(np.argmax(self.z(logits)))])
+        return int(self.keep[self.decoder.decode(logits, temperature=0).ids[0]])
 
     def sample(self, logits: np.ndarray, sampler) -> tuple[int, np.ndarray]:
         """(a draft drawn from q, q over the main dictionary's ids); ``sampler``: the main words' Sampler."""

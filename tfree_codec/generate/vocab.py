@@ -16,7 +16,7 @@ from ..config import TfreeError
 from ..decode.calibration import Calibration
 from ..decode.decoder import Decoder
 from ..decode.dictionary import Dictionary, count_prior
-from ..decode.scorer import sigmoid
+from ..decode.wordscore import Ranking
 from ..model import checkpoint as ckpt
 from ..text.words import EOT, join
 from .context import Window, pattern_inputs, pattern_rows, token_inputs
@@ -60,14 +60,28 @@ class _Plain:
 # -- T-FREE ---------------------------------------------------------------------------------------------------------
 class Words(_Plain):
     """A T-FREE model's vocabulary: the dictionary it decodes into and its softmax's calibration (temperature,
-    count-prior weights, unseen-word rate). The words of a prompt join the dictionary (seen once), so it grows."""
+    count-prior weights, unseen-word rate). The words of a prompt join the dictionary (seen once), so it grows.
+    ``search``: how generation and evaluation read the dictionary (decode/search.py): "pruned" (the default: only
+    the words that can matter; the same greedy words, <= 1e-6 of the mass left out) or "full" (every word); None:
+    evaluation takes every word's scores as one torch product (on the model's device), generation is pruned."""
 
     name, what, unit = "T-FREE", "a Dictionary", "words"
 
-    def __init__(self, dictionary: Dictionary, calibration: Calibration | None = None):
+    def __init__(self, dictionary: Dictionary, calibration: Calibration | None = None, search: str = "pruned"):
         self.dictionary, self.codec = dictionary, dictionary.codec
         self.calibration = calibration or Calibration()
         self._scoring = None
+        self.search = search
+
+    @property
+    def search(self) -> str | None:
+        return self._search
+
+    @search.setter
+    def search(self, value: str | None) -> None:
+        if value not in ("pruned", "full", None):
+            raise TfreeError(f"search must be 'pruned', 'full' or None, not {value!r}")
+        self._search, self._scoring = value, None  # the scorers follow it
 
     @classmethod
     def load(cls, path: str, codec) -> "Words":
@@ -75,12 +89,19 @@ class Words(_Plain):
 
     def calibrated(self, calibration: dict) -> "Words":
         """This dictionary under another calibration (the keys given; the rest its defaults)."""
-        return Words(self.dictionary, Calibration.from_dict(calibration))
+        return Words(self.dictionary, Calibration.from_dict(calibration), self.search)
+
+    def searched(self, search: str) -> "Words":
+        """This dictionary and calibration, read with another ``search`` (the dictionary shared, so it grows)."""
+        return self if search == self.search else Words(self.dictionary, self.calibration, search)
 
     def copy(self) -> "Words":
         """Its own copy of the dictionary (a prompt's words grow that one, not this one's)."""
         d = self.dictionary
-        return Words(Dictionary(d.codec, d.words, d.counts, d.indptr, d.indices), self.calibration)
+        copy = Dictionary(d.codec, d.words, d.counts, d.indptr, d.indices)
+        # the same words as the file: its cached index (decode/index.py) still serves the copy
+        copy.file_checksum, copy.file_words = d.file_checksum, d.file_words
+        return Words(copy, self.calibration, self.search)
 
     @property
     def raw(self) -> Dictionary:
@@ -141,7 +162,7 @@ class Words(_Plain):
         self-speculative with the Over-Decoding head (speculative.py)."""
         d = self.dictionary
         c = self.calibration
-        words = _WordSampler(d, c.temperature, (c.prior_weight, c.zero_count_weight), sampler, c.score)
+        words = _WordSampler(d, c, sampler, self.search or "pruned")
         words.decoder.scorer()  # grown by the prompt's words now, not inside the first step
 
         def pick(logits):
@@ -159,13 +180,14 @@ class Words(_Plain):
 
     # -- bits -------------------------------------------------------------------------------------------------
     def scorers(self):
-        """(the torch scorer, the spelling model of unseen words), made once (bits.py's loops)."""
+        """(the dictionary's scorer: bits.dictionary_scorer under this vocabulary's ``search``, the spelling model of
+        unseen words), made once (bits.py's loops)."""
         if self._scoring is None:
             from ..decode.spelling import SpellingModel  # noqa: PLC0415
             from .bits import dictionary_scorer  # noqa: PLC0415
 
             d = self.dictionary
-            self._scoring = (dictionary_scorer(d, self.calibration.score),
+            self._scoring = (dictionary_scorer(d, self.calibration.score, self.search),
                              SpellingModel(d.words, self.calibration.spell_order))
         return self._scoring
 
@@ -238,15 +260,19 @@ class _WordText:
 
 
 class _WordSampler:
-    """Logits -> (word, dictionary id, probability): every word's score s (the decoder's numba scorer), then the
-    sampler's pick on ``s / T_cal + b log(count + 1)``, all in the scorer's trie order (no reordering of the
-    dictionary each word). With the sampling's ``spell_below``, where even the best dictionary word scores below
-    it, a spelling of the activations (spell.py) is taken instead when it scores better than that word."""
+    """Logits -> (word, dictionary id, probability): the decoder's draw (``Decoder.draw``, with the vocabulary's
+    ``search``) from the sampler's softmax of ``z = score / T_cal + b log(count + 1) + c [count = 0]``, ``score``
+    the calibration's (sigmoid_diff or mean_logit). With the sampling's ``spell_below``, where even the best
+    dictionary word scores below it, a spelling of the activations (spell.py) is taken instead when it scores better
+    than that word."""
 
-    def __init__(self, dictionary, t_cal: float, prior: tuple, sampler, score: str = "sigmoid_diff"):
-        self.dictionary, self.decoder, self.sampler = dictionary, Decoder(dictionary, score=score), sampler
-        self.scale, self.b = np.float32(1.0 / t_cal), tuple(prior)
+    def __init__(self, dictionary, calibration, sampler, search: str = "pruned"):
+        c = calibration
+        self.dictionary, self.sampler = dictionary, sampler
+        self.scale, self.b = np.float32(1.0 / c.temperature), (c.prior_weight, c.zero_count_weight)
         self.spell_below = sampler.sampling.spell_below
+        rank = Ranking(c.score, 1.0 / c.temperature, self.b if any(self.b) else None)
+        self.decoder = Decoder(dictionary, spell_below=self.spell_below, search=search, rank=rank)
         self._prior = np.zeros(0, np.float32)
 
     def prior(self, order: np.ndarray) -> np.ndarray:
@@ -256,23 +282,15 @@ class _WordSampler:
         return self._prior
 
     def __call__(self, logits: np.ndarray) -> tuple[str, int, float]:
-        sc = self.decoder.scorer()
-        s = sc.score_one(np.ascontiguousarray(logits, np.float32))            # (W,) in trie order
-        z = s * self.scale + self.prior(sc.order) if any(self.b) else s * self.scale
-        pos, p = self.sampler.pick(z)
-        i = int(sc.order[pos])
-        best = float(s.max()) if self.spell_below is not None else 0.0
-        if self.spell_below is not None and best < self.spell_below:  # no dictionary word fits the activations
-            got = self.decoder.speller().spell_sigmoid(sigmoid(logits[None])[0], beam=self.decoder.beam)
-            if got is not None and got[1] > best:
-                return got[0], self.dictionary.index(got[0]), float("nan")
-        return self.dictionary.words[i], i, p
+        out = self.decoder.draw(logits, self.sampler)
+        return out.words[0], int(out.ids[0]), float(out.probs[0])
 
     def probs(self, logits: np.ndarray) -> np.ndarray:
-        """The distribution ``__call__`` draws dictionary words from, over dictionary ids (speculative.py)."""
+        """The distribution ``__call__`` draws dictionary words from, over dictionary ids (speculative.py): every
+        word scored (a draft's acceptance needs the whole distribution)."""
         sc = self.decoder.scorer()
-        s = sc.score_one(np.ascontiguousarray(logits, np.float32))
-        z = s * self.scale + self.prior(sc.order) if self.b else s * self.scale
+        s = sc.score_one(np.ascontiguousarray(logits, np.float32), self.decoder.score)
+        z = s * self.scale + self.prior(sc.order) if any(self.b) else s * self.scale
         p = np.empty(len(z))
         p[sc.order] = self.sampler.probs(z)
         return p
