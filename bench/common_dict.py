@@ -19,7 +19,7 @@ from tfree_codec.decode.dictionary import Dictionary, count_words  # noqa: E402
 
 CORPORA = ["english_prose", "mono_de", "mono_es", "mono_fr", "mono_ja", "mono_ru", "mono_zh"]
 DEFAULT_PATHS = [f"/tmp/{c}.txt" for c in CORPORA]
-DEFAULT_DICT = "/tmp/tfree-bench-dict-100k.arrow"
+DEFAULT_DICT = "/tmp/tfree-bench-dict-all-100k.arrow"
 
 
 def add_args(ap) -> None:
@@ -77,4 +77,23 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{model}, {os.cpu_count()} cores (load average {load:.1f} at start)"
+    import numba  # noqa: PLC0415
+    import numpy  # noqa: PLC0415
+
+    from tfree_codec import __version__  # noqa: PLC0415
+    return (f"{model}, {os.cpu_count()} cores (load average {load:.1f} at start); numba {numba.__version__}, numpy "
+            f"{numpy.__version__}, tfree_codec {__version__} ({_head()})")
+
+
+def _head() -> str:
+    """The git commit of the code measured (and whether it has uncommitted changes)."""
+    import subprocess  # noqa: PLC0415
+
+    try:
+        head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "no git"
+    return f"commit {head}" + (", with uncommitted changes" if dirty else "")

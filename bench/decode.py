@@ -78,7 +78,7 @@ def model_logits(b: int, path=None):
     with torch.no_grad():
         for k in range(-(-b // T)):
             enc = batch_encode(lm.codec, [words[k * T:(k + 1) * T]])
-            rows.append(lm.model(*enc.lm_inputs())[0][0].float().numpy())
+            rows.append(lm.model(enc.lm_inputs()[0])[0][0].float().numpy())  # inputs only: the logits, no loss
     return np.concatenate(rows)[:b], {**lm.calibration, "score": lm.vocabulary.calibration.score}
 
 

@@ -1,10 +1,10 @@
 """``tfree eval`` with a big dictionary: the pruned search against full scoring (and against the torch product of
 every word that evaluation used before), on the same checkpoint and text, alternated in one process.
 
-    python bench/eval_search.py [--words 100000] [--kb 100] [--repeats 3]
+    python bench/eval_search.py [--words 100000] [--kb 100] [--repeats 3] [--model CHECKPOINT] [--no-torch]
 
-The checkpoint is the bundled model with the N most frequent words of the corpora as its dictionary (written to a
-temporary directory with the model's calibration; bench/common_dict.py); the text is the first ``--kb`` kB of
+The checkpoint is the bundled model (or ``--model``) with the N most frequent words of the corpora as its
+dictionary (written to a temporary directory with the model's calibration; bench/common_dict.py); the text is the first ``--kb`` kB of
 /tmp/english_prose.txt after its first MB. Reported: seconds per evaluation (median of the repeats) and bits per
 byte of each, and how far they differ.
 """
@@ -32,14 +32,16 @@ def main() -> None:
     ap.add_argument("--kb", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (numba runs one)")
+    ap.add_argument("--model", help="checkpoint or run directory (default: the bundled model)")
+    ap.add_argument("--no-torch", action="store_true", help="leave out the torch product (the slowest)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {machine()}")
     d = dictionary(args.words)
-    lm = LanguageModel.load(None, "cpu")
+    lm = LanguageModel.load(args.model, "cpu")
     work = tempfile.mkdtemp(prefix="tfree-eval-search-")
     path = ckpt.save_checkpoint(os.path.join(work, "final"), lm.model, lm.codec,
-                                files={DICT_FILE: dictionary_path(args.words)}, calibration=lm.calibration)
+                                files={DICT_FILE: dictionary_path(args.words)}, json_files=lm.vocabulary.checkpoint_json)
     with open("/tmp/english_prose.txt", encoding="utf-8") as f:
         f.seek(1 << 20)
         f.readline()
@@ -47,8 +49,11 @@ def main() -> None:
     data = os.path.join(work, "text.txt")
     with open(data, "w", encoding="utf-8") as f:
         f.write(text)
-    print(f"checkpoint: the bundled model with a {len(d):,}-word dictionary; text: {len(text.encode()):,} bytes")
+    print(f"checkpoint: {lm.path} ({lm.vocabulary.calibration.score}) with a {len(d):,}-word dictionary; text: "
+          f"{len(text.encode()):,} bytes")
     searches = {"pruned": "pruned", "full": "full", "torch product (before)": None}
+    if args.no_torch:
+        del searches["torch product (before)"]
     for search in searches.values():
         evaluate_checkpoint(path, data, "cpu", search=search)  # warm-up: kernels, index
     times, bpb = {k: [] for k in searches}, {}
@@ -62,8 +67,9 @@ def main() -> None:
     for name in searches:
         print(f"| {name} | {statistics.median(times[name]):.2f} | {bpb[name][0]:.6f} | {bpb[name][1]:.6f} |")
     t = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\npruned: {t['full'] / t['pruned']:.2f}x full scoring's speed, {t['torch product (before)'] / t['pruned']:.2f}x "
-          f"the torch product's (gate: >= 3x full); bits per byte differ by "
+    torch_x = (f", {t['torch product (before)'] / t['pruned']:.2f}x the torch product's"
+               if "torch product (before)" in t else "")
+    print(f"\npruned: {t['full'] / t['pruned']:.2f}x full scoring's speed{torch_x} (gate: >= 3x full); bits per byte differ by "
           f"{abs(bpb['pruned'][0] - bpb['full'][0]):.2e} (gate: <= 1e-4)")
 
 

@@ -15,10 +15,12 @@ their weights in the CPU's caches and from memory.
 ``--dicts`` measures generation against dictionary size instead: the model with its own dictionary and with each
 given one (``N`` words of all the corpora in /tmp, or ``N:english_prose,mono_de`` of those; bench/common_dict.py),
 greedy and sampled, the pruned search and full scoring round-robin in this run; the words/s ratios to the bundled
-dictionary, whether the greedy texts are identical, and the start-up: the seconds from a loaded model to its first
-word, each measured in a fresh process (the index cache warm, the numba kernels compiled).
+dictionary, the share of the dictionary the pruned search read, whether the greedy texts are identical, and the
+start-up: the seconds to load the dictionary file and from the loaded model and dictionary to its first word, each
+measured in a fresh process (the index cache warm, the numba kernels compiled; and once with an empty index cache,
+so that the index is built). ``--startup`` limits the start-up runs to some of the dictionaries.
 
-    python bench/generate.py --dicts 92000:english_prose,mono_de 100000 [--new 100] [--repeats 3]
+    python bench/generate.py --dicts 92000:english_prose,mono_de 100000 [--new 100] [--repeats 3] [--startup 100000]
 
 ``--draft`` (a model trained with ``--od-weight``) measures self-speculative generation instead (speculative.py):
 words/s with and without ``draft=True``, greedy and sampled, on the same model and the same prompts, round-robin
@@ -234,70 +236,115 @@ import sys, time, torch
 torch.set_num_threads(1)
 from tfree_codec.decode.dictionary import Dictionary
 from tfree_codec.generate import LanguageModel
+from tfree_codec.generate.vocab import Words
 lm = LanguageModel.load(sys.argv[1] or None, "cpu")
-if sys.argv[2]:
-    lm = LanguageModel(lm.model, lm.codec, Dictionary.load(sys.argv[2], lm.codec), lm.calibration, lm.path)
 t0 = time.perf_counter()
+if sys.argv[2]:
+    lm = LanguageModel(lm.model, lm.codec, Words(Dictionary.load(sys.argv[2], lm.codec), lm.vocabulary.calibration),
+                       lm.path)
+t1 = time.perf_counter()
 next(iter(lm.stream(sys.argv[3], max_new_tokens=1, seed=0, temperature=float(sys.argv[4]), search=sys.argv[5])))
-print(time.perf_counter() - t0)
+print(t1 - t0, time.perf_counter() - t1)
 """
 
 
-def startup(model: str | None, dict_path: str, temperature: float, search: str, repeats: int) -> float:
-    """Median seconds from a loaded model (and dictionary) to the first word, each run in a fresh process."""
+def startup(model: str | None, dict_path: str, temperature: float, search: str, repeats: int,
+            cold: bool = False) -> tuple[float, float]:
+    """Medians over fresh processes of (seconds to load the dictionary file, seconds from the loaded model and
+    dictionary to the first word). ``cold``: each process gets an empty index cache (TFREE_CACHE), as the first
+    start with a new dictionary has; else the cache is the one this run warmed (the numba kernels compiled)."""
     import subprocess  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
 
-    runs = [float(subprocess.run([sys.executable, "-c", STARTUP, model or "", dict_path, PROMPT, str(temperature),
-                                  search], check=True, capture_output=True, text=True).stdout.split()[-1])
-            for _ in range(repeats)]
-    return statistics.median(runs)
+    runs = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="tfree-cold-index-") as empty:
+            env = {**os.environ, **({"TFREE_CACHE": empty} if cold else {})}
+            out = subprocess.run([sys.executable, "-c", STARTUP, model or "", dict_path, PROMPT, str(temperature),
+                                  search], check=True, capture_output=True, text=True, env=env).stdout.split()
+        runs.append((float(out[-2]), float(out[-1])))
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+class _Reads:
+    """The share of the dictionary the pruned search scored one by one, over the rankers made while counting
+    (decode/search.py's Ranker.read: rows it gave up on, scored in full, count as every word)."""
+
+    def __init__(self):
+        from tfree_codec.decode import search  # noqa: PLC0415
+
+        self.made, init = [], search.Ranker.__init__
+
+        def counted(rk, *a, **kw):
+            init(rk, *a, **kw)
+            self.made.append(rk)
+        search.Ranker.__init__ = counted
+
+    def take(self) -> tuple[float, float]:
+        """(words scored / W summed, rows) since the last take."""
+        got = [rk.read for rk in self.made]
+        self.made.clear()
+        return sum(r[1] + r[2] for r in got), sum(r[0] + r[2] for r in got)
 
 
 def dictionary_report(args) -> None:
     """Words/s with the bundled dictionary and bigger ones, pruned and full, round-robin; start-up (module doc)."""
     from common_dict import DEFAULT_PATHS, dictionary, dictionary_path  # noqa: PLC0415
 
+    from tfree_codec.generate.vocab import Words  # noqa: PLC0415
+
     lm = LanguageModel.load(args.tfree, "cpu")
-    models, paths = {f"own {len(lm.vocab):,}": lm}, {f"own {len(lm.vocab):,}": ""}
+    models, paths, specs = {f"own {len(lm.vocab):,}": lm}, {f"own {len(lm.vocab):,}": ""}, {}
     for spec in args.dicts:
         n, _, names = spec.partition(":")
         corpora = [f"/tmp/{c}.txt" for c in names.split(",")] if names else DEFAULT_PATHS
         d = dictionary(int(n), corpora)
         name = f"{len(d):,} ({names or 'all corpora'})"
-        models[name] = LanguageModel(lm.model, lm.codec, d, lm.calibration, lm.path)
-        paths[name] = dictionary_path(int(n), corpora)
+        models[name] = LanguageModel(lm.model, lm.codec, Words(d, lm.vocabulary.calibration), lm.path)
+        paths[name], specs[spec] = dictionary_path(int(n), corpora), name
     searches = ("full", "pruned")
     for m in models.values():
         for search in searches:
             m.generate(PROMPT, max_new_tokens=8, seed=0, stop_at_eot=False, search=search)  # warm-up, index built
-    runs, texts = {}, {}
+    runs, texts, reads = {}, {}, _Reads()
     for r in range(args.repeats):
         for name, m in models.items():
             for setting, kw in SETTINGS.items():
                 for search in searches:
+                    reads.take()
                     res = one(m, args.new, r, True, search=search, **kw)
                     runs.setdefault((name, setting, search), []).append(res["items_s"])
+                    got = reads.take()
+                    if search == "pruned":
+                        acc = runs.setdefault((name, setting, "read"), [0.0, 0.0])
+                        acc[0], acc[1] = acc[0] + got[0], acc[1] + got[1]
                     if setting == "greedy" and r == 0:
                         texts[name, search] = "".join(p.text for p in m.stream(
                             PROMPT, max_new_tokens=args.new, stop_at_eot=False, search=search, temperature=0))
-    med = {k: statistics.median(v) for k, v in runs.items()}
+    med = {k: statistics.median(v) for k, v in runs.items() if k[2] != "read"}
     own = next(iter(models))
     print(f"\n{args.new} new words after a {len(PROMPT)}-character prompt, one torch thread; median of {args.repeats} "
-          "round-robin runs\n")
-    print("| dictionary | decoding | full words/s | pruned words/s | pruned / own dictionary's pruned | greedy text "
-          "identical |\n|---|---|---|---|---|---|")
+          "round-robin runs; 'read': the share of the dictionary the pruned search scored one by one (positions it "
+          "gave up on, scored in full, count as all of it)\n")
+    print("| dictionary | decoding | full words/s | pruned words/s | pruned / own dictionary's pruned | pruned / own "
+          "dictionary's full | read | greedy text identical |\n|---|---|---|---|---|---|---|---|")
     for name in models:
         for setting in SETTINGS:
             f, p = med[name, setting, "full"], med[name, setting, "pruned"]
             same = texts[name, "full"] == texts[name, "pruned"] if setting == "greedy" else ""
-            print(f"| {name} | {setting} | {f:.1f} | {p:.1f} | {p / med[own, setting, 'pruned']:.2f}x | {same} |")
-    print("\n| dictionary | decoding | search | first word after the model is loaded (s, median of fresh processes) "
-          "|\n|---|---|---|---|")
-    for name in models:
+            words, rows = runs[name, setting, "read"]
+            print(f"| {name} | {setting} | {f:.1f} | {p:.1f} | {p / med[own, setting, 'pruned']:.2f}x | "
+                  f"{p / med[own, setting, 'full']:.2f}x | {words / rows if rows else float('nan'):.2%} | {same} |")
+    print("\n| dictionary | decoding | search | index cache | dictionary file load (s) | first word after model and "
+          "dictionary are loaded (s) |\n|---|---|---|---|---|---|")
+    for name in [own, *(specs[x] for x in args.startup)] if args.startup else models:
         for setting, kw in SETTINGS.items():
             for search in searches:
-                t = startup(args.tfree, paths[name], kw["temperature"], search, args.repeats)
-                print(f"| {name} | {setting} | {search} | {t:.2f} |", flush=True)
+                load, t = startup(args.tfree, paths[name], kw["temperature"], search, args.repeats)
+                print(f"| {name} | {setting} | {search} | warm | {load:.2f} | {t:.2f} |", flush=True)
+        if paths[name]:
+            load, t = startup(args.tfree, paths[name], 0.0, "pruned", args.repeats, cold=True)
+            print(f"| {name} | greedy | pruned | empty (index built) | {load:.2f} | {t:.2f} |", flush=True)
 
 
 def main() -> None:
@@ -311,14 +358,22 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="where a cached word's time goes (see the module doc)")
     ap.add_argument("--draft", action="store_true", help="self-speculative generation against plain (module doc)")
     ap.add_argument("--dicts", nargs="+", help="generation against dictionary size (module doc), e.g. 92000:english_prose,mono_de")
+    ap.add_argument("--startup", nargs="+", help="with --dicts: time the start-up of these of them only (and the "
+                    "model's own dictionary; default: all)")
     args = ap.parse_args()
 
     import torch  # noqa: PLC0415
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    import numba  # noqa: PLC0415
+    import numpy  # noqa: PLC0415
+
+    from tfree_codec import __version__ as tfree_version  # noqa: PLC0415
+
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} "
-          f"threads), load average {os.getloadavg()[0]:.1f} at start")
+          f"threads), numba {numba.__version__}, numpy {numpy.__version__}, tfree_codec {tfree_version}, load average "
+          f"{os.getloadavg()[0]:.1f} at start")
     if args.draft:
         draft_report(args.tfree, args.new, args.repeats)
         return
