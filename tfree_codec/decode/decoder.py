@@ -19,6 +19,7 @@ import numpy as np
 
 from . import _score
 from ..config import TfreeError
+from .dictionary import Dictionary
 from .sampling import _LOW, Decoded, Sampler, Sampling  # noqa: F401  (Decoded: re-exported)
 from .scorer import SCORES, Scorer, sigmoid
 from .spell import Speller, spell  # noqa: F401  (re-exported: decoding words that are not in the dictionary)
@@ -28,6 +29,12 @@ _GROW = threading.Lock()  # one scorer per dictionary, shared by its decoders: g
 
 def _is_torch(x) -> bool:
     return type(x).__module__.split(".")[0] == "torch"
+
+
+def _rows(logits) -> int:
+    """Positions in (B, v) or (v,) logits."""
+    shape = tuple(getattr(logits, "shape", np.shape(logits)))
+    return shape[0] if len(shape) == 2 else 1
 
 
 class Decoder:
@@ -41,6 +48,8 @@ class Decoder:
             raise TfreeError(f"backend must be 'auto', 'numba' or 'torch', not {backend!r}")
         if score not in SCORES:
             raise TfreeError(f"unknown word score {score!r} (choose from {', '.join(SCORES)})")
+        if not isinstance(dictionary, Dictionary):  # None or a word list would fail later, far from the cause
+            raise TfreeError(f"Decoder needs a Dictionary, not {type(dictionary).__name__}")
         self.backend, self.score = backend, score
         self.dictionary = dictionary
         self.codec = dictionary.codec
@@ -122,6 +131,8 @@ class Decoder:
         probability reaches top_p (renormalised): ``sampling.Sampler``, its random numbers from ``generator`` (an
         int seed or a numpy Generator)."""
         sampler = Sampler(Sampling(temperature, top_k, top_p, seed=generator))
+        if _rows(logits) == 0:  # nothing to decode (the kernels' blocks would be none)
+            return Decoded([], np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
         if self._use_torch(logits):
             return self._torch().decode(self._tensor(logits), sampler)
         order = self.scorer().order
@@ -152,6 +163,8 @@ class Decoder:
         targets = np.asarray(targets, np.int64).reshape(-1)
         if len(targets) and (targets.min() < 0 or targets.max() >= len(self.dictionary)):
             raise TfreeError("targets must be dictionary ids in [0, len(dictionary))")
+        if _rows(logits) == 0 and len(targets) == 0:
+            return np.zeros(0)
         if self._use_torch(logits):
             return self._torch().log_probs(self._tensor(logits), targets, temperature)
         x = self._logits(logits)

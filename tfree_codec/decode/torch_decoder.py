@@ -46,7 +46,7 @@ class TorchDecoder:
             logits = logits[None]
         if logits.dim() != 2 or logits.shape[1] != self.v:
             raise TfreeError(f"logits must have shape (B, {self.v}), not {tuple(logits.shape)}")
-        if not bool(torch.isfinite(logits).all()):
+        if not bool(torch.isfinite(logits).all()):  # as the numba path: NaN would decode as some word
             raise TfreeError("logits contain NaN or infinity")
         if self.score == "mean_logit":
             x_t = logits.float().T.contiguous()
