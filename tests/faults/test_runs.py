@@ -50,6 +50,16 @@ def test_two_runs_with_a_seed_give_identical_weights(uninterrupted, small_v, tmp
     assert not torch.are_deterministic_algorithms_enabled()  # the run's setting did not leak into this process
 
 
+def test_two_bce_runs_with_a_seed_give_identical_weights(small_v, tmp_path):
+    """The same for `--objective bce` (the runs above train the default, the word objective): the BCE loss's
+    index_put_ with accumulate was one of the two scatter-adds that made runs differ before issue 25."""
+    runs = [tmp_path / name for name in ("a", "b")]
+    for out in runs:
+        r = cli("train", small_v, "-o", out, "--max-steps", 8, *REPRO, "--objective", "bce")
+        assert r.exit_code == 0, r.output
+    assert _weights(runs[0]) == _weights(runs[1])
+
+
 def _log_steps(run) -> int:
     try:
         return sum(ln.endswith("}\n") for ln in open(run / "log.jsonl", encoding="utf-8"))
