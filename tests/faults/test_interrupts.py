@@ -131,7 +131,7 @@ def test_library_encode_interrupted_in_a_kernel_raises_keyboard_interrupt(text_f
 
     out = tmp_path / "s"
     with monkeypatch.context() as m:
-        m.setattr(writer, "encode_shard", _numba_style_interrupt)
+        m.setattr(writer, "encode_shard_batches", _numba_style_interrupt)  # what one process's threads run
         with pytest.raises(KeyboardInterrupt):
             writer.encode_to_shards([str(text_file)], str(out), CodecConfig(), num_proc=1, progress=False)
     assert_no_leftovers(tmp_path)
