@@ -39,7 +39,7 @@ from .checks import check_unfreeze, validate
 from ..model.optim import clip_grad_norm
 from .settings import settings_to_save
 from .settings import (PLAIN, RESUME_FIXED, TrainConfig, body_frozen, init_dist, lr_at, lr_for,  # noqa: F401
-                       model_config, od_weight_at, reproducible)  # (re-exported)
+                       model_config, od_weight_at, reproducible, resume_differences)  # (re-exported)
 
 TRAINED_WHEN_FROZEN = ("embed.", "head.", "norm.")  # --freeze-body (tfree retok): the input, the output, final norm
 
@@ -155,8 +155,7 @@ class Run:
     def _check_resume(self, state) -> None:
         if not state:
             return
-        old, now = state.get("train_config", {}), self.cfg.flat()
-        diff = [f"{k} {old.get(k)!r} -> {now[k]!r}" for k in RESUME_FIXED if k in old and old[k] != now[k]]
+        diff = resume_differences(state.get("train_config", {}), self.cfg.flat())
         if int(state.get("world_size", 1)) != self.dist.world:
             diff.append(f"processes {state.get('world_size')} -> {self.dist.world}")
         if diff:

@@ -22,6 +22,20 @@ RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "bat
                 "unfreeze_after", "unfreeze_lr", "objective", "word_budget", "mix_bce", "init_from")
 
 
+def resume_differences(old: dict, now: dict) -> list[str]:
+    """The fixed settings (RESUME_FIXED) in which a checkpoint's saved settings ``old`` and this run's ``now``
+    differ, as "name old -> new". ``init_from`` inside its run folder (tfree retok's OUT/init) is compared by its
+    place in the folder, not its absolute path, so a retok run that was moved or copied still resumes."""
+    def seen(d: dict, k: str):
+        v, out = d.get(k), d.get("out_dir")
+        if k == "init_from" and isinstance(v, str) and isinstance(out, str):
+            rel = os.path.relpath(os.path.abspath(v), os.path.abspath(out))
+            if rel != ".." and not rel.startswith(".." + os.sep):
+                return ("in the run folder", rel)
+        return v
+
+    return [f"{k} {old.get(k)!r} -> {now[k]!r}" for k in RESUME_FIXED if k in old and seen(old, k) != seen(now, k)]
+
 @dataclass(frozen=True)
 class Shape:
     """The model: a preset, the overrides of its size, and T-FREE or the BPE baseline."""
