@@ -11,11 +11,11 @@ from tfree_codec import TfreeError
 from tfree_codec.codec import PYTHON_PATH_CHARS, load_kernels
 from tfree_codec.assets import sample_text
 
-from .common import codec_options, friendly, make_codec, read_text
+from .common import TEXT, codec_options, friendly, make_codec, read_text
 
 
 @click.command()
-@click.argument("text", required=False)
+@click.argument("text", required=False, type=TEXT)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object: words, offsets and patterns")
 @codec_options
 @friendly
@@ -48,6 +48,8 @@ def stats(files, sample, **codec_kw):
         raise TfreeError("give one or more FILEs (or - for stdin), or --sample")
     codec = make_codec(**codec_kw)
     for path in files + (("<sample>",) if sample else ()):
+        if path not in ("-", "<sample>") and os.path.isdir(path):
+            raise TfreeError(f"cannot read {path!r}: it is a directory (give the files in it)")
         if path not in ("-", "<sample>") and not os.path.isfile(path):
             raise TfreeError(f"cannot read {path!r}: no such file")
         text = sample_text() if path == "<sample>" else read_text(path)

@@ -2,22 +2,28 @@
 from __future__ import annotations
 
 import functools
+import io
 import os
+import re
 import signal
 import sys
+import warnings
 
 import click
 
 from tfree_codec import Codec, CodecConfig, TfreeError
+from tfree_codec.config import from_interrupt
 
 
 def friendly(fn):
     """Turn library errors into click's one-line ``Error: ...`` and a non-zero exit, never a traceback."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        _whole_stdout()
         old = _watch_sigint()
-        old_hook = sys.unraisablehook
+        old_hook, old_show = sys.unraisablehook, warnings.showwarning
         sys.unraisablehook = _interrupt_again(old_hook)
+        warnings.showwarning = _one_line_warning
         try:
             out = fn(*args, **kwargs)
             sys.stdout.flush()  # a closed pipe shows up here, inside the handler below, not at exit
@@ -35,11 +41,11 @@ def friendly(fn):
         except KeyboardInterrupt:
             _interrupted()
         except SystemError as e:  # Ctrl-C inside a numba kernel surfaces as "returned a result with an exception set"
-            if not _from_interrupt(e):
+            if not from_interrupt(e):
                 raise
             _interrupted()
         finally:
-            sys.unraisablehook = old_hook
+            sys.unraisablehook, warnings.showwarning = old_hook, old_show
             if old is not None:
                 signal.signal(signal.SIGINT, old)
     return wrapper
@@ -59,6 +65,52 @@ def needs_extra(e: ModuleNotFoundError) -> str:
     ctx = click.get_current_context(silent=True)
     cmd = ctx.command_path if ctx else "this command"
     return f"{cmd} needs {top}, which is not installed: pip install 'tfree-codec[{EXTRAS[top]}]'"
+
+
+class _WholeWrites(io.RawIOBase):
+    """stdout's file descriptor, where a write writes everything or raises. A BufferedWriter hands a large write
+    straight to its raw file and returns what one write() took; click.echo and TextIOWrapper ignore that count, so
+    on a full disk the rest was dropped silently and the command exited 0 (`tfree shards cat DIR > file`)."""
+
+    def __init__(self, fd: int):
+        super().__init__()
+        self.fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def write(self, b) -> int:
+        view, done = memoryview(b).cast("B"), 0
+        try:
+            while done < len(view):
+                done += os.write(self.fd, view[done:])
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, "<stdout>") from None
+        return done
+
+
+def _whole_stdout() -> None:
+    """Put stdout (the real one: not a test's capture) on _WholeWrites, with its encoding and buffering."""
+    out = sys.stdout
+    if out is not sys.__stdout__:  # captured (tests), or already put on _WholeWrites
+        return
+    try:
+        fd = out.fileno()
+        out.flush()
+    except (OSError, ValueError, AttributeError):
+        return
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(_WholeWrites(fd)), encoding=out.encoding, errors=out.errors,
+                                  line_buffering=out.line_buffering, write_through=getattr(out, "write_through", False))
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library's warning as one line on stderr (Python's shows the file, the line number and the source line)."""
+    click.echo(f"warning: {message}", err=True)
 
 
 def _interrupt_again(hook):
@@ -99,16 +151,6 @@ def show_progress(quiet: bool) -> bool:
 RESUME_HINT = {"train": "interrupted; rerun the same command with --resume auto to resume from the last checkpoint",
                "encode": "interrupted; rerun the same command to resume",
                "retok": "interrupted; rerun the same command with --resume auto to resume from the last checkpoint"}
-
-
-def _from_interrupt(e: BaseException) -> bool:
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, KeyboardInterrupt):
-            return True
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return False
 
 
 _said: list = []   # the interrupt line is written once
@@ -169,6 +211,45 @@ def _on_sigint(signum, frame):
     t.daemon = True
     t.start()
     raise KeyboardInterrupt
+
+
+class Utf8Text(click.ParamType):
+    """Text typed on the command line: strict UTF-8. Python turns argv bytes that are not UTF-8 into lone
+    surrogates, which would be counted, hashed and written as something else than what was typed."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):
+        problem = not_utf8(value)
+        if problem:
+            self.fail(problem, param, ctx)
+        return value
+
+
+def not_utf8(value) -> str | None:
+    """Why ``value`` (a str from argv) is not the UTF-8 text typed, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        value.encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        raw = os.fsencode(value)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"{value!r} is not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start})"
+    return f"{value!r} is not valid UTF-8"
+
+
+TEXT = Utf8Text()
+
+
+def local_dir(ctx, param, value):
+    """An output path, never a URL: ``-o file:///abs/dir`` would otherwise make ``./file:/abs/dir``."""
+    if value is not None and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", str(value)):
+        raise click.BadParameter(f"{value!r} is a URL: tfree writes to local paths only (give the path itself)")
+    return value
 
 
 def codec_options(fn):

@@ -9,7 +9,7 @@ import click
 
 from tfree_codec import TfreeError
 
-from .common import codec_options, friendly, make_codec, show_progress
+from .common import TEXT, codec_options, friendly, local_dir, make_codec, show_progress
 
 
 @click.group("dict")
@@ -25,7 +25,7 @@ def _codec_given(codec_kw: dict) -> bool:
 
 @dict_group.command("build")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False), callback=local_dir,
               help="dictionary file (.arrow)")
 @click.option("--min-count", type=int, default=1, show_default=True, help="keep words seen at least this often")
 @click.option("--max-words", type=int, default=None, help="keep at most this many words (marker words come extra)")
@@ -76,7 +76,7 @@ def info(path, as_json, top):
 
 @dict_group.command("neighbours")
 @click.argument("path", type=click.Path())
-@click.argument("word")
+@click.argument("word", type=TEXT)
 @click.option("-k", type=int, default=10, show_default=True, help="how many neighbours")
 @friendly
 def neighbours(path, word, k):

@@ -3,6 +3,7 @@ the bundled sample: encode, train, generate)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import secrets
 import sys
@@ -12,7 +13,7 @@ import click
 from tfree_codec import TfreeError
 from tfree_codec.decode.sampling import DEFAULT_MAX_NEW, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 
-from .common import friendly, read_text, show_progress
+from .common import TEXT, friendly, local_dir, not_utf8, read_text, show_progress
 
 
 def _out(text: str) -> None:
@@ -31,7 +32,7 @@ def _out(text: str) -> None:
 @click.option("--top-p", type=float, default=DEFAULT_TOP_P, show_default=True, help="nucleus: the likeliest words up to this mass")
 @click.option("--seed", type=int, help="random (and printed) unless given")
 @click.option("--num-samples", type=int, default=1, show_default=True, help="continuations (sample i uses seed + i)")
-@click.option("--stop", multiple=True, help="stop before this string (repeatable)")
+@click.option("--stop", multiple=True, type=TEXT, help="stop before this string (repeatable)")
 @click.option("--spell", is_flag=True, help="spell words the dictionary lacks when the model asks for one")
 @click.option("--spell-below", type=float, default=0.5, show_default=True,
               help="with --spell: spell where even the best dictionary word scores below this")
@@ -62,6 +63,8 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
         raise TfreeError("--num-samples must be at least 1")
     if threads < 0:
         raise TfreeError(f"--threads must be at least 0 (0: torch's default), not {threads}")
+    if not math.isfinite(spell_below):  # nan would compare false everywhere: --spell silently never spells
+        raise TfreeError(f"--spell-below must be a finite number, not {spell_below}")
     seed = secrets.randbits(31) if seed is None else seed
     sampling = Sampling(temperature, top_k, top_p, seed, stop, max_new_tokens, not ignore_eot,
                         spell_below if spell else None)
@@ -99,7 +102,8 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="new checkpoint directory")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), callback=local_dir,
+              help="new checkpoint directory")
 @click.option("--min-count", type=int, default=1, show_default=True,
               help="T-FREE: keep the dictionary words seen at least this often in training")
 @click.option("--half", is_flag=True, help="store the weights as float16 (half the size; loaded as float32)")
@@ -124,6 +128,8 @@ def _model_and_prompt(args, prompt_file):
     if not args:
         raise TfreeError("no prompt: give one as an argument, - for stdin, or --prompt-file")
     model, prompt = (None, args[0]) if len(args) == 1 else args
+    if not_utf8(prompt):  # the model is a path (any bytes); the prompt is text
+        raise TfreeError(f"the prompt {not_utf8(prompt)}")
     if prompt == "-":
         prompt = read_text("-")
     if not prompt:
@@ -133,9 +139,10 @@ def _model_and_prompt(args, prompt_file):
 
 @click.command()
 @click.option("-o", "--out", "out_dir", default="tfree-quickstart", show_default=True, type=click.Path(file_okay=False),
+              callback=local_dir,
               help="where the sample, shards and run go")
 @click.option("--steps", type=int, default=None, help="training steps  [default: about a minute and a half on 2 cores]")
-@click.option("--prompt", default=None, help="prompt of the closing sample")
+@click.option("--prompt", default=None, type=TEXT, help="prompt of the closing sample")
 @click.option("--seed", type=int, default=0, show_default=True, help="training and sampling seed")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu", show_default=True)
 @click.option("--overwrite", is_flag=True, help="replace an earlier quickstart in OUT")

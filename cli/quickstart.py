@@ -45,6 +45,8 @@ def run(out_dir: str = "tfree-quickstart", *, overwrite: bool = False, log=print
 
     if steps < 1:
         raise TfreeError(f"steps must be at least 1, not {steps}")
+    if not isinstance(prompt, str) or not prompt.strip():  # refused now, not after encoding and training
+        raise TfreeError(f"the prompt must be some text, not {prompt!r}")
     out = os.path.abspath(out_dir)
     text_path, shards, run_dir = (os.path.join(out, p) for p in ("sample.txt", "shards", "run"))
     marker = os.path.join(out, MARKER)

@@ -8,7 +8,7 @@ import click
 
 from tfree_codec import TfreeError
 
-from .common import friendly, show_progress
+from .common import friendly, local_dir, show_progress
 from .train_cmds import _size, _typed, check_length_and_logs
 
 # What a retok run directory holds (tfree train's files, and the converted starting point init/).
@@ -18,7 +18,8 @@ RUN_FILES = {"init", "dictionary.arrow", "log.jsonl", "log.csv", "plot.png", "te
 @click.command()
 @click.argument("bpe_run", type=click.Path(exists=True, file_okay=False))
 @click.argument("shards", type=click.Path(exists=True))
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), callback=local_dir,
+              help="run directory")
 @click.option("--init", "init", type=click.Choice(["mean", "sparse", "random"]), default="mean", show_default=True,
               help="word targets: mean of the BPE pieces' rows (ReTok), a sparse combination of single-piece words "
               "(tokensurgeon-like), or random rows")
@@ -62,6 +63,7 @@ def retok(bpe_run, shards, out_dir, init, head_target, head_fit, alpha, ridge, s
     checkpoint), then the embedding, head and final norm train with the body frozen (all of it after
     --unfreeze-after). OUT/final/ works with tfree eval, generate and export."""
     from tfree_codec.model.checkpoint import read_model_config
+    from tfree_codec.shards.resume import DirLock
     from tfree_codec.train import retok as rt
     from tfree_codec.train.checks import validate
     from tfree_codec.train.loop import TrainConfig
@@ -82,16 +84,21 @@ def retok(bpe_run, shards, out_dir, init, head_target, head_fit, alpha, ridge, s
     rcfg.check()
     validate(cfg)
     _check_out(out, cfg.resume)
-    src = rt.open_bpe(bpe_run)  # refused before anything is written: not a BPE run, no tokenizer, damaged
-    if os.path.isdir(init_dir):
-        _check_init(init_dir, rcfg)
-    else:
-        os.makedirs(out, exist_ok=True)
-        rt.build(src.path, shards, init_dir, rcfg, cfg.data.val_bytes, cfg.data.chunk_words, log=click.echo)
-    m = read_model_config(init_dir)
-    cfg = cfg.replace(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, seq_len=m.seq_len,
-                              pos_weight=m.pos_weight)
-    run_train(cfg, log=click.echo)
+    lock = DirLock(out, job="tfree retok")  # held through the training below (which takes it again: a no-op)
+    ok = False
+    try:
+        src = rt.open_bpe(bpe_run)  # refused before anything is written: not a BPE run, no tokenizer, damaged
+        if os.path.isdir(init_dir):
+            _check_init(init_dir, rcfg)
+        else:
+            rt.build(src.path, shards, init_dir, rcfg, cfg.data.val_bytes, cfg.data.chunk_words, log=click.echo)
+        m = read_model_config(init_dir)
+        cfg = cfg.replace(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, seq_len=m.seq_len,
+                          pos_weight=m.pos_weight)
+        run_train(cfg, log=click.echo)
+        ok = True
+    finally:
+        lock.release(failed=not ok)  # a refused run leaves no empty run directory
 
 
 def _check_out(out: str, resume) -> None:

@@ -10,7 +10,7 @@ import click
 
 from tfree_codec import TfreeError
 
-from .common import codec_options, friendly, make_codec, show_progress
+from .common import TEXT, codec_options, friendly, local_dir, make_codec, show_progress
 
 _SIZE = re.compile(r"(?i)^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$")
 
@@ -30,10 +30,11 @@ def parse_size(text: str) -> int:
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="shard directory")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), callback=local_dir,
+              help="shard directory")
 @click.option("--split", type=click.Choice(["none", "lines", "paragraphs"]), default="none", show_default=True,
               help="plain text: the whole file is one document, or one per line / blank-line paragraph")
-@click.option("--text-column", default="text", show_default=True, help="JSONL field / Parquet or Arrow column")
+@click.option("--text-column", default="text", type=TEXT, show_default=True, help="JSONL field / Parquet or Arrow column")
 @click.option("--format", "fmt", type=click.Choice(["auto", "text", "jsonl", "parquet", "arrow"]), default="auto",
               show_default=True, help="input format (auto: by extension; stdin is text)")
 @click.option("--num-proc", type=int, default=None,
@@ -93,9 +94,24 @@ def info(directory, as_json):
                f"format {m['format_version']}; lexicon {_n(len(ds.lexicon_words), 'word')}; "
                f"split={m.get('options', {}).get('split', '?')}")
     for s in m["shards"]:
-        src = ", ".join(f"{x['input']}[{x['start']}:{x['stop']}]" for x in s.get("sources", []))
+        src = _sources(s.get("sources"))
         click.echo(f"  {s['file']}  {s['documents']:>9,} docs {s['words']:>11,} words {s['lexicon_words']:>9,} distinct "
                    f"{(s['size'] + s['lexicon_size']) / 1e6:>9,.2f} MB  {src}")
+
+
+def _shown(name) -> str:
+    """A name read from a file, as one piece of one line: quoted and escaped when it holds a newline or any other
+    character that is not printable (a manifest could otherwise forge output lines)."""
+    name = str(name)
+    return name if name.isprintable() else ascii(name)
+
+
+def _sources(sources) -> str:
+    """``input[start:stop]`` of each source a manifest lists for a shard (nothing there is trusted to be tidy)."""
+    if not isinstance(sources, list):
+        return "" if sources is None else _shown(sources)
+    return ", ".join(f"{_shown(x.get('input'))}[{_shown(x.get('start'))}:{_shown(x.get('stop'))}]"
+                     if isinstance(x, dict) else _shown(x) for x in sources)
 
 
 @shards.command()
@@ -116,7 +132,7 @@ def verify(directory):
 
 @shards.command()
 @click.argument("directory", type=click.Path())
-@click.option("--sep", default="\n", show_default="a newline", help="written after each document")
+@click.option("--sep", default="\n", type=TEXT, show_default="a newline", help="written after each document")
 @friendly
 def cat(directory, sep):
     """Write the exact text of DIRECTORY's documents to stdout, in id order, each followed by SEP."""

@@ -8,7 +8,7 @@ import click
 
 from tfree_codec import TfreeError
 
-from .common import friendly, show_progress
+from .common import TEXT, friendly, local_dir, show_progress
 
 PRESETS = ["tiny", "small", "base", "large"]
 
@@ -60,7 +60,8 @@ def _config_file(ctx, param, value):
 @click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False, callback=_config_file,
               help="settings from a YAML or JSON file (a run's train_config.json too); options given here win")
 @click.argument("data", type=click.Path(exists=True))
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), callback=local_dir,
+              help="run directory")
 @click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True, help="model size")
 @click.option("--n-layer", type=int, help="override the preset's layers")
 @click.option("--n-head", type=int, help="override the preset's heads")
@@ -186,8 +187,9 @@ def _typed() -> set[str]:
 
 @click.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("-o", "--out", "out_file", required=True, type=click.Path(dir_okay=False), help="PNG to write")
-@click.option("--label", "labels", multiple=True, help="legend name of each run, in order (default: its folder)")
+@click.option("-o", "--out", "out_file", required=True, type=click.Path(dir_okay=False), callback=local_dir,
+              help="PNG to write")
+@click.option("--label", "labels", multiple=True, type=TEXT, help="legend name of each run, in order (default: its folder)")
 @friendly
 def plot(runs, out_file, labels):
     """Draw RUNS side by side: validation bits per byte against text seen (the figure T-FREE and BPE runs

@@ -70,6 +70,7 @@ def test_ctrl_c_while_the_commands_load_is_one_line():
     # Ctrl-C arrives just as the entry point starts importing the commands (numba, a second or more when busy)
     script = """
 import builtins, os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal, even when the suite runs in the background
 import tfree_cli.entry as entry
 sys.argv = ["tfree", "--version"]
 real_import = builtins.__import__

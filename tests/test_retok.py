@@ -2,6 +2,7 @@
 end, a frozen body that stays bit-identical (also across a resume), unfreezing, and refusals in one line."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -179,10 +180,12 @@ def test_mean_init_fits_better_than_random_at_step_0(data, inits, tmp_path):
 def test_frozen_body_is_bit_identical_across_resume_then_unfreezes(data, inits, tmp_path):
     out = _from_init(inits, str(tmp_path / "run"))
     common = ["--unfreeze-after", 4, "--save-every", 2, "--sample-words", 0, *REST]
-    r = run("retok", data["bpe"], data["shards"], "-o", out, "--max-steps", 2, *common)
+    r = run("retok", data["bpe"], data["shards"], "-o", out, "--max-steps", 5, *common)
     assert r.exit_code == 0, r.output
+    for d in ("step-000004", "step-000005", "final"):  # as if killed after step 2 (--unfreeze-after must fall
+        shutil.rmtree(os.path.join(out, d))          # inside the run, so a run cannot simply stop at step 2)
     src = _body(read_state_dict(os.path.join(data["bpe"], "final")))
-    r = run("retok", data["bpe"], data["shards"], "-o", out, "--max-steps", 2, *common)
+    r = run("retok", data["bpe"], data["shards"], "-o", out, "--max-steps", 5, *common)
     assert "--resume auto" in one_line_error(r)
     r = run("retok", data["bpe"], data["shards"], "-o", out, "--max-steps", 6, "--resume", "auto", *common)
     assert r.exit_code == 0 and "resumed from" in r.output, r.output
@@ -193,12 +196,16 @@ def test_frozen_body_is_bit_identical_across_resume_then_unfreezes(data, inits, 
 
 
 def test_resumed_run_equals_uninterrupted(data, inits, tmp_path):
-    a, b = _from_init(inits, str(tmp_path / "a")), _from_init(inits, str(tmp_path / "b"))
+    a, b = _from_init(inits, str(tmp_path / "a")), str(tmp_path / "b")
     common = ["--unfreeze-after", 2, "--save-every", 1, "--sample-words", 0, *REST]
     assert run("retok", data["bpe"], data["shards"], "-o", a, "--max-steps", 3, *common).exit_code == 0
-    assert run("retok", data["bpe"], data["shards"], "-o", b, "--max-steps", 2, *common).exit_code == 0
+    # b: run a as if killed after step 2 (a run of 2 steps with --unfreeze-after 2 is refused: the unfreezing must
+    # fall inside the run), so its resume crosses the unfreezing
+    shutil.copytree(a, b)
+    for d in ("step-000003", "final"):
+        shutil.rmtree(os.path.join(b, d))
     r = run("retok", data["bpe"], data["shards"], "-o", b, "--max-steps", 3, "--resume", "auto", *common)
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 0 and "resumed from" in r.output, r.output
     sa, sb = read_state_dict(os.path.join(a, "final")), read_state_dict(os.path.join(b, "final"))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 

@@ -37,6 +37,11 @@ class Encoded:
         return self._words
 
     def patterns(self, i: int) -> np.ndarray:
+        """Word i's rows (``i`` < 0 counts from the end, as for a list)."""
+        n = len(self.ids)
+        if not -n <= i < n:
+            raise IndexError(f"word {i} out of range ({n} words)")
+        i %= n
         return self.indices[self.indptr[i]:self.indptr[i + 1]]
 
     def __repr__(self) -> str:
@@ -52,6 +57,12 @@ MAX_CACHED_ROWS = 1 << 26
 # bounds what the slow path (~8 us a character) may cost a process before the kernels take over.
 PYTHON_PATH_CHARS = 1 << 16
 _python_budget = PYTHON_PATH_CHARS
+
+
+def _not_one_string(items, fn: str, what: str) -> None:
+    """A str is iterable too: ``encode_batch("abc")`` would encode the texts "a", "b" and "c"."""
+    if isinstance(items, (str, bytes)):
+        raise TypeError(f"{fn} takes a list of {what}, not a single {type(items).__name__}")
 
 
 def _python_path(texts) -> bool:
@@ -130,6 +141,7 @@ class Lexicon:
 
     def add(self, texts) -> tuple[np.ndarray, np.ndarray]:
         """(words per text (int64), word ids (uint32) of all ``texts`` one after the other); counts the words."""
+        _not_one_string(texts, "encode_batch", "texts (use encode for one)")
         c = self.codec.config
         n_words, _, ids = self._cache.split_many(list(texts), c.max_word_chars, c.segmenter, spans=False)
         return n_words, self._count(ids)
@@ -242,6 +254,7 @@ class Codec:
 
     @staticmethod
     def join(word_list) -> str:
+        _not_one_string(word_list, "join", "words")
         return words.join(word_list)
 
     decode = join  # words -> text, for tiktoken/HF users
@@ -271,6 +284,7 @@ class Codec:
         cost little more than one long one. The arrays of the results are views into their chunk's arrays
         (up to 1,024 texts or ~1M characters): keeping one result keeps its chunk's memory, so copy the arrays
         of the few you keep from a large batch."""
+        _not_one_string(texts, "encode_batch", "texts (use encode for one)")
         texts = list(texts)
         for t in texts:
             if not isinstance(t, str):
@@ -299,6 +313,7 @@ class Codec:
 
     def encode_words(self, word_list) -> tuple[np.ndarray, np.ndarray]:
         """CSR (indptr, indices) of the given words, each hashed as one word (markers as markers)."""
+        _not_one_string(word_list, "encode_words", "words")
         word_list = list(word_list)
         plain = [w for w in word_list if w not in words.MARKER_ID]
         for w in plain:

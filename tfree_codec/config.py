@@ -1,6 +1,7 @@
 """``CodecConfig``: the one frozen description of a codec, saved as ``codec.json`` beside everything it made."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -74,6 +75,8 @@ class CodecConfig:
             problems.append(f"seed must be a non-negative 63-bit integer, not {self.seed!r}")
         if not isinstance(self.max_word_chars, int) or not 1 <= self.max_word_chars <= 4096:
             problems.append(f"max_word_chars must be in [1, 4096], not {self.max_word_chars!r}")
+        if not isinstance(self.segmenter_version, str):
+            problems.append(f"segmenter_version must be a string, not {self.segmenter_version!r}")
         if self.segmenter not in ("icu", "none"):
             problems.append(f"segmenter must be 'icu' or 'none', not {self.segmenter!r}")
         if self.unicode_tables != TABLE_VERSION:
@@ -156,12 +159,38 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and not e.filename:  # ENOSPC from write or fsync names no file: say which
+            raise OSError(e.errno, e.strerror, path) from None
         raise
+
+
+def from_interrupt(e: BaseException) -> bool:
+    """Whether ``e`` is, or was caused by, a KeyboardInterrupt (Ctrl-C that landed while a numba kernel returned
+    surfaces as SystemError "... returned a result with an exception set", the interrupt as its cause)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+@contextlib.contextmanager
+def plain_interrupts():
+    """Within: such a SystemError is raised as the KeyboardInterrupt any caller of a library expects. Also a
+    decorator."""
+    try:
+        yield
+    except SystemError as e:
+        if not from_interrupt(e):
+            raise
+        raise KeyboardInterrupt from None
 
 
 def file_sha256(path: str) -> str:

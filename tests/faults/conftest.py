@@ -13,9 +13,16 @@ from tfree_codec.decode.dictionary import Dictionary
 
 from conftest import tiny_flags
 
-from .harness import cli
+from .harness import cli, reap
 
 TINY = tiny_flags(device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def reap_children():
+    """Whatever a test started and left running is killed when it ends (harness.spawn)."""
+    yield
+    reap()
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +43,16 @@ def finished_run(material, text_file):
     """A tiny T-FREE run of 4 steps: step-000002/, step-000004/, final/, log.jsonl, dictionary.arrow."""
     out = material / "run"
     r = cli("train", text_file, "-o", out, "--max-steps", 4, "--save-every", 2, "--seed", 1, *TINY)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+@pytest.fixture(scope="session")
+def bpe_run(material, text_file):
+    """A tiny BPE baseline run (the source of tfree retok)."""
+    out = material / "bpe"
+    r = cli("train", text_file, "-o", out, "--max-steps", 2, "--baseline", "bpe", "--bpe-vocab", 300, "--seed", 1,
+            "--sample-words", 0, *TINY)
     assert r.exit_code == 0, r.output
     return out
 

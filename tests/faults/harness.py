@@ -14,34 +14,72 @@ from conftest import cli  # noqa: F401  (run tfree ARGS in this process: torch a
 LEFTOVERS = (".tmp-", ".old-", ".tfree-partial")
 
 
+# A test's child starts with SIGINT at its default, as from a terminal: when the suite runs as a background job
+# (`(pytest &)`), SIGINT is inherited as ignored, and tfree rightly leaves it ignored, so a test's Ctrl-C would
+# never arrive. The child resets it and execs the command (same pid: signals sent to it reach the command).
+_SIGINT_DEFAULT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                   "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+_children: list = []
+
+
+def spawn(*args, cwd=None, python=False, stdout=subprocess.PIPE) -> subprocess.Popen:
+    """Start ``tfree ARGS`` (or ``python ARGS`` with ``python=True``) with SIGINT at its default; stdout (unless
+    given: a file) and stderr piped as text. Every child still running when its test ends is killed (conftest.py:
+    ``reap_children``)."""
+    argv = [*map(str, args)] if python else ["-m", "tfree_cli", *map(str, args)]
+    p = subprocess.Popen([sys.executable, "-c", _SIGINT_DEFAULT, *argv], cwd=cwd,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=stdout, stderr=subprocess.PIPE,
+                         text=True)
+    _children.append(p)
+    return p
+
+
+def reap() -> None:
+    """Kill the children a test left running (one that missed its deadline, or a failed assertion before its
+    end): a leaked ``tfree eval`` once ran on for 11 minutes."""
+    while _children:
+        p = _children.pop()
+        if p.poll() is None:
+            p.kill()
+        try:
+            p.communicate(timeout=10)
+        except (subprocess.TimeoutExpired, ValueError):
+            pass
+
+
 def tfree(*args, timeout=60, cwd=None, sigint_after=None):
     """Run ``tfree ARGS`` in a subprocess; with ``sigint_after`` seconds (or a function that says when), send it
-    SIGINT then and time how long it takes to exit. -> (returncode, stdout, stderr, seconds from the SIGINT to the exit)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "tfree_cli", *map(str, args)], cwd=cwd, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    SIGINT then and time how long it takes to exit. -> (returncode, stdout, stderr, seconds from the SIGINT to the
+    exit). A child that misses its deadline is killed."""
+    p = spawn(*args, cwd=cwd)
     lag = None
-    if callable(sigint_after):  # wait for a moment the test names (e.g. a checkpoint exists), then a little more
-        t_end = time.monotonic() + timeout
-        while not sigint_after() and p.poll() is None and time.monotonic() < t_end:
-            time.sleep(0.05)
-        sigint_after = 0.3
-    if sigint_after is not None:
-        try:
-            p.wait(sigint_after)
-        except subprocess.TimeoutExpired:
-            p.send_signal(signal.SIGINT)
-            t0 = time.monotonic()
-            try:
-                p.wait(timeout)
-            finally:
-                lag = time.monotonic() - t0
     try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-    return p.returncode, out, err, lag
+        if callable(sigint_after):  # wait for a moment the test names (e.g. a checkpoint exists), then a little more
+            t_end = time.monotonic() + timeout
+            while not sigint_after() and p.poll() is None and time.monotonic() < t_end:
+                time.sleep(0.05)
+            sigint_after = 0.3
+        if sigint_after is not None:
+            try:
+                p.wait(sigint_after)
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGINT)
+                t0 = time.monotonic()
+                try:
+                    p.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    pass
+                lag = time.monotonic() - t0
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        return p.returncode, out, err, lag
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
 
 
 def stderr_of(r) -> tuple[int, str, str]:

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from .conftest import TINY
-from .harness import assert_kept, assert_no_leftovers, assert_refused, cli, snapshot
+from .harness import assert_kept, assert_no_leftovers, assert_refused, cli, snapshot, spawn
 
 
 def _fill(mnt, leave=4096):
@@ -28,10 +28,51 @@ def test_export_to_a_full_disk(finished_run, tmpfs):
 
 @pytest.mark.slow
 def test_train_to_a_full_disk_saves_no_half_checkpoint(text_file, tmpfs):
+    """The dictionary fits, plot.png or the checkpoint does not: one line naming the file, and the run folder
+    goes with everything the job wrote in it (dictionary.arrow, log.jsonl), so the same command can be rerun."""
     out = tmpfs / "run"
-    assert_refused(cli("train", text_file, "-o", out, "--max-steps", 2, *TINY))
-    assert_no_leftovers(tmpfs)
-    assert not (out / "final").exists() and not (out / "step-000002").exists()
+    for plot in ([], ["--no-plot"]):
+        assert_refused(cli("train", text_file, "-o", out, "--max-steps", 2, *TINY, *plot), "No space left", out)
+        assert_no_leftovers(tmpfs)
+        assert not out.exists()
+
+
+def test_a_full_disk_while_logging_names_the_log(text_file, tmp_path, monkeypatch):
+    """ENOSPC from an append names no file by itself; the run says log.jsonl, and removes what it wrote."""
+    import builtins
+
+    import tfree_codec.train.report as report
+
+    class Full:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def write(self, data):
+            _enospc()
+
+    monkeypatch.setattr(report, "open", lambda p, mode="r", **k: Full() if "a" in mode else builtins.open(p, mode, **k),
+                        raising=False)
+    out = tmp_path / "run"
+    assert_refused(cli("train", text_file, "-o", out, "--max-steps", 2, *TINY), "No space left", "log.jsonl")
+    assert not out.exists()
+
+
+def test_retok_to_a_full_disk_leaves_no_folder(bpe_run, text_file, tmp_path, monkeypatch):
+    """The disk fills while the converted starting point (OUT/init/) is written: no empty OUT is left."""
+    import tfree_codec.train.retok as rt
+
+    from .test_retok import GO
+
+    def full(src, shards, init_dir, *a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), init_dir)
+
+    monkeypatch.setattr(rt, "build", full)
+    out = tmp_path / "retok"
+    assert_refused(cli("retok", bpe_run, text_file, "-o", out, *GO), "No space left", "init")
+    assert os.listdir(tmp_path) == []
 
 
 def test_dict_build_to_a_full_disk(text_file, tmpfs):
@@ -83,3 +124,31 @@ def test_read_only_output(command, finished_run, text_file, readonly_dir):
     assert_refused(cli(*args))
     assert_kept(before, readonly_dir)
     assert sorted(os.listdir(readonly_dir)) == ["mine.txt"]
+
+
+def _to_stdout_file(path, *args):
+    """Run ``tfree ARGS > path``; -> (exit code, stderr)."""
+    with open(path, "w") as f:
+        p = spawn(*args, stdout=f)
+        _, err = p.communicate(timeout=120)
+    return p.returncode, err
+
+
+def _one_line_about_stdout(code, err):
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 1 and len(lines) == 1 and "No space left" in lines[0] and "stdout" in lines[0], (code, err)
+
+
+def test_stdout_onto_a_full_disk_fails_loudly(text_file, tmpfs, tmp_path):
+    """`tfree shards cat DIR > file` on a disk that fills: the write is cut short (a short write, not an error,
+    which Python's buffered stdout passed over); the command says so and exits 1."""
+    shards = tmp_path / "s"
+    assert cli("encode", text_file, "-o", shards, "--num-proc", 1, "-q").exit_code == 0
+    _fill(tmpfs, leave=8192)
+    _one_line_about_stdout(*_to_stdout_file(tmpfs / "out.txt", "shards", "cat", shards))
+
+
+def test_stdout_onto_dev_full_fails_loudly(text_file):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    _one_line_about_stdout(*_to_stdout_file("/dev/full", "inspect", "--json", "Emma Woodhouse, handsome" * 2000))

@@ -91,6 +91,7 @@ def test_sigint_inside_a_c_callback_is_one_line(tmp_path):
     script = tmp_path / "cb.py"
     script.write_text(
         "import ctypes, os, signal, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal, even in a background job\n"
         "import click\n"
         "from tfree_cli.common import friendly\n"
         "@click.command()\n"
@@ -112,3 +113,53 @@ def test_sigint_inside_a_c_callback_is_one_line(tmp_path):
     assert p.returncode == 130 and "not interrupted" not in p.stdout, (p.returncode, p.stdout, p.stderr)
     assert p.stderr.strip().splitlines()[-1].startswith("interrupted"), p.stderr
     assert lag < 4.0, lag
+
+
+def _numba_style_interrupt(*a, **k):
+    """What a Ctrl-C that lands while a numba kernel returns looks like to the caller."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as e:
+        raise SystemError("CPUDispatcher(<function encode>) returned a result with an exception set") from e
+
+
+def test_library_encode_interrupted_in_a_kernel_raises_keyboard_interrupt(text_file, tmp_path, monkeypatch):
+    """In-process `encode_to_shards` (no CLI around it): the caller gets KeyboardInterrupt, not numba's
+    SystemError, and a rerun finishes the directory."""
+    import tfree_codec.shards.writer as writer
+    from tfree_codec import CodecConfig
+
+    out = tmp_path / "s"
+    with monkeypatch.context() as m:
+        m.setattr(writer, "encode_shard_batches", _numba_style_interrupt)  # what one process's threads run
+        with pytest.raises(KeyboardInterrupt):
+            writer.encode_to_shards([str(text_file)], str(out), CodecConfig(), num_proc=1, progress=False)
+    assert_no_leftovers(tmp_path)
+    assert writer.encode_to_shards([str(text_file)], str(out), CodecConfig(), num_proc=1, progress=False)["shards"]
+
+
+def test_library_encode_under_a_real_ctrl_c_raises_keyboard_interrupt(text_file, tmp_path):
+    """The same with a real SIGINT at a seeded moment of an in-process encode (SIGINT handled as from a terminal,
+    even when the suite runs in the background)."""
+    import _thread
+    import signal
+    import threading
+    import time
+
+    from tfree_codec import CodecConfig
+    from tfree_codec.shards.writer import encode_to_shards
+
+    big = tmp_path / "big.txt"
+    big.write_text(text_file.read_text() * 40)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        timer = threading.Timer(round(RNG.uniform(0.05, 0.4), 2), _thread.interrupt_main)
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            encode_to_shards([str(big)], str(tmp_path / "s"), CodecConfig(), split="paragraphs", num_proc=1,
+                             progress=False, shard_bytes=100_000)
+            time.sleep(5)  # it finished first: the interrupt lands here (still no SystemError)
+        timer.join()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert_no_leftovers(tmp_path)

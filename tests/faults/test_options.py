@@ -10,7 +10,7 @@ import torch
 from tfree_codec import CodecConfig
 
 from .conftest import TINY
-from .harness import assert_no_leftovers, assert_refused, cli
+from .harness import assert_refused, cli
 
 
 @pytest.mark.parametrize("flag, value", [("--lr", "nan"), ("--lr", "-1"), ("--lr", "inf"), ("--batch-size", "0"),
@@ -101,9 +101,7 @@ def test_a_diverged_run_is_not_saved_as_final(text_file, tmp_path):
     out = tmp_path / "run"
     r = cli("train", text_file, "-o", out, "--max-steps", 40, *TINY, "--lr", "1e9", "--save-every", 50)
     assert_refused(r, "diverged")
-    assert not (out / "final").exists()
-    assert not [d for d in out.iterdir() if d.name.startswith("step-")]
-    assert_no_leftovers(out)
+    assert not out.exists()  # nothing saved for it, and a run stopped before its first checkpoint leaves nothing
 
 
 @pytest.mark.slow

@@ -14,15 +14,6 @@ from .harness import assert_kept, assert_no_leftovers, assert_refused, cli, flip
 GO = ["--max-steps", 1, "--batch-size", 4, "--val-bytes", 400, "--device", "cpu", "-q", "--no-plot"]
 
 
-@pytest.fixture(scope="session")
-def bpe_run(material, text_file):
-    out = material / "bpe"
-    r = cli("train", text_file, "-o", out, "--max-steps", 2, "--baseline", "bpe", "--bpe-vocab", 300, "--seed", 1,
-            "--sample-words", 0, *TINY)
-    assert r.exit_code == 0, r.output
-    return out
-
-
 @pytest.fixture
 def bpe_copy(bpe_run, tmp_path):
     dst = tmp_path / "bpe"
@@ -67,7 +58,8 @@ def test_an_output_folder_that_is_not_ours_is_refused(bpe_run, text_file, tmp_pa
 
 @pytest.mark.parametrize("flag, value", [("--unfreeze-after", "0"), ("--unfreeze-lr", "nan"), ("--ridge", "-1"),
                                          ("--alpha", "-2"), ("--sparse-k", "0"), ("--lr", "nan"),
-                                         ("--batch-size", "0"), ("--seq-len", "0"), ("--init", "zero")])
+                                         ("--batch-size", "0"), ("--seq-len", "0"), ("--init", "zero"),
+                                         ("--sparse-k", "100000"), ("--unfreeze-after", "99")])  # GO: --max-steps 1
 def test_bad_options_are_refused_before_any_work(bpe_run, text_file, tmp_path, flag, value):
     out = tmp_path / "out"
     assert_refused(cli("retok", bpe_run, text_file, "-o", out, *GO, flag, value), flag)

@@ -9,8 +9,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -18,7 +16,7 @@ import pytest
 from tfree_codec.shards.reader import seal
 
 from .conftest import TINY
-from .harness import assert_no_leftovers, assert_refused, cli, flip_bit, truncate
+from .harness import assert_no_leftovers, assert_refused, cli, flip_bit, spawn, truncate
 
 SEEDS = range(20)
 ENCODE = ("--split", "paragraphs", "--docs-per-shard", 25, "--num-proc", 1, "-q")
@@ -182,9 +180,7 @@ def test_rerun_of_a_finished_encode_reencodes_a_damaged_shard(big_input, big_cle
 
 
 def _encode_proc(big_input, out, num_proc=2):
-    return subprocess.Popen([sys.executable, "-m", "tfree_cli", "encode", str(big_input), "-o", str(out), *BIG,
-                             "--num-proc", str(num_proc)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return spawn("encode", big_input, "-o", out, *BIG, "--num-proc", num_proc)
 
 
 def _wait_for(cond, p, timeout=60):
@@ -289,18 +285,22 @@ def _restream(path, change):
     path.write_bytes(data)
 
 
+def _other_id(b):
+    """A documents batch with one word id changed to another word of the shard's lexicon."""
+    import pyarrow as pa
+
+    w = b.column("words")
+    vals = w.values.to_numpy().copy()
+    vals[5] = 16 if vals[5] != 16 else 17
+    words = pa.ListArray.from_arrays(w.offsets, pa.array(vals, w.type.value_type))
+    return pa.RecordBatch.from_arrays([b.column(0), words], schema=b.schema)
+
+
 def test_changes_no_content_check_sees_are_refused_by_sha256(shard_dir, clean_outputs, finished_run, tmp_path):
     """A word id changed to another id inside the lexicon, and a shard-lexicon word changed to another word of the
     same length: valid files of the right size that would train silently on other text. The sha256 that the
     manifest records (checked on each file's first use) refuses them."""
     import pyarrow as pa
-
-    def other_id(b):
-        w = b.column("words")
-        vals = w.values.to_numpy().copy()
-        vals[5] = 16 if vals[5] != 16 else 17  # another word of the shard's lexicon
-        words = pa.ListArray.from_arrays(w.offsets, pa.array(vals, w.type.value_type))
-        return pa.RecordBatch.from_arrays([b.column(0), words], schema=b.schema)
 
     def other_word(b):
         words = b.column("word").to_pylist()
@@ -308,7 +308,7 @@ def test_changes_no_content_check_sees_are_refused_by_sha256(shard_dir, clean_ou
         words[i] = words[i].swapcase()
         return pa.RecordBatch.from_arrays([pa.array(words, pa.string()), b.column("count")], schema=b.schema)
 
-    for name, change in (("shard-00001-of-00003.arrow", other_id), ("shard-00000-of-00003.lexicon.arrow", other_word)):
+    for name, change in (("shard-00001-of-00003.arrow", _other_id), ("shard-00000-of-00003.lexicon.arrow", other_word)):
         work = tmp_path / name
         work.mkdir()
         d = _damaged_copy(shard_dir, work)
@@ -332,3 +332,20 @@ def test_sigint_while_the_cli_starts_is_one_line(big_input, tmp_path, at):
     lines = [ln for ln in e.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("interrupted"), e
     assert_no_leftovers(tmp_path)
+
+
+def test_the_datasets_route_refuses_a_damaged_shard_when_words_are_added(shard_dir, tmp_path):
+    """``datasets.load_dataset(DIR)`` reads the Arrow files as they are: it cannot see a word id changed inside
+    the lexicon (docs/reliability.md: run `tfree shards verify` first). ``AddWords``, the map that turns its rows
+    into words, reads each shard through tfree's checks (sha256 on first use) and refuses it, naming the file."""
+    from tfree_codec.config import TfreeError
+    from tfree_codec.shards import lexicon
+    from tfree_codec.shards.hf import AddWords
+
+    d = _damaged_copy(shard_dir, tmp_path)
+    name = "shard-00001-of-00003.arrow"
+    _restream(d / name, _other_id)
+    rows = lexicon.read_stream(str(d / name)).to_pydict()  # what load_dataset yields for that shard's rows
+    first = json.loads((d / "manifest.json").read_text())["shards"][1]["first_id"]
+    with pytest.raises(TfreeError, match=name):
+        AddWords(d)(rows, list(range(first, first + len(rows["words"]))))

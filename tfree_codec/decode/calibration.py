@@ -10,10 +10,14 @@ validation slice); ``log_softmax_at`` sums the log-probabilities of targets unde
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+
+from ..config import TfreeError
+from .wordscore import SCORES
 
 
 def log_softmax_at(scores, target, params, feats, rows: bool = False):
@@ -131,7 +135,34 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
+        check_calibration(d)  # a value of the wrong kind ("hot", null, -1) is one TfreeError naming its field
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def _number(v, lo=-math.inf, hi=math.inf) -> bool:
+    """A finite int or float (not a bool, not nan) strictly between ``lo`` and ``hi``."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and lo < v < hi
+
+
+CALIBRATION_FIELDS = {  # Calibration's fields: (check, what it wants)
+    "temperature": (lambda v: _number(v, 0), "a positive number"),
+    "temperature_plain": (lambda v: _number(v, 0), "a positive number"),
+    "prior_weight": (_number, "a number"), "zero_count_weight": (_number, "a number"),
+    "score": (lambda v: v in SCORES, " or ".join(map(repr, SCORES))),
+    "p_unk": (lambda v: _number(v, 0, 1), "a number between 0 and 1"),
+    "unk_charge": (lambda v: v in ("spell", "bytes"), "'spell' or 'bytes'"),
+    "spell_order": (lambda v: isinstance(v, int) and _number(v, 0, 17), "an integer from 1 to 16")}
+
+
+def check_calibration(d) -> None:
+    """A calibration (calibration.json, or a checkpoint's train state) of the right kinds, else one TfreeError:
+    a string where a number belongs reached Python's ValueError, and nan or a negative temperature decoded
+    nonsense silently."""
+    if not isinstance(d, dict):
+        raise TfreeError("a calibration must be a JSON object")
+    for k, (ok, want) in CALIBRATION_FIELDS.items():
+        if k in d and not ok(d[k]):
+            raise TfreeError(f"{k} must be {want}, not {d[k]!r}")
 
 
 def prior_features(dictionary, device="cpu"):

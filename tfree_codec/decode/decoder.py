@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _prune, _score
 from ..config import TfreeError
-from .dictionary import count_prior
+from .dictionary import Dictionary, count_prior
 from .sampling import _LOW, Decoded, Sampler, Sampling  # noqa: F401  (Decoded: re-exported)
 from .scorer import MIN_LANES, Scorer, sigmoid
 from .search import Ranker, canonical
@@ -35,6 +35,12 @@ _GROW = threading.Lock()  # one scorer per dictionary, shared by its decoders: g
 
 def _is_torch(x) -> bool:
     return type(x).__module__.split(".")[0] == "torch"
+
+
+def _rows(logits) -> int:
+    """Positions in (B, v) or (v,) logits."""
+    shape = tuple(getattr(logits, "shape", np.shape(logits)))
+    return shape[0] if len(shape) == 2 else 1
 
 
 class Decoder:
@@ -54,6 +60,8 @@ class Decoder:
             raise TfreeError(f"search must be 'pruned' or 'full', not {search!r}")
         if not isinstance(rank, Ranking):
             raise TfreeError(f"rank must be a wordscore.Ranking, not {type(rank).__name__}")
+        if not isinstance(dictionary, Dictionary):  # None or a word list would fail later, far from the cause
+            raise TfreeError(f"Decoder needs a Dictionary, not {type(dictionary).__name__}")
         self.backend, self.search, self.rank = backend, search, rank
         self.score, self.scale, self.bias = rank.score, rank.scale, rank.bias
         self.dictionary = dictionary
@@ -191,6 +199,8 @@ class Decoder:
         """``decode`` with a ``sampling.Sampler`` (its settings and its stream of random numbers: generation keeps
         one sampler for all its words)."""
         temperature, top_k = sampler.sampling.temperature, sampler.sampling.top_k
+        if _rows(logits) == 0:  # nothing to decode (the kernels' blocks would be none)
+            return Decoded([], np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
         if self._use_torch(logits):
             return self._torch().decode(self._tensor(logits), sampler, self._rank())
         x = self._logits(logits)
@@ -258,6 +268,8 @@ class Decoder:
         targets = np.asarray(targets, np.int64).reshape(-1)
         if len(targets) and (targets.min() < 0 or targets.max() >= len(self.dictionary)):
             raise TfreeError("targets must be dictionary ids in [0, len(dictionary))")
+        if _rows(logits) == 0 and len(targets) == 0:
+            return np.zeros(0)
         if self._use_torch(logits):
             return self._torch().log_probs(self._tensor(logits), targets, temperature, self._rank())
         x = self._logits(logits)

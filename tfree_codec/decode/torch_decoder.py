@@ -47,7 +47,7 @@ class TorchDecoder:
             logits = logits[None]
         if logits.dim() != 2 or logits.shape[1] != self.v:
             raise TfreeError(f"logits must have shape (B, {self.v}), not {tuple(logits.shape)}")
-        if not bool(torch.isfinite(logits).all()):
+        if not bool(torch.isfinite(logits).all()):  # as the numba path: NaN would decode as some word
             raise TfreeError("logits contain NaN or infinity")
         g = torch.sigmoid(logits.float()) if score.g == "sigmoid" else logits.float()  # (B, v)
         total = g.sum(1, keepdim=True)                            # (B, 1)

@@ -18,7 +18,7 @@ from ..decode.decoder import Decoder
 from ..decode.dictionary import Dictionary, count_prior
 from ..decode.wordscore import Ranking
 from ..model import checkpoint as ckpt
-from ..text.words import EOT, join
+from ..text.words import EOT, MARKERS, join
 from .context import Window, pattern_inputs, pattern_rows, token_inputs
 
 
@@ -135,9 +135,13 @@ class Words(_Plain):
         """``text``'s length in this vocabulary's items: its words (``tfree serve``'s usage)."""
         return len(self.codec.split(text))
 
-    def exported(self, _path: str, tmp: str, min_count: int) -> tuple[dict, dict]:
+    def exported(self, path: str, tmp: str, min_count: int) -> tuple[dict, dict]:
         """(files, checkpoint info) of a generation-only copy (``export``): the words seen ``min_count`` times."""
         d = self.dictionary
+        seen = [int(c) for w, c in zip(d.words, d.counts) if w not in MARKERS]
+        if not any(c >= min_count for c in seen):  # a dictionary of markers only would export silently, decode nothing
+            raise TfreeError(f"--min-count {min_count} keeps no word of {path}'s dictionary (its most frequent "
+                             f"word was seen {max(seen, default=0):,} times)")
         kept = Dictionary.from_counts(self.codec, dict(zip(d.words, d.counts.tolist())), min_count=min_count)
         kept.save(os.path.join(tmp, ckpt.DICT_FILE))
         return {ckpt.DICT_FILE: os.path.join(tmp, ckpt.DICT_FILE)}, {"dictionary_min_count": min_count}

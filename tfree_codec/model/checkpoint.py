@@ -106,6 +106,8 @@ def save_checkpoint(path: str, model, codec: Codec, *, files: dict | None = None
         if isinstance(e, RuntimeError):  # torch's zip writer reports a full disk as "unexpected pos", "write failed"
             why = "No space left on device" if full else "torch: " + str(e).splitlines()[0][:100]
             raise TfreeError(f"{path}: cannot write the checkpoint ({why}); nothing was changed") from None
+        if isinstance(e, OSError):  # ENOSPC from a write names no file by itself
+            raise TfreeError(f"{path}: cannot write the checkpoint ({e.strerror or e}); nothing was changed") from None
         raise
     return path
 
@@ -177,14 +179,31 @@ def read_meta(path: str, verify: bool = True) -> dict:
     if meta.get("format_version") != FORMAT_VERSION:
         raise TfreeError(f"{path}: checkpoint format_version {meta.get('format_version')!r} is not supported "
                          f"(this tfree reads {FORMAT_VERSION})")
+    for key, least in (("step", 0), ("chunk_words", 1)):  # read as integers by export and eval
+        v = meta.get(key, least)
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= least):
+            raise TfreeError(f"{path}: {META} is damaged (its {key} is {v!r}, not an integer >= {least})")
+    files = meta.get("files", {})
+    if not isinstance(files, dict):
+        raise TfreeError(f"{path}: {META} is damaged (its files are not a name -> sha256 table)")
+    for fname, digest in files.items():
+        # a name such as ../../x would have tfree hash a file outside the checkpoint and say whether it exists
+        if not _plain_name(fname) or not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+            raise TfreeError(f"{path}: {META} is damaged (it lists {fname!r}, not a file of this folder with a sha256)")
     if verify:
-        for fname, digest in meta.get("files", {}).items():
+        for fname, digest in files.items():
             fpath = os.path.join(path, fname)
             if not os.path.isfile(fpath):
                 raise TfreeError(f"{path}: checkpoint is incomplete: {fname} is missing")
             if _sha256(fpath) != digest:
                 raise TfreeError(f"{path}: checkpoint is corrupt: {fname} does not match its sha256")
     return meta
+
+
+def _plain_name(name) -> bool:
+    """A file directly inside the checkpoint folder: no separator, not . or .., not hidden."""
+    return isinstance(name, str) and name not in ("", ".", "..") and not name.startswith(".") and "/" not in name \
+        and os.sep not in name and "\0" not in name
 
 
 def load_model(path: str, device="cpu", verify: bool = True):
@@ -194,8 +213,11 @@ def load_model(path: str, device="cpu", verify: bool = True):
     codec = Codec(CodecConfig.load(os.path.join(path, CODEC_FILE)))
     if config.tfree and config.vocab_size != codec.vocab_size:
         raise TfreeError(f"{path}: model has {config.vocab_size} activation rows but the codec has v = {codec.vocab_size}")
+    sd = read_state_dict(path)
+    with torch.device("meta"):  # the shapes the config asks for, before allocating them: a hostile config asking
+        check_weights(Model(config), sd, path)  # for a huge model is refused against the (small) weights file
     model = Model(config)
-    load_weights(model, read_state_dict(path), path)
+    load_weights(model, sd, path)
     return model.to(device), codec, meta
 
 
@@ -220,9 +242,14 @@ def read_state_dict(path: str) -> dict:
         raise TfreeError(f"{path}: cannot load model.pt ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
 
 
-def load_weights(model: Model, sd: dict, where: str) -> None:
-    """Load stored weights ``sd`` into ``model``; one line naming ``where`` if they do not fit it (the weights by
-    their stored names)."""
+# Stored dtypes a float32 weight may come from: itself, or the narrower floats of `tfree export --half` (widened
+# exactly). Anything else (float64, integers) is not what tfree wrote.
+_FLOAT_STORED = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_weights(model: Model, sd: dict, where: str) -> None:
+    """Refuse stored weights ``sd`` whose names, shapes or stored dtypes do not fit ``model`` (which may live on
+    the meta device); one line naming ``where`` (the weights by their stored names)."""
     sd, own = clean_state_dict(sd), clean_state_dict(model.state_dict())
     missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
     if missing or extra:
@@ -230,6 +257,15 @@ def load_weights(model: Model, sd: dict, where: str) -> None:
     for k, v in sd.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise TfreeError(f"{where}: weight {k} has shape {tuple(v.shape)}, the model config wants {tuple(own[k].shape)}")
+        ok = _FLOAT_STORED if own[k].dtype == torch.float32 else (own[k].dtype,)
+        if v.dtype not in ok:
+            raise TfreeError(f"{where}: weight {k} is stored as {v.dtype}, the model wants {own[k].dtype}")
+
+
+def load_weights(model: Model, sd: dict, where: str) -> None:
+    """Load stored weights ``sd`` into ``model``; one line naming ``where`` if they do not fit it."""
+    check_weights(model, sd, where)
+    sd = clean_state_dict(sd)
     model.load_state_dict({_renamed(k, [(b, a) for a, b in STORED_NAMES]): v for k, v in sd.items()})
 
 
@@ -249,8 +285,8 @@ def load_calibration(path: str) -> Calibration:
             return Calibration.from_dict(json.load(f))
     except FileNotFoundError:
         return Calibration()
-    except ValueError as e:
-        raise TfreeError(f"{path}: unreadable {CALIBRATION_FILE} ({e})") from None
+    except (ValueError, RecursionError, TfreeError) as e:  # bad JSON, nested brackets, a field of the wrong kind
+        raise TfreeError(f"{path}: {CALIBRATION_FILE} is unreadable or wrong ({e})") from None
 
 
 def load_tokenizer(path: str):
@@ -305,7 +341,8 @@ def prune_checkpoints(run_dir: str, keep_last: int) -> list[str]:
     of this format; final/ is never one of them."""
     if keep_last < 1 or not os.path.isdir(run_dir):
         return []
-    steps = sorted((int(m.group(1)), d) for d in os.listdir(run_dir) if (m := STEP_RE.match(d)))
+    steps = sorted((int(m.group(1)), d) for d in os.listdir(run_dir) if (m := STEP_RE.match(d))
+                   and not os.path.islink(os.path.join(run_dir, d)))  # a link is the user's: neither counted nor removed
     done = []
     for _, d in steps:
         try:

@@ -63,21 +63,27 @@ class ModelConfig:
         problems = []
         if self.mode not in ("tfree", "bpe"):
             problems.append(f"mode must be 'tfree' or 'bpe', not {self.mode!r}")
-        for name in ("vocab_size", "n_layer", "n_head", "n_embd", "seq_len"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                problems.append(f"{name} must be a positive integer, not {getattr(self, name)!r}")
+        for name in ("vocab_size", "n_layer", "n_head", "n_embd", "seq_len", "ffn_hidden"):  # a file may say anything
+            v = getattr(self, name)  # (ffn_hidden 0: the default width)
+            if not (isinstance(v, int) and not isinstance(v, bool) and (name != "ffn_hidden") <= v < 1 << 31):
+                problems.append(f"{name} must be an integer from {int(name != 'ffn_hidden')} to 2^31 - 1, not {v!r}")
+        for name in ("rope_base", "norm_eps", "pos_weight"):
+            if not (isinstance(v := getattr(self, name), (int, float)) and not isinstance(v, bool) and 0 < v < math.inf):
+                problems.append(f"{name} must be a positive number, not {v!r}")
         if not problems and self.n_embd % self.n_head:
             problems.append(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
         elif not problems and (self.n_embd // self.n_head) % 2:
             problems.append(f"head size {self.n_embd // self.n_head} must be even for RoPE")
-        self.oe_orders = tuple(self.oe_orders)
+        if not isinstance(self.oe_orders, (list, tuple)):  # a hostile model_config.json: a TypeError below
+            problems.append(f"oe_orders must be a list of n-gram orders, not {self.oe_orders!r}")
+        self.oe_orders = tuple(self.oe_orders) if isinstance(self.oe_orders, (list, tuple)) else ()
         if (self.oe_orders or self.od) and not self.tfree:
             problems.append("Over-Encoding and Over-Decoding need a T-FREE model")
         if self.oe_orders:
             s = len(self.oe_orders) * self.oe_slices
             if not all(isinstance(n, int) and 2 <= n <= 8 for n in self.oe_orders) or len(set(self.oe_orders)) != len(self.oe_orders):
                 problems.append(f"oe_orders must be distinct n-gram orders in 2..8, not {list(self.oe_orders)}")
-            if not isinstance(self.oe_rows, int) or self.oe_rows < 2:
+            if not isinstance(self.oe_rows, int) or not 2 <= self.oe_rows < 1 << 31:
                 problems.append(f"oe_rows must be an integer >= 2, not {self.oe_rows!r}")
             if not isinstance(self.oe_slices, int) or not 1 <= s <= 64 or (isinstance(self.n_embd, int) and self.n_embd < s):
                 problems.append(f"oe_slices {self.oe_slices!r}: need 1 <= orders x slices <= min(64, n_embd)")
@@ -126,7 +132,7 @@ class ModelConfig:
     def from_json(cls, text: str) -> "ModelConfig":
         try:
             d = json.loads(text)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise TfreeError(f"model config is not valid JSON: {e}") from None
         if not isinstance(d, dict):
             raise TfreeError("model config must be a JSON object")

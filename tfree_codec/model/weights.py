@@ -78,29 +78,45 @@ def _read_whole(path: str) -> dict:
         raise TfreeError(f"{bad} (header length {n} does not fit the file)")
     try:
         header = json.loads(data[8:8 + n].decode("utf-8"))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a header of deeply nested brackets
         raise TfreeError(f"{bad} (its header is not JSON)") from None
     if not isinstance(header, dict):
         raise TfreeError(f"{bad} (its header is not a JSON object)")
     header.pop("__metadata__", None)
     body = memoryview(data)[8 + n:]
-    out, end_max = {}, 0
+    out, spans = {}, []
     for name, info in header.items():
-        try:
-            dtype, shape, (a, b) = _TORCH[info["dtype"]], [int(s) for s in info["shape"]], info["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise TfreeError(f"{bad} (tensor {name!r} is described wrongly)") from None
+        dtype, shape, (a, b) = _described(info, name, bad)
         numel = 1
         for s in shape:
             numel *= s
-        if not (0 <= a <= b <= len(body)) or b - a != numel * torch.empty(0, dtype=dtype).element_size() or min(shape, default=0) < 0:
+        if not (0 <= a <= b <= len(body)) or b - a != numel * torch.empty(0, dtype=dtype).element_size():
             raise TfreeError(f"{bad} (tensor {name!r}: its bytes do not fit its shape or the file)")
         flat = torch.frombuffer(bytearray(body[a:b]), dtype=torch.uint8) if b > a else torch.empty(0, dtype=torch.uint8)
         out[name] = flat.view(dtype).reshape(shape)
-        end_max = max(end_max, b)
-    if end_max != len(body):
-        raise TfreeError(f"{bad} ({len(body) - end_max} bytes after the last tensor)")
+        spans.append((a, b, name))
+    end = 0  # the tensors tile the data exactly, as the format requires: no overlap (two names, one weight), no gap
+    for a, b, name in sorted(spans):
+        if a != end:
+            raise TfreeError(f"{bad} (tensor {name!r} {'overlaps another' if a < end else 'leaves a gap before it'})")
+        end = b
+    if end != len(body):
+        raise TfreeError(f"{bad} ({len(body) - end} bytes after the last tensor)")
     return out
+
+
+def _described(info, name: str, bad: str):
+    """(dtype, shape, (begin, end)) of a header entry; integers only (JSON 1.5 or true is not an offset)."""
+    def count(x):
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+    try:
+        dtype, shape, offsets = _TORCH[info["dtype"]], info["shape"], info["data_offsets"]
+    except (KeyError, TypeError):
+        raise TfreeError(f"{bad} (tensor {name!r} is described wrongly)") from None
+    if not (isinstance(shape, list) and all(map(count, shape)) and isinstance(offsets, list) and len(offsets) == 2
+            and all(map(count, offsets))):
+        raise TfreeError(f"{bad} (tensor {name!r}: its shape and data_offsets must be lists of whole numbers)")
+    return dtype, shape, tuple(offsets)
 
 
 def has_weights(path: str) -> bool:

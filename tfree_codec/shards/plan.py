@@ -90,6 +90,12 @@ def make_plan(files, read, config: CodecConfig, options: dict, cut: tuple, progr
             "options": options, "inputs": list(files), "shards": shards}
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask: a container or taskset may allow fewer than the
+    machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def auto_num_proc(files: list[str], cores: int | None = None) -> int:
     """The default ``--num-proc``: one process per PROC_BYTES of input (its size on disk, compressed inputs
     counted at COMPRESSED_RATIO times theirs; stdin and URLs as one PROC_BYTES), at most one per core. One process
@@ -102,4 +108,4 @@ def auto_num_proc(files: list[str], cores: int | None = None) -> int:
             total += PROC_BYTES
         else:
             total += os.path.getsize(f) * (COMPRESSED_RATIO if detect_format(f)[1] else 1)
-    return max(1, min(cores or os.cpu_count() or 1, total // PROC_BYTES))
+    return max(1, min(cores or usable_cores(), total // PROC_BYTES))

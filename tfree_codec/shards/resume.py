@@ -29,12 +29,15 @@ STATS = ("words", "lexicon_words", "size", "sha256", "lexicon_size", "lexicon_sh
 
 
 class DirLock:
-    """An exclusive lock on ``out_dir`` (created if missing) for the life of the job. ``release(failed)`` drops it
-    and, after a failure, removes the directories it created if they are still empty (a refused input leaves no
-    trace)."""
+    """An exclusive lock on ``out_dir`` (created if missing) for the life of the job (``job`` names it in the
+    refusal: ``tfree encode``, ``tfree train``, ...). ``release(failed)`` drops it and, after a failure, removes the
+    directories it created if they are still empty (a refused input leaves no trace). A second lock on a directory
+    this process already holds is a no-op (``tfree retok`` locks its run, then trains in it)."""
 
-    def __init__(self, out_dir: str):
-        self.fd = None
+    _held: set = set()  # real paths this process holds
+
+    def __init__(self, out_dir: str, job: str = "tfree encode"):
+        self.fd, self.key = None, None
         if os.path.exists(out_dir) and not os.path.isdir(out_dir):
             raise TfreeError(f"{out_dir} exists and is not a directory")
         self.created, d = [], os.path.abspath(out_dir)
@@ -42,15 +45,20 @@ class DirLock:
             self.created.append(d)
             d = os.path.dirname(d)
         os.makedirs(out_dir, exist_ok=True)
+        key = os.path.realpath(out_dir)
+        if key in DirLock._held:
+            self.created = []
+            return
         self.fd = os.open(out_dir, os.O_RDONLY)
+        self.key = key
+        DirLock._held.add(key)
         if fcntl is None:
             return
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(self.fd)
-            self.fd = None
-            raise TfreeError(f"{out_dir}: another tfree encode is writing to this directory; wait for it to end "
+            self.release(True)
+            raise TfreeError(f"{out_dir}: another {job} is writing to this directory; wait for it to end "
                              "(or stop it), then rerun") from None
         except OSError:  # a file system without locks (some network mounts): go on unlocked
             pass
@@ -62,12 +70,14 @@ class DirLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+            DirLock._held.discard(self.key)
         if failed:
             for d in self.created:  # deepest first
                 try:
                     os.rmdir(d)
                 except OSError:  # not empty (a resumable run's files) or not ours to remove
                     break
+            self.created = []
 
 
 def record(out_dir: str, file: str, stats: dict) -> None:

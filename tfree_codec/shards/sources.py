@@ -140,6 +140,10 @@ def expand_url(url: str) -> list[str]:
             raise TfreeError(f"cannot read {url!r}: no such file or directory")
     except OSError as e:
         raise TfreeError(f"cannot read {url!r}: {e.strerror or e}") from None
+    except TfreeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a remote file system's own errors (httpx's ConnectError with no network)
+        raise TfreeError(f"cannot read {url!r}: {_remote_error(e)}") from None
     if not found:
         raise TfreeError(f"no files match {url!r}")
     return [fs.unstrip_protocol(p) for p in sorted(found)]
@@ -148,7 +152,14 @@ def expand_url(url: str) -> list[str]:
 def open_url(url: str):
     """A binary file object over the bytes at ``url`` (fsspec)."""
     fs, path = _filesystem(url)
-    return fs.open(path, "rb")
+    try:
+        return fs.open(path, "rb")
+    except Exception as e:  # noqa: BLE001 - as in expand_url
+        raise TfreeError(f"cannot read {url!r}: {_remote_error(e)}") from None
+
+
+def _remote_error(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else 'no details'}"
 
 
 def detect_format(path: str, fmt: str = "auto") -> tuple[str, str | None]:

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..codec import default_num_threads
-from ..config import CodecConfig, TfreeError, atomic_write
+from ..config import CodecConfig, TfreeError, atomic_write, plain_interrupts
 from .hf import CARD, card_is_ours, write_card
 from .docs import Docs, concat, pack
 from .lexicon import (FORMAT, FORMAT_VERSION, LEXICON, Merger, encode_documents, lexicon_batch_utf8, lexicon_name,
@@ -39,8 +39,8 @@ from .lexicon import (FORMAT, FORMAT_VERSION, LEXICON, Merger, encode_documents,
 from .reader import CODEC, MANIFEST, seal
 from .resume import JOURNAL, DirLock, drop_temporaries, kept_shard, record, records, reuse_manifest
 from ..codec import codec_for
-from .plan import auto_num_proc, input_digest, make_plan  # noqa: F401 (make_plan: the plan pass, tested here)
-from .sources import SPLITS, expand_inputs, iter_batches
+from .plan import auto_num_proc, input_digest, make_plan, usable_cores  # noqa: F401 (make_plan: the plan pass, tested here)
+from .sources import SPLITS, expand_inputs, is_url, iter_batches
 from .workers import start_pool, stop_pool, warm_up
 
 PLAN = ".plan.json"
@@ -181,10 +181,10 @@ def prepare_dir(out_dir: str, plan_bytes: bytes, config: CodecConfig, overwrite:
     for n in names:  # leftovers of a killed run
         if n.startswith(TMP_PREFIX) and os.path.exists(os.path.join(out_dir, n)):
             os.remove(os.path.join(out_dir, n))
+    os.makedirs(out_dir, exist_ok=True)
+    if not os.path.exists(os.path.join(out_dir, CODEC)):  # a finished directory whose codec.json was deleted too
+        config.save(os.path.join(out_dir, CODEC))
     if state != "complete":
-        os.makedirs(out_dir, exist_ok=True)
-        if not os.path.exists(os.path.join(out_dir, CODEC)):
-            config.save(os.path.join(out_dir, CODEC))
         atomic_write(os.path.join(out_dir, PLAN), plan_bytes)
     return state
 
@@ -227,7 +227,17 @@ class EncodeOptions:
     shard_bytes: int | None = DEFAULT_SHARD_BYTES
     progress: bool = True
 
+def _outside(files: list[str], out_dir: str) -> list[str]:
+    """The inputs but any file inside the output directory: ``encode DIR -o DIR/shards`` would read its own
+    shards on a rerun (another plan: refused)."""
+    top = os.path.join(os.path.realpath(out_dir), "")
+    kept = [f for f in files if f == "-" or is_url(f) or not os.path.realpath(f).startswith(top)]
+    if not kept:
+        raise TfreeError(f"every input is inside the output directory {out_dir}")
+    return kept
 
+
+@plain_interrupts()  # Ctrl-C inside a kernel is a KeyboardInterrupt, not numba's SystemError
 def encode_to_shards(inputs, out_dir: str, config: CodecConfig, options: EncodeOptions | None = None, **kw) -> dict:
     """Encode ``inputs`` into Arrow shards under ``out_dir`` as ``options`` (or its fields as keywords:
     ``split="lines"``, ``num_proc=1``, ...) say; returns a summary. See the module docstring."""
@@ -238,8 +248,9 @@ def encode_to_shards(inputs, out_dir: str, config: CodecConfig, options: EncodeO
     out_dir = os.fspath(out_dir)
     if split not in SPLITS:
         raise TfreeError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-    files = expand_inputs(inputs)
-    num_proc = num_proc or auto_num_proc(files)
+    cores = usable_cores()
+    files = _outside(expand_inputs(inputs), out_dir)
+    num_proc = min(num_proc or auto_num_proc(files, cores), cores)  # workers beyond the cores only wait for them
     if not overwrite:
         check_codec(out_dir, config)  # fail fast, before reading the input
     options = {"format": fmt, "split": split, "text_column": text_column}

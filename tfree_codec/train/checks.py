@@ -39,11 +39,15 @@ def validate(cfg) -> None:
             bad(name, f[name], "at least 1")
     if f["unfreeze_after"] is not None and f["unfreeze_after"] < 1:
         bad("unfreeze_after", f["unfreeze_after"], "at least 1")
+    if f["unfreeze_after"] is not None and f["max_steps"] is not None:
+        check_unfreeze(f["unfreeze_after"], f["max_steps"])
     if not (math.isfinite(f["unfreeze_lr"]) and f["unfreeze_lr"] > 0):
         bad("unfreeze_lr", f["unfreeze_lr"], "a positive number")
     if f["max_bytes"] is not None and not f["max_bytes"] > 0:
         bad("max_bytes", f["max_bytes"], "positive")
-    for name in ("warmup", "eval_every", "save_every", "log_every", "val_bytes"):
+    if f["val_bytes"] < 1:  # no held-out slice: no validation bits per byte, and no calibration fitted for decoding
+        bad("val_bytes", f["val_bytes"], "at least 1 (the held-out text that validates and calibrates the model)")
+    for name in ("warmup", "eval_every", "save_every", "log_every"):
         if f[name] is not None and f[name] < 0:  # eval_every None: chosen from the length
             bad(name, f[name], "at least 0")
     validate_oe(f)
@@ -58,6 +62,13 @@ def validate(cfg) -> None:
         raise TfreeError("--od-weight: Over-Decoding needs a T-FREE model, not --baseline bpe")
     # the model's shape (heads dividing the width, ...) before a dictionary or tokenizer is written for it
     model_config(cfg, vocab_size=16, od=od > 0)
+
+
+def check_unfreeze(unfreeze_after: int, max_steps: int) -> None:
+    """--unfreeze-after must fall inside the run, or the body never unfreezes (and the second schedule is empty)."""
+    if unfreeze_after >= max_steps:
+        raise TfreeError(f"--unfreeze-after {unfreeze_after} is not before the run's last step ({max_steps} steps): "
+                         "give a smaller step, or leave it out to keep the body frozen")
 
 
 def validate_oe(f: dict) -> None:
@@ -98,3 +109,4 @@ def check_finite(model, step: int, loss=None) -> None:
             bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise TfreeError(f"training diverged at step {step} (the loss or the weights are nan/inf): nothing was "
                          "saved for it; lower --lr or raise --warmup")
+

@@ -81,7 +81,10 @@ class Packer:
         return dict(self.cursor)
 
     def load_state_dict(self, state: dict) -> None:
-        self.cursor = {"epoch": int(state["epoch"]), "index": int(state["index"]), "offset": int(state["offset"])}
+        e, k, o = int(state["epoch"]), int(state["index"]), int(state["offset"])
+        if not (0 <= e < 1 << 31 and 0 <= k < len(self.lengths) and 0 <= o <= int(self.span[int(self.order(e)[k])])):
+            raise ValueError(f"data cursor {state} is outside this data")  # _walk would index past it, or loop
+        self.cursor = {"epoch": e, "index": k, "offset": o}
 
 
 # -- materialising windows ---------------------------------------------------------------------------------------

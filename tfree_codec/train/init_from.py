@@ -66,6 +66,7 @@ def open_source(path: str) -> Source:
     if not os.path.isfile(source.artifact):
         raise TfreeError(f"--init-from {src}: no {os.path.basename(source.artifact)} (a {config.mode} model needs it "
                          "to be continued)")
+    load_weights(None, source)  # weights that do not load are refused here, before the run writes anything
     return source
 
 
@@ -108,7 +109,18 @@ def copy_tokenizer(source: Source, path: str) -> None:
 
 
 def load_weights(model, source: Source) -> None:
-    ckpt.load_weights(model, ckpt.read_state_dict(source.path), source.path)
+    """The source's weights into ``model``; with None, only checked against a model of the source's config (on the
+    meta device: nothing allocated)."""
+    sd = ckpt.read_state_dict(source.path)
+    if model is None:
+        import torch  # noqa: PLC0415
+
+        from ..model.transformer import Model  # noqa: PLC0415
+
+        with torch.device("meta"):
+            ckpt.check_weights(Model(source.model_config), sd, f"--init-from {source.path}")
+        return
+    ckpt.load_weights(model, sd, source.path)
 
 
 def settings(cfg, typed: set[str]):

@@ -3,15 +3,16 @@
 The loop is nanoGPT's: AdamW, linear warmup then cosine decay to a tenth, gradient clipping, bf16 autocast where
 the device supports it. Every rank walks the same seeded stream and takes its own slice of each global batch, so
 the data cursor is one small dict that rank 0 saves. ``--resume auto`` restores weights, optimizer, step, RNG
-states and cursor: on CPU the next step's loss equals the uninterrupted run's.
+states and cursor: on the CPU (deterministic kernels, settings.reproducible) the resumed run's weights are byte for
+byte the uninterrupted run's.
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import secrets
+import shutil
 import time
 from collections import Counter
 
@@ -19,10 +20,11 @@ import numpy as np
 import torch
 
 from ..model import checkpoint as ckpt
-from ..config import TfreeError, atomic_write
+from ..config import TfreeError
 from .data import Packer, PatternSource, TokenSource, train_bpe
 from ..decode.calibration import Calibration
 from ..decode.dictionary import Dictionary, prior_features
+from ..shards.resume import DirLock
 from . import init_from, report
 from ..generate.bits import Reading
 from ..generate.vocab import Tokens, Words
@@ -34,11 +36,11 @@ from ..model.transformer import Model, ModelConfig
 from ..text.words import EOT
 from .checks import check_finite as _check_finite
 from .checks import data_fingerprint as _data_fingerprint
-from .checks import validate
+from .checks import check_unfreeze, validate
 from ..model.optim import clip_grad_norm
 from .settings import settings_to_save
 from .settings import (PLAIN, RESUME_FIXED, TrainConfig, body_frozen, init_dist, lr_at, lr_for,  # noqa: F401
-                       model_config, od_weight_at)  # (re-exported)
+                       model_config, od_weight_at, reproducible, resume_differences)  # (re-exported)
 
 TRAINED_WHEN_FROZEN = ("embed.", "head.", "norm.")  # --freeze-body (tfree retok): the input, the output, final norm
 
@@ -55,6 +57,7 @@ class Run:
             raise TfreeError("a frozen body (tfree retok) trains in one process: run it without torchrun")
         self.device = resolve_device(cfg.device, self.dist.local_rank)
         self.autocast, self.dtype = autocast_for(self.device, cfg.dtype)
+        reproducible(self.device)
         self.out = os.path.abspath(cfg.out_dir)
         self.resume_from = self._find_resume()
         if self.resume_from:
@@ -78,6 +81,9 @@ class Run:
             raise TfreeError(f"{cfg.data.path} is not the data {self.resume_from} was trained on (re-encoded or changed "
                              "since): resume with the same data, or start a new run directory")
         self.train_units, self.val_units = split_units(units, cfg.data.val_bytes)
+        if len(self.val_units) == 0:  # no validation bits per byte (nan), and no calibration fitted for decoding
+            raise TfreeError(f"{cfg.data.path}: too little text to hold out a validation slice ({len(units)} unit of "
+                             f"{cfg.data.chunk_words} words): give more text")
         if self.dist.main:
             os.makedirs(self.out, exist_ok=True)
             if cfg.resume:
@@ -103,6 +109,8 @@ class Run:
         span = self.source.lengths.sum() + self.train_units.last.sum()
         self.bytes_per_item = float(self.train_units.n_bytes.sum()) / max(1, int(span))
         self.max_steps = self._max_steps()
+        if x.freeze_body and x.unfreeze_after is not None:  # --max-bytes: the length is known only now
+            check_unfreeze(x.unfreeze_after, self.max_steps)
         self.optimizer = self.model.configure_optimizer(cfg.optimiser.lr, cfg.optimiser.weight_decay,
                                                         device_type=self.device.type, table_lr_scale=x.oe_lr_scale)
         self.step, self.bytes_seen, self.items_seen = 0, 0.0, 0
@@ -148,8 +156,7 @@ class Run:
     def _check_resume(self, state) -> None:
         if not state:
             return
-        old, now = state.get("train_config", {}), self.cfg.flat()
-        diff = [f"{k} {old.get(k)!r} -> {now[k]!r}" for k in RESUME_FIXED if k in old and old[k] != now[k]]
+        diff = resume_differences(state.get("train_config", {}), self.cfg.flat())
         if int(state.get("world_size", 1)) != self.dist.world:
             diff.append(f"processes {state.get('world_size')} -> {self.dist.world}")
         if diff:
@@ -236,13 +243,17 @@ class Run:
         ckpt.load_weights(self.model, ckpt.read_state_dict(self.resume_from), self.resume_from)
         if ckpt.read_model_config(self.resume_from) != self.model_config:
             raise TfreeError(f"{self.resume_from}: its model config differs from this run's")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.packer.load_state_dict(state["cursor"])
-        self.step, self.bytes_seen, self.items_seen = int(state["step"]), float(state["bytes_seen"]), int(state["items_seen"])
-        self.vocab.calibration = Calibration.from_dict(state.get("calibration", {}))
-        torch.set_rng_state(state["rng_cpu"])
-        if self.device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        try:  # a train_state.pt that passes its sha256 but not this run (written by a bug, or by hand)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.packer.load_state_dict(state["cursor"])
+            self.step, self.bytes_seen, self.items_seen = int(state["step"]), float(state["bytes_seen"]), int(state["items_seen"])
+            self.vocab.calibration = Calibration.from_dict(state.get("calibration", {}))
+            torch.set_rng_state(state["rng_cpu"])
+            if self.device.type == "cuda" and "rng_cuda" in state:
+                torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as e:
+            raise TfreeError(f"{self.resume_from}: train_state.pt does not fit this run ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:100] if str(e) else ''})") from None
         self.log(f"resumed from {self.resume_from} at step {self.step}")
 
     def sample_prompt(self, n_words: int) -> list[str]:
@@ -348,7 +359,26 @@ def _fmt_rate(x: float) -> str:
 
 
 def train(cfg: TrainConfig, log=print) -> dict:
-    """Train (or resume) a run; returns a summary. Only rank 0 logs and writes."""
+    """Train (or resume) a run; returns a summary. Only rank 0 logs and writes, and holds an exclusive lock on the
+    run directory for the whole job: a second job on the same directory is refused at once (shards.resume.DirLock)."""
+    validate(cfg)  # before the lock creates the run directory
+    out = os.path.abspath(cfg.out_dir)
+    had = set(os.listdir(out)) if os.path.isdir(out) else set()
+    lock = DirLock(out, job="tfree train") if int(os.environ.get("RANK", "0")) == 0 else None
+    ok, deterministic = False, torch.are_deterministic_algorithms_enabled()
+    try:
+        summary = _train(cfg, log)
+        ok = True
+        return summary
+    finally:
+        torch.use_deterministic_algorithms(deterministic)  # Run turned it on for a CPU run: this process's again
+        if lock is not None:
+            if not ok:
+                _drop_unfinished(out, had)
+            lock.release(failed=not ok)  # a run refused before it wrote anything leaves no empty directory
+
+
+def _train(cfg: TrainConfig, log) -> dict:
     from tqdm import tqdm  # noqa: PLC0415
 
     run = Run(cfg, log if int(os.environ.get("RANK", "0")) == 0 else (lambda *a, **k: None))
@@ -362,9 +392,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
         f"{p['head'] / 1e6:.2f}M, body {p['body'] / 1e6:.2f}M{_oe_part(p)}{od_head}) | seed {run.seed} | device {run.device} {run.dtype} | "
         f"{run.dist.world} process(es) | {run.max_steps} steps of {per_step}x{run.model_config.seq_len} {unit} "
         f"(~{run.max_steps * per_step * run.model_config.seq_len * run.bytes_per_item / 1e6:.1f} MB)")
-    log_path = os.path.join(run.out, "log.jsonl")
     if main:
-        _truncate_log(log_path, run.step)
+        report.truncate_log(os.path.join(run.out, report.LOG_FILE), run.step)
     settings = {**settings_to_save(cfg), "seed": run.seed}  # W&B's config of the run, as train_config.json holds it
     loggers = report.Loggers(run.out, cfg.logging.logger, run.step, say, settings) if main else None
     log = cfg.logging
@@ -411,9 +440,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
                 line += f" | val bpb {record['val_bpb']:.3f}"
             with bar.external_write_mode():  # through the caller's log (quickstart: stderr), the bar kept intact
                 say(line)
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-            loggers.write(record)
+            loggers.write(record)  # log.jsonl, and log.csv / tensorboard
             if "val_bpb" in record:
                 _plot(run, cfg, say)
     bar.close()
@@ -424,8 +451,6 @@ def train(cfg: TrainConfig, log=print) -> dict:
         summary.update(final)
         if final:
             final_record = {"step": run.step, "bytes_seen": round(run.bytes_seen), "final": True, **final, **_show(run, cfg, say)}
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(final_record) + "\n")
             loggers.write(final_record)
             _plot(run, cfg, say)
             extra = (f" (temperature {report.temperature_text(final['temperature'])}, prior weight {final['prior_weight']:.3f}, p_unk "
@@ -437,6 +462,19 @@ def train(cfg: TrainConfig, log=print) -> dict:
         loggers.close()
     run._barrier()
     return summary
+
+
+def _drop_unfinished(out: str, had: set) -> None:
+    """A run that stopped (a full disk, an error, Ctrl-C) before its first checkpoint leaves nothing: the files
+    this job created (dictionary, logs, plot) go, so a rerun starts clean; files that were there before stay."""
+    if ckpt.latest_checkpoint(out) or os.path.exists(os.path.join(out, "final")) or not os.path.isdir(out):
+        return
+    for name in sorted({DICT_FILE, TOKENIZER_FILE, *report.RUN_FILES} - had):
+        p = os.path.join(out, name)
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p, ignore_errors=True)
+        elif os.path.lexists(p):
+            os.unlink(p)
 
 
 def _oe_part(p: dict) -> str:
@@ -457,21 +495,3 @@ def _plot(run: Run, cfg: TrainConfig, say) -> None:
             not run.said_no_plot:
         say("matplotlib is not installed (pip install 'tfree-codec[plot]'): no plot.png")
         run.said_no_plot = True
-
-
-def _truncate_log(path: str, step: int) -> None:
-    """Drop log records past ``step`` (left by a run that died after its last checkpoint)."""
-    if not os.path.isfile(path):
-        return
-    with open(path, encoding="utf-8", errors="replace") as f:
-        keep = [ln for ln in f if step and _record_step(ln) <= step]
-    atomic_write(path, "".join(keep).encode("utf-8"))
-
-
-def _record_step(line: str) -> float:
-    """A log line's step; inf for a line that is not a whole record (a write cut short by a full disk or a kill)."""
-    try:
-        r = json.loads(line)
-        return r.get("step", 0) if isinstance(r, dict) and line.endswith("\n") else math.inf
-    except ValueError:
-        return math.inf

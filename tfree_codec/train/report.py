@@ -10,11 +10,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 
-from ..config import TfreeError
+from ..config import TfreeError, atomic_write
 
 LOG_FILE, CSV_FILE, PLOT_FILE, TB_DIR = "log.jsonl", "log.csv", "plot.png", "tensorboard"
+RUN_FILES = (LOG_FILE, CSV_FILE, PLOT_FILE, TB_DIR)  # what a run writes beside its checkpoints and dictionary
 CSV_COLUMNS = ("step", "bytes_seen", "loss", "lr", "bytes_per_s", "val_bpb", "sample")
 LOGGERS = ("csv", "tensorboard", "wandb")
 
@@ -24,19 +26,57 @@ def read_log(run_dir: str) -> list[dict]:
     path = run_dir if run_dir.endswith(".jsonl") else os.path.join(run_dir, LOG_FILE)
     try:
         with open(path, encoding="utf-8") as f:
-            return [json.loads(ln) for ln in f if ln.strip()]
+            lines = [(i, ln) for i, ln in enumerate(f, 1) if ln.strip()]
     except FileNotFoundError:
         raise TfreeError(f"{run_dir}: no {LOG_FILE} (not a tfree run directory)") from None
     except ValueError as e:
-        raise TfreeError(f"{path}: a line is not JSON ({e})") from None
+        raise TfreeError(f"{path}: not UTF-8 text ({e})") from None
+    out = []
+    for i, ln in lines:
+        try:
+            r = json.loads(ln)
+        except (ValueError, RecursionError):
+            raise TfreeError(f"{path}: line {i} is not JSON") from None
+        bad = "not a JSON object" if not isinstance(r, dict) else next(
+            (f"its {k} is {r[k]!r}, not a number" for k in NUMBERS if k in r and not _is_number(r[k])), None)
+        if bad:
+            raise TfreeError(f"{path}: line {i} is not a log record ({bad})")
+        out.append(r)
+    return out
+
+
+NUMBERS = ("step", "loss", "lr", "val_bpb", "bytes_seen", "bytes_per_s")  # what plots and CSVs read
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def truncate_log(path: str, step: int) -> None:
+    """Drop log records past ``step`` (left by a run that died after its last checkpoint)."""
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8", errors="replace") as f:
+        keep = [ln for ln in f if step and record_step(ln) <= step]
+    atomic_write(path, "".join(keep).encode("utf-8"))
+
+
+def record_step(line: str) -> float:
+    """A log line's step; inf for a line that is not a whole record (a write cut short by a full disk or a kill)."""
+    try:
+        r = json.loads(line)
+        return r.get("step", 0) if isinstance(r, dict) and line.endswith("\n") else math.inf
+    except ValueError:
+        return math.inf
 
 
 class Loggers:
-    """The extra logs of a run (``names`` from LOGGERS). log.csv is rebuilt from log.jsonl when the run starts, so a
-    resumed run's CSV holds exactly its JSON log's records."""
+    """The logs of a run: log.jsonl, and the extra ones of ``names`` (from LOGGERS). log.csv is rebuilt from
+    log.jsonl when the run starts, so a resumed run's CSV holds exactly its JSON log's records."""
 
     def __init__(self, run_dir: str, names=(), step: int = 0, say=print, settings: dict | None = None):
         self.csv = self.tb = self.wandb = None
+        self.jsonl = os.path.join(run_dir, LOG_FILE)
         unknown = set(names) - set(LOGGERS)
         if unknown:
             raise TfreeError(f"unknown logger {sorted(unknown)[0]!r} (choose from {', '.join(LOGGERS)})")
@@ -60,9 +100,14 @@ class Loggers:
             self.wandb = _wandb_run(run_dir, settings, say)
 
     def write(self, record: dict) -> None:
-        if self.csv is not None:
-            self.csv.writerow(record)
-            self._csv_file.flush()
+        try:
+            with open(self.jsonl, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            if self.csv is not None:
+                self.csv.writerow(record)
+                self._csv_file.flush()
+        except OSError as e:  # a full disk: say which file
+            raise OSError(e.errno, e.strerror, e.filename or self.jsonl) from None
         if self.tb is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step":
@@ -138,10 +183,18 @@ def plot_runs(run_dirs, out: str, labels=None) -> str | None:
         if ax.get_lines():
             ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = f"{out}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(out)), f".tmp-{os.getpid()}-{os.path.basename(out)}")
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        os.replace(tmp, out)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise OSError(e.errno, e.strerror, out) from None
+        raise
+    finally:
+        plt.close(fig)
     return out
 
 

@@ -61,6 +61,7 @@ RETOK_FILE = "retok.json"
 INIT_DIR = "init"
 INITS = ("mean", "sparse", "random")
 HEAD_TARGETS = ("first", "mean")
+SPARSE_K_MAX = 64  # --sparse-k: words combined per word at most
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,8 @@ class RetokConfig:
         for name, lo in (("alpha", 0.0), ("ridge", 1e-12)):
             if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) >= lo):
                 raise TfreeError(f"--{name} must be at least {lo:g}, not {getattr(self, name)!r}")
-        if self.sparse_k < 1:
-            raise TfreeError(f"--sparse-k must be at least 1, not {self.sparse_k}")
+        if not 1 <= self.sparse_k <= SPARSE_K_MAX:  # more is not sparse, and each word's solve grows as k^3
+            raise TfreeError(f"--sparse-k must be from 1 to {SPARSE_K_MAX}, not {self.sparse_k}")
         if self.seq_len is not None and self.seq_len < 1:
             raise TfreeError(f"--seq-len must be at least 1, not {self.seq_len}")
         if not self.pos_weight > 0:
@@ -295,8 +296,8 @@ def read_record(path: str) -> dict:
     try:
         with open(os.path.join(path, RETOK_FILE), encoding="utf-8") as f:
             d = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise TfreeError(f"{path}: no readable {RETOK_FILE} ({e}): not made by tfree retok") from None
-    if not isinstance(d, dict) or "settings" not in d:
+    if not isinstance(d, dict) or not isinstance(d.get("settings"), dict):
         raise TfreeError(f"{path}/{RETOK_FILE}: not a tfree retok record")
     return d

@@ -19,8 +19,22 @@ from ..model import checkpoint as ckpt
 RESUME_FIXED = ("data", "preset", "n_layer", "n_head", "n_embd", "seq_len", "batch_size", "grad_accum", "baseline",
                 "bpe_vocab", "pos_weight", "chunk_words", "val_bytes", "lr", "warmup", "weight_decay", "od_weight",
                 "od_anneal", "oe_orders", "oe_rows", "oe_slices", "oe_distinct", "oe_unigram", "oe_lr_scale",
-                "freeze_body", "unfreeze_after", "unfreeze_lr", "objective", "word_budget", "mix_bce")
+                "freeze_body", "unfreeze_after", "unfreeze_lr", "objective", "word_budget", "mix_bce", "init_from")
 
+
+def resume_differences(old: dict, now: dict) -> list[str]:
+    """The fixed settings (RESUME_FIXED) in which a checkpoint's saved settings ``old`` and this run's ``now``
+    differ, as "name old -> new". ``init_from`` inside its run folder (tfree retok's OUT/init) is compared by its
+    place in the folder, not its absolute path, so a retok run that was moved or copied still resumes."""
+    def seen(d: dict, k: str):
+        v, out = d.get(k), d.get("out_dir")
+        if k == "init_from" and isinstance(v, str) and isinstance(out, str):
+            rel = os.path.relpath(os.path.abspath(v), os.path.abspath(out))
+            if rel != ".." and not rel.startswith(".." + os.sep):
+                return ("in the run folder", rel)
+        return v
+
+    return [f"{k} {old.get(k)!r} -> {now[k]!r}" for k in RESUME_FIXED if k in old and seen(old, k) != seen(now, k)]
 
 @dataclass(frozen=True)
 class Shape:
@@ -245,6 +259,15 @@ def init_dist(device_name: str) -> Dist:
     return d
 
 
+def reproducible(device) -> None:
+    """On the CPU, a run with a seed is bit-reproducible, run to run and across a kill and resume: torch's
+    deterministic kernels replace the multi-threaded scatter-adds whose float sums land in a different order each
+    run (the index backward of the batch's word embeddings, the loss's index_put_ with accumulate). GPUs are left
+    as they are: their deterministic kernels need CUBLAS_WORKSPACE_CONFIG and refuse some ops (docs/training.md)."""
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+
+
 def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
     """Linear warmup, then cosine decay to a tenth of ``lr`` at ``max_steps`` (step counts from 0)."""
     o = cfg.optimiser
@@ -318,4 +341,25 @@ def resume_settings(cfg: TrainConfig, given: set[str]) -> tuple[TrainConfig, dic
         saved.setdefault("objective", "bce")  # a BCE run's file leaves it out (and runs from before it existed)
     names = set(now) - set(NOT_RESTORED) - set(given)
     changed = {k: saved[k] for k in sorted(names) if k in saved and saved[k] != now[k]}
+    for k, v in changed.items():  # the file may say anything: a value of another kind is refused, not restored
+        kind = _annotation(k)
+        if not _of_kind(v, kind):
+            raise TfreeError(f"{os.path.join(src, SETTINGS_FILE)}: {k} is {v!r}, not {kind}")
     return cfg.replace(**changed), changed
+
+
+def _annotation(name: str) -> str:
+    """The annotation of the setting of flat name ``name`` ("int | None", "float", "tuple", ...)."""
+    group, field = _where()[name]
+    return (_GROUPS[group] if group else TrainConfig).__dataclass_fields__[field].type
+
+
+def _of_kind(v, annotation: str) -> bool:
+    """Whether a JSON value fits a TrainConfig annotation ("int | None", "float", "tuple", ...)."""
+    if v is None:
+        return "None" in annotation
+    if isinstance(v, bool):
+        return annotation.startswith("bool")
+    if isinstance(v, (list, tuple)):
+        return annotation == "tuple" and all(isinstance(x, (int, str)) and not isinstance(x, bool) for x in v)
+    return isinstance(v, {"int": int, "float": (int, float), "str": str}.get(annotation.split(" ")[0], ()))
