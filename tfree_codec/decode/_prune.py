@@ -126,17 +126,24 @@ def _mass_todo(blk, n, tau, gmax, G, scale, ref, invt, eps, found):
     hist = np.zeros(NBINS + 1, np.int64)
     for j in range(nb):
         hist[min(max(np.int64((b[j] - low) * bs), 0), NBINS)] += min(BLOCK, n - j * BLOCK)
+    return _cut(hist, low, bs, ref, invt, eps * found)[2]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _cut(hist, low, bs, ref, invt, most):
+    """Leave out the histogram's lowest bins while the mass their words can carry (each bounded by its bin's upper
+    edge) stays within ``most``: (the first bin kept, the mass left out, the words in the bins kept)."""
     tail, first = 0.0, 0
     while first <= NBINS:
         m = hist[first] * math.exp(min((low + (first + 1) / bs - ref) * invt, 700.0))
-        if tail + m > eps * found:
+        if tail + m > most:
             break
         tail += m
         first += 1
-    todo = 0
+    kept = 0
     for kb in range(first, NBINS + 1):
-        todo += hist[kb]
-    return todo
+        kept += hist[kb]
+    return first, tail, kept
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -372,16 +379,8 @@ def search(g, scale, sv, mode, k, invt, eps, delta, hot, maxfrac, ix, rk, buf):
     for p in range(W):
         if stamp[p] != sv:
             hist[min(max(np.int64((ub[p] - low) * bs), 0), NBINS)] += 1
-    tail, first = 0.0, 0  # bins [0, first) are left out; a bin's words are bounded by its upper edge
-    while first <= NBINS:
-        m = hist[first] * math.exp(min((low + (first + 1) / bs - ref) * invt, 700.0))
-        if tail + m > eps * found:
-            break
-        tail += m
-        first += 1
-    todo = nc
-    for kb in range(first, NBINS + 1):
-        todo += hist[kb]
+    first, tail, kept = _cut(hist, low, bs, ref, invt, eps * found)  # bins [0, first) are left out
+    todo = nc + kept
     if todo > limit:
         return FULL, 0.0, G
     for p in range(W):
