@@ -56,9 +56,15 @@ class WordHead(nn.Module):
         return {"score": "mean_logit", "temperature": 1.0 / a, "temperature_plain": 1.0 / a, "prior_weight": b,
                 "zero_count_weight": c}
 
-    def embeddings(self, head_weight: torch.Tensor) -> torch.Tensor:
-        """(W, d): each word's mean head row, times the scale."""
-        E = F.embedding_bag(self.indices, head_weight, self.indptr, mode="mean", include_last_offset=True)
+    def embeddings(self, head_weight: torch.Tensor, words: torch.Tensor | None = None) -> torch.Tensor:
+        """(W, d): each word's mean head row, times the scale; with ``words`` (K,) ids, those words' (K, d) only."""
+        if words is None:
+            E = F.embedding_bag(self.indices, head_weight, self.indptr, mode="mean", include_last_offset=True)
+        else:  # the words' pattern segments, gathered (a sampled step never touches the rest of the dictionary)
+            start, n = self.indptr[words], self.indptr[words + 1] - self.indptr[words]
+            offsets = torch.cumsum(n, 0) - n
+            flat = torch.repeat_interleave(start - offsets, n) + torch.arange(int(n.sum()), device=n.device)
+            E = F.embedding_bag(self.indices[flat], head_weight, offsets, mode="mean")
         return E * self.log_scale.exp().to(E.dtype)
 
     def loss(self, h: torch.Tensor, head_weight: torch.Tensor, word_ids: torch.Tensor, mask=None) -> torch.Tensor:
@@ -71,19 +77,28 @@ class WordHead(nn.Module):
         h, t = h.reshape(-1, h.shape[-1])[keep].float(), word_ids[keep]
         if len(t) == 0:
             return h.sum() * 0.0
-        E = self.embeddings(head_weight.float())                       # (W, d)
         bias = self.feats @ self.prior                                 # (W,)
         if W <= self.budget:
-            return F.cross_entropy(h @ E.T + bias, t)
+            return F.cross_entropy(h @ self.embeddings(head_weight.float()).T + bias, t)
         top = self.budget // 2
         rest = W - top
         drawn = top + torch.randperm(rest, device=t.device)[: self.budget - top]
         cols = torch.cat([torch.arange(top, device=t.device), drawn])   # (C,) candidate words
-        z = h @ E[cols].T + bias[cols]                                  # (N, C)
-        z[:, top:] += math.log(rest / len(drawn))
-        own = (h * E[t]).sum(1) + bias[t]                               # each target's exact logit
-        # a target among the drawn words is scored by its own column only; one among the frequent words is there
-        z[:, top:].masked_fill_(drawn[None, :] == t[:, None], float("-inf"))
-        tail = t >= top
-        z_all = torch.cat([z, torch.where(tail, own, torch.full_like(own, float("-inf")))[:, None]], 1)
-        return (torch.logsumexp(z_all, 1) - own).mean()
+        E = self.embeddings(head_weight.float(), torch.cat([cols, t]))  # the candidates', then the targets'
+        correction = math.log(rest / len(drawn))                       # each drawn word stands for rest/drawn
+        col_bias = bias[cols] + torch.cat([torch.zeros(top, device=t.device),
+                                           torch.full((len(drawn),), correction, device=t.device)])
+        z = h @ E[: len(cols)].T + col_bias                            # (N, C)
+        own = (h * E[len(cols):]).sum(1) + bias[t]                      # each target's exact logit
+        # A target among the drawn words is in z with the correction: take it back out there (N entries, not an
+        # (N, C) mask); a target outside the candidates joins its row's sum once, by its own logit.
+        at = torch.full((W,), -1, dtype=torch.int64, device=t.device)
+        at[drawn] = torch.arange(top, len(cols), device=t.device)
+        col = at[t]
+        rows = torch.nonzero(col >= 0).reshape(-1)
+        if len(rows):
+            z = z.index_put((rows, col[rows]), own[rows])
+        lse = torch.logsumexp(z, 1)
+        outside = (t >= top) & (col < 0)
+        lse = torch.where(outside, torch.logaddexp(lse, own), lse)
+        return (lse - own).mean()
