@@ -103,26 +103,30 @@ class Decoder:
             self._bias_cache = (len(d), cached)
         return cached
 
-    def ranker(self, raw: bool = False) -> Ranker:
-        """The search over the current dictionary: for z (or, ``raw``, for s itself: scale 1, no bias)."""
+    def ranker(self, raw: bool = False, prune: bool | None = None) -> Ranker:
+        """The search over the current dictionary: for z (or, ``raw``, for s itself: scale 1, no bias); ``prune``
+        False scores every word (default: as ``search`` says)."""
         sc = self.scorer()
-        key = (raw, len(sc), self.num_threads)
+        prune = self.search == "pruned" if prune is None else prune
+        key = (raw, len(sc), self.num_threads, prune)
         rk = self._rankers.get(key)
         if rk is None:
             self._rankers = {k: v for k, v in self._rankers.items() if k[1] == len(sc)}
             rk = self._rankers[key] = Ranker(sc, self.score, 1.0 if raw else self.scale,
-                                             None if raw else self.bias_by_id(), self.search == "pruned",
-                                             self.num_threads)
+                                             None if raw else self.bias_by_id(), prune, self.num_threads)
         return rk
 
     def _rank(self) -> tuple:
         return self.score, self.scale, self.bias_by_id()
 
-    def _plain(self, batch: int) -> bool:
-        """Full scoring on the fused kernels (their normaliser needs s <= 1): for search="full", and for batches of
-        MIN_LANES positions or more without a bias, where the kernels' 64 positions at a time cost less per
-        position than the pruned search's one at a time (bench/decode.py)."""
-        return self.score == VARIANT2 and (self.search == "full" or (batch >= MIN_LANES and self.bias is None))
+    def _plain(self, batch: int, mass: bool = False) -> bool:
+        """Full scoring on the fused kernels (their normaliser needs s <= 1): for search="full"; for what needs the
+        softmax's mass (sampling without top-k, log-probabilities), where the search read every word of every
+        dictionary measured and paid for trying first (docs/decoding.md); and for batches of MIN_LANES positions
+        or more without a bias, where the kernels' 64 positions at a time cost less per position than the pruned
+        search's one at a time (bench/decode.py)."""
+        return self.score == VARIANT2 and (self.search == "full" or mass
+                                           or (batch >= MIN_LANES and self.bias is None))
 
     def _use_torch(self, logits) -> bool:
         if self.backend == "auto":
@@ -205,12 +209,13 @@ class Decoder:
             return self._torch().decode(self._tensor(logits), sampler, self._rank())
         x = self._logits(logits)
         greedy = sampler.greedy
-        if self._plain(len(x)):
+        mass = not greedy and not top_k
+        if self._plain(len(x), mass):
             pos, probs, scores = self._decode_plain(x, temperature, sampler)
         else:
             pos, probs, scores = np.empty(len(x), np.int64), np.ones(len(x)), np.empty(len(x))
-            rk = self.ranker()
-            mode, k = (_prune.TOP, top_k or 1) if greedy or top_k else (_prune.MASS, 1)
+            rk = self.ranker(prune=False) if mass else self.ranker()  # mass: every word holds some (measured)
+            mode, k = (_prune.MASS, 1) if mass else (_prune.TOP, top_k or 1)
             for r, (cand, cz, _, _) in enumerate(rk.rows(x, mode, k, 0.0 if greedy else 1.0 / temperature)):
                 if greedy:
                     j = self._pick(x[r], cand, cz, rk)
@@ -276,12 +281,12 @@ class Decoder:
         if len(targets) != len(x):
             raise TfreeError(f"{len(targets)} targets for {len(x)} positions")
         out = []
-        if self._plain(len(x)):
+        if self._plain(len(x), mass=True):
             for blk, ref, z in self._blocks(x, temperature, keep=False, targets=targets):
                 out.append((blk.target.astype(np.float64) - ref) / temperature - np.log(z))
             return np.concatenate(out)
         invt = np.float32(1.0 / temperature)
-        for cand, cz, _, tz in self.ranker().rows(x, _prune.MASS, 1, float(invt), targets):
+        for cand, cz, _, tz in self.ranker(prune=False).rows(x, _prune.MASS, 1, float(invt), targets):
             ref = cz.max()
             out.append((tz - ref) / temperature - np.log(_score.sum_exp(cz, np.array([ref]), invt)[0]))
         return np.array(out)
