@@ -85,12 +85,16 @@ def breakdown(tfree_path: str, data: str, bpe_path: str | None = None, device: s
     rows = {c: {"words": 0, "bytes": 0, "tfree_bits": 0.0, "bpe_bits": 0.0} for c in CLASSES}
     i = j = 0  # into the T-FREE targets and the BPE target tokens
     log2_in, log2_unk = math.log2(1 - cal.p_unk), math.log2(cal.p_unk)
+    doc_ends = (-1, None)  # a document's word ends, split once: a chunk's text alone may split otherwise at its edge
     for u in range(len(units)):
         d, a, b = int(units.doc[u]), int(units.start[u]), int(units.stop[u])
         words = corpus.words(d, a, b)
         text = corpus.text(d, a, b)
         targets = words + ([EOT] if units.last[u] else [])
-        ends = word_spans(codec, text, words)
+        if doc_ends[0] != d:
+            n = int(corpus.doc_words[d])
+            doc_ends = (d, word_spans(codec, corpus.text(d, 0, n), corpus.words(d, 0, n)))
+        ends = doc_ends[1][a:b] - (doc_ends[1][a - 1] if a else 0)
         starts = np.concatenate([[0], ends[:-1]]) if len(ends) else ends
         ids = [dictionary.index(w) for w in targets]
         unseen = [w for w, k in zip(targets, ids) if k < 0]
