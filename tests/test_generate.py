@@ -76,6 +76,7 @@ def test_a_seed_reproduces_sampling(parts, codec):
     assert k == run(model, codec, vocab, temperature=1.0, seed=7, top_k=3, top_p=0.9)[0]
 
 
+@pytest.mark.slow  # ten generations of a 1k-word run: 8 s
 def test_pruned_search_generates_what_full_scoring_generates(model, codec, dictionary):
     cal = {"temperature": 0.1, "prior_weight": 0.6, "zero_count_weight": -0.5}
     for kw in (dict(temperature=0), dict(temperature=0, calibration=cal), dict(temperature=0, spell=True)):

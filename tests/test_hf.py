@@ -138,6 +138,7 @@ def test_a_dataloader_with_two_workers_and_the_collator_yields_the_same_words(sh
 
 
 # -- tfree encode and finish_parts with a card ------------------------------------------------------------------
+@pytest.mark.slow  # four encodes through datasets: 10 s
 def test_encode_accepts_its_own_directory_with_the_card(tmp_path, monkeypatch):
     out = tmp_path / "out"
     encode(tmp_path, out)

@@ -67,6 +67,7 @@ def _log_steps(run) -> int:
         return 0
 
 
+@pytest.mark.slow  # a training run killed and resumed
 @pytest.mark.parametrize("kill_at", [random.Random(25).randrange(9, STEPS - 3)])
 def test_a_run_killed_at_a_random_step_resumes_to_the_same_bytes(uninterrupted, small_v, tmp_path, kill_at):
     """SIGKILL once the log holds ``kill_at`` steps (a checkpoint every 8), then --resume auto: the same bytes as
