@@ -44,6 +44,13 @@ def friendly(fn):
             if not from_interrupt(e):
                 raise
             _interrupted()
+        except Exception:
+            # After a real Ctrl-C, what broke broke because of it: numba's compiler interrupted inside LLVM (the
+            # interrupt swallowed by a C callback) raises RuntimeError "no compiled object yet" before the
+            # re-delivered interrupt lands.
+            if not _fired:
+                raise
+            _interrupted()
         finally:
             sys.unraisablehook, warnings.showwarning = old_hook, old_show
             if old is not None:

@@ -80,10 +80,13 @@ def test_sigint_during_dict_build(text_file, tmp_path, at):
     assert sorted(os.listdir(tmp_path)) == ["big.txt"]
 
 
-def test_sigint_inside_a_c_callback_is_one_line(tmp_path):
+@pytest.mark.parametrize("after", ["sleep", "fail"])
+def test_sigint_inside_a_c_callback_is_one_line(tmp_path, after):
     """The CI failure of session 5: Ctrl-C landed while numba compiled, inside llvmlite's ctypes callback, which
     swallows the KeyboardInterrupt and prints "Exception ignored ... Traceback". The same, made deterministic: a
-    command whose work is a ctypes callback that receives the SIGINT."""
+    command whose work is a ctypes callback that receives the SIGINT. "fail": the work then fails at once, as
+    numba's interrupted compile does (RuntimeError "no compiled object yet", a CI failure of 2026-12-06), before
+    the interrupt is delivered again."""
     import subprocess
     import sys
     import time
@@ -103,6 +106,7 @@ def test_sigint_inside_a_c_callback_is_one_line(tmp_path):
         "        while time.time() - t < 0.3:\n"
         "            pass\n"
         "    ctypes.CFUNCTYPE(None)(body)()\n"
+        + ("    raise RuntimeError('no compiled object yet')\n" if after == "fail" else "") +
         "    time.sleep(5)\n"
         "    print('not interrupted')\n"
         "work()\n")
