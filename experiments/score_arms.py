@@ -18,7 +18,7 @@ import json
 
 def main() -> None:
     from tfree_codec.decode.calibration import Calibration
-    from tfree_codec.generate.bits import Reading, calibrate, evaluate_tfree, tfree_bpb
+    from tfree_codec.generate.bits import Reading, calibrate, evaluate_tfree, tfree_bpb, unseen_rate
     from tfree_codec.generate.vocab import Words, load_vocabulary
     from tfree_codec.model import checkpoint as ckpt
     from tfree_codec.shards.corpus import Corpus, make_units
@@ -53,7 +53,7 @@ def main() -> None:
         words = Words(saved.dictionary, Calibration.from_dict(cal))
         c = words.calibration if name == "learnt" else calibrate(model, corpus, fit, words, reading)
         acc = evaluate_tfree(model, corpus, fit, Words(saved.dictionary, c), [], reading)
-        p_unk = (acc["unseen"] + 0.5) / (acc["items"] + 1)
+        p_unk = unseen_rate(acc)
         c = Calibration(**{**c.to_dict(), "p_unk": p_unk})
         acc = evaluate_tfree(model, corpus, rest, Words(saved.dictionary, c), c.params(), reading)
         r = tfree_bpb(acc, c)

@@ -175,6 +175,11 @@ def evaluate_tfree(model, corpus: Corpus, units: Units, words, params, reading: 
     return acc
 
 
+def unseen_rate(acc: dict) -> float:
+    """p_unk fitted on what ``evaluate_tfree`` summed: the rate of words outside the dictionary (add-half)."""
+    return (acc["unseen"] + 0.5) / (acc["items"] + 1)
+
+
 def tfree_bpb(acc: dict, calibration: Calibration, p_unk: float | None = None) -> dict:
     """Bits per byte for each parameter set ``evaluate_tfree`` summed (by default the calibrated score and the
     plain one); p_unk from the calibration unless given."""

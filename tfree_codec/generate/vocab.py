@@ -210,7 +210,7 @@ class Words(_Plain):
     def validate(self, model, corpus, units, reading) -> dict:
         """Validation bits per byte of ``units``, after fitting the calibration on them (its temperature and prior
         weights from the last fit, p_unk by maximum likelihood): the fit is kept as this vocabulary's."""
-        from .bits import calibrate, evaluate_tfree, tfree_bpb  # noqa: PLC0415
+        from .bits import calibrate, evaluate_tfree, tfree_bpb, unseen_rate  # noqa: PLC0415
 
         if model.config.objective != "bce":  # the distribution it trains for is its calibration: only p_unk is fitted
             cal = Calibration(**{**self.calibration.to_dict(), **model.word_head.calibration()})
@@ -219,7 +219,7 @@ class Words(_Plain):
         else:
             cal = calibrate(model, corpus, units, self, reading)
         acc = evaluate_tfree(model, corpus, units, self, cal.params(), reading)
-        p_unk = (acc["unseen"] + 0.5) / (acc["items"] + 1)  # maximum likelihood (add-half) on the slice
+        p_unk = unseen_rate(acc)  # maximum likelihood (add-half) on the slice
         self.calibration = Calibration(**{**cal.to_dict(), "p_unk": p_unk})
         r = tfree_bpb(acc, self.calibration)
         return {"val_bpb": float(r["bpb"][0]), "val_bpb_plain": float(r["bpb"][1]),
