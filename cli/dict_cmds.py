@@ -36,6 +36,7 @@ def build(inputs, out_path, min_count, max_words, quiet, **codec_kw):
     """Count the words of INPUTS (UTF-8 text files, or shard directories from `tfree encode`) and write the
     dictionary: the marker words, then the words by falling count."""
     from tfree_codec.decode.dictionary import Dictionary
+    from tfree_codec.decode.index import warm
 
     for p in inputs:
         if not os.path.exists(p):
@@ -44,6 +45,7 @@ def build(inputs, out_path, min_count, max_words, quiet, **codec_kw):
     t0 = time.perf_counter()
     d = Dictionary.from_files(inputs, codec, min_count=min_count, max_words=max_words, progress=show_progress(quiet))
     d.save(out_path)
+    warm(out_path, d.codec)  # the decoder's index, cached now: the first generation from it starts at once
     click.echo(f"{out_path}: {len(d):,} words ({len(d.indices):,} active rows), codec {d.fingerprint()}, "
                f"{time.perf_counter() - t0:.1f} s")
 

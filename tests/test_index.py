@@ -7,12 +7,15 @@ import zipfile
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tfree_codec import Codec
 from tfree_codec.assets import sample_text
 from tfree_codec.decode import index
 from tfree_codec.decode.decoder import Decoder
 from tfree_codec.decode.dictionary import Dictionary
+from tfree_codec.decode.scorer import unique_rows
 
 
 @pytest.fixture()
@@ -143,3 +146,49 @@ def test_dictionaries_built_in_memory_are_not_cached(tmp_path, monkeypatch):
     d = Dictionary.from_texts(Codec(), ["a few words here"])
     Decoder(d).scorer()
     assert index.cache_path(d) is None and not (tmp_path / "cache").exists()
+
+
+def test_warm_caches_a_dictionary_file_so_the_first_decoder_reads_it(saved):
+    d = Dictionary.load(saved, Codec())
+    assert not os.path.exists(index.cache_path(d))
+    assert index.warm(saved, Codec()) is True
+    inode = os.stat(index.cache_path(d)).st_ino
+    Decoder(d).scorer()
+    assert os.stat(index.cache_path(d)).st_ino == inode  # read, not built again
+
+
+def test_warm_without_a_writable_cache_says_so(saved, tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("TFREE_CACHE", str(blocker))
+    assert index.warm(saved, Codec()) is False
+
+
+def test_dict_build_leaves_the_index_cached(tmp_path, monkeypatch):
+    from conftest import cli
+
+    monkeypatch.setenv("TFREE_CACHE", str(tmp_path / "cache"))
+    text = tmp_path / "t.txt"
+    text.write_text(sample_text(5_000), encoding="utf-8")
+    res = cli("dict", "build", str(text), "-o", str(tmp_path / "d.arrow"))
+    assert res.exit_code == 0, res.output
+    assert os.path.exists(index.cache_path(Dictionary.load(tmp_path / "d.arrow")))
+
+
+def test_export_leaves_the_index_cached(tmp_path, monkeypatch, tiny_run):
+    from tfree_codec.generate import export
+
+    run = tiny_run("tfree")
+    monkeypatch.setenv("TFREE_CACHE", str(tmp_path / "cache"))
+    out = export(run, str(tmp_path / "exported"))
+    assert os.path.exists(index.cache_path(Dictionary.load(os.path.join(out, "dictionary.arrow"))))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 40), st.integers(1, 6), st.integers(1, 50), st.integers(0, 2**31))
+def test_unique_rows_is_numpys_unique_over_rows(n, j, hi, seed):
+    a = np.random.default_rng(seed).integers(0, hi, (n, j)).astype(np.int64)
+    want = np.unique(a, axis=0, return_inverse=True, return_counts=True)
+    got = unique_rows(a)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[2], want[2])
+    assert np.array_equal(got[1], want[1].reshape(-1))

@@ -22,6 +22,7 @@ import zipfile
 import numpy as np
 
 from ..config import atomic_write
+from .dictionary import Dictionary
 from .scorer import Scorer
 
 FORMAT = "tfree-index"
@@ -56,6 +57,15 @@ def build_scorer(dictionary) -> Scorer:
             _save(path, dictionary, n0, sc)
     _add(sc, dictionary, len(sc), len(dictionary))
     return sc
+
+
+def warm(path, codec=None) -> bool:
+    """Build the index of the dictionary file at ``path`` into the cache now (``tfree dict build`` and ``tfree
+    export`` call it after writing one), so that the first generation from it reads the index instead of building
+    it. -> whether the cache holds it afterwards (False: no cache can be written here; nothing else changes)."""
+    d = Dictionary.load(path, codec)
+    build_scorer(d)
+    return os.path.isfile(cache_path(d))
 
 
 def _add(sc: Scorer, d, a: int, b: int) -> None:

@@ -53,6 +53,19 @@ def _trigram_rule(config):
     return None
 
 
+def unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(a, axis=0, return_inverse=True, return_counts=True)`` for (n, j) non-negative int64 rows, a
+    column at a time: each prefix's dense rank (lexicographic, as the rows sort) joins the next column in one
+    int64 key (np.unique's axis=0 sorts the rows as records: 5x slower, half of a 100k-word index's build)."""
+    rank = np.zeros(len(a), np.int64)
+    for c in range(a.shape[1]):
+        _, rank = np.unique(rank * (int(a[:, c].max(initial=0)) + 1) + a[:, c], return_inverse=True)
+        rank = rank.reshape(-1)
+    first = np.full(int(rank.max(initial=-1)) + 1, len(a), np.int64)
+    np.minimum.at(first, rank, np.arange(len(a)))
+    return a[first], rank, np.bincount(rank, minlength=len(first))
+
+
 def choose_endings(kptr, kid, ok, max_units: int):
     """Pick common word endings: the last j = 2..LONGEST_ENDING trigrams of factored words, valued by the
     additions they save, (count - 1) * (j - 1); the best ``max_units`` with a positive value. Each word's longest
@@ -65,8 +78,7 @@ def choose_endings(kptr, kid, ok, max_units: int):
         w = np.nonzero(lens >= j + 1)[0]  # keep a trigram in front of the ending
         if len(w) == 0 or max_units == 0:
             continue
-        tails, inv, cnt = np.unique(kid[ends[w][:, None] - j + np.arange(j)], axis=0, return_inverse=True,
-                                    return_counts=True)
+        tails, inv, cnt = unique_rows(kid[ends[w][:, None] - j + np.arange(j)])
         tables[j] = (w, tails, inv.ravel())
         values.append(np.stack([(cnt - 1) * (j - 1), np.full(len(cnt), j), np.arange(len(cnt))], 1))
     unit = np.full(n, -1, np.int64)

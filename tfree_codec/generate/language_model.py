@@ -134,8 +134,14 @@ def export(src: str, dst: str, *, min_count: int = 1, half: bool = False) -> str
         info["stored_dtype"] = "float16"
     with tempfile.TemporaryDirectory() as tmp:
         files, kept = vocab.exported(path, tmp, min_count)
-        return ckpt.save_checkpoint(dst, model, codec, files=files, step=int(meta.get("step", 0)), info={**info, **kept},
-                                    json_files={} if calibration is None else {ckpt.CALIBRATION_FILE: calibration})
+        out = ckpt.save_checkpoint(dst, model, codec, files=files, step=int(meta.get("step", 0)),
+                                   info={**info, **kept},
+                                   json_files={} if calibration is None else {ckpt.CALIBRATION_FILE: calibration})
+    if model.config.mode == "tfree":  # its decoder's index, cached now: the first generation starts at once
+        from ..decode.index import warm  # noqa: PLC0415
+
+        warm(os.path.join(out, ckpt.DICT_FILE), codec)
+    return out
 
 
 # -- text ---------------------------------------------------------------------------------------------------------------
