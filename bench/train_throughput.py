@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--oe-only", action="store_true", help="only the plain and the Over-Encoding T-FREE models")
     ap.add_argument("--objectives", default="word,mix", help="T-FREE models trained with these objectives beside BCE "
                     "(model/word_head.py), their dictionary every word of the text as `tfree train` builds it")
-    ap.add_argument("--word-budget", type=int, default=8192)
+    ap.add_argument("--word-budget", type=int, default=ModelConfig.word_budget, help="(default: the model's)")
     ap.add_argument("--rss-of", type=int, help=argparse.SUPPRESS)  # internal: one process's memory for --oe-rows
     args = ap.parse_args()
     if args.rss_of is not None:

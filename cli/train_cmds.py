@@ -97,7 +97,7 @@ def _config_file(ctx, param, value):
 @click.option("--objective", type=click.Choice(["word", "bce", "mix"]), default="word", show_default=True,
               help="what the T-FREE head trains for: the dictionary softmax decoding reads (word), each row on its "
               "own (bce, the paper's), or both (mix: word + --mix-bce x bce); docs/training.md")
-@click.option("--word-budget", type=int, default=8192, show_default=True,
+@click.option("--word-budget", type=int, default=4096, show_default=True,
               help="dictionary words scored exactly per step; bigger dictionaries use a sampled softmax")
 @click.option("--mix-bce", type=float, default=0.1, show_default=True, help="--objective mix: the BCE term's weight")
 @click.option("--od-weight", type=float, default=0.0, show_default=True,

@@ -55,7 +55,7 @@ class ModelConfig:
     # what the T-FREE head trains for (word_head.py): "bce" (each row on its own, the paper's recipe), "word" (the
     # softmax over dictionary words that decoding reads), "mix" (word + mix_bce * bce)
     objective: str = "bce"
-    word_budget: int = 8192    # dictionary words scored exactly per step; past it, a sampled softmax (word_head.py)
+    word_budget: int = 4096    # dictionary words scored exactly per step; past it, a sampled softmax (word_head.py)
     mix_bce: float = 0.1
     format_version: int = MODEL_FORMAT_VERSION
 

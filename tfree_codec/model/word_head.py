@@ -31,7 +31,7 @@ class WordHead(nn.Module):
     """The word objective's three scalars and, for training only, the dictionary they score (``set_dictionary``).
     ``log_scale`` is ``log a``; ``prior`` is ``(b, c)``, starting at the unigram distribution (b = 1)."""
 
-    def __init__(self, budget: int = 8192):
+    def __init__(self, budget: int = 4096):
         super().__init__()
         self.budget = int(budget)
         self.log_scale = nn.Parameter(torch.zeros(()))

@@ -49,7 +49,7 @@ class Shape:
     bpe_vocab: int = 32000
     pos_weight: float = 100.0
     objective: str = "word"           # what the T-FREE head trains for: "word", "bce", "mix" (model/word_head.py)
-    word_budget: int = 8192           # dictionary words scored exactly per step (past it: a sampled softmax)
+    word_budget: int = 4096           # dictionary words scored exactly per step (past it: a sampled softmax)
     mix_bce: float = 0.1              # "mix": the BCE term's weight beside the word objective
 
     def __post_init__(self):
