@@ -10,9 +10,9 @@ Two kinds of logits:
 * ``synthetic``: one dictionary word's pattern high, the rest low, plus noise (a confident model); ranked by s
   alone, as ``Decoder(d)`` ranks.
 * ``model``: the bundled model's logits over a passage of the bundled sample, ranked as generation ranks
-  (z = s / T_cal + the count prior of the model's calibration): a small model, far less sure of its words.
-  With ``--word-run CHECKPOINT`` (a model trained with ``--objective word``), that model's logits instead, ranked
-  by its own calibration (``mean_logit``).
+  (z = s / T_cal + the count prior of the model's calibration, under the score it was trained for): a small
+  model, far less sure of its words. ``--word-run CHECKPOINT`` (a model trained with ``--objective word``) gives
+  the ``mean_logit`` rows that model's logits instead; ``--model CHECKPOINT`` replaces the bundled model.
 
 ``--scores`` picks the word scores: ``sigmoid_diff`` (the default) and ``mean_logit`` (z = a * mean logit of the
 word's rows + prior; synthetic logits then use a = 1 and the prior weights (0.5, -1)).
@@ -96,10 +96,11 @@ def main() -> None:
     ap.add_argument("--logits", nargs="+", default=["synthetic", "model"], choices=["synthetic", "model"])
     ap.add_argument("--seconds", type=float, default=1.0, help="time spent on each measurement")
     ap.add_argument("--scores", nargs="+", default=["sigmoid_diff"], choices=["sigmoid_diff", "mean_logit"])
+    ap.add_argument("--model", help="the checkpoint whose logits are the model rows (default: the bundled model)")
     ap.add_argument("--word-run", help="a checkpoint trained with --objective word: its logits for mean_logit")
     args = ap.parse_args()
     print(f"machine: {machine()}")
-    model_x, cal = model_logits(max(args.batches)) if "model" in args.logits else (None, None)
+    model_x, cal = model_logits(max(args.batches), args.model) if "model" in args.logits else (None, None)
     word_x, word_cal = model_logits(max(args.batches), args.word_run) if args.word_run else (None, None)
     print(f"\n{'score':<13}{'logits':<10}{'words':>8}{'B':>4}{'thr':>4}  {'mode':<16}{'full w/s':>16}{'pruned w/s':>16}"
           f"{'x':>7}{'read':>8}  same\n{'':>50}(median, best)")
@@ -109,7 +110,7 @@ def main() -> None:
         Decoder(d).scorer()
         print(f"{len(d):,} words: scorer and index ready in {time.perf_counter() - t0:.2f} s", flush=True)
         for score, kind in [(sc, k) for sc in args.scores for k in args.logits]:
-            mx, mc = (word_x, word_cal) if score == "mean_logit" else (model_x, cal)
+            mx, mc = (word_x, word_cal) if score == "mean_logit" and word_x is not None else (model_x, cal)
             if kind == "synthetic":
                 rank = Ranking(score) if score == "sigmoid_diff" else Ranking(score, 1.0, (0.5, -1.0))
                 sample = dict(temperature=0.07 if score == "sigmoid_diff" else 0.8)
