@@ -34,8 +34,9 @@ def _out(text: str) -> None:
 @click.option("--num-samples", type=int, default=1, show_default=True, help="continuations (sample i uses seed + i)")
 @click.option("--stop", multiple=True, type=TEXT, help="stop before this string (repeatable)")
 @click.option("--spell", is_flag=True, help="spell words the dictionary lacks when the model asks for one")
-@click.option("--spell-below", type=float, default=0.5, show_default=True,
-              help="with --spell: spell where even the best dictionary word scores below this")
+@click.option("--spell-below", type=float,
+              help="with --spell: spell where even the best dictionary word scores below this, in the model's score "
+              "[default: 0.5 (sigmoid_diff); 0.0 for a word-objective model (mean_logit: a mean logit)]")
 @click.option("--ignore-eot", is_flag=True, help="go on past <|endoftext|> (the end of a document)")
 @click.option("--no-cache", is_flag=True, help="re-read the whole context each step (slow; for checks)")
 @click.option("--no-echo", is_flag=True, help="print only the continuation, not the prompt")
@@ -56,6 +57,7 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
     --prompt-file is given. Progress, the seed and the words/s go to stderr."""
     from tfree_codec.decode.sampling import Sampling
     from tfree_codec.generate import LanguageModel, timed, torch_threads
+    from tfree_codec.generate.language_model import SPELL_BELOW
     from tfree_codec.generate.speculative import DraftStats
 
     model, prompt = _model_and_prompt(args, prompt_file)
@@ -63,7 +65,7 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
         raise TfreeError("--num-samples must be at least 1")
     if threads < 0:
         raise TfreeError(f"--threads must be at least 0 (0: torch's default), not {threads}")
-    if not math.isfinite(spell_below):  # nan would compare false everywhere: --spell silently never spells
+    if spell_below is not None and not math.isfinite(spell_below):  # nan compares false: --spell would never spell
         raise TfreeError(f"--spell-below must be a finite number, not {spell_below}")
     seed = secrets.randbits(31) if seed is None else seed
     sampling = Sampling(temperature, top_k, top_p, seed, stop, max_new_tokens, not ignore_eot,
@@ -73,6 +75,8 @@ def generate(args, prompt_file, max_new_tokens, temperature, top_k, top_p, seed,
     lm = LanguageModel.load(model, device)
     if lm.mode == "tfree":  # how the dictionary is read (a BPE head has no dictionary)
         lm.vocabulary.search = search
+        if spell and spell_below is None:  # the threshold is in the units of the model's score
+            sampling = dataclasses.replace(sampling, spell_below=SPELL_BELOW[lm.vocabulary.calibration.score])
     if draft and not getattr(lm.model.config, "od", False):
         raise TfreeError(f"--draft needs a model with an Over-Decoding head (trained with --od-weight); {lm.path} has none")
     p = lm.model.num_params()

@@ -11,6 +11,7 @@ from tfree_codec.assets import sample_text
 from tfree_codec.decode.decoder import Decoder
 from tfree_codec.decode.dictionary import Dictionary
 from tfree_codec.decode.spell import Speller, spell
+from tfree_codec.decode.wordscore import Ranking
 
 V = 8192
 OTHER_SCRIPTS = ("Привет мир как дела сегодня хорошо спасибо большое книга читать писать говорить "
@@ -268,3 +269,17 @@ def test_decoder_falls_back_to_spelling_weak_positions(codec, dictionary):
     assert plain.words[0] != word and plain.scores[0] < 0.9
     out = Decoder(dictionary, spell_below=0.9).decode(x, temperature=0)
     assert out.words == [word, "Emma"] and out.ids[0] == -1 and np.isnan(out.probs[0]) and out.scores[0] > 0.99
+
+
+def test_spelling_is_compared_in_the_decoders_own_score(codec, dictionary):
+    """A mean-logit decoder (a word-objective model) compares the spelling's mean logit with the best word's, not
+    the spelling's sigmoid score (whose scale is another): the spelled word's score is its mean logit."""
+    word = held_out(dictionary, codec)[0]
+    x = np.full((1, V), -10, np.float32)
+    x[0, codec.encode_words([word])[1]] = 10
+    rank = Ranking("mean_logit")
+    plain = Decoder(dictionary, rank=rank).decode(x, temperature=0)
+    assert plain.words[0] != word and plain.scores[0] < 9.9
+    out = Decoder(dictionary, spell_below=9.9, rank=rank).decode(x, temperature=0)
+    assert out.words == [word] and out.ids[0] == -1 and out.scores[0] == pytest.approx(10.0)
+    assert Decoder(dictionary, spell_below=plain.scores[0] - 1, rank=rank).decode(x, temperature=0).words == plain.words

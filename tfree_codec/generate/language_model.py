@@ -34,7 +34,9 @@ from ..decode.sampling import Sampler, Sampling
 from ..decode.sampling import sample_logits  # noqa: F401  (re-exported)
 from .vocab import as_vocabulary, load_vocabulary
 
-SPELL_BELOW = 0.5  # --spell: where the best dictionary word scores below this, spell one if that fits better
+# --spell: where the best dictionary word scores below this, spell one if that fits better; in the units of the
+# model's score (a mean logit of 0 is a mean sigmoid of about one half)
+SPELL_BELOW = {"sigmoid_diff": 0.5, "mean_logit": 0.0}
 
 
 @dataclass
@@ -178,8 +180,8 @@ def stream(model, codec, vocab, prompt, sampling: Sampling | None = None, *, use
     Dictionary, which the prompt's words join) or token (BPE; ``vocab`` a tokenizers.Tokenizer); ``vocab`` may also
     be a vocabulary (vocab.py). ``sampling`` (decode.sampling.Sampling: temperature, top-k, top-p, seed, stop
     strings, max_new_tokens, stop_at_eot, spell_below), or its fields as keywords (``spell=True``: spell below
-    0.5); ``calibration`` ({"temperature": T_cal, "prior_weight": b, "zero_count_weight": c}) replaces a bare
-    dictionary's default (T_cal 0.07, b = c = 0). ``draft`` (a model trained with ``--od-weight``; True, or a
+    SPELL_BELOW of the model's score); ``calibration`` ({"temperature": T_cal, "prior_weight": b,
+    "zero_count_weight": c}) replaces a bare dictionary's default (T_cal 0.07, b = c = 0). ``draft`` (a model trained with ``--od-weight``; True, or a
     ``speculative.DraftStats`` that counts the drafts kept): self-speculative generation (speculative.py), the same
     words when greedy and the same distribution when sampling. ``use_cache``: False re-reads the window each step.
     ``search`` (T-FREE): how the dictionary is read, "pruned" or "full" (vocab.Words; default the vocabulary's).
@@ -188,21 +190,26 @@ def stream(model, codec, vocab, prompt, sampling: Sampling | None = None, *, use
         raise TfreeError("the prompt is empty")
     calibration, stats = options.pop("calibration", None), options.pop("draft_stats", None)
     search = options.pop("search", None)
-    if "spell" in options:  # the older flag: spell below spell_below (default SPELL_BELOW), or not at all
+    spell_default = False
+    if "spell" in options:  # the older flag: spell below spell_below (default SPELL_BELOW for the model's score)
         spell = options.pop("spell")
-        options["spell_below"] = options.get("spell_below", SPELL_BELOW) if spell else None
+        spell_default = bool(spell) and "spell_below" not in options
+        if not spell:
+            options["spell_below"] = None
     sampling = dataclasses.replace(sampling or Sampling(), **options) if options else sampling or Sampling()
     if draft:
         from .speculative import DraftStats  # noqa: PLC0415
 
         if not getattr(model.config, "od", False):
             raise TfreeError("--draft needs a model with an Over-Decoding head (trained with --od-weight)")
-        if sampling.spell_below is not None and not sampling.greedy:
+        if (sampling.spell_below is not None or spell_default) and not sampling.greedy:
             raise TfreeError("--draft samples from the dictionary alone: it does not combine with --spell (greedy does)")
         stats = draft if isinstance(draft, DraftStats) else stats if stats is not None else DraftStats()
     else:
         stats = None
     items = as_vocabulary(vocab, codec, model.config, calibration)
+    if spell_default and hasattr(items, "calibration"):
+        sampling = dataclasses.replace(sampling, spell_below=SPELL_BELOW[items.calibration.score])
     if search is not None:
         if not hasattr(items, "searched"):
             raise TfreeError("search applies to a T-FREE dictionary, not to a BPE tokenizer")
