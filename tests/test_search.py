@@ -184,12 +184,14 @@ def test_trained_model_logits(dictionaries):
     lm = tfree_codec.load(device="cpu")
     b = batch_encode(lm.codec, ["It is a truth universally acknowledged, that a single man in possession of"])
     with torch.no_grad():
-        x = lm.model(*b.lm_inputs())[0][0].float().numpy()
+        x = lm.model(b.lm_inputs()[0])[0][0].float().numpy()  # inputs only: the logits (no loss)
     d = lm.vocab
     d.extend(["Quixotic", "zephyrs"])
     cal = lm.calibration
-    for bias in ((cal["prior_weight"], 0.0), None):
-        kw = dict(rank=Ranking(scale=1 / cal["temperature"], bias=bias))
+    scores = ("sigmoid_diff", "mean_logit")  # the bundled model's own (the word objective's), and the SPEC's
+    assert lm.vocabulary.calibration.score in scores
+    for score, bias in [(s, b) for s in scores for b in ((cal["prior_weight"], cal["zero_count_weight"]), None)]:
+        kw = dict(rank=Ranking(score, scale=1 / cal["temperature"], bias=bias))
         pruned, full = Decoder(d, **kw), Decoder(d, search="full", **kw)
         assert list(pruned.decode(x, temperature=0).ids) == list(full.decode(x, temperature=0).ids)
         assert np.allclose(pruned.log_probs(x, np.arange(len(x)) + 20, 0.8),
