@@ -250,3 +250,30 @@ def test_a_word_objective_model_generates_and_evaluates_the_same_pruned_and_full
     read = pruned.ranker().read
     print(f"word model: {read[0]} rows pruned reading {read[1] / max(read[0], 1):.1%} of {len(lm.vocab)} words, "
           f"{read[2]} rows scored in full")
+
+
+def test_searches_that_give_up_back_off_to_full_scoring(dictionaries):
+    """Mean-logit top-k over logits that are almost all negative: the bounds (sums of positive parts) cannot rule out
+    any word, so every search gives up. After two in a row, rows go straight to full scoring (2, 4, ... at a time),
+    with the same answer."""
+    d = dictionaries[0]
+    rng = np.random.default_rng(0)
+    x = rng.normal(-4.0, 1.5, (40, d.config.vocab_size)).astype(np.float32)
+    for j, w in enumerate(rng.integers(16, len(d), len(x))):
+        x[j, d.pattern(int(w))] += 8.0
+    rank = Ranking("mean_logit", 1.0, (0.5, -1.0))
+    rk = Decoder(d, rank=rank).ranker()
+    tried = []
+    search_row = rk._row
+    rk._row = lambda *a: tried.append(search_row(*a)) or tried[-1]
+    got = rk.rows(x, _prune.TOP, 50, 1.0)
+    full = Decoder(d, rank=rank, search="full").ranker().rows(x, _prune.TOP, 50, 1.0)
+    assert all(t is None for t in tried) and 2 <= len(tried) < len(x) // 3  # gave up each time, then backed off
+    for (c1, z1, _, _), (c2, z2, _, _) in zip(got, full):
+        assert set(c1[np.argsort(-z1, kind="stable")[:50]]) == set(c2[np.argsort(-z2, kind="stable")[:50]])
+    x[:, :] = -6.0  # greedy over rows where one word stands out: every row is searched, none gives up
+    for j in range(len(x)):
+        x[j, d.pattern(int(j + 16))] = 6.0
+    tried.clear()
+    rk.rows(x, _prune.TOP, 1, 1.0)
+    assert len(tried) == len(x) and all(t is not None for t in tried)

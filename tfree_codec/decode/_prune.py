@@ -333,9 +333,9 @@ def search(g, scale, sv, mode, k, invt, eps, delta, hot, maxfrac, ix, rk, buf):
                         i = slot[p]
                         cw[i, 0] += tsp[t]
                         cw[i, 1] += 1.0
+            if nc >= limit:  # more candidates than the trie's full pass costs: stop paying for the reading
+                return FULL, 0.0, G
             if mode == MASS:
-                if nc >= limit:
-                    return FULL, 0.0, G
                 nc, ref, found = _score(n0, nc, mode, invt, top, ref, found, g, G, scale, sv, ix, rk, buf)
             tau = max(lo + (b + 1e-3) / bscale, floor)
         below = floor

@@ -22,6 +22,7 @@ from . import _prune as P
 MASS_EPS = 1e-6      # the share of the mass the words left out may hold at most
 MAX_FRACTION = 0.3   # past this share of the words to score one by one, the trie's full pass is cheaper
 SEEDS = 64           # the highest-bias words, scored first so the top-k threshold starts high
+BACKOFF = 64         # after searches that gave up in a row, up to this many rows go straight to full scoring
 
 
 class Ranker:
@@ -51,6 +52,7 @@ class Ranker:
         self.rk = (words, np.stack([sc.kptr, sc.xptr], 1), seeds, env, border, blk)
         self._local = threading.local()
         self.read = [0, 0.0, 0]  # pruned rows, their words scored / W summed, rows scored in full
+        self._backoff: dict = {}  # (mode, k) -> [searches given up in a row, rows left to score in full first]
 
     def __len__(self) -> int:
         return len(self.bias)
@@ -101,8 +103,9 @@ class Ranker:
         out = [None] * len(x)
 
         def one(r):
-            if self.pruned:
+            if self.pruned and self._worth_trying(mode, k):
                 out[r] = self._row(g[r], mode, k, invt, delta, int(tpos[r]))
+                self._tried(mode, k, gave_up=out[r] is None)
         if self.pruned and self.num_threads > 1 and len(x) > 1:
             with ThreadPoolExecutor(self.num_threads) as pool:  # the kernels release the GIL
                 list(pool.map(one, range(len(x))))
@@ -119,6 +122,24 @@ class Ranker:
                     r = full[row]
                     out[r] = (every, cz, 0.0, np.nan if targets is None else float(cz[tpos[r]]))
         return out
+
+
+    def _worth_trying(self, mode: int, k: int) -> bool:
+        """Whether to search this row: after searches of this kind that gave up in a row (the bounds left too much
+        to read, and the row was scored in full after paying for the attempt), the next 2, 4, ... BACKOFF rows go
+        straight to full scoring, and then one is tried again. The answer is the same either way (full scoring is
+        exact); only the time differs: positions of one text tend to be alike, so a model or a mode the bounds
+        cannot prune costs what full scoring costs, not more."""
+        state = self._backoff.setdefault((mode, k), [0, 0])
+        if state[1] > 0:
+            state[1] -= 1
+            return False
+        return True
+
+    def _tried(self, mode: int, k: int, gave_up: bool) -> None:
+        state = self._backoff.setdefault((mode, k), [0, 0])
+        state[0] = state[0] + 1 if gave_up else 0
+        state[1] = min(1 << state[0], BACKOFF) if state[0] >= 2 else 0
 
 
 def hot_rows(v: int, m: int) -> int:
