@@ -252,13 +252,16 @@ def test_a_word_objective_model_generates_and_evaluates_the_same_pruned_and_full
           f"{read[2]} rows scored in full")
 
 
-def test_searches_that_give_up_back_off_to_full_scoring(dictionaries):
+def test_the_search_steps_aside_where_full_scoring_costs_less(dictionaries):
     """Mean-logit top-k over logits that are almost all negative: the bounds (sums of positive parts) cannot rule out
-    any word, so every search gives up. After two in a row, rows go straight to full scoring (2, 4, ... at a time),
-    with the same answer."""
+    any word, so every search gives up and pays for full scoring too. Rows one at a time (as generation asks):
+    after the first, the costs send them straight to full scoring, but for one in EXPLORE; the answers are full
+    scoring's. Where the search prunes, it keeps being used."""
+    from tfree_codec.decode.search import EXPLORE
+
     d = dictionaries[0]
     rng = np.random.default_rng(0)
-    x = rng.normal(-4.0, 1.5, (40, d.config.vocab_size)).astype(np.float32)
+    x = rng.normal(-4.0, 1.5, (48, d.config.vocab_size)).astype(np.float32)
     for j, w in enumerate(rng.integers(16, len(d), len(x))):
         x[j, d.pattern(int(w))] += 8.0
     rank = Ranking("mean_logit", 1.0, (0.5, -1.0))
@@ -266,14 +269,32 @@ def test_searches_that_give_up_back_off_to_full_scoring(dictionaries):
     tried = []
     search_row = rk._row
     rk._row = lambda *a: tried.append(search_row(*a)) or tried[-1]
-    got = rk.rows(x, _prune.TOP, 50, 1.0)
-    full = Decoder(d, rank=rank, search="full").ranker().rows(x, _prune.TOP, 50, 1.0)
-    assert all(t is None for t in tried) and 2 <= len(tried) < len(x) // 3  # gave up each time, then backed off
+    got = [rk.rows(x[j:j + 1], _prune.TOP, 50, 1.0)[0] for j in range(len(x))]
+    every = Decoder(d, rank=rank, search="full").ranker()
+    full = [every.rows(x[j:j + 1], _prune.TOP, 50, 1.0)[0] for j in range(len(x))]
+    assert all(t is None for t in tried) and 1 <= len(tried) <= 1 + len(x) // EXPLORE + 1
     for (c1, z1, _, _), (c2, z2, _, _) in zip(got, full):
-        assert set(c1[np.argsort(-z1, kind="stable")[:50]]) == set(c2[np.argsort(-z2, kind="stable")[:50]])
-    x[:, :] = -6.0  # greedy over rows where one word stands out: every row is searched, none gives up
-    for j in range(len(x)):
-        x[j, d.pattern(int(j + 16))] = 6.0
-    tried.clear()
-    rk.rows(x, _prune.TOP, 1, 1.0)
-    assert len(tried) == len(x) and all(t is not None for t in tried)
+        assert np.array_equal(c1, c2) and np.array_equal(z1, z2)
+
+
+def test_costs_pick_the_cheaper_path_and_time_the_other_now_and_then():
+    from tfree_codec.decode.search import EXPLORE, Costs
+
+    cheap = Costs()  # searches that prune: 1 ms a row, against full scoring's 5 ms
+    assert cheap.search_next()  # nothing timed yet: search
+    cheap.add(1, 1e-3, 0, 0, 0.0)
+    picks = [cheap.search_next() for _ in range(4 * EXPLORE)]
+    assert picks.count(False) == 4  # full scoring never timed: one row in EXPLORE goes there
+    cheap.add(0, 0.0, 0, 1, 5e-3)
+    picks = [cheap.search_next() for _ in range(4 * EXPLORE)]
+    assert picks.count(False) == 4 and picks.count(True) == 4 * EXPLORE - 4
+    futile = Costs()  # searches that give up: 1 ms each, then full scoring's 3 ms as well
+    futile.add(1, 1e-3, 1, 1, 3e-3)
+    picks = [futile.search_next() for _ in range(4 * EXPLORE)]
+    assert picks.count(True) == 4
+    slow = Costs()  # searches that succeed but cost more than full scoring (a small dictionary)
+    slow.add(2, 8e-3, 0, 1, 3e-3)
+    assert [slow.search_next() for _ in range(EXPLORE)].count(True) == 1
+    for _ in range(40):  # the dictionary grew: full scoring now costs more; the explored rows see it
+        slow.add(0, 0.0, 0, 1, 20e-3)
+    assert [slow.search_next() for _ in range(EXPLORE)].count(True) == EXPLORE - 1

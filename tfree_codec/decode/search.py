@@ -1,5 +1,6 @@
 """Which words a position's decision needs, and their ranking values ``z = scale * s + bias``: the pruned search
-(``_prune.py``) or, where its bounds leave too much to read, every word scored in the trie (``scorer.py``).
+(``_prune.py``) or, where its bounds leave too much to read, every word scored in the trie (``scorer.py``); and,
+per kind of request, whichever of the two has cost less lately (``Costs``: the same answers either way).
 
 Guarantees (tests/test_search.py checks them against full scoring):
 
@@ -13,16 +14,19 @@ Guarantees (tests/test_search.py checks them against full scoring):
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from . import _prune as P
+from .scorer import MIN_LANES
 
 MASS_EPS = 1e-6      # the share of the mass the words left out may hold at most
 MAX_FRACTION = 0.3   # past this share of the words to score one by one, the trie's full pass is cheaper
 SEEDS = 64           # the highest-bias words, scored first so the top-k threshold starts high
-BACKOFF = 64         # after searches that gave up in a row, up to this many rows go straight to full scoring
+EXPLORE = 16         # every this many calls of a kind, the path the costs do not pick is timed again
 
 
 class Ranker:
@@ -52,7 +56,7 @@ class Ranker:
         self.rk = (words, np.stack([sc.kptr, sc.xptr], 1), seeds, env, border, blk)
         self._local = threading.local()
         self.read = [0, 0.0, 0]  # pruned rows, their words scored / W summed, rows scored in full
-        self._backoff: dict = {}  # (mode, k) -> [searches given up in a row, rows left to score in full first]
+        self._costs: dict = {}  # (mode, k, batched) -> Costs: which path has been cheaper per row
 
     def __len__(self) -> int:
         return len(self.bias)
@@ -101,17 +105,20 @@ class Ranker:
         delta = 2 * self.window(1.0 if self.score.g == "sigmoid" else float(np.abs(g).max(initial=0)))
         tpos = np.full(len(x), -1) if targets is None else self.sc.position[np.asarray(targets, np.int64)]
         out = [None] * len(x)
+        costs = self._costs.setdefault((mode, k, len(x) >= MIN_LANES), Costs())
+        # one way for the whole call: full scoring of a batch costs less per row than of a few of its rows
+        searched = list(range(len(x))) if self.pruned and costs.search_next() else []
 
         def one(r):
-            if self.pruned and self._worth_trying(mode, k):
-                out[r] = self._row(g[r], mode, k, invt, delta, int(tpos[r]))
-                self._tried(mode, k, gave_up=out[r] is None)
-        if self.pruned and self.num_threads > 1 and len(x) > 1:
+            out[r] = self._row(g[r], mode, k, invt, delta, int(tpos[r]))
+        t0 = time.perf_counter()
+        if self.num_threads > 1 and len(searched) > 1:
             with ThreadPoolExecutor(self.num_threads) as pool:  # the kernels release the GIL
-                list(pool.map(one, range(len(x))))
+                list(pool.map(one, searched))
         else:
-            for r in range(len(x)):
+            for r in searched:
                 one(r)
+        t1 = time.perf_counter()
         full = [r for r in range(len(x)) if out[r] is None]
         self.read[2] += len(full)
         if full:
@@ -121,25 +128,52 @@ class Ranker:
                     cz = blk.scores[:, j].copy()
                     r = full[row]
                     out[r] = (every, cz, 0.0, np.nan if targets is None else float(cz[tpos[r]]))
+        if self.pruned:
+            costs.add(len(searched), t1 - t0, sum(out[r][0] is every for r in searched) if full else 0,
+                      len(full), time.perf_counter() - t1)
         return out
 
 
-    def _worth_trying(self, mode: int, k: int) -> bool:
-        """Whether to search this row: after searches of this kind that gave up in a row (the bounds left too much
-        to read, and the row was scored in full after paying for the attempt), the next 2, 4, ... BACKOFF rows go
-        straight to full scoring, and then one is tried again. The answer is the same either way (full scoring is
-        exact); only the time differs: positions of one text tend to be alike, so a model or a mode the bounds
-        cannot prune costs what full scoring costs, not more."""
-        state = self._backoff.setdefault((mode, k), [0, 0])
-        if state[1] > 0:
-            state[1] -= 1
-            return False
-        return True
 
-    def _tried(self, mode: int, k: int, gave_up: bool) -> None:
-        state = self._backoff.setdefault((mode, k), [0, 0])
-        state[0] = state[0] + 1 if gave_up else 0
-        state[1] = min(1 << state[0], BACKOFF) if state[0] >= 2 else 0
+
+class Costs:
+    """Which path has cost less per row, for one kind of request (mode, k, one row or a batch): the search (its
+    attempts that gave up paying for full scoring too) or full scoring, each the least of its last WINDOW timings
+    (a first call's compilation, or another job's burst, does not count against a path for long). A call goes the
+    cheaper way, and every EXPLORE-th call the other, so that a change (another text, the dictionary grown) is
+    seen. The answer is the same either way (full scoring is exact; the search proves its choices): only the time
+    differs, and a model or a mode whose bounds cannot prune costs what full scoring costs, not the attempt as
+    well."""
+
+    WINDOW = 8
+
+    def __init__(self):
+        self.search, self.full = deque(maxlen=self.WINDOW), deque(maxlen=self.WINDOW)  # seconds per row
+        self.gave_up = deque(maxlen=self.WINDOW)  # share of a call's searches that gave up (then scored in full too)
+        self.n = 0
+        self._lock = threading.Lock()  # a decoder may serve several threads
+
+    def search_next(self) -> bool:
+        with self._lock:
+            return self._choose()
+
+    def _choose(self) -> bool:
+        self.n += 1
+        explore = self.n % EXPLORE == 0
+        if not self.search:
+            return True
+        if not self.full:  # the search has never given up: time full scoring now and then
+            return not explore
+        search = min(self.search) + sum(self.gave_up) / len(self.gave_up) * min(self.full)
+        return (search < min(self.full)) != explore
+
+    def add(self, n_searched: int, search_s: float, gave_up: int, n_full: int, full_s: float) -> None:
+        with self._lock:
+            if n_searched:
+                self.search.append(search_s / n_searched)
+                self.gave_up.append(gave_up / n_searched)
+            if n_full:
+                self.full.append(full_s / n_full)
 
 
 def hot_rows(v: int, m: int) -> int:
