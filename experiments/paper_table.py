@@ -18,6 +18,7 @@ import os
 import platform
 import random
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -190,8 +191,10 @@ def write_report(args, info, results, seconds) -> None:
     ref = bpe32["eval"]["params"]["embedding"] + bpe32["eval"]["params"]["head"] if bpe32 else None
     bpes = [r["eval"]["bpb"] for r in results.values() if r["kind"] == "bpe"]
     best_bpe = min(bpes) if bpes else None
-    cmd = " ".join(["python experiments/paper_table.py", *[f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                                                             if k not in ("results", "work")]])
+    given = {k: v for k, v in vars(args).items() if k not in ("results", "work") and v not in (None, "")}
+    cmd = " ".join(["python experiments/paper_table.py",
+                    *[f"--{k.replace('_', '-')}={shlex.quote(str(v))}" if " " in str(v) else f"--{k.replace('_', '-')} {v}"
+                      for k, v in given.items()]])
     lines = [
         "# T-FREE against BPE at small scale (the paper's table, on 2 CPU cores)", "",
         f"Produced by `{cmd}` on {platform.machine()} ({os.cpu_count()} cores, shared with other work; "
