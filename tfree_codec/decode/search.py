@@ -140,8 +140,8 @@ class Costs:
     """Which path has cost less per row, for one kind of request (mode, k, one row or a batch): the search (its
     attempts that gave up paying for full scoring too) or full scoring, each the least of its last WINDOW timings
     (a first call's compilation, or another job's burst, does not count against a path for long). A call goes the
-    cheaper way, and every EXPLORE-th call the other, so that a change (another text, the dictionary grown) is
-    seen. The answer is the same either way (full scoring is exact; the search proves its choices): only the time
+    cheaper way, and now and then the other (every EXPLORE-th call, times how much dearer it was, up to 16 times
+    that), so that a change (another text, the dictionary grown) is seen. The answer is the same either way (full scoring is exact; the search proves its choices): only the time
     differs, and a model or a mode whose bounds cannot prune costs what full scoring costs, not the attempt as
     well."""
 
@@ -159,13 +159,16 @@ class Costs:
 
     def _choose(self) -> bool:
         self.n += 1
-        explore = self.n % EXPLORE == 0
         if not self.search:
             return True
         if not self.full:  # the search has never given up: time full scoring now and then
-            return not explore
+            return self.n % EXPLORE != 0
         search = min(self.search) + sum(self.gave_up) / len(self.gave_up) * min(self.full)
-        return (search < min(self.full)) != explore
+        full = min(self.full)
+        # the dearer path is tried again less often the dearer it is: what the tries cost stays near 1/EXPLORE of
+        # the cheaper path's time
+        every = EXPLORE * min(max(search, full) / max(min(search, full), 1e-12), 16.0)
+        return (search < full) != (self.n % int(every) == 0)
 
     def add(self, n_searched: int, search_s: float, gave_up: int, n_full: int, full_s: float) -> None:
         with self._lock:
