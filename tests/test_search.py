@@ -283,22 +283,22 @@ def test_costs_pick_the_cheaper_path_and_time_the_other_now_and_then():
 
     cheap = Costs()  # searches that prune: 1 ms a row, against full scoring's 5 ms
     assert cheap.search_next()  # nothing timed yet: search
-    cheap.add(1, 1e-3, 0, 0, 0.0)
-    picks = [cheap.search_next() for _ in range(4 * EXPLORE)]
-    assert picks.count(False) == 4  # full scoring never timed: one call in EXPLORE goes there
-    cheap.add(0, 0.0, 0, 1, 5e-3)
+    cheap.add(True, 1e-3)
+    assert not cheap.search_next()  # then full scoring, once, to compare
+    picks = [cheap.search_next() for _ in range(4 * EXPLORE - 2)]
+    assert picks.count(False) == 4  # not timed (say its call failed): one call in EXPLORE goes there
+    cheap.add(False, 5e-3)
     picks = [cheap.search_next() for _ in range(4 * 5 * EXPLORE)]  # full scoring is 5x dearer
     assert picks.count(False) == 4
-    futile = Costs()  # searches that give up: 1 ms each, then full scoring's 3 ms as well (4 ms against 3)
-    futile.add(1, 1e-3, 1, 1, 3e-3)
+    futile = Costs()  # searches that give up: 4 ms a row with the full scoring after them, against 3 ms
+    futile.add(True, 4e-3)
+    futile.add(False, 3e-3)
     every = int(EXPLORE * 4 / 3)
     assert [futile.search_next() for _ in range(4 * every)].count(True) == 4
-    slow = Costs()  # searches that succeed but cost more than full scoring (a small dictionary): 4 ms against 3
-    slow.add(2, 8e-3, 0, 1, 3e-3)
-    assert [slow.search_next() for _ in range(every)].count(True) == 1
     for _ in range(40):  # the dictionary grew: full scoring now costs 20 ms; the tries see it
-        slow.add(0, 0.0, 0, 1, 20e-3)
-    assert [slow.search_next() for _ in range(5 * EXPLORE)].count(False) == 1
+        futile.add(False, 20e-3)
+    assert [futile.search_next() for _ in range(5 * EXPLORE)].count(False) == 1
     far = Costs()  # however much dearer a path is, it is tried again within 16 * EXPLORE calls
-    far.add(1, 1e-4, 0, 1, 1.0)
+    far.add(True, 1e-4)
+    far.add(False, 1.0)
     assert [far.search_next() for _ in range(16 * EXPLORE)].count(False) == 1

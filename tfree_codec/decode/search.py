@@ -118,7 +118,6 @@ class Ranker:
         else:
             for r in searched:
                 one(r)
-        t1 = time.perf_counter()
         full = [r for r in range(len(x)) if out[r] is None]
         self.read[2] += len(full)
         if full:
@@ -128,28 +127,26 @@ class Ranker:
                     cz = blk.scores[:, j].copy()
                     r = full[row]
                     out[r] = (every, cz, 0.0, np.nan if targets is None else float(cz[tpos[r]]))
-        if self.pruned:
-            costs.add(len(searched), t1 - t0, sum(out[r][0] is every for r in searched) if full else 0,
-                      len(full), time.perf_counter() - t1)
+        if self.pruned:  # the search's path pays for the rows it gave up on too
+            costs.add(bool(searched), (time.perf_counter() - t0) / max(len(x), 1))
         return out
 
 
 
 
 class Costs:
-    """Which path has cost less per row, for one kind of request (mode, k, one row or a batch): the search (its
-    attempts that gave up paying for full scoring too) or full scoring, each the least of its last WINDOW timings
-    (a first call's compilation, or another job's burst, does not count against a path for long). A call goes the
-    cheaper way, and now and then the other (every EXPLORE-th call, times how much dearer it was, up to 16 times
-    that), so that a change (another text, the dictionary grown) is seen. The answer is the same either way (full scoring is exact; the search proves its choices): only the time
-    differs, and a model or a mode whose bounds cannot prune costs what full scoring costs, not the attempt as
-    well."""
+    """Which path has cost less per row, for one kind of request (mode, k, one row or a batch): the search (with
+    the full scoring of the rows it gave up on) or full scoring, each the least of its last WINDOW calls' time per
+    row (a first call's compilation, or another job's burst, does not count against a path for long). A call goes
+    the cheaper way, and now and then the other (every EXPLORE-th call, times how much dearer it was, up to 16 times
+    that), so that a change (another text, the dictionary grown) is seen. The answer is the same either way (full
+    scoring is exact; the search proves its choices): only the time differs, and a model or a mode whose bounds
+    cannot prune costs what full scoring costs, not the attempt as well."""
 
     WINDOW = 8
 
     def __init__(self):
         self.search, self.full = deque(maxlen=self.WINDOW), deque(maxlen=self.WINDOW)  # seconds per row
-        self.gave_up = deque(maxlen=self.WINDOW)  # share of a call's searches that gave up (then scored in full too)
         self.n = 0
         self._lock = threading.Lock()  # a decoder may serve several threads
 
@@ -161,22 +158,17 @@ class Costs:
         self.n += 1
         if not self.search:
             return True
-        if not self.full:  # the search has never given up: time full scoring now and then
-            return self.n % EXPLORE != 0
-        search = min(self.search) + sum(self.gave_up) / len(self.gave_up) * min(self.full)
-        full = min(self.full)
+        if not self.full:  # full scoring not timed yet: the second call, then now and then
+            return self.n != 2 and self.n % EXPLORE != 0
+        search, full = min(self.search), min(self.full)
         # the dearer path is tried again less often the dearer it is: what the tries cost stays near 1/EXPLORE of
         # the cheaper path's time
         every = EXPLORE * min(max(search, full) / max(min(search, full), 1e-12), 16.0)
         return (search < full) != (self.n % int(every) == 0)
 
-    def add(self, n_searched: int, search_s: float, gave_up: int, n_full: int, full_s: float) -> None:
+    def add(self, searched: bool, seconds_per_row: float) -> None:
         with self._lock:
-            if n_searched:
-                self.search.append(search_s / n_searched)
-                self.gave_up.append(gave_up / n_searched)
-            if n_full:
-                self.full.append(full_s / n_full)
+            (self.search if searched else self.full).append(seconds_per_row)
 
 
 def hot_rows(v: int, m: int) -> int:
