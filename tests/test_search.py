@@ -252,12 +252,12 @@ def test_a_word_objective_model_generates_and_evaluates_the_same_pruned_and_full
           f"{read[2]} rows scored in full")
 
 
-def test_the_search_steps_aside_where_full_scoring_costs_less(dictionaries):
+def test_top_k_backs_off_from_searches_that_keep_giving_up(dictionaries):
     """Mean-logit top-k over logits that are almost all negative: the bounds (sums of positive parts) cannot rule out
     any word, so every search gives up and pays for full scoring too. Rows one at a time (as generation asks):
-    after the first, the costs send them straight to full scoring, but for one in EXPLORE; the answers are full
-    scoring's. Where the search prunes, it keeps being used."""
-    from tfree_codec.decode.search import EXPLORE
+    after two give-ups the calls go straight to full scoring, 2, 4, 8, ... at a time (a rule of the logits alone,
+    not of timing: a sampled word must not depend on which path ran); the answers are full scoring's."""
+    EXPLORE = 16
 
     d = dictionaries[0]
     rng = np.random.default_rng(0)

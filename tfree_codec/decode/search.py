@@ -27,6 +27,7 @@ MASS_EPS = 1e-6      # the share of the mass the words left out may hold at most
 MAX_FRACTION = 0.3   # past this share of the words to score one by one, the trie's full pass is cheaper
 SEEDS = 64           # the highest-bias words, scored first so the top-k threshold starts high
 EXPLORE = 16         # every this many calls of a kind, the path the costs do not pick is timed again
+BACKOFF = 64         # after searches that gave up in a row, up to this many calls go straight to full scoring
 
 
 class Ranker:
@@ -56,7 +57,8 @@ class Ranker:
         self.rk = (words, np.stack([sc.kptr, sc.xptr], 1), seeds, env, border, blk)
         self._local = threading.local()
         self.read = [0, 0.0, 0]  # pruned rows, their words scored / W summed, rows scored in full
-        self._costs: dict = {}  # (mode, k, batched) -> Costs: which path has been cheaper per row
+        self._costs: dict = {}  # (mode, batched) -> Costs: which path has been cheaper per row, for greedy calls
+        self._backoff: dict = {}  # (mode, k, batched) -> Backoff, for the others
 
     def __len__(self) -> int:
         return len(self.bias)
@@ -105,9 +107,16 @@ class Ranker:
         delta = 2 * self.window(1.0 if self.score.g == "sigmoid" else float(np.abs(g).max(initial=0)))
         tpos = np.full(len(x), -1) if targets is None else self.sc.position[np.asarray(targets, np.int64)]
         out = [None] * len(x)
-        costs = self._costs.setdefault((mode, k, len(x) >= MIN_LANES), Costs())
-        # one way for the whole call: full scoring of a batch costs less per row than of a few of its rows
-        searched = list(range(len(x))) if self.pruned and costs.search_next() else []
+        # One way for the whole call (full scoring of a batch costs less per row than of a few of its rows). Greedy
+        # calls go the way that has cost less lately: every path picks the same words (``canonical``). Other calls
+        # must not depend on timing (a sampled word's probability differs in the last float32 bits between the
+        # paths, and a seed must give the same text every time), so they back off from a search that keeps giving
+        # up, which depends on the logits alone.
+        if self.pruned and k == 1 and invt == 0:
+            policy = self._costs.setdefault((mode, len(x) >= MIN_LANES), Costs())
+        elif self.pruned:
+            policy = self._backoff.setdefault((mode, k, len(x) >= MIN_LANES), Backoff())
+        searched = list(range(len(x))) if self.pruned and policy.search_next() else []
 
         def one(r):
             out[r] = self._row(g[r], mode, k, invt, delta, int(tpos[r]))
@@ -127,8 +136,10 @@ class Ranker:
                     cz = blk.scores[:, j].copy()
                     r = full[row]
                     out[r] = (every, cz, 0.0, np.nan if targets is None else float(cz[tpos[r]]))
-        if self.pruned:  # the search's path pays for the rows it gave up on too
-            costs.add(bool(searched), (time.perf_counter() - t0) / max(len(x), 1))
+        if self.pruned and isinstance(policy, Costs):  # the search's path pays for the rows it gave up on too
+            policy.add(bool(searched), (time.perf_counter() - t0) / max(len(x), 1))
+        elif searched:
+            policy.add(gave_up=len(full) == len(searched))
         return out
 
 
@@ -169,6 +180,29 @@ class Costs:
     def add(self, searched: bool, seconds_per_row: float) -> None:
         with self._lock:
             (self.search if searched else self.full).append(seconds_per_row)
+
+
+class Backoff:
+    """For calls whose answer must not depend on timing: after calls whose searches all gave up (the bounds left
+    too much to read, and the rows were scored in full after paying for the attempt), two in a row or more, the
+    next 2, 4, ... BACKOFF calls go straight to full scoring, and then one searches again. What it decides depends
+    on the logits alone, so a seed gives the same words every time."""
+
+    def __init__(self):
+        self.fails, self.skip = 0, 0
+        self._lock = threading.Lock()
+
+    def search_next(self) -> bool:
+        with self._lock:
+            if self.skip > 0:
+                self.skip -= 1
+                return False
+            return True
+
+    def add(self, gave_up: bool) -> None:
+        with self._lock:
+            self.fails = self.fails + 1 if gave_up else 0
+            self.skip = min(1 << self.fails, BACKOFF) if self.fails >= 2 else 0
 
 
 def hot_rows(v: int, m: int) -> int:
