@@ -3,8 +3,8 @@
 
     python bench/mass_oracle.py [--model CHECKPOINT] [--words 92000] [--positions 200]
 
-A model reads the bundled sample text a word at a time, and at each position every dictionary word is scored (full scoring, the model's calibration). Knowing every score,
-an oracle keeps the fewest words, the best ones, whose left-out rest carries at most ``eps`` of the softmax's mass
+A model reads the bundled sample text a word at a time, and at each position every dictionary word is scored (full
+scoring, under the model's calibration). Knowing every score, an oracle keeps the fewest words, the best ones, whose left-out rest carries at most ``eps`` of the softmax's mass
 at temperature T. No pruned search can score fewer: its bounds only prove what the oracle knows. Reported per
 setting: the median and 90th percentile of that count as a share of the dictionary, and the size of the top-p 0.95
 nucleus (the words a top-p draw can pick). Sampling with top-p and evaluation's log-probabilities need the mass

@@ -192,9 +192,9 @@ def write_report(args, info, results, seconds) -> None:
     bpes = [r["eval"]["bpb"] for r in results.values() if r["kind"] == "bpe"]
     best_bpe = min(bpes) if bpes else None
     given = {k: v for k, v in vars(args).items() if k not in ("results", "work") and v not in (None, "")}
+    flags = [(k.replace("_", "-"), str(v)) for k, v in given.items()]
     cmd = " ".join(["python experiments/paper_table.py",
-                    *[f"--{k.replace('_', '-')}={shlex.quote(str(v))}" if " " in str(v) else f"--{k.replace('_', '-')} {v}"
-                      for k, v in given.items()]])
+                    *[f"--{k}={shlex.quote(v)}" if " " in v else f"--{k} {v}" for k, v in flags]])
     lines = [
         "# T-FREE against BPE at small scale (the paper's table, on 2 CPU cores)", "",
         f"Produced by `{cmd}` on {platform.machine()} ({os.cpu_count()} cores, shared with other work; "

@@ -36,8 +36,8 @@ def hidden_states(model, corpus, units, dictionary, most: int):
         offs = np.concatenate([[0], np.cumsum(lens)])
         for s, e in windows(len(words), T):
             ln = lens[s:e - 1]
-            x = Patterns(torch.from_numpy(idx[offs[s]:offs[e - 1]]), torch.from_numpy(np.concatenate([[0], np.cumsum(ln)])),
-                         (1, len(ln)))
+            offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(ln)]))
+            x = Patterns(torch.from_numpy(idx[offs[s]:offs[e - 1]]), offsets, (1, len(ln)))
             h = model.trunk(x)[0]
             keep = torch.from_numpy(ids[s + 1:e] >= 0)
             hs.append(h[keep].float())

@@ -1,6 +1,8 @@
 """Which words a position's decision needs, and their ranking values ``z = scale * s + bias``: the pruned search
-(``_prune.py``) or, where its bounds leave too much to read, every word scored in the trie (``scorer.py``); and,
-per kind of request, whichever of the two has cost less lately (``Costs``: the same answers either way).
+(``_prune.py``) or, where its bounds leave too much to read, every word scored in the trie (``scorer.py``). Greedy
+calls take whichever of the two has cost less lately (``Costs``); the others back off from searches that keep giving
+up (``Backoff``), a rule of the logits alone. The answers are the same either way, up to the last float32 bits of a
+sampled word's probability, which is why only greedy calls may follow the timing.
 
 Guarantees (tests/test_search.py checks them against full scoring):
 
@@ -143,10 +145,8 @@ class Ranker:
         return out
 
 
-
-
 class Costs:
-    """Which path has cost less per row, for one kind of request (mode, k, one row or a batch): the search (with
+    """Which path has cost less per row, for one kind of greedy request (mode, one row or a batch): the search (with
     the full scoring of the rows it gave up on) or full scoring, each the least of its last WINDOW calls' time per
     row (a first call's compilation, or another job's burst, does not count against a path for long). A call goes
     the cheaper way, and now and then the other (every EXPLORE-th call, times how much dearer it was, up to 16 times

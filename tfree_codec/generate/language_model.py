@@ -181,9 +181,10 @@ def stream(model, codec, vocab, prompt, sampling: Sampling | None = None, *, use
     be a vocabulary (vocab.py). ``sampling`` (decode.sampling.Sampling: temperature, top-k, top-p, seed, stop
     strings, max_new_tokens, stop_at_eot, spell_below), or its fields as keywords (``spell=True``: spell below
     SPELL_BELOW of the model's score); ``calibration`` ({"temperature": T_cal, "prior_weight": b,
-    "zero_count_weight": c}) replaces a bare dictionary's default (T_cal 0.07, b = c = 0). ``draft`` (a model trained with ``--od-weight``; True, or a
-    ``speculative.DraftStats`` that counts the drafts kept): self-speculative generation (speculative.py), the same
-    words when greedy and the same distribution when sampling. ``use_cache``: False re-reads the window each step.
+    "zero_count_weight": c}) replaces a bare dictionary's default (T_cal 0.07, b = c = 0). ``draft`` (a model
+    trained with ``--od-weight``; True, or a ``speculative.DraftStats`` that counts the drafts kept):
+    self-speculative generation (speculative.py), the same words when greedy and the same distribution when
+    sampling. ``use_cache``: False re-reads the window each step.
     ``search`` (T-FREE): how the dictionary is read, "pruned" or "full" (vocab.Words; default the vocabulary's).
     The arguments are checked here, before the first piece is asked for."""
     if not isinstance(prompt, (str, list, tuple)) or not prompt:
