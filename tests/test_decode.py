@@ -283,3 +283,21 @@ def test_spelling_is_compared_in_the_decoders_own_score(codec, dictionary):
     out = Decoder(dictionary, spell_below=9.9, rank=rank).decode(x, temperature=0)
     assert out.words == [word] and out.ids[0] == -1 and out.scores[0] == pytest.approx(10.0)
     assert Decoder(dictionary, spell_below=plain.scores[0] - 1, rank=rank).decode(x, temperature=0).words == plain.words
+
+
+@pytest.mark.parametrize("score", ["sigmoid_diff", "mean_logit"])
+def test_a_patterns_score_in_float64_is_the_scorers(codec, dictionary, score):
+    """WordScore.of_patterns (the greedy tie-break's and the spelling fallback's reference) gives each pattern the
+    score the scorer gives its dictionary word, and a word outside the dictionary its own rows' score."""
+    from tfree_codec.decode.wordscore import word_score
+
+    x = np.random.default_rng(5).normal(-2.0, 2.0, (1, V)).astype(np.float32)
+    ws = word_score(score)
+    ids = np.arange(20, 60)
+    got = ws.of_patterns(x[0], [dictionary.pattern(int(i)) for i in ids], V)
+    assert np.allclose(got, Decoder(dictionary, rank=Ranking(score)).scores(x)[0, ids], atol=1e-5)
+    word = held_out(dictionary, codec)[0]
+    rows = codec.encode_words([word])[1]
+    g = ws.transform64(x[0])
+    want = g[rows].mean() if score == "mean_logit" else g[rows].mean() - (g.sum() - g[rows].sum()) / (V - len(rows))
+    assert ws.of_patterns(x[0], [rows], V)[0] == pytest.approx(want, rel=1e-12)

@@ -316,18 +316,14 @@ class Decoder:
             got = self.speller().spell_sigmoid(sig[b], beam=self.beam)
             if got is None:
                 continue
-            s = got[1] if self.score == VARIANT2 else self._s_of(got[0], x[b])  # compared in the ranking's score
+            s = got[1]
+            if self.score != VARIANT2:  # compared in the ranking's score: the spelling's own, from its rows
+                rows = self.codec.encode_words([got[0]])[1]
+                s = float(self.score.of_patterns(x[b], [rows], self.codec.vocab_size)[0])
             if s > best[b]:
                 out.words[b] = got[0]
                 out.ids[b] = self.dictionary.index(got[0])
                 out.probs[b], out.scores[b] = np.nan, s
-
-    def _s_of(self, word: str, x_row: np.ndarray) -> float:
-        """s(word) under this decoder's score, for a word that need not be in the dictionary."""
-        indptr, rows = self.codec.encode_words([word])
-        g = self.score.transform64(x_row)
-        alpha, beta = self.score.alpha_beta(np.diff(indptr), self.codec.vocab_size)
-        return float(alpha[0] * g[rows].sum() + beta[0] * g.sum())
 
     def _torch(self):
         from .torch_decoder import TorchDecoder  # noqa: PLC0415

@@ -251,7 +251,7 @@ def canonical(dictionary, score, scale: float, bias, logits_row: np.ndarray, ids
     ids = np.sort(np.asarray(ids, np.int64))
     if len(ids) == 1:
         return int(ids[0])
-    z = scale * _s64(dictionary, score, score.transform64(logits_row), ids)
+    z = scale * _s64(dictionary, score, logits_row, ids)
     if bias is not None:
         z = z + np.asarray(bias, np.float64)[ids]
     return int(ids[int(np.argmax(z))])  # argmax: the first, so the lowest id among equals
@@ -259,10 +259,8 @@ def canonical(dictionary, score, scale: float, bias, logits_row: np.ndarray, ids
 
 def raw_scores(dictionary, score, x: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """(B,) float64 s of word ids[b] at row b of (B, v) logits."""
-    return np.array([_s64(dictionary, score, score.transform64(x[b]), ids[b:b + 1])[0] for b in range(len(ids))])
+    return np.array([_s64(dictionary, score, x[b], ids[b:b + 1])[0] for b in range(len(ids))])
 
 
-def _s64(d, score, g: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    sums = np.array([g[d.pattern(i)].sum() for i in ids])
-    alpha, beta = score.alpha_beta(d.indptr[ids + 1] - d.indptr[ids], d.config.vocab_size)
-    return alpha * sums + beta * g.sum()
+def _s64(d, score, logits_row: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    return score.of_patterns(logits_row, [d.pattern(i) for i in ids], d.config.vocab_size)

@@ -66,6 +66,14 @@ class WordScore:
 
         return sigmoid(np.ascontiguousarray(logits, np.float32))
 
+    def of_patterns(self, logits_row: np.ndarray, patterns, v: int) -> np.ndarray:
+        """float64 s of each pattern (an array of rows, dictionary word or not) at one position's logits: the
+        reference the greedy tie-break and the spelling fallback compare in."""
+        g = self.transform64(logits_row)
+        sums = np.array([g[p].sum() for p in patterns])
+        alpha, beta = self.alpha_beta([len(p) for p in patterns], v)
+        return alpha * sums + beta * g.sum()
+
     def transform64(self, logits: np.ndarray) -> np.ndarray:
         """g in float64 (numpy's exp): the reference the greedy tie-break compares in."""
         x = np.asarray(logits, np.float64)
