@@ -159,8 +159,11 @@ def test_sigkill_then_rerun_gives_identical_files(tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen(cmd + ["-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
-    done = lambda n: n.startswith("shard-") and not n.endswith(".lexicon.arrow")  # noqa: E731 - a documents file: last
-    while time.time() < deadline and not (out.is_dir() and any(map(done, os.listdir(out)))):
+    journal = out / ".done.jsonl"  # a shard counts as finished once its record line is written, after its files
+
+    def finished() -> bool:
+        return journal.is_file() and journal.read_text(encoding="utf-8").count("\n") >= 1
+    while time.time() < deadline and not finished():
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
